@@ -1,0 +1,22 @@
+"""unionfs_sim: container images, containers and the overlay filesystem under them, in memory.
+
+Layers are immutable changesets; images stack them with a config; containers add a
+private writable upper layer with copy-up and whiteouts, behind an os-style API whose
+answers (and errnos) match the Linux kernel's overlayfs.
+"""
+
+from ._version import __version__
+from .container import Change, Container
+from .errors import DigestMismatch, FormatError, UnionFSError, UnsafePath
+from .fs import FileSystem
+from .image import History, Image, ImageConfig
+from .layer import Layer
+from .nodes import WHITEOUT, Device, Dir, Fifo, File, Hardlink, Socket, Symlink, Whiteout
+from .options import OverlayOptions
+
+__all__ = [
+    "WHITEOUT", "Change", "Container", "Device", "DigestMismatch", "Dir", "Fifo", "File",
+    "FileSystem", "FormatError", "Hardlink", "History", "Image", "ImageConfig", "Layer",
+    "OverlayOptions", "Socket", "Symlink", "UnionFSError", "UnsafePath", "Whiteout",
+    "__version__",
+]

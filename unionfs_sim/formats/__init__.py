@@ -1,0 +1,1 @@
+"""Real on-disk and on-wire formats: tar layers, overlay directories, OCI layouts, docker archives."""

@@ -1,0 +1,1010 @@
+"""FileSystem: the os-style facade over a merged view (stat, open, mkdir, rename ...).
+
+Paths are resolved as Linux resolves them inside a container's root: ``.`` and ``..``
+(``..`` at ``/`` stays at ``/``), relative and absolute symlinks (an absolute target is
+taken from the view's root), ELOOP after 40 links, ENAMETOOLONG for a name over 255
+bytes or a path of 4096. Errors are OSErrors carrying the kernel's errno. Methods take
+a lock, so one view can serve many threads (the FUSE mount does).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import stat as _stat
+import threading
+from collections.abc import Callable, Iterator
+from typing import IO, Any, TypeVar
+
+from . import errors
+from .content import MAX_SIZE
+from .nodes import Device, Dir, File, Node, Symlink
+from .overlay import Inode, Loc, Overlay, now_ns
+from .paths import NAME_MAX, PATH_MAX, absolute, to_str
+
+PathArg = str | bytes | os.PathLike[str] | os.PathLike[bytes]
+F = TypeVar("F", bound=Callable[..., Any])
+
+MAXSYMLINKS = 40
+"""Linux follows at most 40 symbolic links in one path resolution."""
+ST_DEV = 0x0000_4F56  # "OV": one device for the whole view, as overlayfs with xino
+DIR_SIZE = 4096
+XATTR_NAME_MAX = 255
+XATTR_SIZE_MAX = 65536
+XATTR_CREATE = getattr(os, "XATTR_CREATE", 1)
+XATTR_REPLACE = getattr(os, "XATTR_REPLACE", 2)
+_XATTR_NAMESPACES = ("user.", "trusted.", "security.", "system.")
+_OVL_XATTR = ("trusted.overlay.", "user.overlay.")
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR
+
+
+class _Resolved:
+    """The outcome of resolving a path: the parent directory, the last name, what is there."""
+
+    __slots__ = ("parent", "name", "loc", "slash", "path")
+
+    def __init__(self, parent: Loc, name: str, loc: Loc | None, slash: bool, path: str) -> None:
+        self.parent = parent
+        self.name = name
+        self.loc = loc
+        self.slash = slash  # the path ended in '/' (the result must be a directory)
+        self.path = path
+
+
+class FileSystem:
+    """The os-style API of one merged view (an image's read-only one or a container's).
+
+    Attributes:
+        umask: applied to the mode of new files and directories (default 0o022).
+        uid, gid: the credentials new files and directories are owned by (default root).
+    """
+
+    def __init__(self, overlay: Overlay) -> None:
+        self._ov = overlay
+        self._lock = threading.RLock()
+        self.umask = 0o022
+        self.uid = 0
+        self.gid = 0
+
+    @property
+    def overlay(self) -> Overlay:
+        """The merged view this facade operates on."""
+        return self._ov
+
+    @property
+    def readonly(self) -> bool:
+        """True for an image's view: every write raises EROFS."""
+        return self._ov.readonly
+
+    @property
+    def lock(self) -> threading.RLock:
+        """The lock that serialises operations on this view."""
+        return self._lock
+
+    # --- path resolution -------------------------------------------------------------
+
+    def _resolve(self, path: PathArg, follow: bool = True) -> _Resolved:
+        p = to_str(path)
+        if not p:
+            raise errors.NotFound(p)
+        if "\x00" in p:
+            raise ValueError("embedded null byte")
+        if len(p) >= PATH_MAX // 4 and len(os.fsencode(p)) >= PATH_MAX:
+            raise errors.NameTooLong(p)
+        ov = self._ov
+        root = ov.root_loc()
+        stack: list[Loc] = [root]
+        todo = p.split("/")
+        todo.reverse()
+        slash = p.endswith("/")
+        while todo and todo[0] == "":
+            todo.pop(0)
+        links = 0
+        name = ""
+        cur: Loc | None = root
+        parent = root
+        while todo:
+            comp = todo.pop()
+            if comp == "":
+                continue
+            d = stack[-1]
+            if comp == ".":
+                parent, name, cur = (d.parent or d), ".", d
+                continue
+            if comp == "..":
+                if len(stack) > 1:
+                    stack.pop()
+                parent, name, cur = d, "..", stack[-1]
+                continue
+            if len(comp) > NAME_MAX // 4 and len(os.fsencode(comp)) > NAME_MAX:
+                raise errors.NameTooLong(p)
+            child = ov.child(d, comp)
+            last = not any(todo)
+            if child is None:
+                if last:
+                    return _Resolved(d, comp, None, slash, p)
+                raise errors.NotFound(p)
+            kind = child.kind
+            if kind == "l" and (not last or follow or slash):
+                links += 1
+                if links > MAXSYMLINKS:
+                    raise errors.TooManyLinks(p)
+                target = self._link_target(child)
+                if target.startswith("/"):
+                    del stack[1:]
+                todo.extend(reversed(target.split("/")))
+                if last:
+                    # The link was the last name: what it points at is now the last name.
+                    parent, name, cur = d, comp, None
+                continue
+            if kind == "d":
+                stack.append(child)
+            elif not last:
+                raise errors.NotADirectory(p)
+            parent, name, cur = d, comp, child
+        if cur is None:
+            # A final symlink whose target named no component (e.g. "/"): its directory.
+            cur = stack[-1]
+            parent, name = cur.parent or cur, "."
+        return _Resolved(parent, name, cur, slash, p)
+
+    def _link_target(self, loc: Loc) -> str:
+        obj = self._ov.effective(loc)
+        t = obj.target
+        assert t is not None
+        return t
+
+    def _get(self, path: PathArg, follow: bool = True) -> Loc:
+        r = self._resolve(path, follow)
+        if r.loc is None:
+            raise errors.NotFound(r.path)
+        if r.slash and not r.loc.is_dir:
+            raise errors.NotADirectory(r.path)
+        return r.loc
+
+    def _check_writable(self, path: str) -> None:
+        if self._ov.readonly:
+            raise errors.ReadOnly(path)
+
+    # --- stat ------------------------------------------------------------------------
+
+    def _stat(self, loc: Loc) -> os.stat_result:
+        ov = self._ov
+        o = ov.effective(loc)
+        if isinstance(o, Inode):
+            mode = o.st_mode
+            size = DIR_SIZE if o.kind == "d" else o.size
+            at, mt, ct = o.atime_ns, o.mtime_ns, o.ctime_ns
+            rdev = o.rdev
+        else:
+            mode = o.st_mode
+            size = DIR_SIZE if isinstance(o, Dir) else o.size
+            at = mt = ct = o.mtime_ns
+            rdev = o.rdev if isinstance(o, Device) else 0
+        return os.stat_result((
+            mode, ov.ino(loc), ST_DEV, ov.nlink(loc), o.uid, o.gid, size,
+            at // 1_000_000_000, mt // 1_000_000_000, ct // 1_000_000_000,
+            at / 1e9, mt / 1e9, ct / 1e9, at, mt, ct,
+            4096, (size + 4095) // 4096 * 8 if not _stat.S_ISLNK(mode) else 0, rdev,
+        ))
+
+    def stat(self, path: PathArg, *, follow_symlinks: bool = True) -> os.stat_result:
+        """As :func:`os.stat`: attributes of ``path`` (following a final symlink by default)."""
+        with self._lock:
+            return self._stat(self._get(path, follow_symlinks))
+
+    def lstat(self, path: PathArg) -> os.stat_result:
+        """As :func:`os.lstat`: attributes of ``path`` itself, not of a symlink's target."""
+        with self._lock:
+            return self._stat(self._get(path, False))
+
+    def exists(self, path: PathArg) -> bool:
+        """True if ``path`` resolves (following symlinks), as :func:`os.path.exists`."""
+        try:
+            self.stat(path)
+        except (OSError, ValueError):
+            return False
+        return True
+
+    def lexists(self, path: PathArg) -> bool:
+        """True if ``path`` names something, even a dangling symlink."""
+        try:
+            self.lstat(path)
+        except (OSError, ValueError):
+            return False
+        return True
+
+    def isdir(self, path: PathArg) -> bool:
+        """True if ``path`` is a directory (following symlinks)."""
+        try:
+            return _stat.S_ISDIR(self.stat(path).st_mode)
+        except (OSError, ValueError):
+            return False
+
+    def isfile(self, path: PathArg) -> bool:
+        """True if ``path`` is a regular file (following symlinks)."""
+        try:
+            return _stat.S_ISREG(self.stat(path).st_mode)
+        except (OSError, ValueError):
+            return False
+
+    def islink(self, path: PathArg) -> bool:
+        """True if ``path`` is a symbolic link."""
+        try:
+            return _stat.S_ISLNK(self.lstat(path).st_mode)
+        except (OSError, ValueError):
+            return False
+
+    def which_layer(self, path: PathArg) -> int:
+        """Index into the image's layers (0 = bottom) of the layer providing ``path``.
+
+        ``len(layers)`` means the container's upper layer. A merged directory is
+        provided by the topmost layer that has it. Follows no final symlink.
+        """
+        with self._lock:
+            loc = self._get(path, False)
+            if loc.up is not None or loc.ix is not None:
+                return len(self._ov.lower.layers)
+            assert loc.lpath is not None
+            w = self._ov.lower.where[loc.lpath]
+            return max(w, 0)
+
+    # --- directories -----------------------------------------------------------------
+
+    def _dir(self, path: PathArg) -> Loc:
+        loc = self._get(path, True)
+        if not loc.is_dir:
+            raise errors.NotADirectory(to_str(path))
+        return loc
+
+    def listdir(self, path: PathArg = "/") -> list[str]:
+        """As :func:`os.listdir`: the names in a directory, sorted (no ``.``/``..``)."""
+        with self._lock:
+            return self._ov.names(self._dir(path))
+
+    def scandir(self, path: PathArg = "/") -> Iterator[DirEntry]:
+        """As :func:`os.scandir`: entries of a directory with cached type information."""
+        with self._lock:
+            d = self._dir(path)
+            base = to_str(path)
+            prefix = base if base.endswith("/") else base + "/"
+            out = []
+            for n in self._ov.names(d):
+                c = self._ov.child(d, n)
+                if c is not None:
+                    out.append(DirEntry(self, prefix + n, n, c.kind, self._ov.ino(c)))
+        return iter(out)
+
+    def walk(self, top: PathArg = "/", topdown: bool = True, onerror: Callable[[OSError], Any] | None = None,
+             followlinks: bool = False) -> Iterator[tuple[str, list[str], list[str]]]:
+        """As :func:`os.walk`: ``(dirpath, dirnames, filenames)`` for each directory."""
+        top_s = to_str(top)
+        try:
+            entries = list(self.scandir(top_s))
+        except OSError as e:
+            if onerror is not None:
+                onerror(e)
+            return
+        dirs, files, links = [], [], []
+        for e in entries:
+            if e.is_dir():
+                dirs.append(e.name)
+                if e.is_symlink():
+                    links.append(e.name)
+            else:
+                files.append(e.name)
+        if topdown:
+            yield top_s, dirs, files
+        for name in dirs:
+            if not followlinks and name in links:
+                continue
+            yield from self.walk(top_s.rstrip("/") + "/" + name, topdown, onerror, followlinks)
+        if not topdown:
+            yield top_s, dirs, files
+
+    def mkdir(self, path: PathArg, mode: int = 0o777) -> None:
+        """As :func:`os.mkdir`; the new directory's mode is ``mode & ~umask``."""
+        with self._lock:
+            r = self._resolve(path, False)
+            if r.loc is not None or r.name in (".", ".."):
+                raise errors.Exists(r.path)
+            self._check_writable(r.path)
+            perm = mode & 0o1777 & ~self.umask
+            self._create(r, "d", perm)
+
+    def makedirs(self, path: PathArg, mode: int = 0o777, exist_ok: bool = False) -> None:
+        """As :func:`os.makedirs`: create every missing directory of ``path``."""
+        p = to_str(path).rstrip("/")
+        parts = [x for x in p.split("/") if x]
+        cur = "/" if p.startswith("/") else ""
+        for i, part in enumerate(parts):
+            cur = (cur.rstrip("/") + "/" + part) if cur else part
+            try:
+                self.mkdir(cur, mode)
+            except FileExistsError:
+                if i == len(parts) - 1 and not (exist_ok and self.isdir(cur)):
+                    raise
+                if i < len(parts) - 1 and not self.isdir(cur):
+                    raise errors.NotADirectory(cur) from None
+
+    def rmdir(self, path: PathArg) -> None:
+        """As :func:`os.rmdir`: remove an empty directory (whiteout if a lower one exists)."""
+        with self._lock:
+            r = self._resolve(path, False)
+            if r.name == ".":
+                raise errors.InvalidArgument(r.path)
+            if r.name == "..":
+                raise errors.NotEmpty(r.path)
+            loc = r.loc
+            if loc is None:
+                raise errors.NotFound(r.path)
+            if loc.parent is None:
+                raise errors.Busy(r.path)
+            if not loc.is_dir:
+                raise errors.NotADirectory(r.path)
+            self._check_writable(r.path)
+            if not self._ov.is_empty(loc):
+                raise errors.NotEmpty(r.path)
+            self._ov.remove(loc)
+
+    # --- creating --------------------------------------------------------------------
+
+    def _owner(self, parent: Inode | Node) -> tuple[int, int, bool]:
+        sgid = bool(parent.mode & _stat.S_ISGID)
+        return self.uid, (parent.gid if sgid else self.gid), sgid
+
+    def _create(self, r: _Resolved, kind: str, perm: int) -> Inode:
+        """Create a new object at the (absent) last name of ``r``; ``r.loc`` becomes its Loc."""
+        if len(r.name) > NAME_MAX // 4 and len(os.fsencode(r.name)) > NAME_MAX:
+            raise errors.NameTooLong(r.path)
+        ov = self._ov
+        uid, gid, sgid = self._owner(ov.effective(r.parent))
+        if kind == "d" and sgid:
+            perm |= _stat.S_ISGID
+        node = ov.new_inode(kind, perm, uid, gid)
+        r.loc = ov.add(r.parent, r.name, node)
+        return node
+
+    def symlink(self, target: PathArg, path: PathArg, target_is_directory: bool = False) -> None:
+        """As :func:`os.symlink`: create ``path`` pointing at ``target`` (not resolved)."""
+        t = to_str(target)
+        with self._lock:
+            if not t:
+                raise errors.NotFound(to_str(path))
+            if len(os.fsencode(t)) >= PATH_MAX:
+                raise errors.NameTooLong(to_str(path))
+            r = self._resolve(path, False)
+            if r.loc is not None or r.name in (".", ".."):
+                raise errors.Exists(r.path)
+            if r.slash:
+                raise errors.NotFound(r.path)
+            self._check_writable(r.path)
+            node = self._create(r, "l", 0o777)
+            node.target = t
+
+    def mknod(self, path: PathArg, mode: int = 0o600, device: int = 0) -> None:
+        """As :func:`os.mknod`: a regular file, FIFO, socket or device node."""
+        fmt = _stat.S_IFMT(mode) or _stat.S_IFREG
+        kinds = {_stat.S_IFREG: "f", _stat.S_IFIFO: "p", _stat.S_IFSOCK: "s", _stat.S_IFCHR: "c", _stat.S_IFBLK: "b"}
+        if fmt not in kinds:
+            raise errors.InvalidArgument(to_str(path))
+        with self._lock:
+            r = self._resolve(path, False)
+            if r.loc is not None or r.name in (".", ".."):
+                raise errors.Exists(r.path)
+            if r.slash:
+                raise errors.NotFound(r.path)
+            self._check_writable(r.path)
+            node = self._create(r, kinds[fmt], _stat.S_IMODE(mode) & ~self.umask)
+            if fmt in (_stat.S_IFCHR, _stat.S_IFBLK):
+                node.rdev = device
+
+    def mkfifo(self, path: PathArg, mode: int = 0o666) -> None:
+        """As :func:`os.mkfifo`."""
+        self.mknod(path, _stat.S_IFIFO | _stat.S_IMODE(mode))
+
+    def link(self, src: PathArg, dst: PathArg, *, follow_symlinks: bool = True) -> None:
+        """As :func:`os.link`: a new name for the file ``src`` (copied up first, as overlayfs does)."""
+        with self._lock:
+            s = self._get(src, follow_symlinks)
+            r = self._resolve(dst, False)
+            if r.loc is not None or r.name in (".", ".."):
+                raise errors.Exists(r.path)
+            if s.is_dir:
+                raise errors.NotPermitted(to_str(src))
+            if r.slash:
+                raise errors.NotFound(r.path)
+            self._check_writable(r.path)
+            if len(r.name) > NAME_MAX // 4 and len(os.fsencode(r.name)) > NAME_MAX:
+                raise errors.NameTooLong(r.path)
+            inode = self._ov.copy_up(s, meta_only=True)
+            inode.ctime_ns = now_ns()
+            self._ov.add(r.parent, r.name, inode)
+
+    # --- removing and renaming ---------------------------------------------------------
+
+    def unlink(self, path: PathArg) -> None:
+        """As :func:`os.unlink`: remove a non-directory (a whiteout hides a lower one)."""
+        with self._lock:
+            r = self._resolve(path, False)
+            if r.name in (".", "..") or r.loc is not None and r.loc.parent is None:
+                raise errors.IsADirectory(r.path)
+            loc = r.loc
+            if loc is None:
+                raise errors.NotFound(r.path)
+            if loc.is_dir:
+                raise errors.IsADirectory(r.path)
+            if r.slash:
+                raise errors.NotADirectory(r.path)
+            self._check_writable(r.path)
+            self._ov.remove(loc)
+
+    remove = unlink
+
+    def rename(self, src: PathArg, dst: PathArg) -> None:
+        """As :func:`os.rename` (which replaces ``dst`` on Linux): move a name.
+
+        Renaming a directory that has lower content needs ``redirect_dir`` (EXDEV
+        otherwise, as the kernel gives it, so that ``mv`` falls back to copying).
+        """
+        with self._lock:
+            rs = self._resolve(src, False)
+            rd = self._resolve(dst, False)
+            s = rs.loc
+            if s is None:
+                raise errors.NotFound(rs.path)
+            if rs.name in (".", "..") or s.parent is None or rd.name in (".", "..") or (rd.loc is not None and rd.loc.parent is None):
+                raise errors.Busy(rs.path, rd.path)
+            d = rd.loc
+            if (rs.slash or rd.slash) and not s.is_dir:
+                raise errors.NotADirectory(rs.path, rd.path)
+            if s.is_dir:
+                # A directory cannot move below itself; the target cannot be an ancestor.
+                if _within(rd.parent, s):
+                    raise errors.InvalidArgument(rs.path, rd.path)
+                if d is not None and _within(rs.parent, d):
+                    raise errors.NotEmpty(rs.path, rd.path)
+            if d is not None:
+                if s.is_dir and not d.is_dir:
+                    raise errors.NotADirectory(rs.path, rd.path)
+                if not s.is_dir and d.is_dir:
+                    raise errors.IsADirectory(rs.path, rd.path)
+                if self._same(s, d):
+                    return
+            self._check_writable(rs.path)
+            if len(rd.name) > NAME_MAX // 4 and len(os.fsencode(rd.name)) > NAME_MAX:
+                raise errors.NameTooLong(rd.path)
+            ov = self._ov
+            if s.is_dir and s.lo is not None and not ov.options.redirect_dir:
+                raise errors.CrossDevice(rs.path, rd.path)
+            if d is not None and d.is_dir and not ov.is_empty(d):
+                raise errors.NotEmpty(rs.path, rd.path)
+            ov.rename(s, rd.parent, rd.name, d)
+
+    replace = rename
+
+    def _same(self, a: Loc, b: Loc) -> bool:
+        """True if two names are one inode (rename between them does nothing)."""
+        if a.path == b.path:
+            return True
+        ea, eb = self._ov.effective(a), self._ov.effective(b)
+        if ea is not eb:
+            return False
+        # Lower hard links are one overlay inode only with index=on (or read-only).
+        return isinstance(ea, Inode) or self._ov.options.index or self._ov.readonly
+
+    # --- links -----------------------------------------------------------------------
+
+    def readlink(self, path: PathArg) -> str:
+        """As :func:`os.readlink`: the target of a symbolic link."""
+        with self._lock:
+            loc = self._get(path, False)
+            if loc.kind != "l":
+                raise errors.InvalidArgument(to_str(path))
+            return self._link_target(loc)
+
+    # --- attributes ------------------------------------------------------------------
+
+    def _meta_target(self, path: PathArg, follow: bool) -> tuple[Loc, str]:
+        r = self._resolve(path, follow)
+        if r.loc is None:
+            raise errors.NotFound(r.path)
+        if r.slash and not r.loc.is_dir:
+            raise errors.NotADirectory(r.path)
+        self._check_writable(r.path)
+        return r.loc, r.path
+
+    def chmod(self, path: PathArg, mode: int, *, follow_symlinks: bool = True) -> None:
+        """As :func:`os.chmod`: set permission bits (copy-up of metadata)."""
+        with self._lock:
+            loc, p = self._meta_target(path, follow_symlinks)
+            if loc.kind == "l":
+                raise errors.NotSupported(p)
+            inode = self._ov.copy_up(loc, meta_only=True)
+            inode.mode = _stat.S_IMODE(mode)
+            inode.ctime_ns = now_ns()
+            self._ov.generation += 1
+
+    def chown(self, path: PathArg, uid: int, gid: int, *, follow_symlinks: bool = True) -> None:
+        """As :func:`os.chown`; -1 leaves an id unchanged. Clears setuid/setgid as Linux does."""
+        with self._lock:
+            loc, _p = self._meta_target(path, follow_symlinks)
+            inode = self._ov.copy_up(loc, meta_only=True)
+            if uid != -1:
+                inode.uid = uid
+            if gid != -1:
+                inode.gid = gid
+            if inode.kind != "d":
+                # Linux drops setuid, and setgid when group-executable, on any chown
+                # of a non-directory, even by root (notify_change ATTR_KILL_S*ID).
+                inode.mode &= ~_stat.S_ISUID
+                if inode.mode & _stat.S_IXGRP:
+                    inode.mode &= ~_stat.S_ISGID
+            inode.ctime_ns = now_ns()
+            self._ov.generation += 1
+
+    def lchown(self, path: PathArg, uid: int, gid: int) -> None:
+        """As :func:`os.lchown`."""
+        self.chown(path, uid, gid, follow_symlinks=False)
+
+    def utime(self, path: PathArg, times: tuple[float, float] | None = None, *,
+              ns: tuple[int, int] | None = None, follow_symlinks: bool = True) -> None:
+        """As :func:`os.utime`: set access and modification times (now if neither given)."""
+        if times is not None and ns is not None:
+            raise ValueError("utime: you may specify either 'times' or 'ns' but not both")
+        with self._lock:
+            loc, _p = self._meta_target(path, follow_symlinks)
+            t = now_ns()
+            if ns is not None:
+                at, mt = ns
+            elif times is not None:
+                at, mt = int(times[0] * 1e9), int(times[1] * 1e9)
+            else:
+                at = mt = t
+            inode = self._ov.copy_up(loc, meta_only=True)
+            inode.atime_ns, inode.mtime_ns, inode.ctime_ns = at, mt, t
+            self._ov.generation += 1
+
+    def truncate(self, path: PathArg, length: int) -> None:
+        """As :func:`os.truncate`: cut or extend a regular file (copy-up of data)."""
+        with self._lock:
+            loc, p = self._meta_target(path, True)
+            if loc.is_dir:
+                raise errors.IsADirectory(p)
+            if loc.kind != "f":
+                raise errors.InvalidArgument(p)
+            if length < 0:
+                raise errors.InvalidArgument(p)
+            if length > MAX_SIZE:
+                raise errors.FileTooBig(p)
+            inode = self._ov.copy_up(loc)
+            assert inode.data is not None
+            inode.data.truncate(length)
+            inode.mtime_ns = inode.ctime_ns = now_ns()
+            self._ov.generation += 1
+
+    # --- xattrs ----------------------------------------------------------------------
+
+    @staticmethod
+    def _xname(path: str, name: str | bytes) -> str:
+        n = os.fsdecode(name) if isinstance(name, bytes) else name
+        if not n or len(os.fsencode(n)) > XATTR_NAME_MAX:
+            raise errors.Range(path)
+        if not n.startswith(_XATTR_NAMESPACES):
+            raise errors.NotSupported(path)
+        return n
+
+    def getxattr(self, path: PathArg, attribute: str | bytes, *, follow_symlinks: bool = True) -> bytes:
+        """As :func:`os.getxattr`; overlayfs's own ``trusted.overlay.*`` names are hidden."""
+        with self._lock:
+            p = to_str(path)
+            name = self._xname(p, attribute)
+            loc = self._get(path, follow_symlinks)
+            if name.startswith(_OVL_XATTR):
+                raise errors.NoData(p)
+            v = self._ov.effective(loc).xattrs.get(name)
+            if v is None:
+                raise errors.NoData(p)
+            return bytes(v)
+
+    def listxattr(self, path: PathArg = "/", *, follow_symlinks: bool = True) -> list[str]:
+        """As :func:`os.listxattr`."""
+        with self._lock:
+            loc = self._get(path, follow_symlinks)
+            return [k for k in self._ov.effective(loc).xattrs if not k.startswith(_OVL_XATTR)]
+
+    def setxattr(self, path: PathArg, attribute: str | bytes, value: bytes, flags: int = 0, *,
+                 follow_symlinks: bool = True) -> None:
+        """As :func:`os.setxattr` (flags XATTR_CREATE / XATTR_REPLACE); copies up metadata."""
+        with self._lock:
+            p = to_str(path)
+            name = self._xname(p, attribute)
+            v = bytes(value)
+            if len(v) > XATTR_SIZE_MAX:
+                raise errors.TooBig(p)
+            loc, p = self._meta_target(path, follow_symlinks)
+            if name.startswith(_OVL_XATTR):
+                raise errors.NotPermitted(p)
+            if name.startswith("user.") and loc.kind not in ("f", "d"):
+                raise errors.NotPermitted(p)
+            have = name in self._ov.effective(loc).xattrs
+            if flags & XATTR_CREATE and have:
+                raise errors.Exists(p)
+            if flags & XATTR_REPLACE and not have:
+                raise errors.NoData(p)
+            inode = self._ov.copy_up(loc, meta_only=True)
+            inode.xattrs[name] = v
+            inode.ctime_ns = now_ns()
+            self._ov.generation += 1
+
+    def removexattr(self, path: PathArg, attribute: str | bytes, *, follow_symlinks: bool = True) -> None:
+        """As :func:`os.removexattr`."""
+        with self._lock:
+            p = to_str(path)
+            name = self._xname(p, attribute)
+            loc, p = self._meta_target(path, follow_symlinks)
+            if name.startswith(_OVL_XATTR):
+                raise errors.NotPermitted(p)
+            if name not in self._ov.effective(loc).xattrs:
+                raise errors.NoData(p)
+            inode = self._ov.copy_up(loc, meta_only=True)
+            del inode.xattrs[name]
+            inode.ctime_ns = now_ns()
+            self._ov.generation += 1
+
+    # --- open ------------------------------------------------------------------------
+
+    def os_open(self, path: PathArg, flags: int, mode: int = 0o777) -> Handle:
+        """As :func:`os.open` with ``os.O_*`` flags, returning a binary file object.
+
+        The handle behaves like a POSIX file descriptor: reads and writes at its
+        offset, ``O_APPEND`` writes at the end, and it keeps the file alive after unlink.
+        """
+        with self._lock:
+            acc = flags & os.O_ACCMODE
+            writing = acc in (os.O_WRONLY, os.O_RDWR)
+            creat = bool(flags & os.O_CREAT)
+            excl = creat and bool(flags & os.O_EXCL)
+            r = self._resolve(path, follow=not (flags & os.O_NOFOLLOW) and not excl)
+            loc = r.loc
+            if loc is None:
+                if not creat:
+                    raise errors.NotFound(r.path)
+                if r.slash:
+                    raise errors.IsADirectory(r.path)
+                if flags & os.O_DIRECTORY:
+                    raise errors.InvalidArgument(r.path)
+                self._check_writable(r.path)
+                inode = self._create(r, "f", mode & 0o7777 & ~self.umask)
+                assert r.loc is not None
+                return Handle(self, r.path, r.loc, inode, flags)
+            if excl:
+                raise errors.Exists(r.path)
+            kind = loc.kind
+            if kind == "l":
+                raise errors.TooManyLinks(r.path)  # O_NOFOLLOW on a symlink
+            if flags & os.O_DIRECTORY and kind != "d":
+                raise errors.NotADirectory(r.path)
+            if kind == "d":
+                if writing or creat:
+                    raise errors.IsADirectory(r.path)
+                return Handle(self, r.path, loc, None, flags)
+            if r.slash:
+                raise errors.NotADirectory(r.path)
+            if kind == "s":
+                raise errors.error(6, r.path)  # ENXIO: a socket cannot be opened
+            trunc = bool(flags & os.O_TRUNC) and kind == "f"
+            if writing or trunc:
+                self._check_writable(r.path)
+                inode = self._ov.copy_up(loc)
+                if trunc:
+                    assert inode.data is not None
+                    inode.data.truncate(0)
+                    inode.mtime_ns = inode.ctime_ns = now_ns()
+                    self._ov.generation += 1
+                return Handle(self, r.path, loc, inode, flags)
+            return Handle(self, r.path, loc, loc.up if loc.up is not None else loc.ix, flags)
+
+    def open(self, path: PathArg, mode: str = "r", buffering: int = -1, encoding: str | None = None,
+             errors_: str | None = None, newline: str | None = None, *, errors: str | None = None) -> IO[Any]:
+        """As the builtin :func:`open`: a text or binary file object over the view."""
+        flags, binary = _flags_of(mode)
+        raw = self.os_open(path, flags, 0o666)
+        raw.mode = mode
+        if buffering == 0:
+            if not binary:
+                raw.close()
+                raise ValueError("can't have unbuffered text I/O")
+            return raw  # type: ignore[return-value]
+        size = io.DEFAULT_BUFFER_SIZE if buffering in (-1, 1) else buffering
+        buf: io.BufferedIOBase
+        if raw.readable() and raw.writable():
+            buf = io.BufferedRandom(raw, size)
+        elif raw.writable():
+            buf = io.BufferedWriter(raw, size)
+        else:
+            buf = io.BufferedReader(raw, size)
+        if binary:
+            return buf
+        text = io.TextIOWrapper(buf, encoding or "utf-8", errors or errors_, newline,
+                                line_buffering=buffering == 1)
+        text.mode = mode  # type: ignore[misc]
+        return text
+
+    # --- whole-file helpers ------------------------------------------------------------
+
+    def read_bytes(self, path: PathArg) -> bytes:
+        """The whole content of a file."""
+        with self.os_open(path, os.O_RDONLY) as f:
+            return f.readall()
+
+    def read_text(self, path: PathArg, encoding: str = "utf-8", errors: str = "strict") -> str:
+        """The whole content of a file, decoded."""
+        return self.read_bytes(path).decode(encoding, errors)
+
+    def write_bytes(self, path: PathArg, data: bytes) -> int:
+        """Replace (or create) a file's content; copies a lower file up first."""
+        with self.os_open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666) as f:
+            return f.write(data)
+
+    def write_text(self, path: PathArg, data: str, encoding: str = "utf-8", errors: str = "strict") -> int:
+        """Replace (or create) a file's content with encoded text."""
+        self.write_bytes(path, data.encode(encoding, errors))
+        return len(data)
+
+    def access(self, path: PathArg, mode: int = os.F_OK) -> bool:
+        """As :func:`os.access` for root: existence, and write access on a read-only view."""
+        try:
+            st = self.stat(path)
+        except (OSError, ValueError):
+            return False
+        if mode & os.W_OK and self.readonly:
+            return False
+        if mode & os.X_OK and not _stat.S_ISDIR(st.st_mode) and not st.st_mode & 0o111:
+            return False
+        return True
+
+
+def _within(d: Loc, ancestor: Loc) -> bool:
+    """True if directory Loc ``d`` is ``ancestor`` or lies below it (by the resolved chain)."""
+    cur: Loc | None = d
+    while cur is not None:
+        if cur.path == ancestor.path:
+            return True
+        cur = cur.parent
+    return False
+
+
+def _flags_of(mode: str) -> tuple[int, bool]:
+    """Translate a builtin ``open`` mode string into os.O_* flags."""
+    chars = set(mode)
+    if not chars <= set("rwaxbt+") or len(mode) != len(chars):
+        raise ValueError(f"invalid mode: {mode!r}")
+    if len(chars & set("rwax")) != 1 or ("b" in chars and "t" in chars):
+        raise ValueError(f"invalid mode: {mode!r}")
+    plus = "+" in chars
+    if "r" in chars:
+        flags = os.O_RDWR if plus else os.O_RDONLY
+    elif "w" in chars:
+        flags = (os.O_RDWR if plus else os.O_WRONLY) | os.O_CREAT | os.O_TRUNC
+    elif "a" in chars:
+        flags = (os.O_RDWR if plus else os.O_WRONLY) | os.O_CREAT | os.O_APPEND
+    else:
+        flags = (os.O_RDWR if plus else os.O_WRONLY) | os.O_CREAT | os.O_EXCL
+    return flags, "b" in chars
+
+
+class DirEntry:
+    """As :class:`os.DirEntry`: one name from :meth:`FileSystem.scandir`."""
+
+    __slots__ = ("_fs", "path", "name", "_kind", "_ino")
+
+    def __init__(self, fs: FileSystem, path: str, name: str, kind: str, ino: int) -> None:
+        self._fs = fs
+        self.path = path
+        self.name = name
+        self._kind = kind
+        self._ino = ino
+
+    def inode(self) -> int:
+        """The entry's inode number."""
+        return self._ino
+
+    def is_symlink(self) -> bool:
+        """True if the entry is a symbolic link."""
+        return self._kind == "l"
+
+    def is_dir(self, *, follow_symlinks: bool = True) -> bool:
+        """True if the entry is (or, following a symlink, points at) a directory."""
+        if self._kind == "l" and follow_symlinks:
+            return self._fs.isdir(self.path)
+        return self._kind == "d"
+
+    def is_file(self, *, follow_symlinks: bool = True) -> bool:
+        """True if the entry is (or points at) a regular file."""
+        if self._kind == "l" and follow_symlinks:
+            return self._fs.isfile(self.path)
+        return self._kind == "f"
+
+    def stat(self, *, follow_symlinks: bool = True) -> os.stat_result:
+        """The entry's attributes."""
+        return self._fs.stat(self.path, follow_symlinks=follow_symlinks)
+
+    def __fspath__(self) -> str:
+        return self.path
+
+    def __repr__(self) -> str:
+        return f"<DirEntry {self.name!r}>"
+
+
+class Handle(io.RawIOBase):
+    """An open file of the view, with POSIX file-descriptor semantics.
+
+    It holds the file itself, not its name: after ``unlink`` (or rename) it still reads
+    and writes the same data. A read-only handle on a lower file follows the file to the
+    upper layer when another name copies it up (as overlayfs reopens the real file).
+    """
+
+    def __init__(self, fs: FileSystem, path: str, loc: Loc, inode: Inode | None, flags: int) -> None:
+        super().__init__()
+        self._fs = fs
+        self.name = path
+        self.mode = "rb"
+        self._flags = flags
+        self._inode = inode
+        self._lo: Node | None = loc.lo if inode is None else None
+        self._lpath = loc.lpath
+        self._pos = 0
+        self._dir = loc.kind == "d"
+        acc = flags & os.O_ACCMODE
+        self._readable = acc in (os.O_RDONLY, os.O_RDWR) and not self._dir
+        self._writable = acc in (os.O_WRONLY, os.O_RDWR)
+
+    @property
+    def flags(self) -> int:
+        """The os.O_* flags the handle was opened with."""
+        return self._flags
+
+    def _obj(self) -> Inode | Node:
+        if self._inode is None and self._lo is not None and self._lpath is not None:
+            up = self._fs.overlay.copied(self._lo, self._lpath)
+            if up is not None:
+                self._inode = up
+        if self._inode is not None:
+            return self._inode
+        assert self._lo is not None
+        return self._lo
+
+    def _check(self) -> None:
+        if self.closed:
+            raise ValueError("I/O operation on closed file")
+
+    def readable(self) -> bool:
+        """True if opened for reading."""
+        self._check()
+        return self._readable
+
+    def writable(self) -> bool:
+        """True if opened for writing."""
+        self._check()
+        return self._writable
+
+    def seekable(self) -> bool:
+        """Always True (regular files)."""
+        self._check()
+        return True
+
+    def fileno(self) -> int:
+        """No OS descriptor exists behind a model handle."""
+        raise io.UnsupportedOperation("fileno: a unionfs_sim handle has no OS file descriptor")
+
+    def readinto(self, b: Any) -> int:
+        """Read into a buffer at the current offset; returns the count (0 at end)."""
+        self._check()
+        if self._dir:
+            raise errors.IsADirectory(self.name)
+        if not self._readable:
+            raise errors.BadFileDescriptor(self.name)
+        with self._fs.lock:
+            o = self._obj()
+            n = len(b)
+            if isinstance(o, Inode):
+                chunk = o.data.read(self._pos, n) if o.data is not None else b""
+                o.atime_ns = o.atime_ns  # relatime: not modelled beyond creation
+            else:
+                chunk = o.data[self._pos : self._pos + n] if isinstance(o, File) else b""
+            m = len(chunk)
+            memoryview(b).cast("B")[:m] = chunk
+            self._pos += m
+            return m
+
+    def readall(self) -> bytes:
+        """Everything from the offset to the end."""
+        self._check()
+        if not self._readable:
+            raise errors.BadFileDescriptor(self.name)
+        with self._fs.lock:
+            o = self._obj()
+            if isinstance(o, Inode):
+                out = o.data.read(self._pos, max(0, o.size - self._pos)) if o.data is not None else b""
+            else:
+                out = o.data[self._pos :] if isinstance(o, File) else b""
+            self._pos += len(out)
+            return out
+
+    def write(self, b: Any) -> int:
+        """Write at the offset (at the end with O_APPEND); updates size, mtime and ctime."""
+        self._check()
+        if not self._writable:
+            raise errors.BadFileDescriptor(self.name)
+        with self._fs.lock:
+            o = self._inode
+            assert o is not None
+            if o.data is None:
+                return len(b)  # device or FIFO: the bytes go nowhere in the model
+            if self._flags & os.O_APPEND:
+                self._pos = o.data.size
+            n = len(memoryview(b).cast("B"))
+            if self._pos + n > MAX_SIZE:
+                raise errors.FileTooBig(self.name)
+            o.data.write(self._pos, b)
+            self._pos += n
+            if n:
+                o.mtime_ns = o.ctime_ns = now_ns()
+            self._fs.overlay.generation += 1
+            return n
+
+    def seek(self, pos: int, whence: int = os.SEEK_SET) -> int:
+        """Move the offset, as lseek(2)."""
+        self._check()
+        with self._fs.lock:
+            if whence == os.SEEK_SET:
+                new = pos
+            elif whence == os.SEEK_CUR:
+                new = self._pos + pos
+            elif whence == os.SEEK_END:
+                new = self._obj().size + pos if not self._dir else pos
+            else:
+                raise errors.InvalidArgument(self.name)
+            if new < 0:
+                raise errors.InvalidArgument(self.name)
+            self._pos = new
+            return new
+
+    def tell(self) -> int:
+        """The current offset."""
+        self._check()
+        return self._pos
+
+    def truncate(self, size: int | None = None) -> int:
+        """As ftruncate(2) (the offset does not move); needs a handle open for writing."""
+        self._check()
+        if not self._writable:
+            raise errors.InvalidArgument(self.name)
+        with self._fs.lock:
+            size = self._pos if size is None else size
+            if size < 0:
+                raise errors.InvalidArgument(self.name)
+            o = self._inode
+            assert o is not None and o.data is not None
+            o.data.truncate(size)
+            o.mtime_ns = o.ctime_ns = now_ns()
+            self._fs.overlay.generation += 1
+            return size
+
+    def stat(self) -> os.stat_result:
+        """As os.fstat: attributes of the open file (nlink 0 once every name is gone)."""
+        self._check()
+        with self._fs.lock:
+            o = self._obj()
+            fs = self._fs
+            if isinstance(o, Inode):
+                st = list(fs._stat(Loc(None, "", "", o, None, None, None)))
+                st[1] = o.ino
+                st[3] = o.nlink
+                return os.stat_result(st)
+            loc = Loc(None, "", "", None, o, o, self._lpath)
+            return fs._stat(loc)
+
+    def __repr__(self) -> str:
+        return f"<unionfs_sim Handle {self.name!r} flags={self._flags:#o}>"

@@ -1,0 +1,230 @@
+"""Layer: an immutable changeset of entries (files, dirs, links, whiteouts), content-addressed.
+
+A layer maps keys (see :mod:`unionfs_sim.paths`) to entries (see :mod:`unionfs_sim.nodes`).
+Parent directories a layer does not list are *implicit*: they exist in the layer's tree,
+but take their metadata from the layers below (as applying an OCI tar onto its parent
+does), or 0o755 root-owned if nothing below has them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Mapping
+from typing import IO, Any
+
+from .formats import tar as _tar
+from .nodes import WHITEOUT, Device, Dir, Entry, Fifo, File, Hardlink, Socket, Symlink, Whiteout
+from .paths import confine, key, parents
+
+
+class _HashSink:
+    """A write-only file object that hashes and counts what is written to it."""
+
+    def __init__(self) -> None:
+        self.h = hashlib.sha256()
+        self.size = 0
+
+    def write(self, b: bytes) -> int:
+        self.h.update(b)
+        self.size += len(b)
+        return len(b)
+
+
+_NODE_TYPES = (File, Dir, Symlink, Fifo, Socket, Device, Whiteout)
+
+
+class Layer(Mapping[str, Entry]):
+    """An immutable changeset: a mapping of keys to entries, addressed by ``digest``.
+
+    Build one with :meth:`from_dict`, :meth:`from_tar` or :meth:`from_directory`; it
+    never changes afterwards, so any number of images and containers can share it.
+    """
+
+    __slots__ = ("_entries", "_digest", "_tar_size", "_size", "_nlink", "__weakref__")
+
+    def __init__(self, entries: Mapping[str, Entry] | None = None) -> None:
+        """Wrap already-validated ``entries``; prefer :meth:`from_dict` for user input."""
+        self._entries: dict[str, Entry] = dict(entries or {})
+        self._digest: str | None = None
+        self._tar_size: int | None = None
+        self._size: int | None = None
+        self._nlink: dict[int, int] | None = None
+
+    # --- construction -------------------------------------------------------------
+
+    @classmethod
+    def from_dict(cls, spec: Mapping[str, Any]) -> Layer:
+        """Build a layer from ``{path: entry}``; see the module docs of unionfs_sim.
+
+        Values: ``bytes`` (a 0o644 regular file), :class:`File`, :class:`Dir`,
+        :class:`Symlink`, :class:`Fifo`, :class:`Device`, :class:`Socket`,
+        :data:`WHITEOUT`, or :class:`Hardlink` naming another file of the same layer.
+        A key ending in ``/`` must be a directory (its value may be ``None``).
+
+        Raises:
+            ValueError: a bad path, a duplicate key, an entry below a non-directory or
+                whiteout of the same layer, or a hard link to nothing or to a directory.
+            TypeError: a value of an unknown type.
+        """
+        entries: dict[str, Entry] = {}
+        links: dict[str, str] = {}
+        used: set[int] = set()
+        for raw, value in spec.items():
+            k = key(raw)
+            if k == "" and not isinstance(value, Dir) and value is not None:
+                raise ValueError(f"{raw!r}: the root can only be a Dir")
+            if k in entries or k in links:
+                raise ValueError(f"{raw!r}: duplicate entry for /{k}")
+            if str(raw).endswith("/"):
+                if value is None:
+                    value = Dir()
+                elif not isinstance(value, Dir):
+                    raise ValueError(f"{raw!r}: a key ending in '/' must be a Dir, got {type(value).__name__}")
+            if isinstance(value, (bytes, bytearray, memoryview)):
+                value = File(bytes(value))
+            if isinstance(value, Hardlink):
+                links[k] = confine(value.target)
+                continue
+            if not isinstance(value, _NODE_TYPES):
+                raise TypeError(f"{raw!r}: unsupported entry {value!r} (bytes, File, Dir, Symlink, Fifo, Device, Socket, WHITEOUT or Hardlink)")
+            if id(value) in used and not isinstance(value, Whiteout):
+                # The same object under two keys is two files; only Hardlink links.
+                value = _copy(value)
+            used.add(id(value))
+            entries[k] = value
+        for k, target in links.items():
+            seen = [k]
+            while target in links:
+                if target in seen:
+                    raise ValueError(f"/{k}: hard-link cycle through {', '.join('/' + s for s in seen)}")
+                seen.append(target)
+                target = links[target]
+            node = entries.get(target)
+            if node is None:
+                raise ValueError(f"/{k}: hard link to /{target}, which this layer does not have")
+            if isinstance(node, (Dir, Whiteout)):
+                raise ValueError(f"/{k}: hard link to /{target}, a {'directory' if isinstance(node, Dir) else 'whiteout'}")
+            entries[k] = node
+        _check_tree(entries)
+        return cls(entries)
+
+    # --- mapping --------------------------------------------------------------------
+
+    def __getitem__(self, k: str) -> Entry:
+        return self._entries[k]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, k: object) -> bool:
+        return k in self._entries
+
+    def __repr__(self) -> str:
+        return f"<Layer {self.digest[:19]} {len(self)} entries>"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Layer):
+            return NotImplemented
+        return self is other or self.digest == other.digest
+
+    def __hash__(self) -> int:
+        return hash(self.digest)
+
+    # --- derived facts -------------------------------------------------------------
+
+    @property
+    def digest(self) -> str:
+        """``sha256:<hex>`` of the layer's canonical uncompressed tar: its OCI diff_id."""
+        if self._digest is None:
+            sink = _HashSink()
+            _tar.write(self._entries, sink)  # type: ignore[arg-type]
+            self._digest = "sha256:" + sink.h.hexdigest()
+            self._tar_size = sink.size
+        return self._digest
+
+    @property
+    def tar_size(self) -> int:
+        """Length in bytes of the canonical uncompressed tar."""
+        if self._tar_size is None:
+            _ = self.digest
+        assert self._tar_size is not None
+        return self._tar_size
+
+    @property
+    def size(self) -> int:
+        """Total bytes of file content (each hard-link group counted once)."""
+        if self._size is None:
+            seen: set[int] = set()
+            total = 0
+            for n in self._entries.values():
+                if isinstance(n, File) and id(n) not in seen:
+                    seen.add(id(n))
+                    total += len(n.data)
+            self._size = total
+        return self._size
+
+    def nlink(self, node: Entry) -> int:
+        """How many names of this layer hold ``node`` (its hard-link count here)."""
+        if self._nlink is None:
+            counts: dict[int, int] = {}
+            for n in self._entries.values():
+                if isinstance(n, File):
+                    counts[id(n)] = counts.get(id(n), 0) + 1
+            self._nlink = counts
+        return self._nlink.get(id(node), 1)
+
+    def links(self) -> dict[str, str]:
+        """Every hard-link name mapped to the first name (canonical order) of its group."""
+        first: dict[int, str] = {}
+        out: dict[str, str] = {}
+        for k in _tar.canonical_order(self._entries):
+            n = self._entries[k]
+            if isinstance(n, File):
+                if id(n) in first:
+                    out[k] = first[id(n)]
+                else:
+                    first[id(n)] = k
+        return out
+
+    def to_dict(self) -> dict[str, Entry | Hardlink]:
+        """The layer as ``from_dict`` input (hard links as :class:`Hardlink`)."""
+        links = self.links()
+        return {
+            ("/" + k + ("/" if isinstance(n, Dir) else "")): (Hardlink(links[k]) if k in links else n)
+            for k, n in ((k, self._entries[k]) for k in _tar.canonical_order(self._entries))
+        }
+
+    # --- formats ---------------------------------------------------------------------
+
+    def to_tar(self, fileobj: IO[bytes], compression: str | None = None) -> None:
+        """Write the layer as an OCI tar changeset: canonical and reproducible."""
+        if compression is None:
+            _tar.write(self._entries, fileobj)
+            return
+        raise ValueError(f"compression {compression!r} is not supported yet (only None)")
+
+
+def _copy(node: Any) -> Any:
+    import attrs
+
+    return attrs.evolve(node)
+
+
+def _check_tree(entries: Mapping[str, Entry]) -> None:
+    """Refuse entries below a non-directory of the same layer."""
+    for k in entries:
+        for p in parents(k):
+            n = entries.get(p)
+            if n is None or isinstance(n, Dir):
+                continue
+            what = "a whiteout" if isinstance(n, Whiteout) else f"a {type(n).__name__}"
+            raise ValueError(f"/{k}: its parent /{p} is {what} in the same layer")
+
+
+EMPTY = Layer()
+"""The layer with no entries."""
+
+__all__ = ["EMPTY", "Layer", "WHITEOUT"]

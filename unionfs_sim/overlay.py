@@ -1,0 +1,501 @@
+"""The merge of a writable upper over a Lower: lookup, readdir, copy-up, whiteouts, rename.
+
+An :class:`Overlay` is the state of one container's (or one image's read-only) merged
+view: the shared, immutable :class:`~unionfs_sim.lower.Lower` index plus a private tree
+of mutable :class:`Inode` objects (the upper layer). It implements the primitive steps
+overlayfs takes; :mod:`unionfs_sim.fs` turns paths and os-style calls into them.
+"""
+
+from __future__ import annotations
+
+import stat as _stat
+import time
+from collections.abc import Iterator
+from typing import Union
+
+from . import errors
+from .content import Data
+from .layer import Layer
+from .lower import Lower
+from .nodes import WHITEOUT, Device, Dir, Entry, Fifo, File, Node, Socket, Symlink, Whiteout
+from .options import OverlayOptions
+from .paths import join, split
+
+_KIND_OF_FMT = {
+    _stat.S_IFREG: "f", _stat.S_IFDIR: "d", _stat.S_IFLNK: "l", _stat.S_IFIFO: "p",
+    _stat.S_IFSOCK: "s", _stat.S_IFCHR: "c", _stat.S_IFBLK: "b",
+}
+_FMT_OF_KIND = {v: k for k, v in _KIND_OF_FMT.items()}
+
+UPPER_INO_BASE = 1 << 40
+"""Upper inode numbers start here, clear of the lower ones (as xino keeps layers apart)."""
+
+
+def now_ns() -> int:
+    """The current time in nanoseconds, for mtime/ctime/atime updates."""
+    return time.time_ns()
+
+
+class Inode:
+    """A mutable object of the upper layer: a file, directory, symlink or special file.
+
+    Directories hold ``entries`` (name -> Inode or WHITEOUT); ``opaque`` hides the
+    lower directory of the same name and ``redirect`` names the lower directory this one
+    merges with after a rename. Files hold :class:`~unionfs_sim.content.Data`; ``metacopy``
+    marks a file whose data has not been copied up (only its metadata was).
+    """
+
+    __slots__ = (
+        "kind", "mode", "uid", "gid", "atime_ns", "mtime_ns", "ctime_ns", "xattrs", "data",
+        "target", "rdev", "nlink", "ino", "entries", "opaque", "redirect", "metacopy", "origin",
+    )
+
+    def __init__(self, kind: str, mode: int, uid: int, gid: int, ino: int, t: int) -> None:
+        self.kind = kind
+        self.mode = mode
+        self.uid = uid
+        self.gid = gid
+        self.atime_ns = self.mtime_ns = self.ctime_ns = t
+        self.xattrs: dict[str, bytes] = {}
+        self.data: Data | None = None
+        self.target: str | None = None
+        self.rdev = 0
+        self.nlink = 1
+        self.ino = ino
+        self.entries: dict[str, Union[Inode, Whiteout]] | None = None
+        self.opaque = False
+        self.redirect: str | None = None
+        self.metacopy = False
+        self.origin: Node | None = None
+
+    @property
+    def st_mode(self) -> int:
+        """Type and permission bits, as st_mode."""
+        return _FMT_OF_KIND[self.kind] | self.mode
+
+    @property
+    def size(self) -> int:
+        """st_size: data length, symlink target length, else 0."""
+        if self.data is not None:
+            return self.data.size
+        if self.target is not None:
+            return len(self.target.encode("utf-8", "surrogateescape"))
+        return 0
+
+    def __repr__(self) -> str:
+        return f"<Inode {self.kind} ino={self.ino} mode={oct(self.mode)}>"
+
+
+UEntry = Union[Inode, Whiteout]
+
+
+class Loc:
+    """A name resolved in the merged view: what the upper and lower layers have there.
+
+    ``up`` is the upper object at the name (None if the name has no upper object yet);
+    ``below`` the lower entry at the name's natural lower position (the parent's lower
+    directory + name), whether or not it is visible; ``lo``/``lpath`` the lower entry that
+    is visible (or merged, for a directory) and its key in the Lower index.
+    """
+
+    __slots__ = ("parent", "name", "path", "up", "below", "lo", "lpath", "ix")
+
+    def __init__(self, parent: Loc | None, name: str, path: str, up: Inode | None,
+                 below: Node | None, lo: Node | None, lpath: str | None,
+                 ix: Inode | None = None) -> None:
+        self.parent = parent
+        self.name = name
+        self.path = path
+        self.up = up
+        self.below = below
+        self.lo = lo
+        self.lpath = lpath
+        self.ix = ix  # index=on: the upper inode another name of this lower file became
+
+    @property
+    def is_dir(self) -> bool:
+        """True if the name is a directory in the merged view."""
+        if self.up is not None:
+            return self.up.kind == "d"
+        return isinstance(self.lo, Dir)
+
+    @property
+    def kind(self) -> str:
+        """One of f d l p s c b."""
+        if self.up is not None:
+            return self.up.kind
+        assert self.lo is not None
+        return self.lo.kind
+
+    @property
+    def dir_lpath(self) -> str | None:
+        """The lower key this directory merges with, or None (opaque, pure upper)."""
+        return self.lpath if isinstance(self.lo, Dir) else None
+
+
+class Overlay:
+    """One merged view: a shared Lower plus this view's private upper tree.
+
+    Every mutating method expects the caller (the fs facade) to have checked the
+    preconditions that produce errno values; the methods here only apply overlayfs's
+    rules (copy-up, whiteouts, opaque directories, redirects, index).
+    """
+
+    __slots__ = ("lower", "options", "root", "readonly", "_next_ino", "_index", "_copied",
+                 "generation", "__weakref__")
+
+    def __init__(self, lower: Lower, options: OverlayOptions | None = None, *, readonly: bool = False) -> None:
+        self.lower = lower
+        self.options = options if options is not None else OverlayOptions()
+        self.readonly = readonly
+        self.root: Inode | None = None  # the upper root, made on first write
+        self._next_ino = UPPER_INO_BASE
+        self._index: dict[int, Inode] | None = None
+        self._copied: dict[tuple[int, str], Inode] | None = None
+        self.generation = 0  # bumped on every change (FUSE cache invalidation)
+
+    # --- lookup --------------------------------------------------------------------
+
+    def root_loc(self) -> Loc:
+        """The Loc of ``/``."""
+        return Loc(None, "", "", self.root, self.lower.nodes[""], self.lower.nodes[""], "")
+
+    def child(self, d: Loc, name: str) -> Loc | None:
+        """Look ``name`` up in directory ``d``; None if it is absent or whited out."""
+        up: UEntry | None = None
+        if d.up is not None:
+            assert d.up.entries is not None
+            up = d.up.entries.get(name)
+            if up is WHITEOUT:
+                return None
+        dl = d.lpath if isinstance(d.lo, Dir) else None
+        natural = join(dl, name) if dl is not None else None
+        below = self.lower.nodes.get(natural) if natural is not None else None
+        path = join(d.path, name)
+        if up is None:
+            if below is None:
+                return None
+            return Loc(d, name, path, None, below, below, natural, self._indexed(below))
+        assert isinstance(up, Inode)
+        if up.kind != "d":
+            return Loc(d, name, path, up, below, None, None)
+        if up.redirect is not None:
+            lp: str | None = up.redirect
+        elif up.opaque:
+            lp = None
+        else:
+            lp = natural
+        lo = self.lower.nodes.get(lp) if lp is not None else None
+        if not isinstance(lo, Dir):
+            lo, lp = None, None
+        return Loc(d, name, path, up, below, lo, lp)
+
+    def _indexed(self, node: Node) -> Inode | None:
+        if self._index is None or not isinstance(node, File):
+            return None
+        return self._index.get(id(node))
+
+    def names(self, d: Loc) -> list[str]:
+        """The sorted names in merged directory ``d``: upper names over lower ones, minus whiteouts."""
+        dl = d.dir_lpath
+        if d.up is None:
+            return list(self.lower.listing(dl)) if dl is not None else []
+        assert d.up.entries is not None
+        ents = d.up.entries
+        if dl is None:
+            return sorted(n for n, e in ents.items() if e is not WHITEOUT)
+        out = [n for n in self.lower.listing(dl) if n not in ents]
+        out.extend(n for n, e in ents.items() if e is not WHITEOUT)
+        out.sort()
+        return out
+
+    def is_empty(self, d: Loc) -> bool:
+        """True if merged directory ``d`` has no visible names."""
+        if d.up is not None:
+            assert d.up.entries is not None
+            if any(e is not WHITEOUT for e in d.up.entries.values()):
+                return False
+        dl = d.dir_lpath
+        if dl is None:
+            return True
+        ents = d.up.entries if d.up is not None else {}
+        assert ents is not None
+        return all(n in ents for n in self.lower.listing(dl))
+
+    # --- identity and attributes -----------------------------------------------------
+
+    def effective(self, loc: Loc) -> Inode | Node:
+        """The object whose attributes the name shows: its upper inode or lower entry."""
+        if loc.up is not None:
+            return loc.up
+        if loc.ix is not None:
+            return loc.ix
+        assert loc.lo is not None
+        return loc.lo
+
+    def nlink(self, loc: Loc) -> int:
+        """st_nlink as overlayfs reports it."""
+        up = loc.up
+        if up is not None:
+            if up.kind == "d":
+                if loc.lo is not None:
+                    return 1  # merged: overlayfs does not count subdirs across layers
+                assert up.entries is not None
+                return 2 + sum(1 for e in up.entries.values() if isinstance(e, Inode) and e.kind == "d")
+            return up.nlink
+        if loc.ix is not None:
+            return loc.ix.nlink
+        assert loc.lo is not None and loc.lpath is not None
+        return self.lower.nlink(loc.lpath, loc.lo)
+
+    def ino(self, loc: Loc) -> int:
+        """st_ino: the upper inode's number, else the lower entry's."""
+        obj = loc.up if loc.up is not None else loc.ix
+        if obj is not None:
+            return obj.ino
+        assert loc.lo is not None and loc.lpath is not None
+        return self.lower.ino(loc.lpath, loc.lo)
+
+    # --- copy-up -------------------------------------------------------------------
+
+    def _new_ino(self) -> int:
+        self._next_ino += 1
+        return self._next_ino
+
+    def new_inode(self, kind: str, mode: int, uid: int, gid: int) -> Inode:
+        """A fresh upper object (not yet linked anywhere)."""
+        n = Inode(kind, mode, uid, gid, self._new_ino(), now_ns())
+        n.nlink = 0
+        if kind == "d":
+            n.entries = {}
+        elif kind == "f":
+            n.data = Data()
+        return n
+
+    def ensure_root(self) -> Inode:
+        """The upper root directory, created (with the lower root's metadata) on first use."""
+        if self.root is None:
+            if self.readonly:
+                raise errors.ReadOnly("/")
+            r = self._from_lower(self.lower.nodes[""])
+            r.ino = self.lower.ino("", self.lower.nodes[""])
+            self.root = r
+        return self.root
+
+    def _from_lower(self, node: Node, *, meta_only: bool = False) -> Inode:
+        n = Inode(node.kind, node.mode, node.uid, node.gid, self._new_ino(), node.mtime_ns)
+        n.mtime_ns = n.atime_ns = node.mtime_ns
+        n.ctime_ns = node.mtime_ns
+        n.xattrs = dict(node.xattrs)
+        n.origin = node
+        if isinstance(node, Dir):
+            n.entries = {}
+        elif isinstance(node, File):
+            n.data = Data(node.data)  # shares the lower bytes: no copy until written
+            n.metacopy = meta_only and self.options.metacopy
+        elif isinstance(node, Symlink):
+            n.target = node.target
+        elif isinstance(node, Device):
+            n.rdev = node.rdev
+        return n
+
+    def copy_up(self, loc: Loc, *, meta_only: bool = False) -> Inode:
+        """Give ``loc`` an upper object (copying the lower one and its parents) and return it.
+
+        A directory is copied without its children and stays merged. With ``index``, a
+        hard-linked lower file is copied once and every name of it shares the upper inode.
+        """
+        if loc.up is not None:
+            if not meta_only and loc.up.metacopy:
+                loc.up.metacopy = False  # data now counts as copied up
+            return loc.up
+        if loc.parent is None:
+            r = self.ensure_root()
+            loc.up = r
+            return r
+        parent = self.copy_up(loc.parent)
+        assert loc.lo is not None and parent.entries is not None
+        node = loc.lo
+        up = loc.ix
+        if up is not None:
+            # index=on: link the shared upper inode in at this name (ovl_link_up).
+            if not meta_only:
+                up.metacopy = False
+        else:
+            up = self._from_lower(node, meta_only=meta_only)
+            if isinstance(node, Dir):
+                up.ino = self.lower.ino(loc.lpath or "", node)  # a directory keeps its number
+            elif isinstance(node, File) and self.options.index and self._lower_links(loc) > 1:
+                if self._index is None:
+                    self._index = {}
+                self._index[id(node)] = up
+                up.nlink = self._lower_links(loc)
+        parent.entries[loc.name] = up
+        loc.up = up
+        if isinstance(node, File) and loc.lpath is not None:
+            if self._copied is None:
+                self._copied = {}
+            self._copied[(id(node), loc.lpath)] = up
+        self.generation += 1
+        return up
+
+    def _lower_links(self, loc: Loc) -> int:
+        assert loc.lo is not None and loc.lpath is not None
+        return self.lower.nlink(loc.lpath, loc.lo)
+
+    def copied(self, node: Node, lpath: str) -> Inode | None:
+        """The upper inode that a lower file (at ``lpath``) was copied up to, if any."""
+        if self._copied is None:
+            return None
+        return self._copied.get((id(node), lpath))
+
+    # --- names ---------------------------------------------------------------------
+
+    def touch_dir(self, d: Inode, t: int | None = None) -> None:
+        """A directory's names changed: bump its mtime and ctime."""
+        d.mtime_ns = d.ctime_ns = now_ns() if t is None else t
+
+    def add(self, d: Loc, name: str, inode: Inode) -> Loc:
+        """Link ``inode`` at a name that is not visible in ``d`` (creation or link).
+
+        A directory created where the lower layers have something (a whiteout is
+        replaced) is made opaque, so the old lower contents cannot reappear.
+        """
+        parent = self.copy_up(d)
+        assert parent.entries is not None
+        old = parent.entries.get(name)
+        dl = d.dir_lpath
+        below = self.lower.nodes.get(join(dl, name)) if dl is not None else None
+        if inode.kind == "d" and (old is WHITEOUT or below is not None):
+            inode.opaque = True
+        parent.entries[name] = inode
+        inode.nlink += 1
+        self.touch_dir(parent)
+        self.generation += 1
+        return Loc(d, name, join(d.path, name), inode, below, None, None)
+
+    def remove(self, loc: Loc) -> Inode | None:
+        """Remove the name ``loc``; leave a whiteout if a lower layer has the name.
+
+        Returns the upper inode that lost a link (for open handles), if any.
+        """
+        assert loc.parent is not None
+        parent = self.copy_up(loc.parent)
+        assert parent.entries is not None
+        up = loc.up if loc.up is not None else loc.ix
+        if loc.below is not None:
+            parent.entries[loc.name] = WHITEOUT
+        else:
+            parent.entries.pop(loc.name, None)
+        if up is not None:
+            up.nlink -= 1
+            up.ctime_ns = now_ns()
+        self.touch_dir(parent)
+        self.generation += 1
+        return up
+
+    def rename(self, src: Loc, dst_dir: Loc, name: str, dst: Loc | None) -> None:
+        """Move ``src`` to ``name`` in ``dst_dir``, replacing ``dst`` (already checked).
+
+        A directory with lower content moves only with ``redirect_dir`` (the caller
+        raises EXDEV otherwise): it is copied up alone and records where its lower
+        contents are. A pure upper directory moved into a merged one becomes opaque.
+        """
+        assert src.parent is not None
+        if src.is_dir and src.lo is not None:
+            lp = src.lpath
+            inode = self.copy_up(src)
+            if inode.redirect is None:
+                inode.redirect = lp
+        else:
+            inode = self.copy_up(src)
+            if inode.kind == "d" and not inode.opaque and dst_dir.dir_lpath is not None:
+                inode.opaque = True
+        src_parent = self.copy_up(src.parent)
+        dparent = self.copy_up(dst_dir)
+        assert src_parent.entries is not None and dparent.entries is not None
+        if dst is not None:
+            old = dst.up if dst.up is not None else dst.ix
+            if old is not None:
+                old.nlink -= 1
+                old.ctime_ns = now_ns()
+        # Remove the old name first: src and dst may share a parent.
+        if src.below is not None:
+            src_parent.entries[src.name] = WHITEOUT
+        else:
+            src_parent.entries.pop(src.name, None)
+        dparent.entries[name] = inode
+        t = now_ns()
+        inode.ctime_ns = t
+        self.touch_dir(src_parent, t)
+        self.touch_dir(dparent, t)
+        self.generation += 1
+
+    # --- freezing ------------------------------------------------------------------
+
+    def upper_entries(self) -> dict[str, Entry]:
+        """The upper tree as layer entries (hard links share one File object)."""
+        out: dict[str, Entry] = {}
+        if self.root is None:
+            return out
+        frozen: dict[int, Node] = {}
+        stack: list[tuple[str, Inode]] = [("", self.root)]
+        while stack:
+            path, d = stack.pop()
+            assert d.entries is not None
+            for name, e in d.entries.items():
+                k = join(path, name)
+                if e is WHITEOUT:
+                    out[k] = WHITEOUT
+                    continue
+                assert isinstance(e, Inode)
+                node = frozen.get(id(e))
+                if node is None:
+                    node = freeze(e)
+                    if e.kind != "d":
+                        frozen[id(e)] = node
+                out[k] = node
+                if e.kind == "d":
+                    stack.append((k, e))
+        return out
+
+    def upper_layer(self) -> Layer:
+        """The upper as an immutable Layer snapshot (overlayfs form: redirects kept)."""
+        return Layer(self.upper_entries())
+
+    def walk_upper(self) -> Iterator[tuple[str, UEntry]]:
+        """Every (key, upper entry) in lexical walk order (parents before children)."""
+        if self.root is None:
+            return
+        stack: list[tuple[str, Inode]] = [("", self.root)]
+        while stack:
+            path, d = stack.pop()
+            assert d.entries is not None
+            subdirs = []
+            for name in sorted(d.entries):
+                e = d.entries[name]
+                k = join(path, name)
+                yield k, e
+                if isinstance(e, Inode) and e.kind == "d":
+                    subdirs.append((k, e))
+            stack.extend(reversed(subdirs))
+
+
+def freeze(e: Inode) -> Node:
+    """An immutable layer entry with the attributes of upper object ``e``."""
+    common = {"mode": e.mode, "uid": e.uid, "gid": e.gid, "mtime_ns": e.mtime_ns, "xattrs": e.xattrs}
+    if e.kind == "f":
+        assert e.data is not None
+        return File(e.data.freeze(), **common)
+    if e.kind == "d":
+        return Dir(**common, opaque=e.opaque, redirect=e.redirect)
+    if e.kind == "l":
+        assert e.target is not None
+        return Symlink(e.target, **common)
+    if e.kind == "p":
+        return Fifo(**common)
+    if e.kind == "s":
+        return Socket(**common)
+    import os
+
+    return Device(e.kind, os.major(e.rdev), os.minor(e.rdev), **common)
