@@ -77,9 +77,9 @@ class Container:
         with self.fs.lock:
             return Layer(self._upper_entries())
 
-    def _upper_entries(self) -> dict[str, Entry]:
+    def _upper_entries(self, *, with_index: bool = False) -> dict[str, Entry]:
         ov = self.overlay
-        out = ov.upper_entries()
+        out = ov.upper_entries(with_index=with_index)
         root = ov.root
         if root is not None:
             lroot = ov.lower.nodes[""]
@@ -96,7 +96,7 @@ class Container:
         which hide nothing, are left out (the kernel would list them, see docs/fidelity.md).
         """
         with self.fs.lock:
-            entries = self._upper_entries()
+            entries = self._upper_entries(with_index=True)
             lower = self.overlay.lower
             redirected = sorted((k for k, e in entries.items() if isinstance(e, Dir) and e.redirect is not None),
                                 key=lambda k: k.split("/"))

@@ -433,12 +433,23 @@ class Overlay:
 
     # --- freezing ------------------------------------------------------------------
 
-    def upper_entries(self) -> dict[str, Entry]:
-        """The upper tree as layer entries (hard links share one File object)."""
+    def upper_entries(self, *, with_index: bool = False) -> dict[str, Entry]:
+        """The upper tree as layer entries (hard links share one File object).
+
+        With ``with_index``, lower names of a hard-link group that index=on copied up
+        through another name are included too: overlayfs keeps their new state in its
+        index directory, not in the upper directory, but the merged view shows it.
+        """
         out: dict[str, Entry] = {}
         if self.root is None:
             return out
         frozen: dict[int, Node] = {}
+        if with_index and self._index:
+            for k, ix in self.index_aliases():
+                node = frozen.get(id(ix))
+                if node is None:
+                    node = frozen[id(ix)] = freeze(ix)
+                out[k] = node
         stack: list[tuple[str, Inode]] = [("", self.root)]
         while stack:
             path, d = stack.pop()
@@ -457,6 +468,25 @@ class Overlay:
                 out[k] = node
                 if e.kind == "d":
                     stack.append((k, e))
+        return out
+
+    def index_aliases(self) -> list[tuple[str, Inode]]:
+        """Visible lower names whose file index=on copied up through another name."""
+        if not self._index:
+            return []
+        out = []
+        for k, node in self.lower.nodes.items():
+            ix = self._index.get(id(node))
+            if ix is None:
+                continue
+            loc: Loc | None = self.root_loc()
+            for name in k.split("/"):
+                assert loc is not None
+                loc = self.child(loc, name)
+                if loc is None or (loc.kind == "l"):
+                    break
+            if loc is not None and loc.path == k and loc.up is None and loc.ix is ix:
+                out.append((k, ix))
         return out
 
     def upper_layer(self) -> Layer:
