@@ -9,6 +9,7 @@ does), or 0o755 root-owned if nothing below has them.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator, Mapping
 from typing import IO, Any
 
@@ -205,6 +206,23 @@ class Layer(Mapping[str, Entry]):
             _tar.write(self._entries, fileobj)
             return
         raise ValueError(f"compression {compression!r} is not supported yet (only None)")
+
+    def to_directory(self, path: str | os.PathLike[str], format: str = "overlay", **kwargs: Any) -> None:
+        """Write the layer into an empty directory: an overlayfs lower/upperdir or a plain tree.
+
+        See :func:`unionfs_sim.formats.overlaydir.write` for the format and its options.
+        """
+        from .formats import overlaydir
+
+        overlaydir.write(self._entries, path, format=format, **kwargs)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_directory(cls, path: str | os.PathLike[str], format: str = "overlay", **kwargs: Any) -> Layer:
+        """Read a directory as a layer: an overlayfs lower/upperdir (e.g. one the kernel
+        wrote) or a plain tree. See :func:`unionfs_sim.formats.overlaydir.read`."""
+        from .formats import overlaydir
+
+        return cls(overlaydir.read(path, format=format, **kwargs))  # type: ignore[arg-type]
 
 
 def _copy(node: Any) -> Any:
