@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import IO, Any
 
 from .formats import tar as _tar
@@ -41,7 +41,7 @@ class Layer(Mapping[str, Entry]):
     never changes afterwards, so any number of images and containers can share it.
     """
 
-    __slots__ = ("_entries", "_digest", "_tar_size", "_size", "_nlink", "__weakref__")
+    __slots__ = ("_entries", "_digest", "_tar_size", "_size", "_nlink", "_source_diff_id", "__weakref__")
 
     def __init__(self, entries: Mapping[str, Entry] | None = None) -> None:
         """Wrap already-validated ``entries``; prefer :meth:`from_dict` for user input."""
@@ -201,11 +201,59 @@ class Layer(Mapping[str, Entry]):
     # --- formats ---------------------------------------------------------------------
 
     def to_tar(self, fileobj: IO[bytes], compression: str | None = None) -> None:
-        """Write the layer as an OCI tar changeset: canonical and reproducible."""
-        if compression is None:
-            _tar.write(self._entries, fileobj)
-            return
-        raise ValueError(f"compression {compression!r} is not supported yet (only None)")
+        """Write the layer as an OCI tar changeset: canonical and reproducible.
+
+        ``compression``: None, ``"gzip"`` or ``"zstd"`` (needs the ``zstandard`` package).
+        The uncompressed bytes are hashed on the way, so :attr:`digest` comes for free.
+        """
+        diff_id, _, size = _tar.write_blob(self._entries, fileobj, compression)
+        if self._digest is None and compression is None:
+            self._digest, self._tar_size = diff_id, size
+
+    @classmethod
+    def from_tar(
+        cls,
+        fileobj: IO[bytes],
+        *,
+        expected_diff_id: str | None = None,
+        name: str = "layer",
+        lower_dirs_meta: Callable[[str], Dir | None] | None = None,
+    ) -> Layer:
+        """Read an OCI changeset tar (plain, gzip or zstd, detected) as a layer, streaming.
+
+        See :mod:`unionfs_sim.formats.tar` for how whiteouts, opaque markers, hard links
+        and odd inputs are handled. :attr:`source_diff_id` records the sha256 of the
+        uncompressed bytes read; :attr:`digest` stays the digest of the *canonical* tar
+        of the entries (the same for a tar this library wrote).
+
+        Args:
+            expected_diff_id: ``sha256:<hex>`` the uncompressed bytes must hash to.
+            name: what to call the layer in error messages.
+            lower_dirs_meta: metadata of lower directories, for an opaque marker whose
+                directory has no entry in the tar (see :func:`formats.tar.read`).
+
+        Raises:
+            FormatError: a malformed, truncated or corrupt tar, naming ``name`` and the
+                entry; UnsafePath (a subclass) for paths or links that escape the root;
+                DigestMismatch (a subclass) if the bytes do not match ``expected_diff_id``.
+        """
+        if expected_diff_id is not None:
+            _tar.check_diff_id(expected_diff_id)  # a bad argument fails before reading
+        entries, diff_id, _, _ = _tar.read_blob(fileobj, name=name, lower_dirs_meta=lower_dirs_meta)
+        if expected_diff_id is not None:
+            _tar.check_digest(expected_diff_id, diff_id, name)
+        layer = cls(entries)
+        layer._source_diff_id = diff_id  # type: ignore[attr-defined]  # a slot only from_tar sets
+        return layer
+
+    @property
+    def source_diff_id(self) -> str | None:
+        """sha256 of the uncompressed tar this layer was read from (``from_tar``), else None.
+
+        It differs from :attr:`digest` when the source tar was not canonical (another
+        tool's ordering, uname fields, padding ...): keep it to refer to the original blob.
+        """
+        return getattr(self, "_source_diff_id", None)
 
     def to_directory(self, path: str | os.PathLike[str], format: str = "overlay", **kwargs: Any) -> None:
         """Write the layer into an empty directory: an overlayfs lower/upperdir or a plain tree.
