@@ -8,15 +8,18 @@ answers (and errnos) match the Linux kernel's overlayfs.
 from ._version import __version__
 from .container import Change, Container
 from .errors import DigestMismatch, FormatError, UnionFSError, UnsafePath
+from .formats import docker_archive, oci
 from .fs import FileSystem
 from .image import History, Image, ImageConfig
 from .layer import Layer
 from .nodes import WHITEOUT, Device, Dir, Fifo, File, Hardlink, Socket, Symlink, Whiteout
 from .options import OverlayOptions
+from .reference import Reference
+from .registry import Registry
 
 __all__ = [
     "WHITEOUT", "Change", "Container", "Device", "DigestMismatch", "Dir", "Fifo", "File",
     "FileSystem", "FormatError", "Hardlink", "History", "Image", "ImageConfig", "Layer",
-    "OverlayOptions", "Socket", "Symlink", "UnionFSError", "UnsafePath", "Whiteout",
-    "__version__",
+    "OverlayOptions", "Reference", "Registry", "Socket", "Symlink", "UnionFSError", "UnsafePath",
+    "Whiteout", "__version__", "docker_archive", "oci",
 ]

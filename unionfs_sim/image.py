@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from .errors import DigestMismatch, FormatError
 from .layer import Layer
 from .lower import Lower
 from .options import OverlayOptions
@@ -24,9 +25,58 @@ if TYPE_CHECKING:
     from .container import Container
     from .fs import FileSystem
 
+# --- media types (OCI image-spec media-types.md, and the Docker v2 schema 2 ones) ---------
+MT_INDEX = "application/vnd.oci.image.index.v1+json"
+"""OCI image index: a list of manifests (e.g. one per platform); ``index.json`` is one."""
 MT_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+"""OCI image manifest: a config descriptor plus layer descriptors."""
 MT_CONFIG = "application/vnd.oci.image.config.v1+json"
+"""OCI image config (its sha256 is the image id)."""
 MT_LAYER = "application/vnd.oci.image.layer.v1.tar"
+"""OCI layer, uncompressed tar (blob digest = diff_id)."""
+MT_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+"""OCI layer, gzip-compressed tar."""
+MT_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
+"""OCI layer, zstd-compressed tar."""
+MT_LAYER_NONDIST = "application/vnd.oci.image.layer.nondistributable.v1.tar"
+"""Deprecated OCI "non-distributable" layer (also ``+gzip`` / ``+zstd``)."""
+MT_EMPTY = "application/vnd.oci.empty.v1+json"
+"""OCI empty descriptor (``{}``), the config of artifacts that are not images."""
+MT_LAYOUT_HEADER = "application/vnd.oci.layout.header.v1+json"
+"""The ``oci-layout`` file of an image layout."""
+
+MT_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+"""Docker image manifest, schema 2 (same shape as the OCI manifest)."""
+MT_DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+"""Docker manifest list (same shape as the OCI image index)."""
+MT_DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+"""Docker image config (same JSON as the OCI config, plus Docker-only fields)."""
+MT_DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+"""Docker layer, gzip-compressed tar."""
+MT_DOCKER_LAYER_TAR = "application/vnd.docker.image.rootfs.diff.tar"
+"""Docker layer, uncompressed tar (containerd's name for it)."""
+MT_DOCKER_LAYER_ZSTD = "application/vnd.docker.image.rootfs.diff.tar.zstd"
+"""Docker layer, zstd-compressed tar (containerd's name for it)."""
+MT_DOCKER_FOREIGN_LAYER = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+"""Docker "foreign" layer (fetched from ``urls``, e.g. Windows base layers)."""
+MT_DOCKER_FOREIGN_LAYER_TAR = "application/vnd.docker.image.rootfs.foreign.diff.tar"
+"""Docker "foreign" layer, uncompressed."""
+
+INDEX_MEDIA_TYPES = frozenset({MT_INDEX, MT_DOCKER_MANIFEST_LIST})
+"""Media types of a list of manifests (an OCI index or a Docker manifest list)."""
+MANIFEST_MEDIA_TYPES = frozenset({MT_MANIFEST, MT_DOCKER_MANIFEST})
+"""Media types of an image manifest."""
+CONFIG_MEDIA_TYPES = frozenset({MT_CONFIG, MT_DOCKER_CONFIG})
+"""Media types of an image config."""
+LAYER_MEDIA_TYPES = frozenset({
+    MT_LAYER, MT_LAYER_GZIP, MT_LAYER_ZSTD,
+    MT_LAYER_NONDIST, MT_LAYER_NONDIST + "+gzip", MT_LAYER_NONDIST + "+zstd",
+    MT_DOCKER_LAYER, MT_DOCKER_LAYER_TAR, MT_DOCKER_LAYER_ZSTD,
+    MT_DOCKER_FOREIGN_LAYER, MT_DOCKER_FOREIGN_LAYER_TAR,
+})
+"""Media types of a filesystem layer (tar changeset, maybe compressed) an image may use."""
+LAYER_MEDIA_TYPE_BY_COMPRESSION: Mapping[str | None, str] = {None: MT_LAYER, "gzip": MT_LAYER_GZIP, "zstd": MT_LAYER_ZSTD}
+"""The OCI layer media type for each ``compression`` of ``Layer.to_tar``."""
 
 
 def sha256(data: bytes) -> str:
@@ -136,6 +186,43 @@ class History:
         return out
 
 
+def _diff_id(layer: Layer) -> str:
+    """The diff_id of ``layer``: of the tar it was read from if any, else of its canonical tar."""
+    src: str | None = getattr(layer, "source_diff_id", None)
+    return src if src is not None else layer.digest
+
+
+def _json_object(data: bytes, what: str) -> dict[str, Any]:
+    """``data`` parsed as a JSON object, or FormatError naming ``what``."""
+    try:
+        doc = json.loads(data)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise FormatError(f"{what}: not valid JSON ({e})") from e
+    if not isinstance(doc, dict):
+        raise FormatError(f"{what}: expected a JSON object, got {type(doc).__name__}")
+    return doc
+
+
+def _history_of(raw: Any, n_layers: int) -> list[History]:
+    """The ``history`` of a config JSON, padded with default entries up to one per layer."""
+    if raw is None:
+        raw = []
+    if not isinstance(raw, list) or not all(isinstance(h, dict) for h in raw):
+        raise FormatError("image config: history must be a list of objects")
+
+    def text(h: dict[str, Any], k: str) -> str | None:
+        v = h.get(k)
+        return v if isinstance(v, str) else None
+
+    out = [History(created_by=text(h, "created_by"), comment=text(h, "comment"), created=text(h, "created"),
+                   author=text(h, "author"), empty_layer=bool(h.get("empty_layer"))) for h in raw]
+    n_real = sum(1 for h in out if not h.empty_layer)
+    if n_real > n_layers:
+        raise FormatError(f"image config: history has {n_real} non-empty entries for {n_layers} layers")
+    out.extend(History() for _ in range(n_layers - n_real))
+    return out
+
+
 _LOWERS: weakref.WeakValueDictionary[tuple[int, ...], Lower] = weakref.WeakValueDictionary()
 
 
@@ -156,7 +243,8 @@ class Image:
     that shares the image's layers and flattened index, copying nothing.
     """
 
-    __slots__ = ("layers", "config", "history", "_lower", "_fs", "_config_bytes", "_manifest_bytes", "__weakref__")
+    __slots__ = ("layers", "config", "history", "_lower", "_fs", "_config_bytes", "_manifest_bytes",
+                 "_descriptors", "_external", "__weakref__")
 
     def __init__(self, layers: Sequence[Layer], config: ImageConfig, history: Sequence[History]) -> None:
         """Prefer :meth:`from_layers`, which fills in a default history."""
@@ -170,6 +258,10 @@ class Image:
         self._fs: FileSystem | None = None
         self._config_bytes: bytes | None = None
         self._manifest_bytes: bytes | None = None
+        # Set by from_parts: the layer descriptors of the manifest, and whether the
+        # config bytes came from outside (then they are the truth, not a cache).
+        self._descriptors: tuple[dict[str, Any], ...] | None = None
+        self._external = False
 
     @classmethod
     def from_layers(cls, layers: Iterable[Layer], config: ImageConfig | None = None,
@@ -181,6 +273,80 @@ class Image:
                 raise TypeError(f"layers[{i}] is a {type(x).__name__}, not a Layer")
         hist = list(history) if history is not None else [History() for _ in ls]
         return cls(ls, config or ImageConfig(), hist)
+
+    @classmethod
+    def from_parts(cls, layers: Sequence[Layer], config_bytes: bytes, manifest_bytes: bytes | None = None,
+                   layer_descriptors: Sequence[Mapping[str, Any]] | None = None) -> Image:
+        """An image read from outside (a layout, an archive, a registry), keeping its exact bytes.
+
+        ``config_bytes`` and ``manifest_bytes`` are kept verbatim, so ``image.id`` and
+        ``image.digest`` are the digests the source reported; ``config``/``history`` are
+        parsed from the config JSON (unknown fields stay in the bytes only). Without
+        ``manifest_bytes`` the manifest is made here, with ``layer_descriptors`` (the
+        blobs the layers came from: ``mediaType``, ``digest``, ``size``...) if given, or
+        uncompressed OCI layers otherwise.
+
+        A config whose history has fewer non-empty entries than layers gets default
+        entries appended (Docker accepts such configs; only *more* is refused).
+
+        Raises:
+            FormatError: the config or manifest is not valid JSON of the right shape,
+                ``rootfs`` is not ``layers``, or the counts of layers, diff_ids,
+                descriptors and history entries disagree.
+            DigestMismatch: a layer's diff_id differs from the config's ``rootfs.diff_ids``,
+                or the manifest's config descriptor does not match ``config_bytes``.
+        """
+        ls = list(layers)
+        for i, x in enumerate(ls):
+            if not isinstance(x, Layer):
+                raise TypeError(f"layers[{i}] is a {type(x).__name__}, not a Layer")
+        config_bytes = bytes(config_bytes)
+        doc = _json_object(config_bytes, "image config")
+        rootfs = doc.get("rootfs")
+        if not isinstance(rootfs, dict) or rootfs.get("type") != "layers":
+            raise FormatError(f"image config: rootfs must be {{\"type\": \"layers\", ...}}, got {rootfs!r}")
+        want = rootfs.get("diff_ids") or []
+        if not isinstance(want, list) or not all(isinstance(d, str) for d in want):
+            raise FormatError(f"image config: rootfs.diff_ids must be a list of digests, got {want!r}")
+        if len(want) != len(ls):
+            raise FormatError(f"image config lists {len(want)} diff_ids for {len(ls)} layers")
+        for i, (x, d) in enumerate(zip(ls, want)):
+            got = _diff_id(x)
+            if got != d:
+                raise DigestMismatch(f"layer {i}: its diff_id is {got}, the image config says {d}")
+        try:
+            config = ImageConfig.from_json(doc)
+        except (TypeError, ValueError, AttributeError) as e:
+            raise FormatError(f"image config: {e}") from e
+        history = _history_of(doc.get("history"), len(ls))
+
+        descriptors: tuple[dict[str, Any], ...] | None = None
+        if manifest_bytes is not None:
+            manifest_bytes = bytes(manifest_bytes)
+            m = _json_object(manifest_bytes, "image manifest")
+            cfg = m.get("config")
+            if not isinstance(cfg, dict):
+                raise FormatError("image manifest: no config descriptor")
+            if cfg.get("digest") != sha256(config_bytes) or cfg.get("size") != len(config_bytes):
+                raise DigestMismatch(
+                    f"image manifest: config descriptor {cfg.get('digest')} ({cfg.get('size')} bytes) does not "
+                    f"match the config given ({sha256(config_bytes)}, {len(config_bytes)} bytes)")
+            mls = m.get("layers") or []
+            if not isinstance(mls, list) or not all(isinstance(d, dict) for d in mls):
+                raise FormatError("image manifest: layers must be a list of descriptors")
+            if len(mls) != len(ls):
+                raise FormatError(f"image manifest lists {len(mls)} layers, the image has {len(ls)}")
+            descriptors = tuple(dict(d) for d in mls)
+        elif layer_descriptors is not None:
+            descriptors = tuple(dict(d) for d in layer_descriptors)
+            if len(descriptors) != len(ls):
+                raise FormatError(f"{len(descriptors)} layer descriptors for {len(ls)} layers")
+        img = cls(ls, config, history)
+        img._config_bytes = config_bytes
+        img._manifest_bytes = manifest_bytes
+        img._descriptors = descriptors
+        img._external = True
+        return img
 
     def __repr__(self) -> str:
         return f"<Image {self.id[:19]} {len(self.layers)} layers>"
@@ -197,8 +363,12 @@ class Image:
 
     @property
     def diff_ids(self) -> list[str]:
-        """Digest of each layer's uncompressed tar, bottom first."""
-        return [x.digest for x in self.layers]
+        """Digest of each layer's uncompressed tar, bottom first.
+
+        For a layer read from a tar this is the digest of the bytes it was read from
+        (``layer.source_diff_id``), which the canonical re-serialisation may not match.
+        """
+        return [_diff_id(x) for x in self.layers]
 
     @property
     def chain_ids(self) -> list[str]:
@@ -206,7 +376,10 @@ class Image:
         return chain_ids(self.diff_ids)
 
     def config_json(self) -> dict[str, Any]:
-        """The OCI image config document."""
+        """The OCI image config document (for a loaded image: its config bytes, parsed)."""
+        if self._external and self._config_bytes is not None:
+            parsed: dict[str, Any] = json.loads(self._config_bytes)
+            return parsed
         doc: dict[str, Any] = {}
         if self.config.created:
             doc["created"] = self.config.created
@@ -234,13 +407,33 @@ class Image:
         return sha256(self.config_bytes)
 
     def manifest_json(self) -> dict[str, Any]:
-        """The OCI image manifest, layers stored uncompressed (blob digest = diff_id)."""
+        """The OCI image manifest, layers stored uncompressed (blob digest = diff_id).
+
+        A loaded image (:meth:`from_parts`) gives its manifest bytes parsed, or a
+        manifest made of the layer descriptors it was given.
+        """
+        if self._external and self._manifest_bytes is not None:
+            parsed: dict[str, Any] = json.loads(self._manifest_bytes)
+            return parsed
         return {
             "schemaVersion": 2,
             "mediaType": MT_MANIFEST,
             "config": {"mediaType": MT_CONFIG, "digest": self.id, "size": len(self.config_bytes)},
-            "layers": [{"mediaType": MT_LAYER, "digest": x.digest, "size": x.tar_size} for x in self.layers],
+            "layers": self.layer_descriptors,
         }
+
+    @property
+    def layer_descriptors(self) -> list[dict[str, Any]]:
+        """The manifest's descriptor of each layer's blob (``mediaType``, ``digest``, ``size`` ...).
+
+        For an image built in memory: the canonical uncompressed tar of each layer.
+        """
+        if self._external and self._manifest_bytes is not None:
+            layers: list[dict[str, Any]] = json.loads(self._manifest_bytes).get("layers") or []
+            return layers
+        if self._descriptors is not None:
+            return [dict(d) for d in self._descriptors]
+        return [{"mediaType": MT_LAYER, "digest": x.digest, "size": x.tar_size} for x in self.layers]
 
     @property
     def manifest_bytes(self) -> bytes:

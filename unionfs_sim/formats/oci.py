@@ -1,0 +1,853 @@
+"""OCI image layouts (image-spec ``image-layout.md``): save images into one, load them back.
+
+A layout is a directory with ``oci-layout`` (``{"imageLayoutVersion": "1.0.0"}``),
+``index.json`` (an image index whose descriptors carry the tags as
+``org.opencontainers.image.ref.name`` annotations) and ``blobs/sha256/<hex>`` files, each
+named by the digest of its content::
+
+    ufs.oci.save(image, "layout", tag="1.0")            # adds to an existing layout
+    image = ufs.oci.load("layout", tag="1.0")           # same image.id and image.digest
+    image = ufs.oci.load("layout", platform="linux/arm64")   # from an image index
+
+Both directions stream: a layer blob is written to a temporary file in ``blobs/sha256``
+while it is hashed, then renamed to its digest; a layer blob is hashed while
+:meth:`Layer.from_tar <unionfs_sim.layer.Layer.from_tar>` reads it, and its size and
+digest are checked before the image is returned. Docker's media types (schema 2
+manifests and manifest lists, ``rootfs.diff.tar.gzip`` layers) are read too.
+
+The helpers for digests, verified streams and rewritten manifests here are shared with
+:mod:`unionfs_sim.formats.docker_archive`, whose current format is an OCI layout in a tar.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from ..errors import DigestMismatch, FormatError, UnsafePath
+from ..image import (
+    CONFIG_MEDIA_TYPES,
+    INDEX_MEDIA_TYPES,
+    LAYER_MEDIA_TYPE_BY_COMPRESSION,
+    LAYER_MEDIA_TYPES,
+    MANIFEST_MEDIA_TYPES,
+    MT_CONFIG,
+    MT_INDEX,
+    MT_LAYER,
+    MT_MANIFEST,
+    Image,
+    sha256,
+)
+from ..layer import Layer
+from ..nodes import Dir
+from ..paths import parents
+
+__all__ = [
+    "ANNOTATION_IMAGE_NAME",
+    "ANNOTATION_REF_NAME",
+    "LAYOUT_VERSION",
+    "UnknownName",
+    "load",
+    "save",
+]
+
+LAYOUT_VERSION = "1.0.0"
+"""The ``imageLayoutVersion`` written to ``oci-layout`` (the only one the spec defines)."""
+ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name"
+"""The annotation of an ``index.json`` descriptor that holds its tag."""
+ANNOTATION_IMAGE_NAME = "io.containerd.image.name"
+"""containerd's (and Docker's) annotation with the full image name, e.g. ``docker.io/library/nginx:latest``."""
+_DOCKER_REFERENCE_TYPE = "vnd.docker.reference.type"
+"""BuildKit's annotation on attestation manifests in an index: they are not platform images."""
+
+MAX_JSON_SIZE = 16 << 20
+"""Refuse JSON documents (index, manifest, config) larger than this many bytes."""
+
+_DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
+# image-layout.md: ref ::= component ("/" component)*; component ::= alphanum (separator alphanum)*
+_REF_NAME_RE = re.compile(r"[A-Za-z0-9]+(?:(?:[-._:@+]|--)[A-Za-z0-9]+)*(?:/[A-Za-z0-9]+(?:(?:[-._:@+]|--)[A-Za-z0-9]+)*)*")
+_CHUNK = 1 << 20
+_ARCH_ALIASES = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64", "armhf": "arm", "armel": "arm", "i386": "386"}
+
+
+class UnknownName(KeyError):
+    """A tag, digest, platform or repository that is not there.
+
+    A :class:`KeyError` (so a :class:`LookupError`) whose ``str()`` is the plain message,
+    which names what was asked for and, where it helps, what there is instead.
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+# --- digests and verified streams ------------------------------------------------------------
+
+
+def check_digest(digest: object, where: str) -> str:
+    """The hex part of ``digest`` if it is ``sha256:<64 lowercase hex>``, else FormatError.
+
+    Blob file names are made from digests only after this check, so a crafted digest
+    (``sha256:../../x``) can never name a file outside the blob directory.
+    """
+    if not isinstance(digest, str) or not _DIGEST_RE.fullmatch(digest):
+        raise FormatError(f"{where}: unsupported or malformed digest {digest!r} (expected sha256:<64 lowercase hex>)")
+    return digest[7:]
+
+
+class HashingReader:
+    """A read-only stream over ``raw`` that hashes and counts what passes through.
+
+    With ``size`` given, reading past it raises :class:`DigestMismatch` at once (a blob
+    longer than its descriptor is never consumed whole). :meth:`verify` drains what is
+    left and checks size and digest: a verifier that stops early would accept a blob
+    with trailing garbage.
+    """
+
+    def __init__(self, raw: IO[bytes], name: str, digest: str | None = None, size: int | None = None) -> None:
+        self.raw = raw
+        self.name = name
+        self.digest = digest
+        self.size = size
+        self.hash = hashlib.sha256()
+        self.count = 0
+        self.head = b""
+        """The first bytes read (up to 4): enough to tell gzip and zstd from a tar."""
+
+    def readable(self) -> bool:
+        """Always True: this is a reader."""
+        return True
+
+    def seekable(self) -> bool:
+        """Always False: the stream is read once, front to back."""
+        return False
+
+    def read(self, n: int = -1) -> bytes:
+        """Read up to ``n`` bytes (all that is left if ``n`` < 0)."""
+        if n is None or n < 0:
+            parts: list[bytes] = []
+            while True:
+                b = self.read(_CHUNK)
+                if not b:
+                    return b"".join(parts)
+                parts.append(b)
+        b = self.raw.read(n)
+        if b:
+            self.hash.update(b)
+            self.count += len(b)
+            if len(self.head) < 4:
+                self.head = (self.head + b)[:4]
+            if self.size is not None and self.count > self.size:
+                what = f"blob {self.digest}" if self.digest else "blob"
+                raise DigestMismatch(f"{self.name}: {what} is longer than the {self.size} bytes its descriptor says")
+        return b
+
+    def readinto(self, buf: bytearray | memoryview) -> int:
+        """Read into ``buf``; the number of bytes read."""
+        b = self.read(len(buf))
+        buf[: len(b)] = b
+        return len(b)
+
+    def close(self) -> None:
+        """Nothing to do: the caller owns ``raw``."""
+
+    def hexdigest(self) -> str:
+        """``sha256:<hex>`` of what was read so far."""
+        return "sha256:" + self.hash.hexdigest()
+
+    def verify(self) -> None:
+        """Drain the rest of the stream, then check size and digest.
+
+        Raises:
+            DigestMismatch: naming the blob's digest and :attr:`name`.
+        """
+        while self.read(_CHUNK):
+            pass
+        if self.size is not None and self.count != self.size:
+            raise DigestMismatch(f"{self.name}: blob {self.digest} is {self.count} bytes, its descriptor says {self.size}")
+        if self.digest is not None and self.hexdigest() != self.digest:
+            raise DigestMismatch(f"{self.name}: content does not match digest {self.digest} (it hashes to {self.hexdigest()})")
+
+
+class HashingWriter:
+    """A write-only stream that hashes and counts what is written, passing it on to ``raw``."""
+
+    def __init__(self, raw: IO[bytes] | None) -> None:
+        self.raw = raw
+        self.hash = hashlib.sha256()
+        self.count = 0
+
+    def writable(self) -> bool:
+        """Always True: this is a writer."""
+        return True
+
+    def write(self, b: bytes) -> int:
+        """Hash, count and pass on ``b``."""
+        b = bytes(b)
+        self.hash.update(b)
+        self.count += len(b)
+        if self.raw is not None:
+            self.raw.write(b)
+        return len(b)
+
+    def flush(self) -> None:
+        """Flush ``raw``."""
+        if self.raw is not None:
+            self.raw.flush()
+
+    def hexdigest(self) -> str:
+        """``sha256:<hex>`` of what was written."""
+        return "sha256:" + self.hash.hexdigest()
+
+
+def parse_json(data: bytes, where: str) -> dict[str, Any]:
+    """``data`` parsed as a JSON object; FormatError naming ``where`` otherwise."""
+    try:
+        doc = json.loads(data)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise FormatError(f"{where}: not valid JSON ({e})") from e
+    if not isinstance(doc, dict):
+        raise FormatError(f"{where}: expected a JSON object, got {type(doc).__name__}")
+    return doc
+
+
+def descriptor(doc: object, where: str) -> dict[str, Any]:
+    """Check that ``doc`` is a descriptor (``mediaType``, valid ``digest``, ``size`` >= 0)."""
+    if not isinstance(doc, dict):
+        raise FormatError(f"{where}: a descriptor must be a JSON object, got {doc!r}")
+    check_digest(doc.get("digest"), where)
+    size = doc.get("size")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise FormatError(f"{where}: descriptor {doc.get('digest')} has a bad size {size!r}")
+    mt = doc.get("mediaType")
+    if mt is not None and not isinstance(mt, str):
+        raise FormatError(f"{where}: descriptor {doc.get('digest')} has a bad mediaType {mt!r}")
+    return doc
+
+
+def compression_of(media_type: str) -> str | None:
+    """The compression a layer media type says: ``None``, ``"gzip"`` or ``"zstd"``."""
+    if media_type.endswith(("+gzip", ".gzip")):
+        return "gzip"
+    if media_type.endswith(("+zstd", ".zstd")):
+        return "zstd"
+    return None
+
+
+def sniff_compression(head: bytes) -> str | None:
+    """The compression of a blob from its first bytes: ``"gzip"``, ``"zstd"`` or None."""
+    if head[:2] == b"\x1f\x8b":
+        return "gzip"
+    if head[:4] == b"\x28\xb5\x2f\xfd":
+        return "zstd"
+    return None
+
+
+def lower_dirs(layers: Sequence[Layer]) -> Callable[[str], Dir | None]:
+    """For ``Layer.from_tar(lower_dirs_meta=...)``: the directory a key names in the merged
+    view of ``layers`` (bottom first), or None. An opaque marker whose directory has no
+    entry of its own then keeps the lower directory's metadata, as containerd does."""
+
+    def meta(k: str) -> Dir | None:
+        for layer in reversed(layers):
+            hidden_below = False
+            for a in parents(k):
+                n = layer.get(a)
+                if n is None:
+                    continue
+                if not isinstance(n, Dir):
+                    return None  # a whiteout or a non-directory over an ancestor
+                if n.opaque:
+                    hidden_below = True
+            n = layer.get(k)
+            if n is not None:
+                return n if isinstance(n, Dir) else None
+            if hidden_below:
+                return None
+        return None
+
+    return meta
+
+
+def read_layer(stream: IO[bytes], name: str, diff_id: str, digest: str | None = None,
+               size: int | None = None, below: Sequence[Layer] = ()) -> tuple[Layer, dict[str, Any]]:
+    """Read a layer blob from ``stream``, verifying its blob digest/size and its diff_id.
+
+    ``name`` (a file or archive member) appears in every error. The blob may be
+    uncompressed, gzip or zstd (``Layer.from_tar`` detects which). Returns the layer
+    and an OCI descriptor of the blob as read (media type from its compression).
+    ``below`` are the layers under this one (for opaque directories without an entry).
+
+    Raises:
+        DigestMismatch: the blob's size or digest differs from ``size``/``digest``, or
+            its uncompressed content does not hash to ``diff_id``.
+        FormatError: the blob is not a valid (compressed) tar layer.
+    """
+    reader = HashingReader(stream, name, digest, size)
+    try:
+        layer = Layer.from_tar(reader, expected_diff_id=diff_id, name=name,  # type: ignore[arg-type]
+                               lower_dirs_meta=lower_dirs(list(below)) if below else None)
+    except DigestMismatch:
+        # A corrupt blob often fails as a content mismatch; name the blob if that is it.
+        _verify_quietly(reader)
+        raise
+    except FormatError as e:
+        _verify_quietly(reader, e)
+        raise
+    reader.verify()
+    blob = {"mediaType": LAYER_MEDIA_TYPE_BY_COMPRESSION[sniff_compression(reader.head)],
+            "digest": reader.hexdigest(), "size": reader.count}
+    return layer, blob
+
+
+def _verify_quietly(reader: HashingReader, cause: BaseException | None = None) -> None:
+    """If the blob itself is corrupt, raise that (it explains the parse error); else return."""
+    if reader.digest is None and reader.size is None:
+        return
+    try:
+        reader.verify()
+    except DigestMismatch as mismatch:
+        raise mismatch from cause
+    except Exception:  # noqa: BLE001 - the original error is the better report
+        return
+
+
+# --- rewriting an image's config and manifest for export -------------------------------------
+
+
+def export_parts(image: Image, descriptors: Sequence[Mapping[str, Any]], diff_ids: Sequence[str]) -> tuple[bytes, bytes]:
+    """The config and manifest bytes to write for ``image`` with these layer blobs.
+
+    When the blobs are the ones the image records (same descriptors, same diff_ids) the
+    image's own bytes are returned verbatim, so ``image.id``/``image.digest`` are kept.
+    Otherwise (other compression, or a layer whose canonical tar differs from the tar it
+    was read from) the config gets the new ``rootfs.diff_ids`` (every other field kept) and
+    a new OCI manifest is made (top-level annotations kept).
+    """
+    config = image.config_bytes
+    if list(diff_ids) != image.diff_ids:
+        doc = json.loads(config)
+        doc["rootfs"] = {**doc.get("rootfs", {}), "type": "layers", "diff_ids": list(diff_ids)}
+        config = json.dumps(doc, separators=(",", ":")).encode()
+    if config == image.config_bytes and [dict(d) for d in descriptors] == image.layer_descriptors:
+        return config, image.manifest_bytes
+    old = image.manifest_json()
+    cfg_desc = old.get("config")
+    cfg_type = cfg_desc.get("mediaType", MT_CONFIG) if isinstance(cfg_desc, dict) else MT_CONFIG
+    manifest: dict[str, Any] = {
+        "schemaVersion": 2,
+        "mediaType": MT_MANIFEST,
+        "config": {"mediaType": MT_CONFIG if cfg_type in CONFIG_MEDIA_TYPES else cfg_type,
+                   "digest": sha256(config), "size": len(config)},
+        "layers": [dict(d) for d in descriptors],
+    }
+    if isinstance(old.get("annotations"), dict):
+        manifest["annotations"] = old["annotations"]
+    return config, json.dumps(manifest, separators=(",", ":")).encode()
+
+
+def uncompressed_descriptor(layer: Layer) -> dict[str, Any]:
+    """The descriptor of ``layer``'s canonical uncompressed tar."""
+    return {"mediaType": MT_LAYER, "digest": layer.digest, "size": layer.tar_size}
+
+
+# --- save --------------------------------------------------------------------------------------
+
+
+def save(image: Image, path: str | os.PathLike[str], tag: str | None = None, *,
+         compression: str | None = None) -> str:
+    """Write ``image`` into the OCI image layout at ``path``; return the manifest digest written.
+
+    A missing or empty directory becomes a new layout; an existing layout *gains* the
+    image (blobs already there are not rewritten). ``tag`` becomes the
+    ``org.opencontainers.image.ref.name`` annotation of the manifest's descriptor in
+    ``index.json``; if another manifest had that tag, the tag moves (the old descriptor
+    is dropped when the tag was all it had; its blobs stay until a garbage collection).
+
+    ``compression``: ``None`` keeps the blobs the image records (uncompressed for an
+    image built in memory), so the digest returned is ``image.digest``; ``"gzip"``,
+    ``"zstd"`` or ``"uncompressed"`` re-encode every layer that way, which makes a new
+    manifest (the config, hence ``image.id``, is kept). A layer that cannot be written
+    back byte for byte (read from a foreign tar, or compressed by another tool) is written
+    canonically, and the manifest (and, if its diff_id changed, the config) is rewritten
+    to match: compare the returned digest with ``image.digest`` to know.
+
+    Raises:
+        ValueError: a bad ``tag`` or ``compression``.
+        FormatError: ``path`` is a non-empty directory that is not an OCI layout, or its
+            ``oci-layout``/``index.json`` are malformed.
+        UnsafePath: ``blobs`` or ``blobs/sha256`` is a symlink (writes could escape ``path``).
+    """
+    if compression not in (None, "gzip", "zstd", "uncompressed"):
+        raise ValueError(f"compression must be None, 'gzip', 'zstd' or 'uncompressed', not {compression!r}")
+    if tag is not None and (not isinstance(tag, str) or not _REF_NAME_RE.fullmatch(tag)):
+        raise ValueError(f"invalid tag {tag!r} for an OCI layout (ref.name: alphanumerics joined by one of -._:@+ or --, and /)")
+    root = Path(path)
+    index = _open_layout_for_writing(root)
+    blobs = _blob_dir(root)
+
+    descriptors: list[dict[str, Any]] = []
+    diff_ids: list[str] = []
+    recorded = image.layer_descriptors
+    for layer, rec in zip(image.layers, recorded):
+        rec_type = str(rec.get("mediaType", MT_LAYER))
+        if compression is None:
+            comp = compression_of(rec_type)
+        else:
+            comp = None if compression == "uncompressed" else compression
+        digest, size = _write_layer_blob(blobs, layer, comp)
+        diff_ids.append(layer.digest)
+        if digest == rec.get("digest") and size == rec.get("size"):
+            descriptors.append(dict(rec))
+        else:
+            descriptors.append({"mediaType": LAYER_MEDIA_TYPE_BY_COMPRESSION[comp], "digest": digest, "size": size})
+    config, manifest = export_parts(image, descriptors, diff_ids)
+    put_bytes(blobs, config)
+    put_bytes(blobs, manifest)
+    mdoc = json.loads(manifest)
+    desc: dict[str, Any] = {"mediaType": mdoc.get("mediaType", MT_MANIFEST), "digest": sha256(manifest), "size": len(manifest)}
+    _add_to_index(index, desc, tag)
+    _write_file_atomically(root / "index.json", json.dumps(index, separators=(",", ":")).encode())
+    return desc["digest"]  # type: ignore[no-any-return]
+
+
+def _open_layout_for_writing(root: Path) -> dict[str, Any]:
+    """Make ``root`` a layout if it is new or empty; return its index (existing or new)."""
+    if root.exists() and not root.is_dir():
+        raise FormatError(f"{root}: not a directory")
+    if root.is_dir() and (root / "oci-layout").exists():
+        _read_layout_header(root)
+        index = _read_index(root)
+    elif root.is_dir() and any(root.iterdir()):
+        raise FormatError(f"{root}: a non-empty directory without an oci-layout file; refusing to write a layout into it")
+    else:
+        root.mkdir(parents=True, exist_ok=True)
+        _write_file_atomically(root / "oci-layout", json.dumps({"imageLayoutVersion": LAYOUT_VERSION}).encode())
+        index = {"schemaVersion": 2, "mediaType": MT_INDEX, "manifests": []}
+    return index
+
+
+def _blob_dir(root: Path) -> Path:
+    """``root/blobs/sha256``, created if missing; refused if it (or ``blobs``) is a symlink."""
+    for d in (root / "blobs", root / "blobs" / "sha256"):
+        if d.is_symlink():
+            raise UnsafePath(f"{d}: is a symlink; refusing to write blobs through it")
+        if d.exists() and not d.is_dir():
+            raise FormatError(f"{d}: not a directory")
+        d.mkdir(exist_ok=True)
+    return root / "blobs" / "sha256"
+
+
+def _have_blob(blobs: Path, digest: str, size: int) -> bool:
+    """True if ``blobs`` already has a regular file for ``digest`` of ``size`` bytes."""
+    p = blobs / check_digest(digest, str(blobs))
+    try:
+        st = os.lstat(p)
+    except FileNotFoundError:
+        return False
+    import stat as _stat
+
+    return _stat.S_ISREG(st.st_mode) and st.st_size == size
+
+
+def write_blob(blobs: Path, produce: Callable[[IO[bytes]], None]) -> tuple[str, int]:
+    """Stream a blob into ``blobs``: write it to a temporary file while hashing, then rename
+    it to its digest. Returns ``(digest, size)``."""
+    fd, tmp = tempfile.mkstemp(dir=blobs, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            w = HashingWriter(f)
+            produce(w)  # type: ignore[arg-type]
+            f.flush()
+            os.fsync(f.fileno())
+        digest = w.hexdigest()
+        os.chmod(tmp, 0o644)
+        if _have_blob(blobs, digest, w.count):
+            os.unlink(tmp)
+        else:
+            os.replace(tmp, blobs / digest[7:])
+        return digest, w.count
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def put_bytes(blobs: Path, data: bytes) -> str:
+    """Store ``data`` as a blob (unless it is there already); return its digest."""
+    digest = sha256(data)
+    if not _have_blob(blobs, digest, len(data)):
+        def produce(f: IO[bytes]) -> None:
+            f.write(data)
+
+        write_blob(blobs, produce)
+    return digest
+
+
+def _write_layer_blob(blobs: Path, layer: Layer, compression: str | None) -> tuple[str, int]:
+    """Write ``layer``'s canonical tar (compressed as asked) as a blob; ``(digest, size)``."""
+    if compression is None and _have_blob(blobs, layer.digest, layer.tar_size):
+        return layer.digest, layer.tar_size
+    return write_blob(blobs, lambda f: layer.to_tar(f, compression=compression))
+
+
+def _add_to_index(index: dict[str, Any], desc: dict[str, Any], tag: str | None) -> None:
+    """Add the manifest descriptor ``desc`` to ``index``, moving ``tag`` to it."""
+    manifests: list[dict[str, Any]] = index.setdefault("manifests", [])
+    if tag is not None:
+        kept = []
+        for d in manifests:
+            ann = d.get("annotations") or {}
+            if ann.get(ANNOTATION_REF_NAME) == tag:
+                if d.get("digest") == desc["digest"]:
+                    return  # already there, already tagged
+                rest = {k: v for k, v in ann.items() if k != ANNOTATION_REF_NAME}
+                if not rest:
+                    continue  # the descriptor was only there for this tag
+                d = {**d, "annotations": rest}
+            kept.append(d)
+        manifests[:] = kept
+        manifests.append({**desc, "annotations": {ANNOTATION_REF_NAME: tag}})
+    elif not any(d.get("digest") == desc["digest"] for d in manifests):
+        manifests.append(desc)
+
+
+def _write_file_atomically(path: Path, data: bytes) -> None:
+    """Replace ``path`` by ``data`` (temporary file in the same directory, then rename)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+# --- load --------------------------------------------------------------------------------------
+
+
+def load(path: str | os.PathLike[str], tag: str | None = None, platform: str | None = None) -> Image:
+    """Read one image from the OCI image layout at ``path``.
+
+    ``tag`` picks the manifest whose ``org.opencontainers.image.ref.name`` annotation is
+    ``tag`` (or, failing that, whose containerd/Docker image name is the same reference, or
+    whose digest is ``tag``); without it the layout must hold exactly one image. When that
+    descriptor is an image index (or Docker manifest list; nested ones too), ``platform``
+    (``"os/arch[/variant]"``, e.g. ``"linux/arm64/v8"``) picks the manifest; it may be
+    omitted when the index has only one image. Every blob's size and digest are checked
+    while it is read, and each layer's content against the config's ``diff_ids``.
+
+    The image returned has ``id`` = sha256 of the config blob and ``digest`` = the digest
+    of the manifest blob, exactly as the layout records them.
+
+    Raises:
+        FormatError: a missing file, bad JSON, an unknown layer media type, a manifest
+            that is not an image, counts that disagree; the message names the file.
+        DigestMismatch: a blob whose size or digest differs from its descriptor (naming
+            the digest and the file), or a layer whose content differs from its diff_id.
+        ValueError: no ``tag`` given but the layout has several images (the message lists
+            the tags), or no ``platform`` given but the index has several platforms
+            (the message lists them).
+        UnknownName: no image has that tag, or no manifest that platform (a KeyError).
+    """
+    root = Path(path)
+    _read_layout_header(root)
+    index = _read_index(root)
+    where = str(root / "index.json")
+    manifests = [descriptor(d, where) for d in index.get("manifests") or []]
+    desc = _select_by_tag(manifests, tag, where)
+    return _load_descriptor(root, desc, platform)
+
+
+def _read_layout_header(root: Path) -> dict[str, Any]:
+    """Read and check ``root/oci-layout``."""
+    f = root / "oci-layout"
+    doc = parse_json(_read_small_file(f), str(f))
+    version = doc.get("imageLayoutVersion")
+    if not isinstance(version, str) or not version.startswith("1."):
+        raise FormatError(f"{f}: unsupported imageLayoutVersion {version!r} (expected 1.x)")
+    return doc
+
+
+def _read_index(root: Path) -> dict[str, Any]:
+    """Read and check ``root/index.json`` (an image index)."""
+    f = root / "index.json"
+    doc = parse_json(_read_small_file(f), str(f))
+    _check_index(doc, str(f))
+    return doc
+
+
+def _check_index(doc: dict[str, Any], where: str) -> None:
+    """Check the shape of an image index (``schemaVersion`` 2, a ``manifests`` list)."""
+    if doc.get("schemaVersion") != 2:
+        raise FormatError(f"{where}: schemaVersion must be 2, got {doc.get('schemaVersion')!r}")
+    ms = doc.get("manifests")
+    if ms is None:
+        doc["manifests"] = []
+    elif not isinstance(ms, list):
+        raise FormatError(f"{where}: manifests must be a list")
+
+
+def _read_small_file(f: Path) -> bytes:
+    """The bytes of a JSON file of the layout; FormatError naming it if missing or huge."""
+    try:
+        with open(f, "rb") as fh:
+            data = fh.read(MAX_JSON_SIZE + 1)
+    except FileNotFoundError as e:
+        raise FormatError(f"{f}: missing (not an OCI image layout?)") from e
+    except IsADirectoryError as e:
+        raise FormatError(f"{f}: is a directory") from e
+    if len(data) > MAX_JSON_SIZE:
+        raise FormatError(f"{f}: larger than {MAX_JSON_SIZE} bytes")
+    return data
+
+
+def _tags(manifests: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The ``ref.name`` tags of these descriptors, sorted (for messages)."""
+    return sorted({str((d.get("annotations") or {}).get(ANNOTATION_REF_NAME)) for d in manifests
+                   if (d.get("annotations") or {}).get(ANNOTATION_REF_NAME)})
+
+
+def _select_by_tag(manifests: list[dict[str, Any]], tag: str | None, where: str) -> dict[str, Any]:
+    """The descriptor of ``index.json`` that ``tag`` names (or the only one)."""
+    if tag is None:
+        digests = {d["digest"] for d in manifests}
+        if not digests:
+            raise FormatError(f"{where}: the layout holds no image")
+        if len(digests) > 1:
+            tags = _tags(manifests)
+            raise ValueError(f"{where}: the layout holds {len(digests)} images; pass tag= one of "
+                             f"{', '.join(map(repr, tags)) or '(none tagged)'}")
+        return manifests[0]
+    matched = [d for d in manifests if (d.get("annotations") or {}).get(ANNOTATION_REF_NAME) == tag]
+    if not matched:
+        matched = [d for d in manifests if _same_reference(tag, d.get("annotations") or {})]
+    if not matched and _DIGEST_RE.fullmatch(tag):
+        matched = [d for d in manifests if d["digest"] == tag]
+    if not matched:
+        tags = _tags(manifests)
+        raise UnknownName(f"{where}: no image tagged {tag!r} (tags: {', '.join(map(repr, tags)) or 'none'})")
+    if len({d["digest"] for d in matched}) > 1:
+        raise FormatError(f"{where}: tag {tag!r} names {len(matched)} different manifests")
+    return matched[0]
+
+
+def _same_reference(tag: str, annotations: Mapping[str, Any]) -> bool:
+    """True if ``tag`` read as an image reference equals a name in ``annotations``."""
+    from ..reference import Reference
+
+    try:
+        want = Reference.parse(tag).with_default_tag()
+    except ValueError:
+        return False
+    for k in (ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME):
+        v = annotations.get(k)
+        if not isinstance(v, str):
+            continue
+        try:
+            if Reference.parse(v).with_default_tag() == want:
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def _blob_path(root: Path, digest: str, where: str) -> Path:
+    """The file of blob ``digest`` in the layout ``root`` (the digest checked first)."""
+    return root / "blobs" / "sha256" / check_digest(digest, where)
+
+
+def _read_json_blob(root: Path, desc: Mapping[str, Any], where: str) -> tuple[bytes, dict[str, Any]]:
+    """Read the (small) blob ``desc`` names, verified; its bytes and the parsed JSON."""
+    f = _blob_path(root, desc["digest"], where)
+    size = desc["size"]
+    if size > MAX_JSON_SIZE:
+        raise FormatError(f"{where}: descriptor {desc['digest']} claims {size} bytes for a JSON document")
+    try:
+        with open(f, "rb") as fh:
+            actual = os.fstat(fh.fileno()).st_size
+            if actual != size:
+                raise DigestMismatch(f"{f}: blob {desc['digest']} is {actual} bytes, its descriptor says {size}")
+            data = fh.read(size + 1)
+    except FileNotFoundError as e:
+        raise FormatError(f"{f}: missing blob {desc['digest']} (referenced from {where})") from e
+    except IsADirectoryError as e:
+        raise FormatError(f"{f}: blob {desc['digest']} is a directory") from e
+    if len(data) != size:
+        raise DigestMismatch(f"{f}: blob {desc['digest']} is {len(data)} bytes, its descriptor says {size}")
+    if sha256(data) != desc["digest"]:
+        raise DigestMismatch(f"{f}: content does not match digest {desc['digest']} (it hashes to {sha256(data)})")
+    return data, parse_json(data, str(f))
+
+
+def _kind(desc: Mapping[str, Any], doc: Mapping[str, Any]) -> str:
+    """``"index"`` or ``"manifest"``: what a descriptor (or the document itself) says it is."""
+    mt = desc.get("mediaType") or doc.get("mediaType")
+    if mt in INDEX_MEDIA_TYPES:
+        return "index"
+    if mt in MANIFEST_MEDIA_TYPES:
+        return "manifest"
+    if mt is None:
+        if isinstance(doc.get("manifests"), list):
+            return "index"
+        if isinstance(doc.get("config"), dict):
+            return "manifest"
+    raise FormatError(f"descriptor {desc.get('digest')}: media type {mt!r} is neither an image manifest nor an index")
+
+
+def _load_descriptor(root: Path, desc: dict[str, Any], platform: str | None) -> Image:
+    """The image a descriptor of ``index.json`` names: a manifest, or an index to pick from."""
+    where = str(_blob_path(root, desc["digest"], "index.json"))
+    data, doc = _read_json_blob(root, desc, str(root / "index.json"))
+    try:
+        kind = _kind(desc, doc)
+    except FormatError as e:
+        raise FormatError(f"{where}: {e}") from e
+    if kind == "index":
+        desc, data, doc = _select_platform(root, desc, doc, platform, where)
+        return _load_manifest(root, desc, data, doc, None)
+    return _load_manifest(root, desc, data, doc, platform)
+
+
+def parse_platform(platform: str) -> tuple[str, str, str | None]:
+    """``"os/arch[/variant]"`` split into its parts (``x86_64`` read as ``amd64``, etc.)."""
+    parts = platform.split("/") if isinstance(platform, str) else []
+    if len(parts) not in (2, 3) or not all(parts):
+        raise ValueError(f"platform must be 'os/arch' or 'os/arch/variant', not {platform!r}")
+    os_, arch = parts[0].lower(), parts[1].lower()
+    return os_, _ARCH_ALIASES.get(arch, arch), (parts[2].lower() if len(parts) == 3 else None)
+
+
+def _platform_str(p: Mapping[str, Any]) -> str:
+    """A platform object as ``os/arch[/variant]``."""
+    s = f"{p.get('os', '?')}/{p.get('architecture', '?')}"
+    return s + (f"/{p['variant']}" if p.get("variant") else "")
+
+
+def _platform_matches(p: Mapping[str, Any], want: tuple[str, str, str | None]) -> bool:
+    """True if the platform object ``p`` (or a config) is ``want``; no variant asked = any."""
+    os_, arch, variant = want
+    if str(p.get("os", "")).lower() != os_:
+        return False
+    if _ARCH_ALIASES.get(str(p.get("architecture", "")).lower(), str(p.get("architecture", "")).lower()) != arch:
+        return False
+    if variant is None:
+        return True
+    have = p.get("variant")
+    if have is None and arch == "arm64" and variant == "v8":
+        return True  # arm64 without a variant is v8
+    return str(have).lower() == variant
+
+
+def _leaves(root: Path, index_doc: dict[str, Any], where: str, depth: int = 0) -> Iterator[tuple[dict[str, Any], dict[str, Any], bytes, dict[str, Any]]]:
+    """The image manifests of an index, nested indexes included, in order:
+    ``(platform, descriptor, manifest bytes, manifest JSON)``."""
+    if depth > 8:
+        raise FormatError(f"{where}: image indexes nested more than 8 deep")
+    _check_index(index_doc, where)
+    for raw in index_doc["manifests"]:
+        d = descriptor(raw, where)
+        ann = d.get("annotations") or {}
+        if ann.get(_DOCKER_REFERENCE_TYPE) == "attestation-manifest":
+            continue
+        mt = d.get("mediaType")
+        if mt is not None and mt not in INDEX_MEDIA_TYPES and mt not in MANIFEST_MEDIA_TYPES:
+            continue  # artifacts and other content: not images, and allowed to be there
+        data, doc = _read_json_blob(root, d, where)
+        child = str(_blob_path(root, d["digest"], where))
+        if _kind(d, doc) == "index":
+            yield from _leaves(root, doc, child, depth + 1)
+            continue
+        plat = d.get("platform")
+        if not isinstance(plat, dict):
+            plat = _platform_of_manifest(root, doc, child)
+        if plat.get("os") == "unknown" and plat.get("architecture") == "unknown":
+            continue
+        yield plat, d, data, doc
+
+
+def _platform_of_manifest(root: Path, doc: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The platform a manifest's config declares (for index entries without ``platform``)."""
+    cfg = descriptor(doc.get("config"), where)
+    if cfg.get("mediaType") not in CONFIG_MEDIA_TYPES:
+        return {}
+    _, c = _read_json_blob(root, cfg, where)
+    return {k: c[k] for k in ("os", "architecture", "variant") if isinstance(c.get(k), str)}
+
+
+def _select_platform(root: Path, desc: dict[str, Any], doc: dict[str, Any], platform: str | None,
+                     where: str) -> tuple[dict[str, Any], bytes, dict[str, Any]]:
+    """The manifest (descriptor, bytes, JSON) of an index for ``platform`` (or its only one)."""
+    leaves = list(_leaves(root, doc, where))
+    if not leaves:
+        raise FormatError(f"{where}: the image index {desc['digest']} lists no image manifest")
+    available = ", ".join(_platform_str(p) for p, *_ in leaves)
+    if platform is None:
+        if len(leaves) > 1:
+            raise ValueError(f"{where}: the image index {desc['digest']} has {len(leaves)} images; pass platform= "
+                             f"one of {available}")
+        _, d, data, m = leaves[0]
+        return d, data, m
+    want = parse_platform(platform)
+    for p, d, data, m in leaves:
+        if _platform_matches(p, want):
+            return d, data, m
+    raise UnknownName(f"{where}: no image for platform {platform!r} in index {desc['digest']} (platforms: {available})")
+
+
+def _load_manifest(root: Path, desc: Mapping[str, Any], data: bytes, doc: dict[str, Any],
+                   platform: str | None) -> Image:
+    """The image of a verified manifest blob: its config and layers read and checked."""
+    where = str(_blob_path(root, desc["digest"], "index.json"))
+    if doc.get("schemaVersion") != 2:
+        raise FormatError(f"{where}: manifest schemaVersion must be 2, got {doc.get('schemaVersion')!r}")
+    cfg = descriptor(doc.get("config"), f"{where} (config)")
+    if cfg.get("mediaType") not in CONFIG_MEDIA_TYPES:
+        raise FormatError(f"{where}: config media type {cfg.get('mediaType')!r} is not an image config "
+                          f"(this manifest is not a container image)")
+    layers_raw = doc.get("layers")
+    if not isinstance(layers_raw, list):
+        raise FormatError(f"{where}: manifest has no layers list")
+    layer_descs = [descriptor(d, f"{where} (layers[{i}])") for i, d in enumerate(layers_raw)]
+    for i, d in enumerate(layer_descs):
+        if d.get("mediaType") not in LAYER_MEDIA_TYPES:
+            raise FormatError(f"{where}: layers[{i}] ({d['digest']}) has media type {d.get('mediaType')!r}, "
+                              f"which is not a layer type this reader knows")
+    config_bytes, config = _read_json_blob(root, cfg, where)
+    cfg_file = str(_blob_path(root, cfg["digest"], where))
+    if platform is not None:
+        want = parse_platform(platform)
+        if not _platform_matches(config, want):
+            raise UnknownName(f"{where}: the image is for {_platform_str(config)}, not {platform!r}")
+    rootfs = config.get("rootfs")
+    diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+    if not isinstance(diff_ids, list) or len(diff_ids) != len(layer_descs):
+        raise FormatError(f"{cfg_file}: rootfs.diff_ids lists {len(diff_ids) if isinstance(diff_ids, list) else 'no'} "
+                          f"layers, the manifest {where} lists {len(layer_descs)}")
+    layers: list[Layer] = []
+    for i, (d, diff_id) in enumerate(zip(layer_descs, diff_ids)):
+        check_digest(diff_id, f"{cfg_file} (rootfs.diff_ids[{i}])")
+        f = _blob_path(root, d["digest"], where)
+        if not f.is_file():
+            urls = f" (a foreign layer, at {d['urls']})" if d.get("urls") else ""
+            raise FormatError(f"{f}: missing blob {d['digest']}, layers[{i}] of {where}{urls}")
+        with open(f, "rb") as fh:
+            actual = os.fstat(fh.fileno()).st_size
+            if actual != d["size"]:
+                raise DigestMismatch(f"{f}: blob {d['digest']} is {actual} bytes, its descriptor says {d['size']}")
+            layers.append(read_layer(fh, str(f), diff_id, d["digest"], d["size"], layers)[0])
+    try:
+        return Image.from_parts(layers, config_bytes, data)
+    except DigestMismatch as e:
+        raise DigestMismatch(f"{where}: {e}") from e
+    except FormatError as e:
+        raise FormatError(f"{where}: {e}") from e
