@@ -199,6 +199,9 @@ class Naive:
 
     def open_write(self, path: str, data: bytes, *, creat: bool = False, trunc: bool = False,
                    append: bool = False, offset: int = 0, mode: int = 0o644) -> None:
+        if creat and path.endswith("/"):
+            self.resolve(path.rstrip("/") or "/", False)  # parent errors first
+            raise Err(errno.EISDIR)
         parent, name, k, slash = self.resolve(path, True)
         if k is None:
             if not creat:
@@ -299,10 +302,10 @@ class Naive:
         parent, name, k, slash = self.resolve(dst, False)
         if k is not None or name in (".", ".."):
             raise Err(errno.EEXIST)
-        if self.tree[s].kind == "d":
-            raise Err(errno.EPERM)
         if slash:
             raise Err(errno.ENOENT)
+        if self.tree[s].kind == "d":
+            raise Err(errno.EPERM)
         o = self.copy_up(s)
         self.tree[self.join(parent, name)] = o
 

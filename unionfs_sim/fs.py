@@ -83,7 +83,7 @@ class FileSystem:
 
     # --- path resolution -------------------------------------------------------------
 
-    def _resolve(self, path: PathArg, follow: bool = True) -> _Resolved:
+    def _resolve(self, path: PathArg, follow: bool = True, *, parent_only: bool = False) -> _Resolved:
         p = to_str(path)
         if not p:
             raise errors.NotFound(p)
@@ -125,6 +125,8 @@ class FileSystem:
                     return _Resolved(d, comp, None, slash, p)
                 raise errors.NotFound(p)
             kind = child.kind
+            if last and parent_only:
+                return _Resolved(d, comp, child, slash, p)
             if kind == "l" and (not last or follow or slash):
                 links += 1
                 if links > MAXSYMLINKS:
@@ -273,6 +275,8 @@ class FileSystem:
                 c = self._ov.child(d, n)
                 if c is not None:
                     out.append(DirEntry(self, prefix + n, n, c.kind, self._ov.ino(c)))
+                else:  # a whiteout the kernel lists but cannot look up (Lower.strays)
+                    out.append(DirEntry(self, prefix + n, n, "c", 0))
         return iter(out)
 
     def walk(self, top: PathArg = "/", topdown: bool = True, onerror: Callable[[OSError], Any] | None = None,
@@ -410,11 +414,11 @@ class FileSystem:
             r = self._resolve(dst, False)
             if r.loc is not None or r.name in (".", ".."):
                 raise errors.Exists(r.path)
-            if s.is_dir:
-                raise errors.NotPermitted(to_str(src))
             if r.slash:
                 raise errors.NotFound(r.path)
             self._check_writable(r.path)
+            if s.is_dir:
+                raise errors.NotPermitted(to_str(src))
             if len(r.name) > NAME_MAX // 4 and len(os.fsencode(r.name)) > NAME_MAX:
                 raise errors.NameTooLong(r.path)
             inode = self._ov.copy_up(s, meta_only=True)
@@ -665,7 +669,9 @@ class FileSystem:
             writing = acc in (os.O_WRONLY, os.O_RDWR)
             creat = bool(flags & os.O_CREAT)
             excl = creat and bool(flags & os.O_EXCL)
-            r = self._resolve(path, follow=not (flags & os.O_NOFOLLOW) and not excl)
+            r = self._resolve(path, follow=not (flags & os.O_NOFOLLOW) and not excl, parent_only=creat and _has_slash(path))
+            if creat and r.slash:
+                raise errors.IsADirectory(r.path)  # O_CREAT with a trailing slash, as Linux
             loc = r.loc
             if loc is None:
                 if not creat:
@@ -763,6 +769,10 @@ class FileSystem:
         if mode & os.X_OK and not _stat.S_ISDIR(st.st_mode) and not st.st_mode & 0o111:
             return False
         return True
+
+
+def _has_slash(path: PathArg) -> bool:
+    return to_str(path).endswith("/")
 
 
 def _within(d: Loc, ancestor: Loc) -> bool:
@@ -921,6 +931,8 @@ class Handle(io.RawIOBase):
     def readall(self) -> bytes:
         """Everything from the offset to the end."""
         self._check()
+        if self._dir:
+            raise errors.IsADirectory(self.name)
         if not self._readable:
             raise errors.BadFileDescriptor(self.name)
         with self._fs.lock:

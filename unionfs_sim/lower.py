@@ -34,7 +34,7 @@ class Lower:
         merged: keys of directories whose names come from more than one layer.
     """
 
-    __slots__ = ("layers", "nodes", "where", "kids", "merged", "_listing", "_ino", "__weakref__")
+    __slots__ = ("layers", "nodes", "where", "kids", "merged", "_listing", "_ino", "_wh", "__weakref__")
 
     def __init__(self, layers: Sequence[Layer]) -> None:
         self.layers: tuple[Layer, ...] = tuple(layers)
@@ -44,6 +44,7 @@ class Lower:
         self.merged: set[str] = set()
         self._listing: dict[str, tuple[str, ...]] = {}
         self._ino: dict[object, int] = {}
+        self._wh: dict[int, dict[str, list[str]]] = {}
         for i, layer in enumerate(self.layers):
             self._apply(i, layer)
 
@@ -148,6 +149,33 @@ class Lower:
         if out is None:
             out = self._listing[k] = tuple(sorted(self.kids.get(k, ())))
         return out
+
+    def strays(self, k: str) -> list[str]:
+        """Whiteouts the kernel lists in directory ``k`` although they hide nothing.
+
+        overlayfs reads a directory that comes from one layer only (not merged) straight
+        from that layer, so whiteouts in it (which no lower layer needs: it is the only
+        one with the directory) appear in readdir as character devices, yet looking
+        them up gives ENOENT. Real layers have them: a whiteout in the bottom layer, or
+        inside an opaque directory. A merged directory filters them out.
+        """
+        if k in self.merged or not self.layers:
+            return []
+        w = self.where.get(k, -1)
+        if w < 0:
+            return []
+        wh = self._wh.get(w)
+        if wh is None:
+            wh = {}
+            for key, e in self.layers[w].items():
+                if isinstance(e, Whiteout):
+                    parent, name = split(key)
+                    wh.setdefault(parent, []).append(name)
+            self._wh[w] = wh
+        names = wh.get(k)
+        if not names:
+            return []
+        return [n for n in names if n not in self.kids.get(k, ())]
 
     def nlink(self, k: str, node: Node) -> int:
         """st_nlink as the kernel reports it for the lower entry at ``k``.

@@ -196,10 +196,19 @@ class Overlay:
         return self._index.get(id(node))
 
     def names(self, d: Loc) -> list[str]:
-        """The sorted names in merged directory ``d``: upper names over lower ones, minus whiteouts."""
+        """The sorted names in merged directory ``d``: upper names over lower ones, minus whiteouts.
+
+        A directory that only one lower layer has is listed as that layer has it,
+        whiteouts included (see :meth:`Lower.strays`).
+        """
         dl = d.dir_lpath
         if d.up is None:
-            return list(self.lower.listing(dl)) if dl is not None else []
+            if dl is None:
+                return []
+            strays = self.lower.strays(dl) if (d.parent is not None or self.readonly) else []
+            if strays:
+                return sorted([*self.lower.listing(dl), *strays])
+            return list(self.lower.listing(dl))
         assert d.up.entries is not None
         ents = d.up.entries
         if dl is None:
@@ -315,6 +324,13 @@ class Overlay:
             return r
         parent = self.copy_up(loc.parent)
         assert loc.lo is not None and parent.entries is not None
+        have = parent.entries.get(loc.name)
+        if isinstance(have, Inode):
+            # Another Loc of the same name copied it up already (e.g. rename's two paths).
+            loc.up = have
+            if not meta_only:
+                have.metacopy = False
+            return have
         node = loc.lo
         up = loc.ix
         if up is not None:

@@ -37,6 +37,7 @@ from types import TracebackType
 from typing import IO, Any, Self, cast
 
 from ..formats import overlaydir
+from .compare import OsView, snapshot
 from ..layer import Layer
 from ..nodes import Dir, Entry
 from ..options import OverlayOptions
@@ -180,6 +181,7 @@ class _Worker:
             h_fstat=self.h_fstat,
             h_fsync=self.h_fsync,
         )
+        simple["snapshot"] = lambda top="/": snapshot(OsView(), top)
         self.ops = simple
 
     def h_open(self, path: str, flags: int, mode: int, refuse_dir: bool, seek_end: bool) -> tuple[int, bool]:
@@ -695,6 +697,10 @@ class KernelFS:
         self._call("mkfifo", self._p(path), mode)
 
     # --- content -----------------------------------------------------------------------
+
+    def snapshot(self, top: str = "/") -> dict[str, tuple[Any, ...]]:
+        """:func:`unionfs_sim.testing.compare.snapshot` of the mount, taken in one call."""
+        return cast(dict[str, tuple[Any, ...]], self._call("snapshot", top))
 
     def read_bytes(self, path: PathArg) -> bytes:
         """The whole content of a file (pathlib's read_bytes)."""
