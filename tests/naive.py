@@ -115,7 +115,7 @@ class Naive:
 
     # --- resolution ----------------------------------------------------------------
 
-    def resolve(self, path: str, follow: bool) -> tuple[str, str, str | None, bool]:
+    def resolve(self, path: str, follow: bool, parent_only: bool = False) -> tuple[str, str, str | None, bool]:
         """(parent key, last name, key or None, trailing slash); raises Err."""
         slash = path.endswith("/")
         todo = [c for c in path.split("/")]
@@ -145,6 +145,8 @@ class Naive:
                 if last:
                     return d, c, None, slash
                 raise Err(errno.ENOENT)
+            if last and parent_only:
+                return d, c, k, slash
             if o.kind == "l" and (not last or follow or slash):
                 links += 1
                 if links > 40:
@@ -198,7 +200,7 @@ class Naive:
         self.open_write(path, data, creat=True, trunc=True, mode=mode)
 
     def open_write(self, path: str, data: bytes, *, creat: bool = False, trunc: bool = False,
-                   append: bool = False, offset: int = 0, mode: int = 0o644) -> None:
+                   append: bool = False, offset: int = 0, mode: int = 0o644, nonblock: bool = False) -> None:
         if creat and path.endswith("/"):
             self.resolve(path.rstrip("/") or "/", False)  # parent errors first
             raise Err(errno.EISDIR)
@@ -219,9 +221,8 @@ class Naive:
             if slash:
                 raise Err(errno.ENOTDIR)
             if o.kind != "f":
-                if o.kind == "s":
+                if o.kind == "s" or o.kind == "p" and nonblock:
                     raise Err(errno.ENXIO)
-                self.copy_up(k)
                 return
         o = self.copy_up(k)
         if trunc:
@@ -245,7 +246,7 @@ class Naive:
             o.data.extend(bytes(size - len(o.data)))
 
     def unlink(self, path: str) -> None:
-        parent, name, k, slash = self.resolve(path, False)
+        parent, name, k, slash = self.resolve(path, False, True)
         if name in (".", "..") or k == "":
             raise Err(errno.EISDIR)
         if k is None:
@@ -257,7 +258,7 @@ class Naive:
         del self.tree[k]
 
     def mkdir(self, path: str, mode: int = 0o777) -> None:
-        parent, name, k, _slash = self.resolve(path, False)
+        parent, name, k, _slash = self.resolve(path, False, True)
         if k is not None or name in (".", ".."):
             raise Err(errno.EEXIST)
         if len(name.encode()) > 255:
@@ -271,7 +272,7 @@ class Naive:
         self.tree[self.join(parent, name)] = Obj("d", m, 0, gid)
 
     def rmdir(self, path: str) -> None:
-        parent, name, k, _slash = self.resolve(path, False)
+        parent, name, k, _slash = self.resolve(path, False, True)
         if name == ".":
             raise Err(errno.EINVAL)
         if name == "..":
@@ -288,7 +289,7 @@ class Naive:
         self.has_lower.discard(k)
 
     def symlink(self, target: str, path: str) -> None:
-        parent, name, k, slash = self.resolve(path, False)
+        parent, name, k, slash = self.resolve(path, False, True)
         if k is not None or name in (".", ".."):
             raise Err(errno.EEXIST)
         if slash:
@@ -298,8 +299,8 @@ class Naive:
         self.tree[self.join(parent, name)] = Obj("l", 0o777, target=target)
 
     def link(self, src: str, dst: str) -> None:
-        s = self.get(src, True)
-        parent, name, k, slash = self.resolve(dst, False)
+        s = self.get(src, False)  # link(2) does not follow a symlink at src
+        parent, name, k, slash = self.resolve(dst, False, True)
         if k is not None or name in (".", ".."):
             raise Err(errno.EEXIST)
         if slash:
@@ -310,12 +311,12 @@ class Naive:
         self.tree[self.join(parent, name)] = o
 
     def rename(self, src: str, dst: str) -> None:
-        sp, sn, s, sslash = self.resolve(src, False)
-        dp, dn, d, dslash = self.resolve(dst, False)
+        sp, sn, s, sslash = self.resolve(src, False, True)
+        dp, dn, d, dslash = self.resolve(dst, False, True)
+        if sn in ("", ".", "..") or dn in ("", ".", ".."):
+            raise Err(errno.EBUSY)
         if s is None:
             raise Err(errno.ENOENT)
-        if sn in (".", "..") or s == "" or dn in (".", "..") or d == "":
-            raise Err(errno.EBUSY)
         so = self.tree[s]
         sdir = so.kind == "d"
         if (sslash or dslash) and not sdir:

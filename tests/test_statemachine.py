@@ -103,22 +103,25 @@ class OverlayVsNaive(RuleBasedStateMachine):
 
     @rule(p=op_paths, data=ust.contents())
     def create(self, p: str, data: bytes) -> None:
-        self.same(lambda: self.c.fs.write_bytes(p, data), lambda: self.n.create(p, data, 0o666))
+        def model() -> None:
+            with self.c.fs.os_open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NONBLOCK, 0o666) as f:
+                f.write(data)
+        self.same(model, lambda: self.n.open_write(p, data, creat=True, trunc=True, mode=0o666, nonblock=True))
 
     @rule(p=op_paths, data=ust.contents(), offset=st.integers(0, 70))
     def write(self, p: str, data: bytes, offset: int) -> None:
         def model() -> None:
-            with self.c.fs.os_open(p, os.O_WRONLY) as f:
+            with self.c.fs.os_open(p, os.O_WRONLY | os.O_NONBLOCK) as f:
                 f.seek(offset)
                 f.write(data)
-        self.same(model, lambda: self.n.open_write(p, data, offset=offset))
+        self.same(model, lambda: self.n.open_write(p, data, offset=offset, nonblock=True))
 
     @rule(p=op_paths, data=ust.contents())
     def append(self, p: str, data: bytes) -> None:
         def model() -> None:
-            with self.c.fs.os_open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644) as f:
+            with self.c.fs.os_open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o644) as f:
                 f.write(data)
-        self.same(model, lambda: self.n.open_write(p, data, creat=True, append=True, mode=0o644))
+        self.same(model, lambda: self.n.open_write(p, data, creat=True, append=True, mode=0o644, nonblock=True))
 
     @rule(p=op_paths, size=st.integers(0, 80))
     def truncate(self, p: str, size: int) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import stat as _stat
 import threading
 from collections.abc import Callable, Iterator
@@ -25,6 +26,8 @@ from .paths import NAME_MAX, PATH_MAX, absolute, to_str
 PathArg = str | bytes | os.PathLike[str] | os.PathLike[bytes]
 F = TypeVar("F", bound=Callable[..., Any])
 
+_UNUSUAL = re.compile(r"(^|/)\.\.?(/|$)|//|/$|\x00")
+"""Paths the fast lookup leaves to the full walk: ``.``/``..`` parts, ``//``, a trailing ``/``."""
 MAXSYMLINKS = 40
 """Linux follows at most 40 symbolic links in one path resolution."""
 ST_DEV = 0x0000_4F56  # "OV": one device for the whole view, as overlayfs with xino
@@ -156,7 +159,13 @@ class FileSystem:
         assert t is not None
         return t
 
-    def _get(self, path: PathArg, follow: bool = True) -> Loc:
+    def _get(self, path: PathArg, follow: bool = True, *, fast: bool = True) -> Loc:
+        if fast and type(path) is str and 0 < len(path) < 1024 and path[-1] != "/" and "//" not in path \
+                and path[0] != "." and ("/." not in path or not _UNUSUAL.search(path)):
+            # Fast path: a plain path found in the index needs no component walk.
+            loc = self._ov.fast(path.strip("/"))
+            if loc and (not follow or loc.kind != "l"):  # type: ignore[union-attr]
+                return loc  # type: ignore[return-value]
         r = self._resolve(path, follow)
         if r.loc is None:
             raise errors.NotFound(r.path)
@@ -271,12 +280,22 @@ class FileSystem:
             base = to_str(path)
             prefix = base if base.endswith("/") else base + "/"
             out = []
-            for n in self._ov.names(d):
-                c = self._ov.child(d, n)
+            ov = self._ov
+            dl = d.dir_lpath
+            if d.up is None and dl is not None and not ov.has_index:
+                # A directory only the lower layers have: types straight from the index.
+                nodes = ov.lower.nodes
+                pre = dl + "/" if dl else ""
+                for n in ov.names(d):
+                    node = nodes.get(pre + n)
+                    out.append(DirEntry(self, prefix + n, n, node.kind if node is not None else "c", d, 0))
+                return iter(out)
+            for n in ov.names(d):
+                c = ov.child(d, n)
                 if c is not None:
-                    out.append(DirEntry(self, prefix + n, n, c.kind, self._ov.ino(c)))
+                    out.append(DirEntry(self, prefix + n, n, c.kind, d, ov.ino(c)))
                 else:  # a whiteout the kernel lists but cannot look up (Lower.strays)
-                    out.append(DirEntry(self, prefix + n, n, "c", 0))
+                    out.append(DirEntry(self, prefix + n, n, "c", d, 0))
         return iter(out)
 
     def walk(self, top: PathArg = "/", topdown: bool = True, onerror: Callable[[OSError], Any] | None = None,
@@ -309,7 +328,7 @@ class FileSystem:
     def mkdir(self, path: PathArg, mode: int = 0o777) -> None:
         """As :func:`os.mkdir`; the new directory's mode is ``mode & ~umask``."""
         with self._lock:
-            r = self._resolve(path, False)
+            r = self._resolve(path, False, parent_only=True)
             if r.loc is not None or r.name in (".", ".."):
                 raise errors.Exists(r.path)
             self._check_writable(r.path)
@@ -334,7 +353,7 @@ class FileSystem:
     def rmdir(self, path: PathArg) -> None:
         """As :func:`os.rmdir`: remove an empty directory (whiteout if a lower one exists)."""
         with self._lock:
-            r = self._resolve(path, False)
+            r = self._resolve(path, False, parent_only=True)
             if r.name == ".":
                 raise errors.InvalidArgument(r.path)
             if r.name == "..":
@@ -377,7 +396,7 @@ class FileSystem:
                 raise errors.NotFound(to_str(path))
             if len(os.fsencode(t)) >= PATH_MAX:
                 raise errors.NameTooLong(to_str(path))
-            r = self._resolve(path, False)
+            r = self._resolve(path, False, parent_only=True)
             if r.loc is not None or r.name in (".", ".."):
                 raise errors.Exists(r.path)
             if r.slash:
@@ -393,7 +412,7 @@ class FileSystem:
         if fmt not in kinds:
             raise errors.InvalidArgument(to_str(path))
         with self._lock:
-            r = self._resolve(path, False)
+            r = self._resolve(path, False, parent_only=True)
             if r.loc is not None or r.name in (".", ".."):
                 raise errors.Exists(r.path)
             if r.slash:
@@ -407,11 +426,16 @@ class FileSystem:
         """As :func:`os.mkfifo`."""
         self.mknod(path, _stat.S_IFIFO | _stat.S_IMODE(mode))
 
-    def link(self, src: PathArg, dst: PathArg, *, follow_symlinks: bool = True) -> None:
-        """As :func:`os.link`: a new name for the file ``src`` (copied up first, as overlayfs does)."""
+    def link(self, src: PathArg, dst: PathArg, *, follow_symlinks: bool = False) -> None:
+        """As :func:`os.link` on Linux: a new name for ``src`` (copied up first, as overlayfs does).
+
+        CPython's ``os.link(src, dst)`` calls link(2), which links a symlink itself rather
+        than its target, whatever ``follow_symlinks`` says; so does this by default.
+        ``follow_symlinks=True`` gives linkat(2) with AT_SYMLINK_FOLLOW.
+        """
         with self._lock:
-            s = self._get(src, follow_symlinks)
-            r = self._resolve(dst, False)
+            s = self._get(src, follow_symlinks, fast=False)  # copy-up needs the parent chain
+            r = self._resolve(dst, False, parent_only=True)
             if r.loc is not None or r.name in (".", ".."):
                 raise errors.Exists(r.path)
             if r.slash:
@@ -430,7 +454,7 @@ class FileSystem:
     def unlink(self, path: PathArg) -> None:
         """As :func:`os.unlink`: remove a non-directory (a whiteout hides a lower one)."""
         with self._lock:
-            r = self._resolve(path, False)
+            r = self._resolve(path, False, parent_only=True)
             if r.name in (".", "..") or r.loc is not None and r.loc.parent is None:
                 raise errors.IsADirectory(r.path)
             loc = r.loc
@@ -452,13 +476,13 @@ class FileSystem:
         otherwise, as the kernel gives it, so that ``mv`` falls back to copying).
         """
         with self._lock:
-            rs = self._resolve(src, False)
-            rd = self._resolve(dst, False)
+            rs = self._resolve(src, False, parent_only=True)
+            rd = self._resolve(dst, False, parent_only=True)
             s = rs.loc
+            if rs.name in ("", ".", "..") or rd.name in ("", ".", ".."):
+                raise errors.Busy(rs.path, rd.path)  # before ENOENT, as do_renameat2
             if s is None:
                 raise errors.NotFound(rs.path)
-            if rs.name in (".", "..") or s.parent is None or rd.name in (".", "..") or (rd.loc is not None and rd.loc.parent is None):
-                raise errors.Busy(rs.path, rd.path)
             d = rd.loc
             if (rs.slash or rd.slash) and not s.is_dir:
                 raise errors.NotADirectory(rs.path, rd.path)
@@ -699,7 +723,14 @@ class FileSystem:
                 raise errors.NotADirectory(r.path)
             if kind == "s":
                 raise errors.error(6, r.path)  # ENXIO: a socket cannot be opened
-            trunc = bool(flags & os.O_TRUNC) and kind == "f"
+            if kind != "f":
+                # FIFOs and devices are not copied up by open (overlayfs's open only
+                # handles regular files); a FIFO with no reader cannot be opened for
+                # writing without blocking (ENXIO with O_NONBLOCK, as Linux).
+                if kind == "p" and acc == os.O_WRONLY and flags & os.O_NONBLOCK:
+                    raise errors.error(6, r.path)
+                return Handle(self, r.path, loc, loc.up if loc.up is not None else loc.ix, flags)
+            trunc = bool(flags & os.O_TRUNC)
             if writing or trunc:
                 self._check_writable(r.path)
                 inode = self._ov.copy_up(loc)
@@ -807,17 +838,22 @@ def _flags_of(mode: str) -> tuple[int, bool]:
 class DirEntry:
     """As :class:`os.DirEntry`: one name from :meth:`FileSystem.scandir`."""
 
-    __slots__ = ("_fs", "path", "name", "_kind", "_ino")
+    __slots__ = ("_fs", "path", "name", "_kind", "_dir", "_ino")
 
-    def __init__(self, fs: FileSystem, path: str, name: str, kind: str, ino: int) -> None:
+    def __init__(self, fs: FileSystem, path: str, name: str, kind: str, d: Loc, ino: int) -> None:
         self._fs = fs
         self.path = path
         self.name = name
         self._kind = kind
-        self._ino = ino
+        self._dir = d
+        self._ino = ino  # 0: not looked up yet
 
     def inode(self) -> int:
         """The entry's inode number."""
+        if not self._ino:
+            with self._fs.lock:
+                c = self._fs.overlay.child(self._dir, self.name)
+                self._ino = self._fs.overlay.ino(c) if c is not None else 0
         return self._ino
 
     def is_symlink(self) -> bool:
@@ -951,9 +987,8 @@ class Handle(io.RawIOBase):
             raise errors.BadFileDescriptor(self.name)
         with self._fs.lock:
             o = self._inode
-            assert o is not None
-            if o.data is None:
-                return len(b)  # device or FIFO: the bytes go nowhere in the model
+            if o is None or o.data is None:
+                return len(memoryview(b).cast("B"))  # device or FIFO: the bytes go nowhere in the model
             if self._flags & os.O_APPEND:
                 self._pos = o.data.size
             n = len(memoryview(b).cast("B"))

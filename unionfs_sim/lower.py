@@ -34,7 +34,7 @@ class Lower:
         merged: keys of directories whose names come from more than one layer.
     """
 
-    __slots__ = ("layers", "nodes", "where", "kids", "merged", "_listing", "_ino", "_wh", "__weakref__")
+    __slots__ = ("layers", "nodes", "where", "kids", "merged", "_listing", "_ino", "_wh", "_dirlinks", "__weakref__")
 
     def __init__(self, layers: Sequence[Layer]) -> None:
         self.layers: tuple[Layer, ...] = tuple(layers)
@@ -45,6 +45,7 @@ class Lower:
         self._listing: dict[str, tuple[str, ...]] = {}
         self._ino: dict[object, int] = {}
         self._wh: dict[int, dict[str, list[str]]] = {}
+        self._dirlinks: dict[str, int] = {}
         for i, layer in enumerate(self.layers):
             self._apply(i, layer)
 
@@ -187,13 +188,19 @@ class Lower:
         if isinstance(node, Dir):
             if k in self.merged:
                 return 1
-            return 2 + sum(1 for n in self.kids.get(k, ()) if isinstance(self.nodes[join(k, n)], Dir))
+            n = self._dirlinks.get(k)
+            if n is None:
+                n = self._dirlinks[k] = 2 + sum(1 for c in self.kids.get(k, ()) if isinstance(self.nodes[join(k, c)], Dir))
+            return n
         w = self.where[k]
         return self.layers[w].nlink(node) if w >= 0 else 1
 
     def ino(self, k: str, node: Node) -> int:
-        """A stable inode number: per directory path, per file object and layer otherwise."""
-        ident: object = ("d", k) if isinstance(node, Dir) else (self.where.get(k, -1), id(node))
+        """A stable inode number: per directory path, per file object otherwise.
+
+        (A path is a str and an object id an int, so the two never collide.)
+        """
+        ident: object = k if type(node) is Dir else id(node)
         n = self._ino.get(ident)
         if n is None:
             n = self._ino[ident] = len(self._ino) + 2

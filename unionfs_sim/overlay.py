@@ -190,6 +190,56 @@ class Overlay:
             lo, lp = None, None
         return Loc(d, name, path, up, below, lo, lp)
 
+    def fast(self, key: str) -> Loc | None | bool:
+        """Look a normalised key up without building the chain of parent Locs.
+
+        Returns the Loc (its ``parent`` is None: for reading attributes only), ``False``
+        when the name certainly does not exist below real directories, or ``None`` when
+        the slow, component-by-component walk must decide (symlinks, whiteouts, opaque or
+        redirected directories on the way). This is what keeps stat cheap.
+        """
+        lower = self.lower.nodes
+        u = self.root
+        if u is None:
+            lo = lower.get(key)
+            if lo is None:
+                return None
+            return Loc(None, "", key, None, lo, lo, key, self._indexed(lo) if self._index else None)
+        parts = key.split("/")
+        last = len(parts) - 1
+        for i, name in enumerate(parts):
+            assert u.entries is not None
+            e = u.entries.get(name)
+            if e is None:
+                break
+            if e is WHITEOUT:
+                return None
+            assert isinstance(e, Inode)
+            if e.kind != "d":
+                return Loc(None, name, key, e, None, None, None) if i == last else None
+            if e.redirect is not None or e.opaque:
+                return None
+            u = e
+        else:
+            lo = lower.get(key)
+            if not isinstance(lo, Dir):
+                lo = None
+            return Loc(None, parts[-1], key, u, lo, lo, key if lo is not None else None)
+        lo = lower.get(key)
+        if lo is None:
+            return None
+        return Loc(None, "", key, None, lo, lo, key, self._indexed(lo) if self._index else None)
+
+    @property
+    def _no_offline_changes(self) -> bool:
+        o = self.options
+        return bool(o.redirect_dir or o.index or o.metacopy)
+
+    @property
+    def has_index(self) -> bool:
+        """True once index=on has copied up a hard-linked lower file."""
+        return bool(self._index)
+
     def _indexed(self, node: Node) -> Inode | None:
         if self._index is None or not isinstance(node, File):
             return None
@@ -205,7 +255,8 @@ class Overlay:
         if d.up is None:
             if dl is None:
                 return []
-            strays = self.lower.strays(dl) if (d.parent is not None or self.readonly) else []
+            # The container's root always has an upper directory, so it is merged.
+            strays = self.lower.strays(dl) if (d.path != "" or self.readonly) else []
             if strays:
                 return sorted([*self.lower.listing(dl), *strays])
             return list(self.lower.listing(dl))
@@ -383,6 +434,11 @@ class Overlay:
         dl = d.dir_lpath
         below = self.lower.nodes.get(join(dl, name)) if dl is not None else None
         if inode.kind == "d" and (old is WHITEOUT or below is not None):
+            inode.opaque = True
+        elif inode.kind == "d" and dl is not None and self._no_offline_changes:
+            # ovl_create_upper: a new directory in a merged one is marked opaque "as an
+            # optimization" unless offline changes to the layers are allowed (that is,
+            # unless redirect_dir, index or metacopy is on). The view is the same.
             inode.opaque = True
         parent.entries[name] = inode
         inode.nlink += 1

@@ -128,14 +128,19 @@ class DifferentialMachine(RuleBasedStateMachine):
 
     # --- operations ----------------------------------------------------------------------
 
+    # O_NONBLOCK everywhere: opening a FIFO must not wait for a peer that never comes.
+
     @rule(p=op_paths, data=ust.contents())
     def create(self, p: str, data: bytes) -> None:
-        self.same(lambda fs: fs.write_bytes(p, data))
+        def op(fs: Any) -> int:
+            with fs.os_open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NONBLOCK, 0o666) as f:
+                return int(f.write(data))
+        self.same(op, result=True)
 
     @rule(p=op_paths, data=ust.contents(), offset=st.integers(0, 70))
     def write(self, p: str, data: bytes, offset: int) -> None:
         def op(fs: Any) -> int:
-            with fs.os_open(p, os.O_WRONLY) as f:
+            with fs.os_open(p, os.O_WRONLY | os.O_NONBLOCK) as f:
                 f.seek(offset)
                 return int(f.write(data))
         self.same(op, result=True)
@@ -143,7 +148,7 @@ class DifferentialMachine(RuleBasedStateMachine):
     @rule(p=op_paths, data=ust.contents())
     def append(self, p: str, data: bytes) -> None:
         def op(fs: Any) -> int:
-            with fs.os_open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644) as f:
+            with fs.os_open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o644) as f:
                 return int(f.write(data))
         self.same(op, result=True)
 
@@ -189,7 +194,10 @@ class DifferentialMachine(RuleBasedStateMachine):
 
     @rule(p=op_paths)
     def read(self, p: str) -> None:
-        self.same(lambda fs: fs.read_bytes(p), result=True)
+        def op(fs: Any) -> bytes:
+            with fs.os_open(p, os.O_RDONLY | os.O_NONBLOCK) as f:
+                return bytes(f.read(1 << 20) or b"")
+        self.same(op, result=True)
 
     @rule(p=op_paths)
     def listdir(self, p: str) -> None:
