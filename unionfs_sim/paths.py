@@ -45,6 +45,8 @@ def key(path: str | bytes | os.PathLike[str] | os.PathLike[bytes]) -> str:
             raise UnsafePath(f"path {s!r} climbs out of its root with '..'")
         if "\x00" in part:
             raise UnsafePath(f"path {s!r} contains a NUL byte")
+        if len(part) > NAME_MAX // 4 and len(part.encode("utf-8", "surrogateescape")) > NAME_MAX:
+            raise UnsafePath(f"path {s!r} has a name longer than {NAME_MAX} bytes (no Linux filesystem holds it)")
         out.append(part)
     return "/".join(out)
 

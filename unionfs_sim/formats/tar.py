@@ -81,7 +81,7 @@ import attrs
 
 from ..errors import DigestMismatch, FormatError, UnsafePath
 from ..nodes import WHITEOUT, Device, Dir, Entry, Fifo, File, Socket, Symlink, Whiteout
-from ..paths import join, parents, split
+from ..paths import NAME_MAX, join, parents, split
 
 WHITEOUT_PREFIX = ".wh."
 """OCI: a file named ``.wh.NAME`` deletes NAME from the layers below."""
@@ -630,6 +630,8 @@ def _normalise(raw: str, where: str, what: str = "path") -> list[str]:
             raise UnsafePath(f"{where}: {what} {raw!r} climbs out of the root with '..'")
         if "\x00" in part:
             raise UnsafePath(f"{where}: {what} {raw!r} contains a NUL byte")
+        if len(part) > NAME_MAX // 4 and len(part.encode("utf-8", "surrogateescape")) > NAME_MAX:
+            raise FormatError(f"{where}: {what} {raw!r} has a name longer than {NAME_MAX} bytes")
         parts.append(part)
     return parts
 
