@@ -35,12 +35,14 @@ def _xattrs(fs: ViewFS, p: str) -> tuple[tuple[str, bytes], ...]:
     return tuple(sorted((n, fs.getxattr(p, n, follow_symlinks=False)) for n in names))
 
 
-def snapshot(fs: ViewFS, top: str = "/") -> dict[str, tuple[Any, ...]]:
+def snapshot(fs: ViewFS, top: str = "/", *, listed_absent: bool = True) -> dict[str, tuple[Any, ...]]:
     """The merged view under ``top`` as ``{path: (kind, mode, uid, gid, content, xattrs)}``.
 
     ``content`` is the data of a regular file, the target of a symlink, the device
     number of a device node, else None. A symlink's mode is not compared (always 0o777
-    on Linux).
+    on Linux). A name that is listed but cannot be looked up (overlayfs lists whiteouts
+    of a non-merged directory) is recorded as ``("listed-but-absent",)``, or left out
+    with ``listed_absent=False`` (what a flattened tree would show).
     """
     out: dict[str, tuple[Any, ...]] = {}
     stack = [top]
@@ -50,7 +52,8 @@ def snapshot(fs: ViewFS, top: str = "/") -> dict[str, tuple[Any, ...]]:
             st = fs.lstat(p)
         except FileNotFoundError:
             # Listed but not found: overlayfs lists whiteouts of a non-merged directory.
-            out[p] = ("listed-but-absent",)
+            if listed_absent:
+                out[p] = ("listed-but-absent",)
             continue
         kind = _KIND[_stat.S_IFMT(st.st_mode)]
         mode = 0o777 if kind == "l" else _stat.S_IMODE(st.st_mode)
