@@ -7,6 +7,7 @@ whiteouts there, exactly as overlayfs does in a container engine's upperdir.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import attrs
@@ -115,8 +116,8 @@ class Container:
         return self.overlay.lower.nodes.get(k)
 
     @staticmethod
-    def _expand(entries: dict[str, Entry], k: str, src: str, nodes: dict[str, object],
-                kids: dict[str, dict[str, None]]) -> None:
+    def _expand(entries: dict[str, Entry], k: str, src: str, nodes: Mapping[str, Entry],
+                kids: Mapping[str, Mapping[str, None]]) -> None:
         """Copy the lower subtree at ``src`` under ``k`` where the upper does not cut it."""
         stack = [(k, src)]
         while stack:
@@ -126,7 +127,7 @@ class Container:
                 have = entries.get(dk)
                 node = nodes[sk]
                 if have is None:
-                    entries[dk] = node  # type: ignore[assignment]
+                    entries[dk] = node
                     if isinstance(node, Dir):
                         stack.append((dk, sk))
                 elif isinstance(have, Dir) and isinstance(node, Dir) and not have.opaque and have.redirect is None:

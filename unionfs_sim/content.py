@@ -52,6 +52,7 @@ class Data:
             stop = min(end, (i + 1) * CHUNK)
             want = stop - pos
             c = self.chunks.get(i)
+            piece: bytes | bytearray
             if c is not None:
                 piece = c[o : o + want]
             elif pos < self.base_len:

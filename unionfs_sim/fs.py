@@ -155,9 +155,8 @@ class FileSystem:
 
     def _link_target(self, loc: Loc) -> str:
         obj = self._ov.effective(loc)
-        t = obj.target
-        assert t is not None
-        return t
+        assert isinstance(obj, (Inode, Symlink)) and obj.target is not None
+        return obj.target
 
     def _get(self, path: PathArg, follow: bool = True, *, fast: bool = True) -> Loc:
         if fast and type(path) is str and 0 < len(path) < 1024 and path[-1] != "/" and "//" not in path \
@@ -309,13 +308,13 @@ class FileSystem:
                 onerror(e)
             return
         dirs, files, links = [], [], []
-        for e in entries:
-            if e.is_dir():
-                dirs.append(e.name)
-                if e.is_symlink():
-                    links.append(e.name)
+        for ent in entries:
+            if ent.is_dir():
+                dirs.append(ent.name)
+                if ent.is_symlink():
+                    links.append(ent.name)
             else:
-                files.append(e.name)
+                files.append(ent.name)
         if topdown:
             yield top_s, dirs, files
         for name in dirs:

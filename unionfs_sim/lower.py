@@ -96,9 +96,9 @@ class Lower:
         # stood below this layer: take those subtrees before this layer changes anything.
         redirected: dict[str, list[tuple[str, Node, int]]] = {}
         for k in keys:
-            e = layer[k]
-            if isinstance(e, Dir) and e.redirect is not None and isinstance(self.nodes.get(e.redirect), Dir):
-                redirected[k] = self._subtree(e.redirect)
+            d = layer[k]
+            if isinstance(d, Dir) and d.redirect is not None and isinstance(self.nodes.get(d.redirect), Dir):
+                redirected[k] = self._subtree(d.redirect)
         present: set[str] = {""}  # directories this layer has (explicitly or as parents)
         for k in keys:
             e: Entry = layer[k]

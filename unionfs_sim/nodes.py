@@ -84,24 +84,18 @@ def _bytes(value: bytes | bytearray | memoryview) -> bytes:
     raise TypeError(f"file data must be bytes, got {type(value).__name__}")
 
 
-def _meta(mode: int) -> Any:
-    """The fields every node has, in the same order: mode, uid, gid, mtime_ns, xattrs."""
-    return (
-        attrs.field(default=mode, converter=_perm, kw_only=True),
-        attrs.field(default=0, converter=_id, kw_only=True),
-        attrs.field(default=0, converter=_id, kw_only=True),
-        attrs.field(default=0, kw_only=True),
-        attrs.field(default=EMPTY_XATTRS, converter=_xattrs, kw_only=True),
-    )
-
-
+@attrs.frozen(eq=False)
 class _Base:
-    """Shared behaviour of all nodes."""
+    """Metadata every node has; subclasses set the default mode and add their content."""
+
+    mode: int = attrs.field(default=0o644, converter=_perm, kw_only=True)
+    uid: int = attrs.field(default=0, converter=_id, kw_only=True)
+    gid: int = attrs.field(default=0, converter=_id, kw_only=True)
+    mtime_ns: int = attrs.field(default=0, kw_only=True)
+    xattrs: FrozenDict = attrs.field(default=EMPTY_XATTRS, converter=_xattrs, kw_only=True)
 
     kind: ClassVar[str]
     ifmt: ClassVar[int]
-    mode: int
-    mtime_ns: int
 
     @property
     def st_mode(self) -> int:
@@ -113,6 +107,10 @@ class _Base:
         """Modification time in seconds since the epoch."""
         return self.mtime_ns / 1e9
 
+    def same(self, other: object) -> bool:
+        """True if ``other`` is the same kind of node with equal content and metadata."""
+        return type(other) is type(self) and _fields(self) == _fields(other)
+
 
 @attrs.frozen(eq=False)
 class File(_Base):
@@ -122,7 +120,6 @@ class File(_Base):
     """
 
     data: bytes = attrs.field(default=b"", converter=_bytes)
-    mode, uid, gid, mtime_ns, xattrs = _meta(0o644)
     kind: ClassVar[str] = "f"
     ifmt: ClassVar[int] = _stat.S_IFREG
 
@@ -131,9 +128,6 @@ class File(_Base):
         """Length of the content in bytes."""
         return len(self.data)
 
-    def same(self, other: object) -> bool:
-        """True if ``other`` has equal content and metadata (identity aside)."""
-        return isinstance(other, File) and _fields(self) == _fields(other)
 
 
 @attrs.frozen(eq=False)
@@ -144,16 +138,13 @@ class Dir(_Base):
     contents this one merges with, set when a merged directory was renamed.
     """
 
-    mode, uid, gid, mtime_ns, xattrs = _meta(0o755)
+    mode: int = attrs.field(default=0o755, converter=_perm, kw_only=True)
     opaque: bool = attrs.field(default=False, kw_only=True)
     redirect: str | None = attrs.field(default=None, kw_only=True)
     kind: ClassVar[str] = "d"
     ifmt: ClassVar[int] = _stat.S_IFDIR
     size: ClassVar[int] = 0
 
-    def same(self, other: object) -> bool:
-        """True if ``other`` has equal metadata and flags."""
-        return isinstance(other, Dir) and _fields(self) == _fields(other)
 
 
 @attrs.frozen(eq=False)
@@ -161,7 +152,7 @@ class Symlink(_Base):
     """A symbolic link to ``target`` (any string; it is not checked or resolved here)."""
 
     target: str = attrs.field()
-    mode, uid, gid, mtime_ns, xattrs = _meta(0o777)
+    mode: int = attrs.field(default=0o777, converter=_perm, kw_only=True)
     kind: ClassVar[str] = "l"
     ifmt: ClassVar[int] = _stat.S_IFLNK
 
@@ -175,37 +166,27 @@ class Symlink(_Base):
         """Length of the target in bytes, as lstat reports it."""
         return len(self.target.encode("utf-8", "surrogateescape"))
 
-    def same(self, other: object) -> bool:
-        """True if ``other`` has the same target and metadata."""
-        return isinstance(other, Symlink) and _fields(self) == _fields(other)
 
 
 @attrs.frozen(eq=False)
 class Fifo(_Base):
     """A named pipe."""
 
-    mode, uid, gid, mtime_ns, xattrs = _meta(0o644)
     kind: ClassVar[str] = "p"
     ifmt: ClassVar[int] = _stat.S_IFIFO
     size: ClassVar[int] = 0
 
-    def same(self, other: object) -> bool:
-        """True if ``other`` is a FIFO with equal metadata."""
-        return isinstance(other, Fifo) and _fields(self) == _fields(other)
 
 
 @attrs.frozen(eq=False)
 class Socket(_Base):
     """A UNIX socket node (what ``mknod(S_IFSOCK)`` or ``bind`` leaves behind)."""
 
-    mode, uid, gid, mtime_ns, xattrs = _meta(0o755)
+    mode: int = attrs.field(default=0o755, converter=_perm, kw_only=True)
     kind: ClassVar[str] = "s"
     ifmt: ClassVar[int] = _stat.S_IFSOCK
     size: ClassVar[int] = 0
 
-    def same(self, other: object) -> bool:
-        """True if ``other`` is a socket with equal metadata."""
-        return isinstance(other, Socket) and _fields(self) == _fields(other)
 
 
 def _devkind(value: str) -> str:
@@ -221,7 +202,7 @@ class Device(_Base):
     dev: str = attrs.field(converter=_devkind)
     major: int = attrs.field(default=0)
     minor: int = attrs.field(default=0)
-    mode, uid, gid, mtime_ns, xattrs = _meta(0o666)
+    mode: int = attrs.field(default=0o666, converter=_perm, kw_only=True)
     size: ClassVar[int] = 0
     ifmt: ClassVar[int] = _stat.S_IFCHR
 
@@ -242,9 +223,6 @@ class Device(_Base):
 
         return os.makedev(self.major, self.minor)
 
-    def same(self, other: object) -> bool:
-        """True if ``other`` is the same device with equal metadata."""
-        return isinstance(other, Device) and _fields(self) == _fields(other)
 
 
 @attrs.frozen

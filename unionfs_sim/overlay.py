@@ -8,6 +8,7 @@ overlayfs takes; :mod:`unionfs_sim.fs` turns paths and os-style calls into them.
 
 from __future__ import annotations
 
+import os
 import stat as _stat
 import time
 from collections.abc import Iterator
@@ -585,19 +586,17 @@ class Overlay:
 
 def freeze(e: Inode) -> Node:
     """An immutable layer entry with the attributes of upper object ``e``."""
-    common = {"mode": e.mode, "uid": e.uid, "gid": e.gid, "mtime_ns": e.mtime_ns, "xattrs": e.xattrs}
+    m, u, g, t, x = e.mode, e.uid, e.gid, e.mtime_ns, e.xattrs
     if e.kind == "f":
         assert e.data is not None
-        return File(e.data.freeze(), **common)
+        return File(e.data.freeze(), mode=m, uid=u, gid=g, mtime_ns=t, xattrs=x)
     if e.kind == "d":
-        return Dir(**common, opaque=e.opaque, redirect=e.redirect)
+        return Dir(mode=m, uid=u, gid=g, mtime_ns=t, xattrs=x, opaque=e.opaque, redirect=e.redirect)
     if e.kind == "l":
         assert e.target is not None
-        return Symlink(e.target, **common)
+        return Symlink(e.target, mode=m, uid=u, gid=g, mtime_ns=t, xattrs=x)
     if e.kind == "p":
-        return Fifo(**common)
+        return Fifo(mode=m, uid=u, gid=g, mtime_ns=t, xattrs=x)
     if e.kind == "s":
-        return Socket(**common)
-    import os
-
-    return Device(e.kind, os.major(e.rdev), os.minor(e.rdev), **common)
+        return Socket(mode=m, uid=u, gid=g, mtime_ns=t, xattrs=x)
+    return Device(e.kind, os.major(e.rdev), os.minor(e.rdev), mode=m, uid=u, gid=g, mtime_ns=t, xattrs=x)

@@ -38,7 +38,7 @@ import errno
 import os
 import stat as _stat
 from collections.abc import Callable, Mapping
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 
@@ -365,7 +365,7 @@ class _Reader:
         own, over = self._xattrs(full)
         if xwhiteouts and fmt == _stat.S_IFREG and st.st_size == 0 and "whiteout" in over:
             return WHITEOUT
-        meta = {
+        meta: dict[str, Any] = {
             "mode": _stat.S_IMODE(st.st_mode),
             "uid": st.st_uid,
             "gid": st.st_gid,

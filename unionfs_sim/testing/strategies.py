@@ -17,14 +17,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import attrs
 from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
 
 from ..image import Image, ImageConfig
 from ..layer import Layer
 from ..nodes import WHITEOUT, Dir, Entry, Fifo, File, Symlink
-from ..paths import join, parents
+from ..paths import parents
 
 DEFAULT_NAMES = ("a", "b", "c", "d")
 
@@ -77,7 +76,7 @@ def _node(kind: str, draw: Any, key: str, link_targets: list[str]) -> Entry:
 
 
 @st.composite
-def layers(draw: Any, max_entries: int = 8, max_depth: int = 3, alphabet: Sequence[str] = DEFAULT_NAMES,
+def layers(draw: Any, /, max_entries: int = 8, max_depth: int = 3, alphabet: Sequence[str] = DEFAULT_NAMES,
            kinds: Sequence[str] = ("file", "file", "dir", "dir", "opaque", "symlink", "whiteout", "hardlink", "fifo"),
            ) -> Layer:
     """A valid layer: files, dirs, opaque dirs, symlinks, whiteouts, hard links, FIFOs.
@@ -109,18 +108,11 @@ def layers(draw: Any, max_entries: int = 8, max_depth: int = 3, alphabet: Sequen
 
 
 @st.composite
-def images(draw: Any, min_layers: int = 1, max_layers: int = 4, **layer_kwargs: Any) -> Image:
+def images(draw: Any, /, min_layers: int = 1, max_layers: int = 4, **layer_kwargs: Any) -> Image:
     """An image of 1..max_layers random layers (bottom first) and a small config."""
     ls = draw(st.lists(layers(**layer_kwargs), min_size=min_layers, max_size=max_layers))
     cmd = draw(st.sampled_from([None, ["sh"], ["python3", "-m", "http.server"]]))
     return Image.from_layers(ls, config=ImageConfig(cmd=cmd))
 
 
-def with_mtime(e: Entry, mtime_ns: int) -> Entry:
-    """A copy of entry ``e`` with another mtime (whiteouts unchanged)."""
-    if e is WHITEOUT:
-        return e
-    return attrs.evolve(e, mtime_ns=mtime_ns)  # type: ignore[misc]
-
-
-__all__ = ["contents", "images", "join", "keys", "layers", "modes", "names", "paths", "with_mtime", "xattr_sets"]
+__all__ = ["contents", "images", "keys", "layers", "modes", "names", "paths", "xattr_sets"]
