@@ -97,19 +97,15 @@ class FileSystem:
         ov = self._ov
         root = ov.root_loc()
         stack: list[Loc] = [root]
-        todo = p.split("/")
+        todo = [c for c in p.split("/") if c]
         todo.reverse()
         slash = p.endswith("/")
-        while todo and todo[0] == "":
-            todo.pop(0)
         links = 0
         name = ""
         cur: Loc | None = root
         parent = root
         while todo:
             comp = todo.pop()
-            if comp == "":
-                continue
             d = stack[-1]
             if comp == ".":
                 parent, name, cur = (d.parent or d), ".", d
@@ -122,7 +118,7 @@ class FileSystem:
             if len(comp) > NAME_MAX // 4 and len(os.fsencode(comp)) > NAME_MAX:
                 raise errors.NameTooLong(p)
             child = ov.child(d, comp)
-            last = not any(todo)
+            last = not todo
             if child is None:
                 if last:
                     return _Resolved(d, comp, None, slash, p)
@@ -137,7 +133,7 @@ class FileSystem:
                 target = self._link_target(child)
                 if target.startswith("/"):
                     del stack[1:]
-                todo.extend(reversed(target.split("/")))
+                todo.extend(c for c in reversed(target.split("/")) if c)
                 if last:
                     # The link was the last name: what it points at is now the last name.
                     parent, name, cur = d, comp, None

@@ -164,19 +164,23 @@ class Overlay:
     def child(self, d: Loc, name: str) -> Loc | None:
         """Look ``name`` up in directory ``d``; None if it is absent or whited out."""
         up: UEntry | None = None
-        if d.up is not None:
-            assert d.up.entries is not None
-            up = d.up.entries.get(name)
+        dup = d.up
+        if dup is not None:
+            assert dup.entries is not None
+            up = dup.entries.get(name)
             if up is WHITEOUT:
                 return None
-        dl = d.lpath if isinstance(d.lo, Dir) else None
-        natural = join(dl, name) if dl is not None else None
-        below = self.lower.nodes.get(natural) if natural is not None else None
-        path = join(d.path, name)
+        dl = d.lpath if type(d.lo) is Dir else None
+        if dl is not None:
+            natural: str | None = f"{dl}/{name}" if dl else name
+            below = self.lower.nodes.get(natural)  # type: ignore[arg-type]
+        else:
+            natural = below = None
+        path = f"{d.path}/{name}" if d.path else name
         if up is None:
             if below is None:
                 return None
-            return Loc(d, name, path, None, below, below, natural, self._indexed(below))
+            return Loc(d, name, path, None, below, below, natural, self._indexed(below) if self._index else None)
         assert isinstance(up, Inode)
         if up.kind != "d":
             return Loc(d, name, path, up, below, None, None)
