@@ -1,0 +1,29 @@
+"""The conformance suite (unionfs_sim.testing.conformance) run against the in-memory model."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+pytest.register_assert_rewrite("unionfs_sim.testing.conformance")
+
+import unionfs_sim as ufs
+from unionfs_sim.testing.conformance import OverlayConformance
+
+
+class TestModelConformance(OverlayConformance):
+    """A container's view (read-write) and an image's view (read-only) of the model."""
+
+    @contextlib.contextmanager
+    def open_view(self, layers: list[ufs.Layer], options: ufs.OverlayOptions) -> Iterator[Any]:
+        self.container = ufs.Image.from_layers(layers).container(options)
+        yield self.container.fs
+
+    def upper_of(self, fs: Any) -> ufs.Layer:
+        return self.container.upper
+
+    def open_readonly_view(self, layers: list[ufs.Layer]) -> contextlib.AbstractContextManager[Any]:
+        return contextlib.nullcontext(ufs.Image.from_layers(layers).fs)
