@@ -37,7 +37,6 @@ XATTR_SIZE_MAX = 65536
 XATTR_CREATE = getattr(os, "XATTR_CREATE", 1)
 XATTR_REPLACE = getattr(os, "XATTR_REPLACE", 2)
 _XATTR_NAMESPACES = ("user.", "trusted.", "security.", "system.")
-_OVL_XATTR = ("trusted.overlay.", "user.overlay.")
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR
 
 
@@ -174,7 +173,7 @@ class FileSystem:
 
     # --- stat ------------------------------------------------------------------------
 
-    def _stat(self, loc: Loc) -> os.stat_result:
+    def _stat(self, loc: Loc, nlink: int | None = None) -> os.stat_result:
         ov = self._ov
         o = ov.effective(loc)
         if isinstance(o, Inode):
@@ -188,7 +187,7 @@ class FileSystem:
             at = mt = ct = o.mtime_ns
             rdev = o.rdev if isinstance(o, Device) else 0
         return os.stat_result((
-            mode, ov.ino(loc), ST_DEV, ov.nlink(loc), o.uid, o.gid, size,
+            mode, ov.ino(loc), ST_DEV, ov.nlink(loc) if nlink is None else nlink, o.uid, o.gid, size,
             at // 1_000_000_000, mt // 1_000_000_000, ct // 1_000_000_000,
             at / 1e9, mt / 1e9, ct / 1e9, at, mt, ct,
             4096, (size + 4095) // 4096 * 8 if not _stat.S_ISLNK(mode) else 0, rdev,
@@ -353,14 +352,14 @@ class FileSystem:
                 raise errors.InvalidArgument(r.path)
             if r.name == "..":
                 raise errors.NotEmpty(r.path)
+            if r.name == "":
+                raise errors.Busy(r.path)
+            self._check_writable(r.path)  # do_rmdir: EROFS before the last lookup
             loc = r.loc
             if loc is None:
                 raise errors.NotFound(r.path)
-            if loc.parent is None:
-                raise errors.Busy(r.path)
             if not loc.is_dir:
                 raise errors.NotADirectory(r.path)
-            self._check_writable(r.path)
             if not self._ov.is_empty(loc):
                 raise errors.NotEmpty(r.path)
             self._ov.remove(loc)
@@ -413,6 +412,8 @@ class FileSystem:
             if r.slash:
                 raise errors.NotFound(r.path)
             self._check_writable(r.path)
+            if fmt == _stat.S_IFCHR and device == 0:
+                raise errors.NotPermitted(r.path)  # ovl_mknod: a 0/0 char device is a whiteout
             node = self._create(r, kinds[fmt], _stat.S_IMODE(mode) & ~self.umask)
             if fmt in (_stat.S_IFCHR, _stat.S_IFBLK):
                 node.rdev = device
@@ -450,8 +451,9 @@ class FileSystem:
         """As :func:`os.unlink`: remove a non-directory (a whiteout hides a lower one)."""
         with self._lock:
             r = self._resolve(path, False, parent_only=True)
-            if r.name in (".", "..") or r.loc is not None and r.loc.parent is None:
+            if r.name in ("", ".", ".."):
                 raise errors.IsADirectory(r.path)
+            self._check_writable(r.path)  # do_unlinkat: EROFS before the last lookup
             loc = r.loc
             if loc is None:
                 raise errors.NotFound(r.path)
@@ -459,7 +461,6 @@ class FileSystem:
                 raise errors.IsADirectory(r.path)
             if r.slash:
                 raise errors.NotADirectory(r.path)
-            self._check_writable(r.path)
             self._ov.remove(loc)
 
     remove = unlink
@@ -476,6 +477,7 @@ class FileSystem:
             s = rs.loc
             if rs.name in ("", ".", "..") or rd.name in ("", ".", ".."):
                 raise errors.Busy(rs.path, rd.path)  # before ENOENT, as do_renameat2
+            self._check_writable(rs.path)
             if s is None:
                 raise errors.NotFound(rs.path)
             d = rd.loc
@@ -591,11 +593,13 @@ class FileSystem:
     def truncate(self, path: PathArg, length: int) -> None:
         """As :func:`os.truncate`: cut or extend a regular file (copy-up of data)."""
         with self._lock:
-            loc, p = self._meta_target(path, True)
+            loc = self._get(path, True, fast=False)
+            p = to_str(path)
             if loc.is_dir:
                 raise errors.IsADirectory(p)
             if loc.kind != "f":
                 raise errors.InvalidArgument(p)
+            self._check_writable(p)
             if length < 0:
                 raise errors.InvalidArgument(p)
             if length > MAX_SIZE:
@@ -615,6 +619,8 @@ class FileSystem:
             raise errors.Range(path)
         if not n.startswith(_XATTR_NAMESPACES):
             raise errors.NotSupported(path)
+        if n in _XATTR_NAMESPACES:
+            raise errors.InvalidArgument(path)  # a namespace with no name
         return n
 
     def getxattr(self, path: PathArg, attribute: str | bytes, *, follow_symlinks: bool = True) -> bytes:
@@ -623,8 +629,6 @@ class FileSystem:
             p = to_str(path)
             name = self._xname(p, attribute)
             loc = self._get(path, follow_symlinks)
-            if name.startswith(_OVL_XATTR):
-                raise errors.NoData(p)
             v = self._ov.effective(loc).xattrs.get(name)
             if v is None:
                 raise errors.NoData(p)
@@ -634,7 +638,7 @@ class FileSystem:
         """As :func:`os.listxattr`."""
         with self._lock:
             loc = self._get(path, follow_symlinks)
-            return [k for k in self._ov.effective(loc).xattrs if not k.startswith(_OVL_XATTR)]
+            return list(self._ov.effective(loc).xattrs)
 
     def setxattr(self, path: PathArg, attribute: str | bytes, value: bytes, flags: int = 0, *,
                  follow_symlinks: bool = True) -> None:
@@ -646,8 +650,6 @@ class FileSystem:
             if len(v) > XATTR_SIZE_MAX:
                 raise errors.TooBig(p)
             loc, p = self._meta_target(path, follow_symlinks)
-            if name.startswith(_OVL_XATTR):
-                raise errors.NotPermitted(p)
             if name.startswith("user.") and loc.kind not in ("f", "d"):
                 raise errors.NotPermitted(p)
             have = name in self._ov.effective(loc).xattrs
@@ -666,8 +668,6 @@ class FileSystem:
             p = to_str(path)
             name = self._xname(p, attribute)
             loc, p = self._meta_target(path, follow_symlinks)
-            if name.startswith(_OVL_XATTR):
-                raise errors.NotPermitted(p)
             if name not in self._ov.effective(loc).xattrs:
                 raise errors.NoData(p)
             inode = self._ov.copy_up(loc, meta_only=True)
@@ -1041,12 +1041,12 @@ class Handle(io.RawIOBase):
             o = self._obj()
             fs = self._fs
             if isinstance(o, Inode):
-                st = list(fs._stat(Loc(None, "", "", o, None, None, None)))
-                st[1] = o.ino
-                st[3] = o.nlink
-                return os.stat_result(st)
+                # nlink of the inode itself: 0 once every name is gone
+                return fs._stat(Loc(None, "", "", o, None, None, None), nlink=o.nlink)
             loc = Loc(None, "", "", None, o, o, self._lpath)
             return fs._stat(loc)
+
+    fstat = stat
 
     def __repr__(self) -> str:
         return f"<unionfs_sim Handle {self.name!r} flags={self._flags:#o}>"

@@ -395,9 +395,13 @@ class Overlay:
                 up.metacopy = False
         else:
             up = self._from_lower(node, meta_only=meta_only)
-            if isinstance(node, Dir):
-                up.ino = self.lower.ino(loc.lpath or "", node)  # a directory keeps its number
-            elif isinstance(node, File) and self.options.index and self._lower_links(loc) > 1:
+            links = 1 if isinstance(node, Dir) else self._lower_links(loc)
+            # st_ino stays the lower one's across copy-up (overlayfs reports the origin's
+            # inode number when the layers share a filesystem, as overlay2's do), except
+            # for a lower hard link that copy-up may break (ovl_getattr).
+            if links == 1 or self.options.index:
+                up.ino = self.lower.ino(loc.lpath or "", node)
+            if isinstance(node, File) and self.options.index and links > 1:
                 if self._index is None:
                     self._index = {}
                 self._index[id(node)] = up
@@ -416,10 +420,23 @@ class Overlay:
         return self.lower.nlink(loc.lpath, loc.lo)
 
     def copied(self, node: Node, lpath: str) -> Inode | None:
-        """The upper inode that a lower file (at ``lpath``) was copied up to, if any."""
+        """The upper inode that a lower file (at ``lpath``) was copied up to, if any.
+
+        With index=on that is the shared inode of its hard-link group, whichever name
+        was copied up.
+        """
+        ix = self._indexed(node)
+        if ix is not None:
+            return ix
         if self._copied is None:
             return None
         return self._copied.get((id(node), lpath))
+
+    def _needs_index(self, loc: Loc) -> bool:
+        """index=on and a lower hard link not copied up yet (ovl_nlink_start copies it up
+        before a whiteout or rename, so that the index inode can count the links)."""
+        return (self.options.index and loc.up is None and isinstance(loc.lo, File)
+                and self._lower_links(loc) > 1)
 
     # --- names ---------------------------------------------------------------------
 
@@ -457,6 +474,8 @@ class Overlay:
         Returns the upper inode that lost a link (for open handles), if any.
         """
         assert loc.parent is not None
+        if self._needs_index(loc):
+            self.copy_up(loc)
         parent = self.copy_up(loc.parent)
         assert parent.entries is not None
         up = loc.up if loc.up is not None else loc.ix
@@ -488,11 +507,13 @@ class Overlay:
             inode = self.copy_up(src)
             if inode.kind == "d" and not inode.opaque and dst_dir.dir_lpath is not None:
                 inode.opaque = True
+        if dst is not None and self._needs_index(dst):
+            self.copy_up(dst)
         src_parent = self.copy_up(src.parent)
         dparent = self.copy_up(dst_dir)
         assert src_parent.entries is not None and dparent.entries is not None
         if dst is not None:
-            old = dst.up if dst.up is not None else dst.ix
+            old = dst.up
             if old is not None:
                 old.nlink -= 1
                 old.ctime_ns = now_ns()
