@@ -322,11 +322,10 @@ class Naive:
         if (sslash or dslash) and not sdir:
             raise Err(errno.ENOTDIR)
         dk = self.join(dp, dn)
-        if sdir:
-            if dk.startswith(s + "/"):
-                raise Err(errno.EINVAL)
-            if d is not None and (s.startswith(d + "/")):
-                raise Err(errno.ENOTEMPTY)
+        if sdir and dk.startswith(s + "/"):
+            raise Err(errno.EINVAL)
+        if d is not None and s.startswith(d + "/"):
+            raise Err(errno.ENOTEMPTY)
         if d is not None:
             do = self.tree[d]
             if sdir and do.kind != "d":

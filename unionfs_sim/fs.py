@@ -483,12 +483,12 @@ class FileSystem:
             d = rd.loc
             if (rs.slash or rd.slash) and not s.is_dir:
                 raise errors.NotADirectory(rs.path, rd.path)
-            if s.is_dir:
-                # A directory cannot move below itself; the target cannot be an ancestor.
-                if _within(rd.parent, s):
-                    raise errors.InvalidArgument(rs.path, rd.path)
-                if d is not None and _within(rs.parent, d):
-                    raise errors.NotEmpty(rs.path, rd.path)
+            # A directory cannot move below itself; the target cannot be an ancestor of
+            # the source (lock_rename's "trap", checked whatever the source is).
+            if s.is_dir and _within(rd.parent, s):
+                raise errors.InvalidArgument(rs.path, rd.path)
+            if d is not None and d.is_dir and _within(rs.parent, d):
+                raise errors.NotEmpty(rs.path, rd.path)
             if d is not None:
                 if s.is_dir and not d.is_dir:
                     raise errors.NotADirectory(rs.path, rd.path)
@@ -623,6 +623,13 @@ class FileSystem:
             raise errors.InvalidArgument(path)  # a namespace with no name
         return n
 
+    def _xattr_target(self, loc: Loc) -> Inode:
+        """The upper inode an xattr change goes to. ovl_xattr_set copies up only an inode
+        with no upper at all: an index=on alias changes the shared inode in place."""
+        if loc.up is None and loc.ix is not None:
+            return loc.ix
+        return self._ov.copy_up(loc, meta_only=True)
+
     def getxattr(self, path: PathArg, attribute: str | bytes, *, follow_symlinks: bool = True) -> bytes:
         """As :func:`os.getxattr`; overlayfs's own ``trusted.overlay.*`` names are hidden."""
         with self._lock:
@@ -657,7 +664,7 @@ class FileSystem:
                 raise errors.Exists(p)
             if flags & XATTR_REPLACE and not have:
                 raise errors.NoData(p)
-            inode = self._ov.copy_up(loc, meta_only=True)
+            inode = self._xattr_target(loc)
             inode.xattrs[name] = v
             inode.ctime_ns = now_ns()
             self._ov.generation += 1
@@ -670,7 +677,7 @@ class FileSystem:
             loc, p = self._meta_target(path, follow_symlinks)
             if name not in self._ov.effective(loc).xattrs:
                 raise errors.NoData(p)
-            inode = self._ov.copy_up(loc, meta_only=True)
+            inode = self._xattr_target(loc)
             del inode.xattrs[name]
             inode.ctime_ns = now_ns()
             self._ov.generation += 1

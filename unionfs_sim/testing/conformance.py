@@ -883,6 +883,27 @@ class OverlayConformance:
             assert fs.stat("/f").st_nlink == 1
             assert fs.read_bytes("/f") == b"two"
 
+    def test_xattr_through_indexed_alias_stays_out_of_upper_dir(self) -> None:
+        """index=on: an xattr set through a name not copied up changes the shared inode in
+        place (ovl_xattr_set copies up only an inode with no upper); chmod links it up."""
+        with self.view({"f": b"x", "g": Hardlink("f")}, index=True) as fs:
+            fs.setxattr("/g", "user.a", b"1")
+            fs.setxattr("/f", "user.b", b"2")
+            assert fs.getxattr("/f", "user.a") == b"1" and fs.getxattr("/g", "user.b") == b"2"
+        up = self.upper_of(fs)
+        assert upper_keys(up) == {"g"}, sorted(upper_keys(up))
+        with self.view({"f": b"x", "g": Hardlink("f")}, index=True) as fs:
+            fs.setxattr("/g", "user.a", b"1")
+            fs.chmod("/f", 0o600)
+            assert stat.S_IMODE(fs.stat("/g").st_mode) == 0o600
+        assert upper_keys(self.upper_of(fs)) == {"f", "g"}
+
+    def test_rename_onto_an_ancestor_of_the_source_is_enotempty(self) -> None:
+        """rename(a/b/f, a): the target is the "trap" ancestor, ENOTEMPTY even for a file."""
+        with self.view({"a/b/f": b"x"}) as fs:
+            assert_errno(errno.ENOTEMPTY, fs.rename, "/a/b/f", "/a")
+            assert_errno(errno.EINVAL, fs.rename, "/a", "/a/b/c")
+
     def test_unlink_one_name_of_lower_hard_link_with_index_drops_nlink(self) -> None:
         """With index, unlinking one name of a lower link pair (no copy-up) leaves nlink 1."""
         with self.view({"f": b"one", "g": Hardlink("f")}, index=True) as fs:
