@@ -17,6 +17,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 import unionfs_sim as ufs
 from unionfs_sim.fs import FileSystem
 from unionfs_sim.testing import strategies as ust
+from unionfs_sim.testing.machines import link_targets as targets
+from unionfs_sim.testing.machines import op_paths
 
 from .naive import Err, Naive
 
@@ -70,15 +72,6 @@ def outcome(fn: Callable[[], Any]) -> int | None:
     return None
 
 
-op_paths = st.one_of(
-    ust.paths(),
-    ust.paths(),
-    ust.paths().map(lambda p: p + "/"),
-    ust.paths().map(lambda p: p + "/.."),
-    ust.paths().map(lambda p: p + "/."),
-    st.sampled_from(["/", "/.", "/..", "a", "a/../b", "/a/./b", "//a//b"]),
-)
-targets = st.sampled_from(["a", "../a", "/a/b", "b/c", "d", ".", "/", "..", "a/b/c/d", "../../..", "x"])
 
 
 class OverlayVsNaive(RuleBasedStateMachine):

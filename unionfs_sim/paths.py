@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from .errors import UnsafePath
+from .errors import FormatError, UnsafePath
 
 NAME_MAX = 255
 """Longest name in bytes that Linux filesystems accept (ENAMETOOLONG beyond)."""
@@ -36,19 +36,28 @@ def key(path: str | bytes | os.PathLike[str] | os.PathLike[bytes]) -> str:
     >>> key("/")
     ''
     """
-    s = to_str(path)
+    return "/".join(components(to_str(path)))
+
+
+def components(s: str, what: str = "path") -> list[str]:
+    """The names of an archive or layer path: ``""``, ``.`` dropped; ``..``, NUL and names
+    over 255 bytes refused (:class:`~unionfs_sim.errors.UnsafePath` / ``FormatError``).
+
+    >>> components("./a//b/")
+    ['a', 'b']
+    """
     out = []
     for part in s.split("/"):
         if part in ("", "."):
             continue
         if part == "..":
-            raise UnsafePath(f"path {s!r} climbs out of its root with '..'")
+            raise UnsafePath(f"{what} {s!r} climbs out of its root with '..'")
         if "\x00" in part:
-            raise UnsafePath(f"path {s!r} contains a NUL byte")
+            raise UnsafePath(f"{what} {s!r} contains a NUL byte")
         if len(part) > NAME_MAX // 4 and len(part.encode("utf-8", "surrogateescape")) > NAME_MAX:
-            raise UnsafePath(f"path {s!r} has a name longer than {NAME_MAX} bytes (no Linux filesystem holds it)")
+            raise FormatError(f"{what} {s!r} has a name longer than {NAME_MAX} bytes (no Linux filesystem holds it)")
         out.append(part)
-    return "/".join(out)
+    return out
 
 
 def split(k: str) -> tuple[str, str]:

@@ -81,7 +81,7 @@ import attrs
 
 from ..errors import DigestMismatch, FormatError, UnsafePath
 from ..nodes import WHITEOUT, Device, Dir, Entry, Fifo, File, Socket, Symlink, Whiteout
-from ..paths import NAME_MAX, join, parents, split
+from ..paths import components, join, parents, split
 
 WHITEOUT_PREFIX = ".wh."
 """OCI: a file named ``.wh.NAME`` deletes NAME from the layers below."""
@@ -622,18 +622,10 @@ def _xattrs(ti: tarfile.TarInfo, where: str) -> dict[str, bytes]:
 
 def _normalise(raw: str, where: str, what: str = "path") -> list[str]:
     """The components of an archive path: ``./``, ``/`` and ``//`` dropped, ``..`` refused."""
-    parts = []
-    for part in raw.split("/"):
-        if part in ("", "."):
-            continue
-        if part == "..":
-            raise UnsafePath(f"{where}: {what} {raw!r} climbs out of the root with '..'")
-        if "\x00" in part:
-            raise UnsafePath(f"{where}: {what} {raw!r} contains a NUL byte")
-        if len(part) > NAME_MAX // 4 and len(part.encode("utf-8", "surrogateescape")) > NAME_MAX:
-            raise FormatError(f"{where}: {what} {raw!r} has a name longer than {NAME_MAX} bytes")
-        parts.append(part)
-    return parts
+    try:
+        return components(raw, what)
+    except FormatError as e:
+        raise type(e)(f"{where}: {e}") from None
 
 
 def _is_aufs(parts: list[str]) -> bool:
