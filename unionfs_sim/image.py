@@ -473,5 +473,14 @@ class Image:
         return Container(self, options)
 
     def with_layer(self, layer: Layer, history: History | None = None, config: ImageConfig | None = None) -> Image:
-        """A new image with ``layer`` on top (this one is unchanged)."""
-        return Image([*self.layers, layer], config or self.config, [*self.history, history or History()])
+        """A new image with ``layer`` on top (this one is unchanged).
+
+        The layers below keep the blobs this image names for them (a loaded image's
+        compressed blobs, whose digests differ from our canonical tars); the new layer
+        is described by its canonical uncompressed tar.
+        """
+        img = Image([*self.layers, layer], config or self.config, [*self.history, history or History()])
+        if self._external or self._descriptors is not None:
+            img._descriptors = (*self.layer_descriptors, {"mediaType": MT_LAYER, "digest": layer.digest,
+                                                          "size": layer.tar_size})
+        return img
