@@ -212,6 +212,23 @@ def test_compressed_round_trip(tmp_path: Path, compression: str) -> None:
     assert oci.save(got, tmp_path / "plain", compression="uncompressed") == img.digest
 
 
+def test_commit_on_loaded_image_keeps_lower_blobs(tmp_path: Path) -> None:
+    img = sample_image()
+    oci.save(img, tmp_path / "l", tag="c", compression="gzip")
+    got = oci.load(tmp_path / "l", tag="c")
+    c = got.container()
+    c.fs.write_bytes("/added-by-commit", b"new")
+    new = c.commit("on top of a loaded image")
+    m = new.manifest_json()
+    assert m["layers"][:-1] == got.manifest_json()["layers"]  # the gzip blobs, untouched
+    assert m["layers"][-1]["digest"] == new.layers[-1].digest == new.diff_ids[-1]
+    assert new.diff_ids[:-1] == got.diff_ids
+    digest = oci.save(new, tmp_path / "l", tag="next")
+    back = oci.load(tmp_path / "l", tag="next")
+    assert back.digest == digest and back.diff_ids == new.diff_ids
+    assert fs_tree(back.fs) == fs_tree(new.fs) and back.fs.read_bytes("/added-by-commit") == b"new"
+
+
 def test_empty_image_round_trip(tmp_path: Path) -> None:
     img = Image.from_layers([], config=ImageConfig(cmd=["true"]))
     assert oci.save(img, tmp_path / "l") == img.digest
