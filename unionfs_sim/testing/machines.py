@@ -124,6 +124,7 @@ class DifferentialMachine(RuleBasedStateMachine):
             return
         mine = snapshot(self.model.fs)
         theirs = self._subject_snapshot()
+        self.last_subject_snapshot = theirs
         assert mine == theirs, "merged views differ:\n" + diff_dicts(mine, theirs, ("model", "subject"))
 
     # --- operations ----------------------------------------------------------------------
@@ -222,6 +223,21 @@ class KernelMachine(DifferentialMachine):
 
     def subject_upper(self) -> Layer | None:
         return self._kernel.upper
+
+    def teardown(self) -> None:
+        super().teardown()
+        upper = self._kernel.upper if hasattr(self, "_kernel") else None
+        last = getattr(self, "last_subject_snapshot", None)
+        if upper is None or last is None or self.image is None or self.options.index:
+            # With index=on part of the state lives in the kernel's index directory, not
+            # in the upperdir, so the upperdir alone cannot reproduce the merged view.
+            return
+        # The kernel's upperdir, read back and stacked on the image in the model, shows
+        # exactly what the kernel showed.
+        stacked = Image.from_layers([*self.image.layers, upper]).fs
+        mine = snapshot(stacked, listed_absent=False)
+        theirs = {k: v for k, v in last.items() if v != ("listed-but-absent",)}
+        assert mine == theirs, "kernel upperdir stacked in the model differs:\n" + diff_dicts(mine, theirs)
 
 
 @contextlib.contextmanager
