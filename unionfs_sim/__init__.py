@@ -12,6 +12,7 @@ from .formats import docker_archive, oci
 from .fs import FileSystem
 from .image import History, Image, ImageConfig
 from .layer import Layer
+from .mounting import FuseUnavailable, MountError, mount
 from .nodes import WHITEOUT, Device, Dir, Fifo, File, Hardlink, Socket, Symlink, Whiteout
 from .options import OverlayOptions
 from .reference import Reference
@@ -19,7 +20,8 @@ from .registry import Registry
 
 __all__ = [
     "WHITEOUT", "Change", "Container", "Device", "DigestMismatch", "Dir", "Fifo", "File",
-    "FileSystem", "FormatError", "Hardlink", "History", "Image", "ImageConfig", "Layer",
+    "FileSystem", "FormatError", "FuseUnavailable", "Hardlink", "History", "Image", "ImageConfig", "Layer",
+    "MountError", "mount",
     "OverlayOptions", "Reference", "Registry", "Socket", "Symlink", "UnionFSError", "UnsafePath",
     "Whiteout", "__version__", "docker_archive", "oci",
 ]

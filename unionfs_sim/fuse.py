@@ -1,0 +1,963 @@
+"""FUSE: a container's (or an image's) merged view as a real directory, through fusepy.
+
+The only module that imports fusepy. :class:`OverlayOperations` translates FUSE requests
+into calls on the os-style facade (:class:`~unionfs_sim.fs.FileSystem`); the model's
+errors are OSErrors carrying the kernel's errno, and fusepy returns ``-e.errno`` for any
+OSError, so no translation table is needed. :func:`mount` mounts a view and serves it
+from a background thread; use it through ``unionfs_sim.mount`` (see
+:mod:`unionfs_sim.mounting`), which imports this module only when called.
+
+How the mount is driven. fusepy's ``FUSE()`` calls ``fuse_main_real``, which blocks,
+installs libfuse's own SIGTERM/SIGHUP handlers into the whole process and reports a
+failure to mount only as "exit status 1". This module reuses fusepy's request
+translation (the ``FUSE`` methods and its ``fuse_operations`` table) but drives libfuse2
+itself, as ``fuse_main`` does inside: ``fuse_mount`` (in the caller's thread, so a failure
+raises at once with libfuse's own message), ``fuse_new``, then ``fuse_loop_mt`` in a daemon
+thread. Stopping unmounts the kernel mount (which ends the loop), joins the thread and
+frees the session. No signal handler is touched.
+
+Caching (the ``-o`` options chosen by :func:`default_options`). A FUSE request costs
+tens of microseconds however little Python runs for it (two context switches), so
+speed comes from how much the kernel may answer alone:
+
+- An image's view never changes: ``ro,kernel_cache`` and hour-long entry, negative and
+  attribute timeouts, and the first open is answered ENOSYS, after which the kernel
+  opens files without asking (``no_open``): repeated lookups, stats and reads never
+  reach Python.
+- A container's view changes, but every change made *through the mount* keeps the
+  kernel's caches coherent (it updates its dentries on create, unlink and rename, its
+  page cache on write, and drops the attributes of what it changed). Two things it
+  cannot know: (1) changes made to the model from Python while mounted
+  (``c.fs.write_bytes``), and (2) changes made through another name of a hard-linked
+  file (libfuse2's path-based API gives each name its own kernel inode). So:
+  ``auto_cache`` (file pages are kept across opens while mtime and size are unchanged),
+  ``entry_timeout=1`` and ``negative_timeout=1`` (a name added or removed from Python
+  shows up to 1 s later), and ``attr_timeout=0`` (every stat asks the model, so all
+  names of a file always show its current attributes and data). ``attr_timeout=1`` is
+  2-10 times faster for metadata-heavy work, at the price of up to 1 s of stale
+  attributes through other hard links and after changes from Python.
+- Always: ``use_ino`` (st_ino is the model's), ``atomic_o_trunc`` (``O_TRUNC`` reaches
+  the model's open, so copy-up and truncation are one step), ``big_writes`` (128 KiB
+  writes). FLUSH and IOCTL are left unimplemented, so the kernel stops sending them.
+- ``default_permissions`` whenever anyone but root can reach the mount (``allow_other``,
+  or a non-root mounter): the kernel then checks modes and owners against the caller as
+  a real filesystem does (the model itself acts as root). A root-only mount leaves it
+  off: root passes those checks anyway, and with it the kernel fetches the attributes
+  of every directory on a path before each access (``attr_timeout=0``), tripling the
+  requests of a ``stat``.
+
+Known limit: ``chown(path, -1, -1)`` reaches no filesystem through FUSE (the kernel
+sends no attribute to change), so it does not copy the file up as overlayfs would.
+"""
+
+from __future__ import annotations
+
+import atexit
+import codecs
+import collections
+import contextlib
+import ctypes
+import errno
+import itertools
+import logging
+import os
+import re
+import stat as _stat
+import subprocess
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Iterator, Mapping
+from functools import partial
+from typing import Any, Self
+
+import fuse as _fusepy  # fusepy; this is the only module that imports it
+
+from . import errors
+from .fs import FileSystem, Handle
+from .mounting import FuseUnavailable, MountError, MountSource, fs_of
+
+# --- file names: bytes that are not UTF-8 survive as surrogates, as os.fsdecode does -----
+
+ENCODING = "unionfs_sim_fsencode"
+"""The codec fusepy is told to use for paths: UTF-8 with ``surrogateescape`` both ways."""
+
+
+def _codec_search(name: str) -> codecs.CodecInfo | None:
+    if name != ENCODING:
+        return None
+
+    def encode(s: str, errors: str = "strict") -> tuple[bytes, int]:
+        return codecs.utf_8_encode(s, "surrogateescape")
+
+    def decode(b: Any, errors: str = "strict") -> tuple[str, int]:
+        return codecs.utf_8_decode(b, "surrogateescape", True)
+
+    return codecs.CodecInfo(encode, decode, name=ENCODING)
+
+
+codecs.register(_codec_search)
+
+# --- constants ------------------------------------------------------------------------
+
+_OPEN_FLAGS = (os.O_ACCMODE | os.O_APPEND | os.O_NONBLOCK | os.O_TRUNC | os.O_DIRECTORY | os.O_NOFOLLOW
+               | os.O_CREAT | os.O_EXCL | os.O_SYNC | os.O_DSYNC)
+"""The open flags passed on to the model (the kernel adds O_LARGEFILE, FMODE_EXEC ...)."""
+_HIDDEN = re.compile(r"\.fuse_hidden[0-9a-f]{16}")
+"""The names libfuse2 (without ``hard_remove``) hides unlinked open files under."""
+_MISSING = object()
+_UTIME_NOW = (1 << 30) - 1
+_UTIME_OMIT = (1 << 30) - 2
+_MNT_DETACH = 2
+_FUSECTL = "/sys/fs/fuse/connections"
+STATFS_BLOCKS = 1 << 32
+"""What statfs reports as total and free blocks (of 4 KiB): the model has no size limit."""
+
+
+def _ns(ns: int | None, seconds: float) -> int:
+    return ns if ns is not None else int(seconds * 1_000_000_000)
+
+
+def _attrs(st: os.stat_result) -> dict[str, int]:
+    """A stat result as fusepy's attribute dict (times in ns: ``use_ns`` is on).
+
+    Tolerates a stat result built from its 10 visible fields only (``Handle.stat`` of
+    an upper file gives one: its ``st_*_ns``, ``st_blocks``, ``st_rdev`` are None).
+    """
+    return {
+        "st_mode": st.st_mode, "st_ino": st.st_ino, "st_nlink": st.st_nlink,
+        "st_uid": st.st_uid, "st_gid": st.st_gid, "st_size": st.st_size,
+        "st_atime": _ns(st.st_atime_ns, st.st_atime), "st_mtime": _ns(st.st_mtime_ns, st.st_mtime),
+        "st_ctime": _ns(st.st_ctime_ns, st.st_ctime), "st_rdev": st.st_rdev or 0,
+        "st_blocks": st.st_blocks if st.st_blocks is not None else (st.st_size + 511) // 512, "st_blksize": 4096,
+    }
+
+
+def _dtype(entry: Any) -> int:
+    """The file-type bits of a scandir entry (0: unknown, the reader will lstat)."""
+    if entry.is_symlink():
+        return _stat.S_IFLNK
+    if entry.is_dir(follow_symlinks=False):
+        return _stat.S_IFDIR
+    if entry.is_file(follow_symlinks=False):
+        return _stat.S_IFREG
+    return 0
+
+
+def _show_args(args: tuple[Any, ...]) -> str:
+    shown = []
+    for a in args:
+        if isinstance(a, bytes):
+            shown.append(f"<{len(a)} bytes>")
+        elif isinstance(a, (str, int, float, tuple)) or a is None:
+            shown.append(repr(a))
+        else:
+            fh = getattr(a, "fh", None)
+            shown.append(f"fh={fh}" if fh is not None else type(a).__name__)
+    return "(" + ", ".join(shown) + ")"
+
+
+def _show_result(r: Any) -> str:
+    if isinstance(r, bytes):
+        return f"<{len(r)} bytes>"
+    if isinstance(r, list) and len(r) > 8:
+        return f"[{len(r)} entries]"
+    return repr(r)
+
+
+# --- the operations ---------------------------------------------------------------------
+
+
+class OverlayOperations(_fusepy.Operations):  # type: ignore[misc]
+    """FUSE requests on a merged view, answered by the model's os-style facade.
+
+    Paths from FUSE name the object itself (the kernel resolved every symlink on the
+    way), so every call is made with ``follow_symlinks=False``. Open files live in a
+    table ``fh -> Handle``; a handle keeps its file after unlink or rename, as a file
+    descriptor does. New files and directories belong to the calling process's uid/gid
+    (``fuse_get_context``) and get exactly the mode the kernel sends (it applied the
+    caller's umask already).
+
+    Open files that lose their last name. libfuse2's path-based API answers a request
+    for a file only through a name, and the kernel's fstat carries no file handle; so
+    libfuse keeps an unlinked open file under a hidden name (``.fuse_hidden<16 hex>``,
+    renamed there instead of unlinked, removed at the last close). The model never
+    sees that name: the rename becomes the unlink (whiteout and all), and the hidden
+    name is answered from the open handle (fstat gives st_nlink 0, as on any
+    filesystem). Only libfuse itself uses those names; a lookup of one from outside
+    finds the open file's attributes but nothing else. (With ``hard_remove`` instead,
+    fstat of such a file fails with ENOENT.)
+
+    Compound steps (seek + read, swapping the facade's umask/uid/gid for a create) hold
+    the facade's lock, so any number of libfuse worker threads, and Python code using
+    the same facade, can run at once. (So never touch the mount while holding
+    ``fs.lock`` yourself: the request would wait for the lock you hold.)
+
+    Attributes:
+        fs: the facade served.
+        readonly: refuse every change with EROFS (also when ``fs`` itself could write).
+        no_open: for a view that never changes: answer the first open with ENOSYS,
+            after which the kernel opens and closes files without asking (and keeps
+            their pages cached); reads then come by path.
+        calls: count of requests by operation name (for measurements; approximate when
+            several threads serve).
+        unexpected: exceptions that were not OSErrors (model bugs); fusepy turned each
+            into EINVAL for the caller. Tests assert it stays empty.
+    """
+
+    use_ns = True
+    """Times are passed as integer nanoseconds."""
+    flag_nullpath_ok = 1
+    """Operations on an open file may come without a path (if mounted with ``hard_remove``)."""
+    flag_utime_omit_ok = 1
+    """utimens sees UTIME_NOW / UTIME_OMIT, so ``touch -a`` / ``touch -m`` work."""
+
+    # Requests the model has nothing to do for. Left undefined, libfuse answers ENOSYS
+    # (or handles them itself), and the kernel stops sending FLUSH and IOCTL for good:
+    # one round trip less for every close(2), and for every Python open() (isatty).
+    flush = None
+    ioctl = None
+    opendir = None
+    releasedir = None
+
+    def __init__(self, fs: FileSystem, *, readonly: bool = False, no_open: bool = False) -> None:
+        self.fs = fs
+        self.readonly = readonly or fs.readonly
+        self.no_open = no_open and self.readonly
+        self._handles: dict[int, Handle] = {}
+        self._hidden: dict[str, Handle | None] = {}  # libfuse's hidden names -> the open file
+        self._next_fh = itertools.count(1)
+        self.calls: collections.Counter[str] = collections.Counter()
+        self.unexpected: list[BaseException] = []
+        self.initialized = threading.Event()
+
+    trace: logging.Logger | None = None
+    """When set, every request and its outcome is logged there at DEBUG level."""
+
+    def __call__(self, op: str, *args: Any) -> Any:
+        """Dispatch one request (fusepy calls this for every operation)."""
+        self.calls[op] += 1
+        try:
+            result = getattr(self, op)(*args)
+        except OSError as e:
+            if self.trace is not None:
+                self.trace.debug("%s%s -> %s", op, _show_args(args), errno.errorcode.get(e.errno or 0, e.errno))
+            raise
+        except Exception as e:
+            self.unexpected.append(e)
+            if self.trace is not None:
+                self.trace.exception("%s%s -> unexpected %r", op, _show_args(args), e)
+            raise
+        if self.trace is not None:
+            self.trace.debug("%s%s -> %s", op, _show_args(args), _show_result(result))
+        return result
+
+    # --- helpers -----------------------------------------------------------------------
+
+    def _writable(self, path: str | None) -> None:
+        if self.readonly:
+            raise errors.ReadOnly(path)
+
+    @contextlib.contextmanager
+    def _as_caller(self) -> Iterator[None]:
+        """Create as the calling process: its uid/gid, and no second umask."""
+        fs = self.fs
+        uid, gid, _pid = _fusepy.fuse_get_context()
+        with fs.lock:
+            saved = fs.umask, fs.uid, fs.gid
+            fs.umask, fs.uid, fs.gid = 0, uid, gid
+            try:
+                yield
+            finally:
+                fs.umask, fs.uid, fs.gid = saved
+
+    def _add(self, h: Handle) -> int:
+        fh = next(self._next_fh)
+        self._handles[fh] = h
+        return fh
+
+    def _handle(self, fi: Any) -> Handle:
+        try:
+            return self._handles[fi.fh]
+        except KeyError:
+            raise errors.BadFileDescriptor(None) from None
+
+    @property
+    def open_handles(self) -> int:
+        """How many files are open through the mount."""
+        return len(self._handles)
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def init(self, path: str) -> None:
+        """The kernel's INIT request was answered: the mount serves."""
+        self.initialized.set()
+
+    def destroy(self, path: str) -> None:
+        """Close every handle still open (the session ends)."""
+        for fh in list(self._handles):
+            h = self._handles.pop(fh, None)
+            if h is not None:
+                h.close()
+
+    # --- attributes ----------------------------------------------------------------------
+
+    def getattr(self, path: str | None, fh: Any = None) -> dict[str, int]:
+        """lstat; fstat (``fh``: its fuse_file_info) of an open file that has no name left."""
+        if path is not None:
+            if path in self._hidden:
+                hidden = self._hidden[path]
+                if hidden is None:
+                    raise errors.NotFound(path)
+                attrs = _attrs(hidden.stat())
+                attrs["st_nlink"] += 1  # libfuse takes one off for the hidden name itself
+                return attrs
+            return _attrs(self.fs.lstat(path))
+        h = self._handles.get(fh.fh) if fh else None
+        if h is None:
+            raise errors.NotFound(None)
+        return _attrs(h.stat())
+
+    def access(self, path: str, amode: int) -> int:
+        """access(2) for root (the kernel checks modes itself with default_permissions)."""
+        st = self.fs.lstat(path)
+        if amode & os.W_OK and self.readonly:
+            raise errors.ReadOnly(path)
+        if amode & os.X_OK and not _stat.S_ISDIR(st.st_mode) and not st.st_mode & 0o111:
+            raise errors.AccessDenied(path)
+        return 0
+
+    def chmod(self, path: str, mode: int) -> int:
+        """Set permission bits (copy-up of metadata)."""
+        self._writable(path)
+        self.fs.chmod(path, _stat.S_IMODE(mode), follow_symlinks=False)
+        return 0
+
+    def chown(self, path: str, uid: int, gid: int) -> int:
+        """Set owner and group (-1 keeps one)."""
+        self._writable(path)
+        self.fs.chown(path, uid, gid, follow_symlinks=False)
+        return 0
+
+    def utimens(self, path: str, times: tuple[int, int] | None = None) -> int:
+        """Set atime/mtime in ns; UTIME_NOW and UTIME_OMIT are honoured."""
+        self._writable(path)
+        fs = self.fs
+        with fs.lock:
+            if times is None:
+                fs.utime(path, follow_symlinks=False)
+                return 0
+            at, mt = times
+            if _UTIME_OMIT in (at, mt):
+                st = fs.lstat(path)
+                at = st.st_atime_ns if at == _UTIME_OMIT else at
+                mt = st.st_mtime_ns if mt == _UTIME_OMIT else mt
+            now = time.time_ns()
+            at = now if at == _UTIME_NOW else at
+            mt = now if mt == _UTIME_NOW else mt
+            fs.utime(path, ns=(at, mt), follow_symlinks=False)
+        return 0
+
+    def truncate(self, path: str | None, length: int, fh: Any = None) -> int:
+        """truncate(2), or ftruncate(2) through an open handle."""
+        self._writable(path)
+        if fh:
+            h = self._handles.get(fh.fh)
+            if h is not None and h.writable():
+                h.truncate(length)
+                return 0
+        if path is None:
+            raise errors.NotFound(None)
+        self.fs.truncate(path, length)
+        return 0
+
+    def statfs(self, path: str) -> dict[str, int]:
+        """Sizes for df: unlimited space, 255-byte names."""
+        free = 0 if self.readonly else STATFS_BLOCKS
+        return {
+            "f_bsize": 4096, "f_frsize": 4096, "f_blocks": STATFS_BLOCKS, "f_bfree": free, "f_bavail": free,
+            "f_files": STATFS_BLOCKS, "f_ffree": free, "f_favail": free, "f_namemax": 255,
+        }
+
+    # --- xattrs ------------------------------------------------------------------------
+
+    def getxattr(self, path: str, name: str, position: int = 0) -> bytes:
+        """An extended attribute's value."""
+        return self.fs.getxattr(path, name, follow_symlinks=False)
+
+    def listxattr(self, path: str) -> list[str]:
+        """The names of the extended attributes."""
+        return self.fs.listxattr(path, follow_symlinks=False)
+
+    def setxattr(self, path: str, name: str, value: bytes, options: int, position: int = 0) -> int:
+        """Set an extended attribute (``options``: XATTR_CREATE / XATTR_REPLACE)."""
+        self._writable(path)
+        self.fs.setxattr(path, name, value, options, follow_symlinks=False)
+        return 0
+
+    def removexattr(self, path: str, name: str) -> int:
+        """Remove an extended attribute."""
+        self._writable(path)
+        self.fs.removexattr(path, name, follow_symlinks=False)
+        return 0
+
+    # --- directories -----------------------------------------------------------------------
+
+    def readdir(self, path: str | None, fh: int) -> list[tuple[str, dict[str, int] | None, int]]:
+        """The names of a directory with their inode numbers and types (for d_ino/d_type)."""
+        out: list[tuple[str, dict[str, int] | None, int]] = [(".", None, 0), ("..", None, 0)]
+        if path is None:  # a removed directory that is still open reads as empty
+            return out
+        with self.fs.lock:
+            for e in self.fs.scandir(path):
+                ino = e.inode()
+                out.append((e.name, {"st_ino": ino, "st_mode": _dtype(e)} if ino else None, 0))
+        return out
+
+    def fsyncdir(self, path: str | None, datasync: int, fh: int) -> int:
+        """The model is the storage: nothing to flush."""
+        return 0
+
+    def mkdir(self, path: str, mode: int) -> int:
+        """Create a directory owned by the caller."""
+        self._writable(path)
+        with self._as_caller():
+            self.fs.mkdir(path, mode & 0o7777)
+        return 0
+
+    def rmdir(self, path: str) -> int:
+        """Remove an empty directory (a whiteout if a lower one is there)."""
+        self._writable(path)
+        self.fs.rmdir(path)
+        return 0
+
+    # --- names ---------------------------------------------------------------------------
+
+    def mknod(self, path: str, mode: int, dev: int) -> int:
+        """Create a FIFO, socket, device node or regular file."""
+        self._writable(path)
+        with self._as_caller():
+            self.fs.mknod(path, mode, dev)
+        return 0
+
+    def unlink(self, path: str) -> int:
+        """Remove a name (a whiteout if a lower layer has it)."""
+        if self._hidden.pop(path, _MISSING) is not _MISSING:
+            return 0  # libfuse drops the hidden name of a file closed for the last time
+        self._writable(path)
+        self.fs.unlink(path)
+        return 0
+
+    def rename(self, old: str, new: str) -> int:
+        """Move a name (EXDEV for a lower directory without redirect_dir, as overlayfs)."""
+        self._writable(old)
+        if _HIDDEN.fullmatch(new.rpartition("/")[2]):
+            return self._hide(old, new)
+        self.fs.rename(old, new)
+        return 0
+
+    def _hide(self, old: str, hidden: str) -> int:
+        """libfuse hides an open file it is asked to unlink (or rename over): unlink it."""
+        fs = self.fs
+        with fs.lock:
+            if fs.lexists(hidden):
+                fs.rename(old, hidden)  # a real file of that name: an ordinary rename
+                return 0
+            ino = fs.lstat(old).st_ino
+            keep = None
+            for h in list(self._handles.values()):
+                if not h.closed and h.stat().st_ino == ino:
+                    keep = h
+                    break
+            fs.unlink(old)
+            self._hidden[hidden] = keep
+        return 0
+
+    def link(self, target: str, source: str) -> int:
+        """Hard link: ``target`` becomes a new name of ``source`` (fusepy's argument names)."""
+        self._writable(target)
+        self.fs.link(source, target)
+        return 0
+
+    def symlink(self, target: str, source: str) -> int:
+        """Symbolic link at ``target`` pointing to ``source`` (fusepy's argument names)."""
+        self._writable(target)
+        with self._as_caller():
+            self.fs.symlink(source, target)
+        return 0
+
+    def readlink(self, path: str) -> str:
+        """A symlink's target."""
+        return self.fs.readlink(path)
+
+    # --- files ---------------------------------------------------------------------------
+
+    def create(self, path: str, mode: int, fi: Any) -> int:
+        """Create and open a regular file (O_CREAT, with the caller's flags)."""
+        self._writable(path)
+        with self._as_caller():
+            h = self.fs.os_open(path, (fi.flags & _OPEN_FLAGS) | os.O_CREAT, mode & 0o7777)
+        fi.fh = self._add(h)
+        return 0
+
+    def open(self, path: str, fi: Any) -> int:
+        """Open a file (opening for writing copies it up, as overlayfs does)."""
+        if self.no_open:
+            raise errors.error(errno.ENOSYS, path)
+        flags = fi.flags & _OPEN_FLAGS
+        if self.readonly and (flags & os.O_ACCMODE != os.O_RDONLY or flags & os.O_TRUNC):
+            raise errors.ReadOnly(path)
+        fi.fh = self._add(self.fs.os_open(path, flags))
+        return 0
+
+    def read(self, path: str | None, size: int, offset: int, fi: Any) -> bytes:
+        """pread: up to ``size`` bytes at ``offset`` (by path when files are not opened)."""
+        if self.no_open and path is not None and not fi.fh:
+            with self.fs.lock, self.fs.os_open(path, os.O_RDONLY) as f:
+                f.seek(offset)
+                return f.read(size) or b""
+        h = self._handle(fi)
+        with self.fs.lock:
+            h.seek(offset)
+            return h.read(size) or b""
+
+    def write(self, path: str | None, data: bytes, offset: int, fi: Any) -> int:
+        """pwrite at ``offset`` (at the end for an O_APPEND handle, as the model's handle does)."""
+        h = self._handle(fi)
+        with self.fs.lock:
+            h.seek(offset)
+            return h.write(data)
+
+    def fsync(self, path: str | None, datasync: int, fi: Any) -> int:
+        """The model is the storage: nothing to flush."""
+        return 0
+
+    def release(self, path: str | None, fi: Any) -> int:
+        """The last descriptor of an open file closed: drop its handle."""
+        h = self._handles.pop(fi.fh, None)
+        if h is not None:
+            h.close()
+        return 0
+
+
+# --- driving libfuse2 --------------------------------------------------------------------
+
+
+class _FuseArgs(ctypes.Structure):
+    _fields_ = [("argc", ctypes.c_int), ("argv", ctypes.POINTER(ctypes.c_char_p)), ("allocated", ctypes.c_int)]
+
+
+_lib: Any = None
+
+class _LibFuse:
+    """The libfuse2 calls fuse_main makes, bound to their FUSE_2.6-era symbol versions.
+
+    libfuse.so.2 exports several versions of ``fuse_new``, ``fuse_mount`` ... for old
+    binaries, and an unversioned ``dlsym("fuse_new")`` finds a compat one (its
+    ``(Base)`` version has another signature), so each call is looked up with
+    ``dlvsym``.
+    """
+
+    def __init__(self) -> None:
+        libc = ctypes.CDLL(None)
+        dlvsym = libc.dlvsym
+        dlvsym.argtypes, dlvsym.restype = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p], ctypes.c_void_p
+        handle = _fusepy._libfuse._handle
+        vp, args_p = ctypes.c_void_p, ctypes.POINTER(_FuseArgs)
+        table: dict[str, tuple[str, Any, list[Any]]] = {
+            "fuse_mount": ("FUSE_2.6", vp, [ctypes.c_char_p, args_p]),
+            "fuse_new": ("FUSE_2.6", vp, [vp, args_p, ctypes.POINTER(_fusepy.fuse_operations), ctypes.c_size_t, vp]),
+            "fuse_unmount": ("FUSE_2.6", None, [ctypes.c_char_p, vp]),
+            "fuse_loop_mt": ("FUSE_2.2", ctypes.c_int, [vp]),
+            "fuse_loop": ("FUSE_2.2", ctypes.c_int, [vp]),
+            "fuse_destroy": ("FUSE_2.2", None, [vp]),
+            "fuse_opt_free_args": ("FUSE_2.5", None, [args_p]),
+        }
+        for name, (version, restype, argtypes) in table.items():
+            addr = dlvsym(handle, name.encode(), version.encode())
+            if not addr:
+                raise FuseUnavailable(f"libfuse has no {name}@{version}: not libfuse 2.6 or later")
+            # CFUNCTYPE: the GIL is released during the call (fuse_loop_mt runs for the
+            # whole mount while libfuse's threads call back into Python).
+            setattr(self, name, ctypes.CFUNCTYPE(restype, *argtypes)(addr))
+
+    fuse_mount: Any
+    fuse_new: Any
+    fuse_unmount: Any
+    fuse_loop_mt: Any
+    fuse_loop: Any
+    fuse_destroy: Any
+    fuse_opt_free_args: Any
+
+
+def _libfuse() -> Any:
+    """libfuse2 (as fusepy loaded it), the calls fuse_main makes."""
+    global _lib
+    if _lib is None:
+        _lib = _LibFuse()
+    return _lib
+
+
+_libc: Any = None
+
+
+def _c() -> Any:
+    global _libc
+    if _libc is None:
+        lib = ctypes.CDLL(None, use_errno=True)
+        lib.umount2.argtypes, lib.umount2.restype = [ctypes.c_char_p, ctypes.c_int], ctypes.c_int
+        _libc = lib
+    return _libc
+
+
+@contextlib.contextmanager
+def _captured_stderr() -> Iterator[list[str]]:
+    """Collect what C code writes to fd 2 meanwhile (libfuse explains failures there)."""
+    out: list[str] = []
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield out
+        return
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield out
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            out.append(tmp.read().decode("utf-8", "replace").strip())
+
+
+def _unescape_mountinfo(s: str) -> str:
+    return s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+
+
+def _mounts_at(path: str) -> list[tuple[int, str, str]]:
+    """``(mount id, major:minor, fstype)`` of every mount at ``path`` (/proc/self/mountinfo)."""
+    out = []
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            fields = line.split(" ")
+            if _unescape_mountinfo(fields[4]) != path:
+                continue
+            fstype = fields[fields.index("-") + 1]
+            out.append((int(fields[0]), fields[2], fstype))
+    return out
+
+
+def _fuse_option_list(options: Mapping[str, Any]) -> list[str]:
+    """``{"ro": True, "attr_timeout": 0, "kernel_cache": False}`` -> ``["ro", "attr_timeout=0"]``."""
+    out = []
+    for k, v in options.items():
+        if v is True:
+            out.append(k)
+        elif v is False or v is None:
+            continue
+        else:  # libfuse's option parser takes \, for a comma in a value
+            out.append(f"{k}=" + str(v).replace("\\", "\\\\").replace(",", "\\,"))
+    return out
+
+
+def default_options(*, immutable: bool, readonly: bool, allow_other: bool = False,
+                    default_permissions: bool | None = None, fsname: str = "unionfs-sim") -> dict[str, Any]:
+    """The FUSE ``-o`` options :func:`mount` uses (see the module docs for why).
+
+    Args:
+        immutable: the view can never change (an image's): cache everything for long.
+        readonly: mount ``ro``.
+        allow_other: let users other than the mounting one in.
+        default_permissions: let the kernel check permissions (None: when someone other
+            than root can use the mount, i.e. with ``allow_other`` or when not root).
+        fsname: what /proc/mounts shows as the source.
+    """
+    if default_permissions is None:
+        default_permissions = allow_other or os.geteuid() != 0
+    opts: dict[str, Any] = {
+        "fsname": fsname, "subtype": "unionfs-sim", "use_ino": True,
+        "atomic_o_trunc": True, "big_writes": True, "default_permissions": default_permissions,
+        "allow_other": allow_other, "ro": readonly or immutable,
+    }
+    if immutable:
+        opts.update(kernel_cache=True, entry_timeout=3600, negative_timeout=3600, attr_timeout=3600)
+    else:
+        opts.update(auto_cache=True, entry_timeout=1, negative_timeout=1, attr_timeout=0)
+    return opts
+
+
+class _Session(_fusepy.FUSE):  # type: ignore[misc]
+    """One libfuse2 session: fusepy's request translation, driven as fuse_main does.
+
+    fusepy's ``FUSE.__init__`` would call ``fuse_main_real``; this builds the same
+    ``fuse_operations`` table and keeps mount, loop and teardown apart.
+    """
+
+    def __init__(self, operations: OverlayOperations, mountpoint: str, options: list[str]) -> None:
+        # Attributes fusepy's translation methods read (see fusepy's FUSE.__init__).
+        self.operations = operations
+        self.raw_fi = True
+        self.encoding = ENCODING
+        self.use_ns = True
+        self._FUSE__critical_exception = None
+        self.mountpoint = mountpoint
+        # Resolved now: once mounted, looking at the mountpoint needs the loop to serve.
+        self.realpath = os.path.realpath(mountpoint)
+        self.options = options
+        ops = _fusepy.fuse_operations()
+        for field in _fusepy.fuse_operations._fields_:
+            name, prototype = field[:2]
+            check = name[1:] if name in ("ftruncate", "fgetattr") else name
+            val = getattr(operations, check, None)
+            if val is None:
+                continue
+            if hasattr(prototype, "argtypes"):
+                val = prototype(partial(self._wrapper, getattr(self, name)))
+            setattr(ops, name, val)
+        self._ops = ops  # keeps the ctypes callbacks alive as long as the session
+        argv = [b"unionfs-sim"] + ([b"-o", os.fsencode(",".join(options))] if options else [])
+        self._argv = (ctypes.c_char_p * len(argv))(*argv)
+        self._args = _FuseArgs(len(argv), self._argv, 0)
+        self._ch: int | None = None
+        self._fuse: int | None = None
+        self._thread: threading.Thread | None = None
+        self.loop_result: int | None = None
+        self.mount_id: int | None = None
+        self.device: str | None = None
+
+    def mount(self, *, threads: bool = True) -> None:
+        """Mount (in this thread) and start serving (in a daemon thread)."""
+        lib = _libfuse()
+        mnt = os.fsencode(self.realpath)
+        with _captured_stderr() as said:
+            ch = lib.fuse_mount(mnt, ctypes.byref(self._args))
+            f = lib.fuse_new(ch, ctypes.byref(self._args), ctypes.byref(self._ops), ctypes.sizeof(self._ops), None) \
+                if ch else None
+            if ch and not f:
+                lib.fuse_unmount(mnt, ch)
+        if not ch or not f:
+            lib.fuse_opt_free_args(ctypes.byref(self._args))
+            why = said[0] if said and said[0] else "libfuse gave no reason"
+            raise MountError(f"cannot mount FUSE at {self.mountpoint} with -o {','.join(self.options)}: {why}")
+        if said and said[0]:
+            os.write(2, (said[0] + "\n").encode())
+        self._ch, self._fuse = ch, f
+        for mid, dev, fstype in reversed(_mounts_at(self.realpath)):
+            if fstype.startswith("fuse"):
+                self.mount_id, self.device = mid, dev
+                break
+        loop = lib.fuse_loop_mt if threads else lib.fuse_loop
+        self._thread = threading.Thread(target=self._serve, args=(loop, f), name=f"fuse:{self.mountpoint}", daemon=True)
+        self._thread.start()
+
+    def _serve(self, loop: Any, f: int) -> None:
+        self.loop_result = loop(f)
+
+    @property
+    def serving(self) -> bool:
+        """True while the request loop runs."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def mounted(self) -> bool:
+        """True while the kernel mount of this session exists."""
+        if self.mount_id is None:
+            return self.serving
+        return any(mid == self.mount_id for mid, _d, _t in _mounts_at(self.realpath))
+
+    def join(self, timeout: float | None) -> bool:
+        """Wait for the loop to end; True if it did."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return not self.serving
+
+    def abort(self) -> bool:
+        """Abort the connection (fusectl): every request fails, the loop ends."""
+        if self.device is None or not _fusectl_ready():
+            return False
+        major, minor = (int(x) for x in self.device.split(":"))
+        # The control directory is named after the connection's device number.
+        name = str(minor if major == 0 else (major << 20) | minor)
+        try:
+            with open(os.path.join(_FUSECTL, name, "abort"), "w") as f:
+                f.write("1")
+        except OSError:
+            return False
+        return True
+
+    def free(self) -> None:
+        """Free the session once the loop has ended (closes /dev/fuse)."""
+        if self._fuse is None or self.serving:
+            return
+        lib = _libfuse()
+        f, ch, self._fuse, self._ch = self._fuse, self._ch, None, None
+        if self.mounted():
+            lib.fuse_unmount(os.fsencode(self.realpath), ch)
+        lib.fuse_destroy(f)  # runs the destroy operation; closes the channel with the session
+        lib.fuse_opt_free_args(ctypes.byref(self._args))
+
+
+def _fusectl_ready() -> bool:
+    """True if the FUSE control filesystem is at /sys/fs/fuse/connections (mounted as root if not).
+
+    It is how a FUSE connection that a lazy unmount left in use is aborted; systemd mounts
+    it at boot, containers often lack it.
+    """
+    if _mounts_at(_FUSECTL):
+        return True
+    if os.geteuid() != 0 or not os.path.isdir(_FUSECTL):
+        return False
+    subprocess.run(["mount", "-t", "fusectl", "fusectl", _FUSECTL], capture_output=True, timeout=30, check=False)
+    return bool(_mounts_at(_FUSECTL))
+
+
+def _kernel_umount(path: str, *, lazy: bool) -> int:
+    """Unmount ``path``: 0, or the errno (EBUSY when something still uses it)."""
+    if os.geteuid() == 0:
+        if _c().umount2(os.fsencode(path), _MNT_DETACH if lazy else 0) == 0:
+            return 0
+        return ctypes.get_errno()
+    for tool in ("fusermount", "fusermount3"):
+        try:
+            r = subprocess.run([tool, "-u", "-q", *(["-z"] if lazy else []), path], capture_output=True, timeout=30,
+                               check=False)
+        except FileNotFoundError:
+            continue
+        return 0 if r.returncode == 0 else errno.EBUSY
+    return errno.ENOENT
+
+
+# --- the mount --------------------------------------------------------------------------
+
+_live: weakref.WeakSet[Mount] = weakref.WeakSet()
+
+
+class Mount:
+    """A mounted view, served from a background thread.
+
+    Attributes:
+        mountpoint: where it is mounted.
+        fs: the facade it serves.
+        operations: the :class:`OverlayOperations` (its ``calls`` count requests).
+        options: the ``-o`` options it was mounted with.
+        readonly: mounted ``ro``.
+    """
+
+    def __init__(self, fs: FileSystem, mountpoint: str | os.PathLike[str], options: Mapping[str, Any], *,
+                 readonly: bool, threads: bool = True) -> None:
+        self.mountpoint = os.fspath(mountpoint)
+        self.fs = fs
+        self.readonly = readonly
+        self.operations = OverlayOperations(fs, readonly=readonly, no_open=fs.readonly)
+        self.options = _fuse_option_list(options)
+        self._threads = threads
+        self._session: _Session | None = None
+        self._pid = os.getpid()  # a forked child must not unmount its parent's mount
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Mount and wait until the kernel's INIT request is answered.
+
+        Raises:
+            FuseUnavailable: no /dev/fuse.
+            MountError: libfuse refused (its message is included), or the mount did not
+                come up within ``timeout`` seconds.
+        """
+        if not os.path.exists("/dev/fuse"):
+            raise FuseUnavailable("/dev/fuse does not exist (no FUSE in this kernel or container; modprobe fuse)")
+        if not os.path.isdir(self.mountpoint):
+            raise NotADirectoryError(errno.ENOTDIR, "mountpoint is not a directory", self.mountpoint)
+        s = _Session(self.operations, self.mountpoint, self.options)
+        s.mount(threads=self._threads)
+        self._session = s
+        _live.add(self)
+        deadline = time.monotonic() + timeout
+        while not self.operations.initialized.wait(0.02):
+            if not s.serving or time.monotonic() > deadline:
+                self.unmount(timeout=2.0)
+                raise MountError(f"the FUSE mount at {self.mountpoint} did not come up"
+                                      f" (loop {'ended' if not s.serving else 'still waiting for INIT'})")
+
+    @property
+    def alive(self) -> bool:
+        """True while the mount is served (False once unmounted, also from outside)."""
+        return self._session is not None and self._session.serving
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the mount ends (e.g. ``umount`` from outside); True if it did."""
+        if self._session is None:
+            return True
+        return self._session.join(timeout)
+
+    def unmount(self, timeout: float = 10.0) -> None:
+        """Unmount, stop serving and free the session; always leaves the mountpoint free.
+
+        A mount still in use (an open file, a working directory inside) is retried for a
+        second, then detached lazily; if its users still hold it a second later, the FUSE
+        connection is aborted (``/sys/fs/fuse/connections/N/abort``; the control
+        filesystem is mounted there if needed), which fails their further requests with
+        ENOTCONN. ``timeout`` bounds the wait for the request loop to end.
+
+        Raises:
+            RuntimeError: the request loop could not be stopped.
+        """
+        s = self._session
+        if s is None or os.getpid() != self._pid:
+            return
+        if s.serving and s.mounted():
+            err = errno.EBUSY
+            for attempt in range(20):
+                err = _kernel_umount(self.mountpoint, lazy=False)
+                if err != errno.EBUSY or not s.mounted():
+                    break
+                time.sleep(0.05)
+            if err == errno.EBUSY and s.mounted():
+                _kernel_umount(self.mountpoint, lazy=True)
+        # Unmounted: the loop ends at once. Lazily detached: it serves the remaining users
+        # until they let go, for a second at most, then their connection is aborted.
+        if not s.join(min(1.0, timeout)) and s.abort():
+            s.join(timeout)
+        s.join(timeout)
+        if s.serving:
+            raise RuntimeError(f"the FUSE loop of {self.mountpoint} does not stop (still in use?)")
+        s.free()
+        self._session = None
+        _live.discard(self)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.unmount()
+
+    def __repr__(self) -> str:
+        return f"<unionfs_sim Mount {self.mountpoint!r} {'alive' if self.alive else 'ended'}>"
+
+
+@atexit.register
+def _unmount_all() -> None:
+    for m in list(_live):
+        with contextlib.suppress(Exception):
+            m.unmount(timeout=2.0)
+
+
+@contextlib.contextmanager
+def mount(source: MountSource, mountpoint: str | os.PathLike[str], *, readonly: bool | None = None,
+          allow_other: bool = False, default_permissions: bool | None = None, threads: bool = True,
+          timeout: float = 10.0, **fuse_options: Any) -> Iterator[Mount]:
+    """Mount a view at ``mountpoint`` for the duration of the ``with`` block.
+
+    See :func:`unionfs_sim.mounting.mount` (the public entry point) for the arguments.
+    """
+    fs, ro, immutable = fs_of(source, readonly)
+    opts = default_options(immutable=immutable, readonly=ro, allow_other=allow_other,
+                           default_permissions=default_permissions)
+    opts.update(fuse_options)
+    m = Mount(fs, mountpoint, opts, readonly=ro, threads=threads)
+    m.start(timeout)
+    try:
+        yield m
+    finally:
+        m.unmount()
+
+
+__all__ = ["ENCODING", "FuseUnavailable", "Mount", "MountError", "OverlayOperations", "default_options", "mount"]

@@ -1,0 +1,121 @@
+"""``unionfs_sim.mount``: the FUSE mount's entry point, importable without fusepy.
+
+Importing the package must not import fusepy (it loads libfuse2 at import time, and
+fails where there is none), so :func:`mount` here imports :mod:`unionfs_sim.fuse` only
+when called, and turns a missing fusepy or libfuse2 into :class:`FuseUnavailable`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Union
+
+if TYPE_CHECKING:
+    from .container import Container
+    from .fs import FileSystem
+    from .fuse import Mount
+    from .image import Image
+
+MountSource = Union["Container", "Image", "FileSystem"]
+"""What can be mounted: a container (read-write), an image (read-only) or a facade."""
+
+
+class MountError(RuntimeError):
+    """A FUSE mount failed: libfuse refused (its message is included) or it never came up."""
+
+
+class FuseUnavailable(MountError):
+    """FUSE is not available here at all: no fusepy, no libfuse2 or no /dev/fuse.
+
+    The message says which (tests may ``pytest.skip(str(e))`` on it).
+    """
+
+
+def fs_of(source: MountSource, readonly: bool | None) -> tuple[FileSystem, bool, bool]:
+    """``(facade, mount read-only, view immutable)`` for a mount source.
+
+    Raises:
+        ValueError: ``readonly=False`` for an image (its view cannot change).
+        TypeError: not a Container, Image or FileSystem.
+    """
+    from .container import Container
+    from .fs import FileSystem
+    from .image import Image
+
+    if isinstance(source, Container):
+        return source.fs, bool(readonly), False
+    if isinstance(source, Image):
+        if readonly is False:
+            raise ValueError("an image's view is read-only: mount image.container() to write")
+        return source.fs, True, True
+    if isinstance(source, FileSystem):
+        if source.readonly and readonly is False:
+            raise ValueError("this view is read-only")
+        return source, bool(readonly) or source.readonly, source.readonly
+    raise TypeError(f"cannot mount {source!r}: expected a Container, an Image or a FileSystem")
+
+
+def load_fuse() -> Any:
+    """Import :mod:`unionfs_sim.fuse` (and fusepy), or raise :class:`FuseUnavailable`."""
+    try:
+        from . import fuse
+    except ImportError as e:
+        raise FuseUnavailable(f"fusepy is not installed ({e}); pip install fusepy") from e
+    except OSError as e:  # fusepy raises EnvironmentError when it finds no libfuse
+        raise FuseUnavailable(f"libfuse2 is missing ({e}); e.g. apt-get install libfuse2") from e
+    return fuse
+
+
+@contextlib.contextmanager
+def mount(source: MountSource, mountpoint: str | os.PathLike[str], *, readonly: bool | None = None,
+          allow_other: bool = False, default_permissions: bool | None = None, threads: bool = True,
+          timeout: float = 10.0, **fuse_options: Any) -> Iterator[Mount]:
+    """Mount ``source``'s merged view at ``mountpoint`` (FUSE) for a ``with`` block.
+
+    The mount is served from a background thread of this process, so the block (and
+    other threads and processes) can use it with plain ``os`` calls. A container is
+    mounted read-write: every change lands in ``container.upper`` before the system call
+    returns. An image is mounted read-only (writes fail with EROFS). Leaving the block
+    always unmounts (lazily if something still uses the mount) and stops serving.
+
+    Changes made to the container from Python while it is mounted (``c.fs.write_bytes``)
+    are visible through the mount too, but a name added or removed that way may take up
+    to ``entry_timeout`` (1 s) to appear or vanish; changes through the mount are always
+    seen at once.
+
+        with ufs.mount(c, mnt):
+            with open(f"{mnt}/etc/hostname", "w") as f:
+                f.write("web1\\n")
+        assert c.fs.read_bytes("/etc/hostname") == b"web1\\n"
+
+    Args:
+        source: a Container, an Image, or a FileSystem facade.
+        mountpoint: an existing, empty directory.
+        readonly: mount read-only (default: only for an image).
+        allow_other: let other users in (non-root needs ``user_allow_other`` in /etc/fuse.conf).
+        default_permissions: the kernel checks permission bits and owners against the
+            caller (default: whenever someone other than root can use the mount).
+        threads: serve with libfuse's multi-threaded loop (default) or a single thread.
+        timeout: seconds to wait for the mount to come up.
+        fuse_options: more ``-o`` options, overriding the defaults of
+            :func:`unionfs_sim.fuse.default_options` (``True`` for a flag, ``False`` to drop
+            one, else ``key=value``), e.g. ``attr_timeout=1``.
+
+    Yields:
+        The :class:`~unionfs_sim.fuse.Mount` (``.mountpoint``, ``.alive``, ``.unmount()``).
+
+    Raises:
+        FuseUnavailable: fusepy, libfuse2 or /dev/fuse is missing.
+        MountError: libfuse refused (its message is included, e.g. a non-empty
+            mountpoint without ``nonempty=True``), or the mount did not come up.
+    """
+    fuse = load_fuse()
+    with fuse.mount(source, mountpoint, readonly=readonly, allow_other=allow_other,
+                    default_permissions=default_permissions, threads=threads, timeout=timeout,
+                    **fuse_options) as m:
+        yield m
+
+
+__all__ = ["FuseUnavailable", "MountError", "MountSource", "fs_of", "load_fuse", "mount"]
