@@ -76,3 +76,6 @@ def demo() -> None:
     echo(f"  {new!r}: {len(new.layers)} layers, top layer {new.layers[-1].digest[:19]}...")
     echo(f"  new image /etc/hostname = {new.fs.read_bytes('/etc/hostname')!r}; "
          f"old image still {image.fs.read_bytes('/etc/hostname')!r}")
+
+
+from . import cli_mount  # noqa: E402,F401  (registers "mount")
