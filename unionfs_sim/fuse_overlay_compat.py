@@ -1,0 +1,556 @@
+"""``unionfs-sim-fuse``: a drop-in for fuse-overlayfs, with the model as the filesystem.
+
+Same calling convention as fuse-overlayfs::
+
+    unionfs-sim-fuse [-f] [-d] [-o OPTIONS] [SOURCE] MOUNTPOINT
+    unionfs-sim-fuse -o lowerdir=L1:L2,upperdir=U,workdir=W /merged
+
+The lower directories are read as layers in the overlayfs on-disk format (the leftmost
+is the top, as for the kernel), the upperdir's content becomes the container's upper
+layer, and the mount serves the model's merged view. When the mount ends (``umount``,
+``fusermount -u``, SIGTERM or SIGINT) the upper layer is written back into the upperdir
+in the overlayfs format, the same way the kernel would have left it, so the same
+directories can be mounted by the kernel (``mount -t overlay``) or by fuse-overlayfs
+afterwards. Without ``upperdir`` the mount is read-only.
+
+**The upperdir is written when the mount ends, not while it runs.** ``umount`` returns
+before the write-back is done: wait for the daemon to exit, e.g. ``flock
+WORKDIR/unionfs-sim-fuse.lock true`` (the daemon holds that lock, with its pid in the
+file, until the upperdir is complete). Until then the upperdir holds its previous state.
+If the daemon is killed with SIGKILL, the changes made through this mount are lost.
+
+Options (``-o``, comma-separated, ``\\,`` for a comma in a value):
+
+- ``lowerdir=A:B`` (required; ``\\:`` for a colon in a path), ``upperdir=``, ``workdir=``
+  (required with ``upperdir``; it must be on the upperdir's filesystem: the new upper is
+  staged there and swapped in with ``renameat2(RENAME_EXCHANGE)``);
+- ``redirect_dir=on|off|follow|nofollow``, ``index=on|off``, ``metacopy=on|off``: the
+  :class:`~unionfs_sim.options.OverlayOptions` (``follow``/``nofollow`` count as off: they
+  only allow reading redirects, which the model always does);
+- ``allow_other``, ``allow_root``, ``default_permissions``, ``ro`` and the generic
+  mount flags (``dev``, ``suid``, ``exec``, ``noatime`` and their opposites): passed to
+  FUSE;
+- ``fsname=``: what /proc/mounts shows (default: SOURCE);
+- anything else (``rw``, ``squash_to_root``, ``uidmapping``, ``timeout`` ...) is
+  ignored, as fuse-overlayfs ignores what it does not know.
+
+``-f`` stays in the foreground; otherwise the program returns once the mount serves,
+leaving a daemon behind (as fuse-overlayfs does, and as ``mount.fuse`` expects).
+``-d`` logs every request to stderr (implies ``-f``).
+
+To use it through ``mount -t fuse.unionfs-sim-fuse`` (or fstab type
+``fuse.unionfs-sim-fuse``): mount(8) runs ``mount.fuse``, which runs
+``unionfs-sim-fuse SOURCE MOUNTPOINT -o OPTIONS`` through ``/bin/sh`` with mount's
+sanitized PATH, so the script must be found in ``/usr/local/bin``, ``/usr/bin`` ... :
+``ln -s "$(command -v unionfs-sim-fuse)" /usr/local/bin/unionfs-sim-fuse``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import errno
+import fcntl
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from .container import Container
+from .content import Data
+from .formats import overlaydir
+from .image import Image
+from .layer import Layer
+from .nodes import WHITEOUT, Device, Dir, Entry, File, Node, Symlink, Whiteout
+from .options import OverlayOptions
+from .overlay import Inode
+from .paths import parents, split
+
+LOCK_NAME = "unionfs-sim-fuse.lock"
+"""The file in the workdir that the daemon holds locked (and writes its pid to)."""
+PROG = "unionfs-sim-fuse"
+_FUSE_PASS = ("allow_other", "allow_root", "default_permissions", "ro", "dev", "nodev", "suid", "nosuid", "exec",
+              "noexec", "atime", "noatime", "sync", "async", "dirsync")
+"""Options handed to FUSE as they are (mount.fuse adds ``dev,suid`` for root)."""
+_RENAME_EXCHANGE = 2
+
+log = logging.getLogger("unionfs_sim.fuse_overlay_compat")
+
+
+class UsageError(Exception):
+    """Bad arguments or options (the message says which)."""
+
+
+# --- options ------------------------------------------------------------------------
+
+
+def split_escaped(s: str, sep: str) -> list[str]:
+    r"""Split ``s`` at ``sep`` except where it is escaped as ``\sep``; unescape ``\x`` to ``x``.
+
+    >>> split_escaped(r"a\:b:c", ":")
+    ['a:b', 'c']
+    """
+    out, cur, i = [], [], 0
+    while i < len(s):
+        ch = s[i]
+        if ch == "\\" and i + 1 < len(s):
+            cur.append(s[i + 1])
+            i += 2
+            continue
+        if ch == sep:
+            out.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+        i += 1
+    out.append("".join(cur))
+    return out
+
+
+def parse_options(values: Sequence[str]) -> dict[str, str | bool]:
+    r"""``["lowerdir=a:b,upperdir=u", "ro"]`` -> ``{"lowerdir": "a:b", "upperdir": "u", "ro": True}``.
+
+    Commas separate options unless escaped (``\,``); the value of ``lowerdir`` keeps
+    its ``\:`` escapes for :func:`lower_dirs`.
+    """
+    out: dict[str, str | bool] = {}
+    for value in values:
+        for part in _split_commas(value):
+            if not part:
+                continue
+            k, eq, v = part.partition("=")
+            out[k] = v if eq else True
+    return out
+
+
+def _split_commas(s: str) -> list[str]:
+    out, cur, i = [], [], 0
+    while i < len(s):
+        if s[i] == "\\" and i + 1 < len(s) and s[i + 1] == ",":
+            cur.append(",")
+            i += 2
+            continue
+        if s[i] == ",":
+            out.append("".join(cur))
+            cur = []
+        else:
+            cur.append(s[i])
+        i += 1
+    out.append("".join(cur))
+    return out
+
+
+def lower_dirs(value: str) -> list[str]:
+    """The lowerdir list, top first, as given (``a:b`` -> ``["a", "b"]``)."""
+    dirs = [d for d in split_escaped(value, ":") if d]
+    if not dirs:
+        raise UsageError("lowerdir is empty")
+    return dirs
+
+
+def _on(value: str | bool, name: str) -> bool:
+    if value is True or value in ("on", "yes", "true", "1"):
+        return True
+    if value in ("off", "no", "false", "0", "follow", "nofollow"):
+        return False
+    raise UsageError(f"{name}={value}: expected on or off")
+
+
+def overlay_options(opts: Mapping[str, str | bool]) -> OverlayOptions:
+    """redirect_dir / index / metacopy from ``-o`` options, as the kernel reads them."""
+    kw: dict[str, bool] = {}
+    for name in ("redirect_dir", "index", "metacopy"):
+        if name in opts:
+            kw[name] = _on(opts[name], name)
+    try:
+        return OverlayOptions(**kw)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+# --- the upper layer in and out -------------------------------------------------------------
+
+
+def load_upper(container: Container, upper: Mapping[str, Entry]) -> None:
+    """Give a fresh container ``upper`` (an upperdir read back) as its upper layer.
+
+    Builds the container's upper tree directly, entry by entry, so that everything an
+    upperdir can say survives: whiteouts (also of names no lower layer has), opaque and
+    redirected directories, hard links (one inode), xattrs, times, and the root's
+    metadata (key ``""``). A stand-in until the model has an API for it (see
+    ``Container.from_upper`` proposed in the report of issue 5); it uses the overlay's
+    internals. Not restored: index=on's index directory (the upper's hard links are
+    kept as such; lower names of a group copied up through another name read as the
+    lower file again), and metacopy (a metacopy file becomes a full copy whose data is
+    what :func:`read_upperdir` supplied).
+
+    Raises:
+        ValueError: the container already has upper content, or an entry lies below a
+            non-directory of ``upper``.
+    """
+    ov = container.overlay
+    with container.fs.lock:
+        if ov.root is not None:
+            raise ValueError("the container already has an upper layer")
+        lower = ov.lower
+        root = ov.ensure_root()
+        dirs: dict[str, Inode] = {"": root}
+        made: dict[int, Inode] = {}  # id(entry) -> inode: hard links share one
+        links: dict[int, int] = {}
+        for v in upper.values():
+            if not isinstance(v, (Dir, Whiteout)):
+                links[id(v)] = links.get(id(v), 0) + 1
+        r = upper.get("")
+        if isinstance(r, Dir):
+            _apply_meta(root, r)
+        for k in sorted((k for k in upper if k), key=lambda k: k.split("/")):
+            e = upper[k]
+            parent_key, name = split(k)
+            parent = dirs.get(parent_key)
+            if parent is None:
+                parent = _implicit_dirs(ov, dirs, parent_key)
+            assert parent.entries is not None
+            if isinstance(e, Whiteout):
+                parent.entries[name] = WHITEOUT
+                continue
+            inode = made.get(id(e))
+            if inode is None:
+                inode = _inode_of(ov, e)
+                low = lower.nodes.get(k)
+                if low is not None and low.kind == e.kind and (isinstance(e, Dir) or links.get(id(e), 1) == 1):
+                    inode.ino = lower.ino(k, low)  # as copy-up keeps st_ino
+                if not isinstance(e, Dir):
+                    made[id(e)] = inode
+            elif isinstance(e, Dir):
+                raise ValueError(f"/{k}: a directory cannot have two names")
+            inode.nlink += 1
+            parent.entries[name] = inode
+            if isinstance(e, Dir):
+                dirs[k] = inode
+        ov.generation += 1
+
+
+def _apply_meta(inode: Inode, e: Any) -> None:
+    inode.mode = e.mode
+    inode.uid, inode.gid = e.uid, e.gid
+    inode.atime_ns = inode.mtime_ns = inode.ctime_ns = e.mtime_ns
+    inode.xattrs = dict(e.xattrs)
+
+
+def _inode_of(ov: Any, e: Node) -> Inode:
+    inode: Inode = ov.new_inode(e.kind, e.mode, e.uid, e.gid)
+    _apply_meta(inode, e)
+    if isinstance(e, Dir):
+        inode.opaque = e.opaque
+        inode.redirect = e.redirect
+    elif isinstance(e, File):
+        inode.data = Data(e.data)
+    elif isinstance(e, Symlink):
+        inode.target = e.target
+    elif isinstance(e, Device):
+        inode.rdev = e.rdev
+    return inode
+
+
+def _implicit_dirs(ov: Any, dirs: dict[str, Inode], k: str) -> Inode:
+    """Directories ``upper`` leaves implicit: made with the lower directory's metadata."""
+    for p in [*reversed(parents(k)), k]:
+        if p in dirs:
+            continue
+        low = ov.lower.nodes.get(p)
+        d: Inode = ov.new_inode("d", 0o755, 0, 0)
+        if isinstance(low, Dir):
+            _apply_meta(d, low)
+            d.ino = ov.lower.ino(p, low)
+        parent = dirs[split(p)[0]]
+        assert parent.entries is not None
+        if not isinstance(parent.entries.get(split(p)[1]), Inode):
+            parent.entries[split(p)[1]] = d
+            d.nlink += 1
+        dirs[p] = d
+    return dirs[k]
+
+
+def read_upperdir(path: str, image: Image) -> dict[str, Entry]:
+    """An upperdir as layer entries, root included; a metacopy file gets its lower data."""
+    def metacopy_data(k: str) -> bytes:
+        return image.fs.read_bytes("/" + k)
+
+    return overlaydir.read(path, format="overlay", include_root=True, metacopy=metacopy_data)
+
+
+def upper_entries(container: Container) -> dict[str, Entry]:
+    """What to write into the upperdir: the upper layer in overlayfs form, root included.
+
+    With index=on, lower names of a hard-link group that was copied up through another
+    name are included (the kernel keeps them in its index directory, which is not
+    written), so that the directory alone gives the same merged view.
+    """
+    with container.fs.lock:
+        entries = container.overlay.upper_entries(with_index=True)
+        fs = container.fs
+        st = fs.lstat("/")
+        xattrs = {n: fs.getxattr("/", n) for n in fs.listxattr("/")}
+        entries[""] = Dir(mode=st.st_mode & 0o7777, uid=st.st_uid, gid=st.st_gid, mtime_ns=st.st_mtime_ns,
+                          xattrs=xattrs)
+        return entries
+
+
+_AT_FDCWD = -100
+
+
+def _renameat2(src: str, dst: str, flags: int) -> int:
+    """renameat2(2): 0, or the errno."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fn = libc.renameat2
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    if fn(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), flags) == 0:
+        return 0
+    return ctypes.get_errno() or errno.EINVAL
+
+
+def write_upperdir(entries: Mapping[str, Entry], upperdir: str, workdir: str) -> None:
+    """Replace the content of ``upperdir`` with ``entries`` (overlayfs format), atomically.
+
+    The new tree is written into a staging directory in ``workdir`` (same filesystem),
+    then exchanged with ``upperdir`` in one ``renameat2(RENAME_EXCHANGE)``; the old tree
+    is removed afterwards. Where that is impossible (upperdir is a mount point, or the
+    filesystem has no RENAME_EXCHANGE) the old content is removed and the new moved in,
+    name by name.
+    """
+    stage = tempfile.mkdtemp(prefix=".unionfs-sim-upper.", dir=workdir)
+    new = os.path.join(stage, "upper")
+    try:
+        overlaydir.write(entries, new, format="overlay")
+        err = _renameat2(new, upperdir, _RENAME_EXCHANGE)
+        if err:
+            log.debug("RENAME_EXCHANGE %s <-> %s failed (%s); replacing names one by one",
+                      new, upperdir, os.strerror(err))
+            _replace_contents(new, upperdir)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _replace_contents(new: str, upperdir: str) -> None:
+    for name in os.listdir(upperdir):
+        p = os.path.join(upperdir, name)
+        if os.path.isdir(p) and not os.path.islink(p):
+            shutil.rmtree(p)
+        else:
+            os.unlink(p)
+    for name in os.listdir(new):
+        os.rename(os.path.join(new, name), os.path.join(upperdir, name))
+    st = os.lstat(new)
+    os.chown(upperdir, st.st_uid, st.st_gid)
+    os.chmod(upperdir, st.st_mode & 0o7777)
+    for n in os.listxattr(upperdir):
+        os.removexattr(upperdir, n)
+    for n in os.listxattr(new):
+        os.setxattr(upperdir, n, os.getxattr(new, n))
+    os.utime(upperdir, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+# --- the program --------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description="Mount an overlay (lowerdir/upperdir/workdir) served by the"
+                                " unionfs_sim model, as fuse-overlayfs does.")
+    p.add_argument("-o", dest="options", action="append", default=[], metavar="OPTIONS",
+                   help="lowerdir=A:B,upperdir=U,workdir=W,redirect_dir=on,index=on,metacopy=on,allow_other,...")
+    p.add_argument("-f", dest="foreground", action="store_true", help="stay in the foreground")
+    p.add_argument("-d", "--debug", action="store_true", help="log every request to stderr (implies -f)")
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    p.add_argument("paths", nargs="*", metavar="[SOURCE] MOUNTPOINT")
+    return p
+
+
+class Config:
+    """What the command line asks for."""
+
+    def __init__(self, argv: Sequence[str]) -> None:
+        a, rest = _parser().parse_known_args(list(argv))
+        # mount.fuse puts "-o opts" after the positionals; parse_known_args handles both orders.
+        for r in rest:
+            if r.startswith("-o") and len(r) > 2:
+                a.options.append(r[2:])
+            else:
+                raise UsageError(f"unknown argument {r!r}")
+        self.version = bool(a.version)
+        if self.version:
+            return
+        if len(a.paths) not in (1, 2):
+            raise UsageError("expected [SOURCE] MOUNTPOINT")
+        self.source = a.paths[0] if len(a.paths) == 2 else PROG
+        self.mountpoint = os.path.abspath(a.paths[-1])
+        self.debug = bool(a.debug)
+        self.foreground = bool(a.foreground) or self.debug
+        opts = parse_options(a.options)
+        self.opts = opts
+        if "lowerdir" not in opts or opts["lowerdir"] is True:
+            raise UsageError("no lowerdir= given")
+        self.lowers = [os.path.abspath(d) for d in lower_dirs(str(opts["lowerdir"]))]
+        up, work = opts.get("upperdir"), opts.get("workdir")
+        self.upperdir = os.path.abspath(str(up)) if isinstance(up, str) and up else None
+        self.workdir = os.path.abspath(str(work)) if isinstance(work, str) and work else None
+        if self.upperdir is not None and self.workdir is None:
+            raise UsageError("upperdir= needs workdir=")
+        for d in [*self.lowers, *(x for x in (self.upperdir, self.workdir) if x)]:
+            if not os.path.isdir(d):
+                raise UsageError(f"{d}: not a directory")
+        self.options = overlay_options(opts)
+        self.readonly = self.upperdir is None or opts.get("ro") is True
+        self.fuse_options: dict[str, Any] = {k: True for k in _FUSE_PASS if opts.get(k) is True}
+        self.fuse_options["fsname"] = str(opts.get("fsname") or self.source).replace(",", "_")
+        ignored = sorted(set(opts) - {"lowerdir", "upperdir", "workdir", "redirect_dir", "index", "metacopy",
+                                      "fsname", *_FUSE_PASS})
+        self.ignored = ignored
+
+
+class _Ready:
+    """The pipe through which a daemon tells the waiting parent that it serves (or why not)."""
+
+    def __init__(self) -> None:
+        self.r, self.w = os.pipe()
+
+    def parent_wait(self) -> int:
+        os.close(self.w)
+        with os.fdopen(self.r, "rb") as f:
+            msg = f.read().decode("utf-8", "replace")
+        if msg.startswith("ready"):
+            return 0
+        sys.stderr.write(msg or f"{PROG}: the daemon died before the mount was ready\n")
+        return 1
+
+    def child_says(self, msg: str) -> None:
+        if self.w < 0:
+            return
+        with contextlib.suppress(OSError):
+            os.write(self.w, msg.encode())
+        os.close(self.w)
+        self.w = -1
+
+
+@contextlib.contextmanager
+def _workdir_lock(workdir: str | None) -> Iterator[None]:
+    """Hold ``WORKDIR/unionfs-sim-fuse.lock`` (pid inside) while mounted and writing back."""
+    if workdir is None:
+        yield
+        return
+    path = os.path.join(workdir, LOCK_NAME)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(f"{workdir} is in use by another {PROG} (see {path})") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def serve(cfg: Config, ready: _Ready | None = None) -> int:
+    """Build the model, mount, serve until unmounted or signalled, write the upper back."""
+    from .mounting import load_fuse
+
+    fuse = load_fuse()
+    if cfg.debug:
+        logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, format=f"{PROG}: %(message)s")
+    for name in cfg.ignored:
+        log.debug("ignoring option %s", name)
+    with _workdir_lock(cfg.workdir):
+        layers = [Layer.from_directory(d, format="overlay") for d in reversed(cfg.lowers)]
+        image = Image.from_layers(layers)
+        container: Container | None = None
+        if cfg.upperdir is not None:
+            container = image.container(cfg.options)
+            load_upper(container, read_upperdir(cfg.upperdir, image))
+            fs = container.fs
+        else:
+            fs = image.fs
+        immutable = container is None
+        opts = fuse.default_options(immutable=immutable, readonly=cfg.readonly,
+                                    allow_other=bool(cfg.fuse_options.get("allow_other")),
+                                    default_permissions=True if cfg.fuse_options.get("default_permissions") else None)
+        opts.update(cfg.fuse_options)
+        opts["subtype"] = PROG
+        m = fuse.Mount(fs, cfg.mountpoint, opts, readonly=cfg.readonly)
+        if cfg.debug:
+            m.operations.trace = log
+            logging.getLogger("fuse").setLevel(logging.INFO)  # fusepy's tracebacks of every errno
+        stop = threading.Event()
+
+        def on_signal(signum: int, frame: Any) -> None:
+            stop.set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, on_signal)
+        m.start()
+        try:
+            if ready is not None:
+                ready.child_says("ready\n")
+                _detach_stdio()
+            while not stop.is_set() and m.alive:
+                m.wait(0.25)
+        finally:
+            m.unmount()
+        if container is not None and cfg.upperdir is not None and cfg.workdir is not None and not cfg.readonly:
+            write_upperdir(upper_entries(container), cfg.upperdir, cfg.workdir)
+    return 0
+
+
+def _detach_stdio() -> None:
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``unionfs-sim-fuse`` console script."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        cfg = Config(args)
+    except UsageError as e:
+        sys.stderr.write(f"{PROG}: {e}\n")
+        return 2
+    if cfg.version:
+        from ._version import __version__
+
+        print(f"{PROG} (unionfs_sim) {__version__}")
+        return 0
+    if cfg.foreground:
+        try:
+            return serve(cfg)
+        except (UsageError, OSError, RuntimeError, ValueError) as e:
+            sys.stderr.write(f"{PROG}: {e}\n")
+            return 1
+    ready = _Ready()
+    pid = os.fork()
+    if pid:
+        return ready.parent_wait()
+    # The daemon: its own session, out of the caller's way.
+    code = 1
+    try:
+        os.close(ready.r)
+        os.setsid()
+        os.chdir("/")
+        code = serve(cfg, ready)
+    except BaseException as e:  # noqa: BLE001 - reported to the parent, then exit
+        ready.child_says(f"{PROG}: {e}\n")
+    finally:
+        ready.child_says(f"{PROG}: exited before the mount was ready\n")
+        os._exit(code)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
