@@ -15,6 +15,7 @@ import unionfs_sim as ufs
 from unionfs_sim.content import CHUNK, Data
 from unionfs_sim.image import chain_ids
 from unionfs_sim.lower import Lower
+from unionfs_sim.testing import strategies as ust
 
 
 def L(spec: dict) -> ufs.Layer:  # noqa: N802 - a short constructor for tables
@@ -334,3 +335,44 @@ def test_data_behaves_as_a_bytearray(base: bytes, ops: list[tuple[str, int, byte
         assert d.size == len(ref)
     assert d.freeze() == bytes(ref)
     assert d.read(CHUNK - 3, 10) == bytes(ref[CHUNK - 3:CHUNK + 7])
+
+
+# --- a container from an existing upper layer ------------------------------------------
+
+_OPS = st.lists(st.tuples(
+    st.sampled_from(["write", "unlink", "mkdir", "rmdir", "rename", "symlink", "link", "chmod", "setxattr"]),
+    st.sampled_from(["/a", "/b", "/a/b", "/b/a", "/c", "/a/c"]),
+    st.sampled_from(["/a", "/b", "/a/b", "/b/a", "/c", "/a/c"])), max_size=15)
+
+
+@settings(max_examples=150, deadline=None)
+@given(image=ust.images(max_layers=3), ops=_OPS,
+       redirect=st.booleans())
+def test_container_from_its_upper_shows_the_same_view(image: ufs.Image, ops: list, redirect: bool) -> None:
+    from unionfs_sim.testing.compare import snapshot
+
+    opts = ufs.OverlayOptions(redirect_dir=redirect)
+    c = image.container(opts)
+    calls = {
+        "write": lambda p, q: c.fs.write_bytes(p, q.encode()), "unlink": lambda p, q: c.fs.unlink(p),
+        "mkdir": lambda p, q: c.fs.mkdir(p), "rmdir": lambda p, q: c.fs.rmdir(p),
+        "rename": lambda p, q: c.fs.rename(p, q), "symlink": lambda p, q: c.fs.symlink(q, p),
+        "link": lambda p, q: c.fs.link(p, q), "chmod": lambda p, q: c.fs.chmod(p, 0o700),
+        "setxattr": lambda p, q: c.fs.setxattr(p, "user.x", q.encode()),
+    }
+    for op, p, q in ops:
+        try:
+            calls[op](p, q)
+        except OSError:
+            pass
+    again = ufs.Container.from_upper(image, c.upper, opts)
+    assert snapshot(again.fs) == snapshot(c.fs)
+    assert layer_items(again.upper) == layer_items(c.upper)
+    again.fs.write_bytes("/new-after-load", b"1")  # it goes on writing
+    assert again.fs.read_bytes("/new-after-load") == b"1"
+
+
+def layer_items(layer: ufs.Layer) -> dict:
+    from unionfs_sim.testing.compare import layer_shape
+
+    return layer_shape(layer)

@@ -51,6 +51,16 @@ class Container:
         self._ov: Overlay | None = None
         self._fs: FileSystem | None = None
 
+    @classmethod
+    def from_upper(cls, image: Image, upper: Layer | Mapping[str, Entry],
+                   options: OverlayOptions | None = None) -> Container:
+        """A container of ``image`` whose upper layer is ``upper`` (e.g. an upperdir read
+        back with ``Layer.from_directory``), ready to go on writing."""
+        c = cls(image, options)
+        with c.fs.lock:
+            c.overlay.load_upper(upper)
+        return c
+
     @property
     def overlay(self) -> Overlay:
         """The merged-view state (made on first use, sharing the image's index)."""

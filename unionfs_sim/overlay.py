@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import stat as _stat
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Union
 
 from . import errors
@@ -587,6 +587,69 @@ class Overlay:
                 out.append((k, ix))
         return out
 
+    def load_upper(self, entries: Mapping[str, Entry]) -> None:
+        """Make ``entries`` (an upper layer, e.g. an upperdir read back) this view's upper.
+
+        The tree is built directly, so everything an upperdir says survives: whiteouts
+        (also of names no lower layer has), opaque and redirected directories, hard links
+        (one inode per group), xattrs, times, and the root's metadata (key ``""``).
+        Parents the entries leave implicit become plain (merged) directories with the
+        lower directory's metadata. Not restored: index=on's index directory.
+
+        Raises:
+            ValueError: the view already has upper content, or an entry lies below a
+                non-directory of ``entries``.
+        """
+        if self.root is not None:
+            raise ValueError("the container already has an upper layer")
+        root = self.ensure_root()
+        r = entries.get("")
+        if isinstance(r, Dir):
+            _set_meta(root, r)
+        dirs: dict[str, Inode] = {"": root}
+        made: dict[int, Inode] = {}
+        for k in sorted((k for k in entries if k), key=lambda k: k.split("/")):
+            e = entries[k]
+            parent_key, name = split(k)
+            parent = dirs.get(parent_key)
+            if parent is None:
+                parent = self._implicit_upper_dirs(dirs, entries, parent_key)
+            assert parent.entries is not None
+            if isinstance(e, Whiteout):
+                parent.entries[name] = WHITEOUT
+                continue
+            inode = made.get(id(e))
+            if inode is None:
+                inode = thaw(e, self._new_ino())
+                low = self.lower.nodes.get(k)
+                if low is not None and low.kind == e.kind:
+                    inode.ino = self.lower.ino(k, low)  # as copy-up keeps st_ino
+                if not isinstance(e, Dir):
+                    made[id(e)] = inode
+            parent.entries[name] = inode
+            inode.nlink += 1
+            if isinstance(e, Dir):
+                dirs[k] = inode
+        self.generation += 1
+
+    def _implicit_upper_dirs(self, dirs: dict[str, Inode], entries: Mapping[str, Entry], key: str) -> Inode:
+        """The upper directory at ``key``, made (with its parents) where entries skip it."""
+        parent_key, name = split(key)
+        parent = dirs.get(parent_key) or self._implicit_upper_dirs(dirs, entries, parent_key)
+        assert parent.entries is not None
+        have = parent.entries.get(name)
+        if isinstance(have, Inode):
+            if have.kind != "d":
+                raise ValueError(f"/{key}: entries lie below a non-directory")
+            return have
+        low = self.lower.nodes.get(key)
+        d = thaw(low if isinstance(low, Dir) else Dir(), self._new_ino())
+        d.opaque, d.redirect = False, None
+        parent.entries[name] = d
+        d.nlink += 1
+        dirs[key] = d
+        return d
+
     def upper_layer(self) -> Layer:
         """The upper as an immutable Layer snapshot (overlayfs form: redirects kept)."""
         return Layer(self.upper_entries())
@@ -607,6 +670,30 @@ class Overlay:
                 if isinstance(e, Inode) and e.kind == "d":
                     subdirs.append((k, e))
             stack.extend(reversed(subdirs))
+
+
+def _set_meta(inode: Inode, e: Node) -> None:
+    inode.mode, inode.uid, inode.gid = e.mode, e.uid, e.gid
+    inode.atime_ns = inode.mtime_ns = inode.ctime_ns = e.mtime_ns
+    inode.xattrs = dict(e.xattrs)
+
+
+def thaw(e: Node, ino: int) -> Inode:
+    """A new, unlinked upper object with the attributes of layer entry ``e`` (freeze's inverse)."""
+    n = Inode(e.kind, e.mode, e.uid, e.gid, ino, e.mtime_ns)
+    _set_meta(n, e)
+    n.nlink = 0
+    if isinstance(e, Dir):
+        n.entries = {}
+        n.opaque = e.opaque
+        n.redirect = e.redirect
+    elif isinstance(e, File):
+        n.data = Data(e.data)
+    elif isinstance(e, Symlink):
+        n.target = e.target
+    elif isinstance(e, Device):
+        n.rdev = e.rdev
+    return n
 
 
 def freeze(e: Inode) -> Node:
