@@ -242,6 +242,35 @@ def test_rename_directory_with_redirect_dir(image: ufs.Image, mnt: str) -> None:
     assert c.upper["etc2"].redirect == "etc" and c.upper["etc"] is ufs.WHITEOUT
 
 
+def test_paths_longer_than_path_max_from_the_mount_root(image: ufs.Image, mnt: str) -> None:
+    """PATH_MAX limits what a process passes, not the path from the mount's root."""
+    c = image.container()
+    part = "d" * 250
+    with mount(c, mnt):
+        cwd = os.getcwd()
+        os.chdir(mnt)
+        try:
+            rel = "/".join([part] * 16)  # 16 * 251 - 1 = 4015 bytes, passed relative
+            os.makedirs(rel)
+            name = "f" * (4095 - len(rel) - 1)
+            path = f"{rel}/{name}"  # 4095 bytes: the longest a process can pass
+            with open(path, "wb") as f:
+                f.write(b"x")
+            assert os.stat(path).st_size == 1
+            with pytest.raises(OSError) as e:
+                os.stat(path + "g")  # 4096 bytes: the kernel refuses it itself
+            assert e.value.errno == errno.ENAMETOOLONG
+            os.chdir(rel)
+            os.rename(name, "short")
+            assert os.path.exists("short")
+        finally:
+            os.chdir(cwd)
+    assert c.upper["/".join([part] * 16 + ["short"])].data == b"x"
+    with pytest.raises(OSError) as e2:
+        c.fs.stat("/" + path)  # the facade keeps PATH_MAX for its own callers
+    assert e2.value.errno == errno.ENAMETOOLONG
+
+
 def test_symlinks_and_special_files(image: ufs.Image, mnt: str) -> None:
     c = image.container()
     with mount(c, mnt):

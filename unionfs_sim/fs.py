@@ -9,6 +9,7 @@ a lock, so one view can serve many threads (the FUSE mount does).
 
 from __future__ import annotations
 
+import copy
 import io
 import os
 import re
@@ -59,6 +60,8 @@ class FileSystem:
     Attributes:
         umask: applied to the mode of new files and directories (default 0o022).
         uid, gid: the credentials new files and directories are owned by (default root).
+        path_max: paths of this many bytes or more fail with ENAMETOOLONG (PATH_MAX,
+            as a system call checks them); None for no limit (see :meth:`unbounded`).
     """
 
     def __init__(self, overlay: Overlay) -> None:
@@ -67,6 +70,18 @@ class FileSystem:
         self.umask = 0o022
         self.uid = 0
         self.gid = 0
+        self.path_max: int | None = PATH_MAX
+
+    def unbounded(self) -> "FileSystem":
+        """A second facade on the same view and lock, without the PATH_MAX check.
+
+        For a server that receives whole paths from its root, such as FUSE: the kernel
+        applies PATH_MAX to what a process passes relative to its working directory, so
+        the path from the mount's root may be longer.
+        """
+        other = copy.copy(self)
+        other.path_max = None
+        return other
 
     @property
     def overlay(self) -> Overlay:
@@ -91,7 +106,8 @@ class FileSystem:
             raise errors.NotFound(p)
         if "\x00" in p:
             raise ValueError("embedded null byte")
-        if len(p) >= PATH_MAX // 4 and len(os.fsencode(p)) >= PATH_MAX:
+        limit = self.path_max
+        if limit is not None and len(p) >= limit // 4 and len(os.fsencode(p)) >= limit:
             raise errors.NameTooLong(p)
         ov = self._ov
         root = ov.root_loc()

@@ -195,7 +195,8 @@ class OverlayOperations(_fusepy.Operations):  # type: ignore[misc]
     ``fs.lock`` yourself: the request would wait for the lock you hold.)
 
     Attributes:
-        fs: the facade served.
+        fs: the facade served (a sibling of the one given, sharing its view and lock,
+            without the PATH_MAX check: see :meth:`FileSystem.unbounded`).
         readonly: refuse every change with EROFS (also when ``fs`` itself could write).
         no_open: for a view that never changes: answer the first open with ENOSYS,
             after which the kernel opens and closes files without asking (and keeps
@@ -222,7 +223,8 @@ class OverlayOperations(_fusepy.Operations):  # type: ignore[misc]
     releasedir = None
 
     def __init__(self, fs: FileSystem, *, readonly: bool = False, no_open: bool = False) -> None:
-        self.fs = fs
+        # Same view and lock as ``fs``; paths from the mount's root may exceed PATH_MAX.
+        self.fs = fs.unbounded()
         self.readonly = readonly or fs.readonly
         self.no_open = no_open and self.readonly
         self._handles: dict[int, Handle] = {}
@@ -846,7 +848,7 @@ class Mount:
     def __init__(self, fs: FileSystem, mountpoint: str | os.PathLike[str], options: Mapping[str, Any], *,
                  readonly: bool, threads: bool = True) -> None:
         self.mountpoint = os.fspath(mountpoint)
-        self.fs = fs
+        self.fs = fs.unbounded()
         self.readonly = readonly
         self.operations = OverlayOperations(fs, readonly=readonly, no_open=fs.readonly)
         self.options = _fuse_option_list(options)
