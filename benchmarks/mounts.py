@@ -1,0 +1,291 @@
+"""FUSE benchmark: a container mounted with ``unionfs_sim.mount`` against fuse-overlayfs
+and the kernel's overlayfs, on the same 5-layer tree, in the same run.
+
+    sudo python benchmarks/mounts.py            # full sizes: 21,000 entries, 256 MiB file
+    sudo python benchmarks/mounts.py --quick    # 5,000 entries, 64 MiB
+
+Every backend gets a fresh mount (and a fresh, empty upper) for every repeat; the
+backends take turns, repeat by repeat. The workloads run in a separate client process
+(plain ``os`` calls on the mountpoint), so the model's FUSE server, which runs in this
+process, never competes with the client for the GIL. The best repeat counts.
+
+Needs root (mount, drop_caches), libfuse2 + fusepy and the ``fuse-overlayfs`` binary; a
+backend that cannot run shows ``n/a`` with the reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+STEPS = [
+    ("walk_cold", "walk + lstat, fresh mount", "entries/s"),
+    ("walk_warm", "walk + lstat, again (warm)", "entries/s"),
+    ("read_cold", "sequential read after drop_caches", "MiB/s"),
+    ("read_cached", "sequential read, again (cached)", "MiB/s"),
+    ("copyup", "copy-up: append 1 byte to lower files", "files/s"),
+    ("churn", "create+write 4 KiB+close, unlink", "files/s"),
+]
+
+# --- the client: runs in its own process, on a mountpoint -------------------------------
+
+
+def client(spec: dict[str, Any]) -> dict[str, list[float]]:
+    """Run the workloads on ``spec["root"]``; return {step: [seconds, amount]}."""
+    root = spec["root"]
+    out: dict[str, list[float]] = {}
+
+    def timed(step: str, fn: Callable[[], float]) -> None:
+        t0 = time.perf_counter()
+        amount = fn()
+        out[step] = [time.perf_counter() - t0, amount]
+
+    def walk() -> float:
+        n = 0
+        for d, dirs, files in os.walk(root):
+            for name in dirs + files:
+                os.lstat(os.path.join(d, name))
+                n += 1
+        return n
+
+    def read() -> float:
+        n = 0
+        with open(os.path.join(root, spec["big"]), "rb", buffering=0) as f:
+            while chunk := f.read(1 << 20):
+                n += len(chunk)
+        return n / (1 << 20)
+
+    def copyup() -> float:
+        for k in spec["copyup"]:
+            with open(os.path.join(root, k), "ab") as f:
+                f.write(b"x")
+        return len(spec["copyup"])
+
+    def churn() -> float:
+        block = b"c" * 4096
+        paths = [os.path.join(root, spec["churn_dir"], f"churn-{j:05d}.tmp") for j in range(spec["churn"])]
+        for p in paths:
+            with open(p, "wb") as f:
+                f.write(block)
+        for p in paths:
+            os.unlink(p)
+        return len(paths)
+
+    def drop_caches() -> None:
+        os.sync()
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+
+    timed("walk_cold", walk)
+    timed("walk_warm", walk)
+    if spec["drop_caches"]:
+        drop_caches()
+        timed("read_cold", read)
+    timed("read_cached", read)
+    if spec["write"]:
+        timed("copyup", copyup)
+        timed("churn", churn)
+    return out
+
+
+def run_client(spec: dict[str, Any]) -> dict[str, list[float]]:
+    r = subprocess.run([sys.executable, os.path.abspath(__file__), "--client", json.dumps(spec)],
+                       capture_output=True, text=True, timeout=3600)
+    if r.returncode:
+        raise RuntimeError(f"client failed: {r.stderr.strip()[-2000:]}")
+    return json.loads(r.stdout)  # type: ignore[no-any-return]
+
+
+# --- the backends -----------------------------------------------------------------------
+
+
+class Backend:
+    """One way to mount the tree; ``mounted()`` yields a fresh mountpoint per repeat."""
+
+    name = ""
+    write = True
+
+    def unavailable(self) -> str | None:
+        return None
+
+    def mounted(self, work: str) -> contextlib.AbstractContextManager[str]:
+        raise NotImplementedError
+
+
+class Ufs(Backend):
+    name = "unionfs_sim"
+
+    def __init__(self, image: Any, readonly: bool = False, **options: Any) -> None:
+        self.image, self.readonly, self.options = image, readonly, options
+        if readonly:
+            self.name, self.write = "unionfs_sim (image, ro)", False
+        self.requests: list[int] = []
+
+    def unavailable(self) -> str | None:
+        try:
+            from unionfs_sim.mounting import load_fuse
+            load_fuse()
+        except Exception as e:  # noqa: BLE001 - the reason is printed
+            return f"{type(e).__name__}: {e}"
+        return None
+
+    @contextlib.contextmanager
+    def mounted(self, work: str) -> Iterator[str]:
+        import unionfs_sim as ufs
+
+        mnt = os.path.join(work, "mnt")
+        os.mkdir(mnt)
+        src = self.image if self.readonly else self.image.container()
+        with ufs.mount(src, mnt, **self.options) as m:
+            yield mnt
+            self.requests.append(sum(m.operations.calls.values()))
+
+
+class OnDisk(Backend):
+    """fuse-overlayfs or the kernel on the layers written out in the overlay format."""
+
+    def __init__(self, name: str, lowers: list[str]) -> None:
+        self.name, self.lowers = name, lowers
+
+    def unavailable(self) -> str | None:
+        if os.geteuid() != 0:
+            return "needs root"
+        if self.name == "fuse-overlayfs" and not shutil.which("fuse-overlayfs"):
+            return "fuse-overlayfs is not installed (apt-get install fuse-overlayfs)"
+        return None
+
+    @contextlib.contextmanager
+    def mounted(self, work: str) -> Iterator[str]:
+        up, wk, mnt = (os.path.join(work, n) for n in ("upper", "work", "mnt"))
+        for p in (up, wk, mnt):
+            os.mkdir(p)
+        opts = f"lowerdir={':'.join(reversed(self.lowers))},upperdir={up},workdir={wk}"
+        if self.name == "fuse-overlayfs":
+            cmd = ["fuse-overlayfs", "-o", opts, mnt]
+        else:
+            cmd = ["mount", "-t", "overlay", "overlay", "-o", opts, mnt]
+        subprocess.run(cmd, check=True, capture_output=True)
+        try:
+            yield mnt
+        finally:
+            subprocess.run(["umount", mnt], check=True)
+
+
+# --- the run ----------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--client", help=argparse.SUPPRESS)
+    p.add_argument("--quick", action="store_true", help="5,000 entries, 64 MiB file, 2 repeats")
+    p.add_argument("--entries", type=int)
+    p.add_argument("--big-mib", type=int)
+    p.add_argument("--copyup", type=int)
+    p.add_argument("--churn", type=int)
+    p.add_argument("--repeats", type=int)
+    p.add_argument("--json", help="also write the raw numbers there")
+    p.add_argument("--dir", help="where to write the layers (default: a temp dir in /var/tmp, on disk)")
+    a = p.parse_args(argv)
+    if a.client:
+        print(json.dumps(client(json.loads(a.client))))
+        return 0
+
+    import tree
+    import unionfs_sim as ufs
+
+    q = a.quick
+    entries = a.entries or (5_000 if q else 21_000)
+    big_mib = a.big_mib or (64 if q else 256)
+    n_copyup = a.copyup or (1_000 if not q else 500)
+    n_churn = a.churn or (5_000 if not q else 2_000)
+    repeats = a.repeats or (2 if q else 3)
+
+    print(f"[fuse] building the tree ({entries:,} entries, {big_mib} MiB file) ...", file=sys.stderr)
+    t0 = time.perf_counter()
+    host = tree.host_image(entries=entries, big_mib=big_mib, copyup=n_copyup)
+    image = tree.to_ufs_image(host.layers, ufs)
+    work = tempfile.mkdtemp(prefix="ufs-fuse-bench-", dir=a.dir or "/var/tmp")
+    try:
+        lowers = []
+        for i, layer in enumerate(image.layers):
+            d = os.path.join(work, f"layer{i}")
+            layer.to_directory(d, format="overlay")
+            lowers.append(d)
+        print(f"[fuse] built and written in {time.perf_counter() - t0:.1f}s: {host.stats}", file=sys.stderr)
+        backends: list[Backend] = [
+            Ufs(image), OnDisk("fuse-overlayfs", lowers), OnDisk("kernel overlayfs", lowers),
+            Ufs(image, readonly=True),
+        ]
+        why = {b.name: b.unavailable() for b in backends}
+        spec = {"big": host.big_file, "copyup": host.copyup[:n_copyup], "churn_dir": host.churn_dir,
+                "churn": n_churn, "drop_caches": os.geteuid() == 0}
+        best: dict[str, dict[str, float]] = {b.name: {} for b in backends}
+        amounts: dict[str, float] = {}
+        for r in range(repeats):
+            for b in backends:
+                if why[b.name]:
+                    continue
+                print(f"[fuse] repeat {r + 1}/{repeats}: {b.name} ...", file=sys.stderr)
+                run = tempfile.mkdtemp(dir=work)
+                try:
+                    with b.mounted(run) as mnt:
+                        res = run_client({**spec, "root": mnt, "write": b.write})
+                except Exception as e:  # noqa: BLE001 - a failing backend is reported, the rest go on
+                    why[b.name] = f"{type(e).__name__}: {e}"
+                    continue
+                finally:
+                    shutil.rmtree(run, ignore_errors=True)
+                for step, (secs, amount) in res.items():
+                    amounts.setdefault(step, amount)
+                    best[b.name][step] = min(secs, best[b.name].get(step, float("inf")))
+        report(backends, best, amounts, why, entries, big_mib, repeats)
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump({"best_seconds": best, "amounts": amounts, "unavailable": why}, f, indent=1)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def report(backends: list[Backend], best: dict[str, dict[str, float]], amounts: dict[str, float],
+           why: dict[str, str | None], entries: int, big_mib: int, repeats: int) -> None:
+    names = [b.name for b in backends]
+    print(f"\nFUSE benchmark: {entries:,}-entry 5-layer tree, {big_mib} MiB file, best of {repeats}"
+          f" (rates; higher is better)\n")
+    w = 26
+    head = f"{'step':40}{'unit':>10}" + "".join(f"{n:>{w}}" for n in names)
+    head += f"{'ufs / fuse-overlayfs':>{w}}{'ufs / kernel':>{w - 8}}"
+    print(head)
+    print("-" * len(head))
+    for step, label, unit in STEPS:
+        if step not in amounts:
+            continue
+        rates = {n: amounts[step] / best[n][step] if step in best[n] else None for n in names}
+        row = f"{label:40}{unit:>10}"
+        row += "".join(f"{rates[n]:>{w},.0f}" if rates[n] else f"{'-':>{w}}" for n in names)
+        ours, fo, k = rates["unionfs_sim"], rates.get("fuse-overlayfs"), rates.get("kernel overlayfs")
+        row += f"{(ours / fo if ours and fo else 0):>{w}.2f}x" if ours and fo else f"{'-':>{w}}"
+        row += f"{(ours / k if ours and k else 0):>{w - 8}.2f}x" if ours and k else f"{'-':>{w - 8}}"
+        print(row)
+    for b in backends:
+        if isinstance(b, Ufs) and b.requests:
+            print(f"\n{b.name}: {min(b.requests):,} FUSE requests per repeat (fewest)")
+    for n, reason in why.items():
+        if reason:
+            print(f"{n}: n/a ({reason})")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
