@@ -8,7 +8,6 @@ mount is unmounted, even when a test fails.
 from __future__ import annotations
 
 import contextlib
-import ctypes.util
 import errno
 import json
 import os
@@ -25,21 +24,13 @@ from typing import Any
 import pytest
 
 import unionfs_sim as ufs
-from unionfs_sim.mounting import MountError, mount
+from unionfs_sim.mounting import MountError, fuse_unavailable, mount
 from unionfs_sim.testing.compare import layer_shape
 
 pytestmark = pytest.mark.fuse
 
 
-def _fuse_reason() -> str | None:
-    if not os.path.exists("/dev/fuse"):
-        return "/dev/fuse does not exist"
-    if ctypes.util.find_library("fuse") is None:
-        return "libfuse2 (libfuse.so.2) is not installed"
-    return None
-
-
-REASON = _fuse_reason()
+REASON = fuse_unavailable()
 if REASON is not None:
     print(f"test_fuse: skipping, {REASON}", file=sys.stderr)
     pytest.skip(f"FUSE unavailable: {REASON}", allow_module_level=True)
@@ -514,9 +505,8 @@ def test_read_only_image_mount(image: ufs.Image, mnt: str) -> None:
         for fn in attempts:
             assert errno_of(fn) == errno.EROFS
         assert errno_of(lambda: os.mkdir(f"{mnt}/etc")) == errno.EEXIST  # as the kernel orders them
-    with pytest.raises(ValueError):
-        with mount(image, mnt, readonly=False):
-            pass
+    with pytest.raises(ValueError), mount(image, mnt, readonly=False):
+        pass
 
 
 def test_read_only_container_mount(image: ufs.Image, mnt: str) -> None:
@@ -577,9 +567,8 @@ def test_mount_errors_are_clear(image: ufs.Image, mnt: str) -> None:
     with open(os.path.join(mnt, "occupied"), "w"):
         pass
     try:
-        with pytest.raises(MountError, match="not empty"):
-            with mount(image.container(), mnt):
-                pass
+        with pytest.raises(MountError, match="not empty"), mount(image.container(), mnt):
+            pass
         with pytest.raises(MountError, match="unknown option"):
             with mount(image.container(), mnt, nonempty=True, no_such_option=True):
                 pass

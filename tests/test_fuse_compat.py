@@ -10,7 +10,6 @@ merged view. Needs /dev/fuse and libfuse2 (skips, saying why, without them) and 
 from __future__ import annotations
 
 import contextlib
-import ctypes.util
 import errno
 import fcntl
 import os
@@ -27,20 +26,13 @@ import pytest
 
 import unionfs_sim as ufs
 from unionfs_sim.fuse_overlay_compat import LOCK_NAME, Config, UsageError, lower_dirs, parse_options
+from unionfs_sim.mounting import fuse_unavailable
 from unionfs_sim.testing.compare import OsView, snapshot
 
 pytestmark = pytest.mark.fuse
 
 
-def _fuse_reason() -> str | None:
-    if not os.path.exists("/dev/fuse"):
-        return "/dev/fuse does not exist"
-    if ctypes.util.find_library("fuse") is None:
-        return "libfuse2 (libfuse.so.2) is not installed"
-    return None
-
-
-REASON = _fuse_reason()
+REASON = fuse_unavailable()
 needs_fuse = pytest.mark.skipif(REASON is not None, reason=f"FUSE unavailable: {REASON}")
 if REASON is not None:
     print(f"test_fuse_compat: skipping the mounting tests, {REASON}", file=sys.stderr)

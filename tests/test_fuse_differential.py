@@ -19,14 +19,10 @@ in a container.
 from __future__ import annotations
 
 import contextlib
-import ctypes.util
 import os
-import socket
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
-from multiprocessing.connection import Connection
 from typing import Any
 
 import pytest
@@ -37,8 +33,9 @@ from hypothesis.stateful import rule
 pytest.register_assert_rewrite("unionfs_sim.testing.conformance")
 
 import unionfs_sim as ufs
+from unionfs_sim.mounting import fuse_unavailable
 from unionfs_sim.testing.conformance import OverlayConformance
-from unionfs_sim.testing.kernel import KernelFS, _Worker
+from unionfs_sim.testing.kernel import KernelFS, chrooted
 from unionfs_sim.testing.machines import DifferentialMachine, op_paths
 
 pytestmark = pytest.mark.fuse
@@ -46,70 +43,12 @@ pytestmark = pytest.mark.fuse
 EXAMPLES = int(os.environ.get("UFS_FUSE_EXAMPLES", "50"))
 
 
-def _fuse_reason() -> str | None:
-    if not os.path.exists("/dev/fuse"):
-        return "/dev/fuse does not exist"
-    if ctypes.util.find_library("fuse") is None:
-        return "libfuse2 (libfuse.so.2) is not installed"
-    return None
-
-
-REASON = _fuse_reason()
+REASON = fuse_unavailable()
 if REASON is not None:
     print(f"test_fuse_differential: skipping, {REASON}", file=sys.stderr)
     pytest.skip(f"FUSE unavailable: {REASON}", allow_module_level=True)
 
 from unionfs_sim.mounting import mount
-
-
-def _worker_main(conn: Connection, mnt: str) -> None:
-    try:
-        os.chroot(mnt)
-        os.chdir("/")
-    except OSError as e:
-        conn.send(("chrootfail", e.errno))
-        return
-    conn.send(("ready", 0))
-    _Worker().serve(conn)
-
-
-@contextlib.contextmanager
-def chrooted(mnt: str) -> Iterator[KernelFS]:
-    """An os-style facade whose calls run in a process chrooted into ``mnt``."""
-    parent_sock, child_sock = socket.socketpair()
-    pid = os.fork()
-    if pid == 0:  # the worker
-        code = 0
-        try:
-            parent_sock.close()
-            keep = child_sock.fileno()
-            os.closerange(3, keep)  # not the parent's /dev/fuse descriptor, nor anything else
-            os.closerange(keep + 1, 65536)
-            _worker_main(Connection(child_sock.detach()), mnt)
-        except BaseException:  # noqa: BLE001 - never return into the parent's code
-            code = 1
-        finally:
-            os._exit(code)
-    child_sock.close()
-    conn = Connection(parent_sock.detach())
-    fs: KernelFS | None = None
-    try:
-        status, err = conn.recv()
-        assert status == "ready", f"worker: {status} {os.strerror(err)}"
-        fs = KernelFS(conn)
-        yield fs
-    finally:
-        if fs is not None:
-            fs._close()
-        else:
-            conn.close()
-        deadline = time.monotonic() + 10
-        while not os.waitpid(pid, os.WNOHANG)[0]:
-            if time.monotonic() > deadline:
-                os.kill(pid, 9)
-                os.waitpid(pid, 0)
-                break
-            time.sleep(0.005)
 
 
 @contextlib.contextmanager

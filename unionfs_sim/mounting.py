@@ -57,6 +57,23 @@ def fs_of(source: MountSource, readonly: bool | None) -> tuple[FileSystem, bool,
     raise TypeError(f"cannot mount {source!r}: expected a Container, an Image or a FileSystem")
 
 
+def fuse_unavailable() -> str | None:
+    """Why a FUSE mount cannot work on this machine (no /dev/fuse, libfuse2 or fusepy), or None.
+
+    Cheap, and imports nothing: for a test's skip reason, or to choose another view.
+    """
+    import ctypes.util
+    import importlib.util
+
+    if not os.path.exists("/dev/fuse"):
+        return "/dev/fuse does not exist"
+    if ctypes.util.find_library("fuse") is None:
+        return "libfuse2 (libfuse.so.2) is not installed; e.g. apt-get install libfuse2"
+    if importlib.util.find_spec("fuse") is None:
+        return "fusepy is not installed; pip install 'unionfs-sim[fuse]'"
+    return None
+
+
 def load_fuse() -> Any:
     """Import :mod:`unionfs_sim.fuse` (and fusepy), or raise :class:`FuseUnavailable`."""
     try:
@@ -118,4 +135,4 @@ def mount(source: MountSource, mountpoint: str | os.PathLike[str], *, readonly: 
         yield m
 
 
-__all__ = ["FuseUnavailable", "MountError", "MountSource", "fs_of", "load_fuse", "mount"]
+__all__ = ["FuseUnavailable", "MountError", "MountSource", "fs_of", "fuse_unavailable", "load_fuse", "mount"]

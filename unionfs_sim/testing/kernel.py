@@ -37,11 +37,11 @@ from types import TracebackType
 from typing import IO, Any, Self, cast
 
 from ..formats import overlaydir
-from .compare import OsView, snapshot
 from ..layer import Layer
 from ..nodes import Dir, Entry
 from ..options import OverlayOptions
 from ..paths import is_within, parents
+from .compare import OsView, snapshot
 
 PathArg = str | os.PathLike[str]
 
@@ -260,20 +260,92 @@ class _Worker:
                 conn.send(("err", RuntimeError(f"kernel worker: cannot return result of {op}: {e!r}")))
 
 
-def _worker_main(conn: Connection, base: str, mnt: str, options: str) -> None:
-    """Mount the overlay (relative layer paths, from ``base``), chroot into it, serve."""
-    os.chdir(base)
-    if _c().mount(b"overlay", os.fsencode(mnt), b"overlay", 0, os.fsencode(options)) != 0:
-        conn.send(("mountfail", ctypes.get_errno()))
-        return
+def _chroot_and_serve(conn: Connection, root: str) -> None:
+    """In a worker: chroot into ``root``, say so, and serve requests until EOF."""
     try:
-        os.chroot(mnt)
+        os.chroot(root)
         os.chdir("/")
     except OSError as e:
         conn.send(("chrootfail", e.errno))
         return
     conn.send(("ready", 0))
     _Worker().serve(conn)
+
+
+def _mount_and_serve(conn: Connection, base: str, mnt: str, options: str) -> None:
+    """Mount the overlay (relative layer paths, from ``base``), chroot into it, serve."""
+    os.chdir(base)
+    if _c().mount(b"overlay", os.fsencode(mnt), b"overlay", 0, os.fsencode(options)) != 0:
+        conn.send(("mountfail", ctypes.get_errno()))
+        return
+    _chroot_and_serve(conn, mnt)
+
+
+def _fork_worker(main: Callable[[Connection], None]) -> tuple[int, Connection, str, int]:
+    """Fork a worker running ``main(conn)``; ``(pid, conn, status, errno)`` once it reports.
+
+    The worker keeps no descriptor of the parent's but its end of the socket (not a
+    FUSE server's /dev/fuse, which would keep a mount alive), and never returns into
+    the parent's code.
+    """
+    parent_sock, child_sock = socket.socketpair()
+    pid = os.fork()
+    if pid == 0:  # the worker
+        code = 0
+        try:
+            parent_sock.close()
+            keep = child_sock.fileno()
+            os.closerange(3, keep)
+            os.closerange(keep + 1, 65536)
+            main(Connection(child_sock.detach()))
+        except BaseException:  # noqa: BLE001 - never return into the parent's code
+            code = 1
+        finally:
+            os._exit(code)
+    child_sock.close()
+    conn = Connection(parent_sock.detach())
+    try:
+        status, err = conn.recv()
+    except EOFError:
+        status, err = "died", errno.EIO
+    return pid, conn, status, err
+
+
+def _reap(pid: int, timeout: float = 5.0) -> None:
+    """Wait for a worker to exit (SIGKILL after ``timeout`` seconds)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            return
+        time.sleep(0.005)
+
+
+@contextlib.contextmanager
+def chrooted(root: PathArg) -> Iterator[KernelFS]:
+    """The os-style facade on any directory tree, for the conformance suite and machines.
+
+    Calls run in a worker process chrooted into ``root``, so absolute symlinks and
+    ``..`` resolve inside it as they do in a container: point it at a FUSE mount, an
+    unpacked rootfs or your own filesystem and compare it with the model. Needs root
+    (chroot).
+    """
+    path = os.fspath(root)
+    pid, conn, status, err = _fork_worker(lambda c: _chroot_and_serve(c, path))
+    if status != "ready":
+        conn.close()
+        _reap(pid)
+        raise OSError(err, f"chroot into {path} failed: {os.strerror(err)}")
+    fs = KernelFS(conn)
+    try:
+        yield fs
+    finally:
+        fs._close()
+        _reap(pid, 10.0)
 
 
 # --- the facade ----------------------------------------------------------------------
@@ -944,27 +1016,8 @@ class KernelOverlay:
     def _start_worker(self, base: str, options: str) -> None:
         if len(options) > 4000:
             raise OSError(errno.E2BIG, f"overlay mount options too long ({len(options)} bytes > one page)")
-        parent_sock, child_sock = socket.socketpair()
-        pid = os.fork()
-        if pid == 0:  # the worker
-            code = 0
-            try:
-                parent_sock.close()
-                keep = child_sock.fileno()
-                os.closerange(3, keep)
-                os.closerange(keep + 1, 65536)
-                _worker_main(Connection(child_sock.detach()), base, self.mountpoint, options)
-            except BaseException:  # noqa: BLE001 - never return into the parent's code
-                code = 1
-            finally:
-                os._exit(code)
-        child_sock.close()
+        pid, conn, status, err = _fork_worker(lambda c: _mount_and_serve(c, base, self.mountpoint, options))
         self._pid = pid
-        conn = Connection(parent_sock.detach())
-        try:
-            status, err = conn.recv()
-        except EOFError:
-            status, err = "died", errno.EIO
         if status != "ready":
             conn.close()
             self._reap()
@@ -982,19 +1035,9 @@ class KernelOverlay:
 
     def _reap(self) -> None:
         """Wait for the worker (SIGKILL after 5 s)."""
-        if self._pid is None:
-            return
-        pid, self._pid = self._pid, None
-        deadline = time.monotonic() + 5
-        while True:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-            if done:
-                return
-            if time.monotonic() > deadline:
-                os.kill(pid, 9)
-                os.waitpid(pid, 0)
-                return
-            time.sleep(0.005)
+        if self._pid is not None:
+            pid, self._pid = self._pid, None
+            _reap(pid)
 
     # --- teardown ------------------------------------------------------------------------
 
@@ -1063,4 +1106,4 @@ class KernelOverlay:
             raise errors[0]
 
 
-__all__ = ["KernelDirEntry", "KernelFS", "KernelFile", "KernelOverlay", "KernelUnavailable", "mounted_at"]
+__all__ = ["KernelDirEntry", "KernelFS", "KernelFile", "KernelOverlay", "KernelUnavailable", "chrooted", "mounted_at"]
