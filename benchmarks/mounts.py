@@ -131,6 +131,8 @@ class Ufs(Backend):
         self.image, self.readonly, self.options = image, readonly, options
         if readonly:
             self.name, self.write = "unionfs_sim (image, ro)", False
+        elif options:
+            self.name = "unionfs_sim " + ",".join(f"{k}={v}" for k, v in options.items())
         self.requests: list[int] = []
 
     def unavailable(self) -> str | None:
@@ -226,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[fuse] built and written in {time.perf_counter() - t0:.1f}s: {host.stats}", file=sys.stderr)
         backends: list[Backend] = [
             Ufs(image), OnDisk("fuse-overlayfs", lowers), OnDisk("kernel overlayfs", lowers),
-            Ufs(image, readonly=True),
+            Ufs(image, readonly=True), Ufs(image, attr_timeout=1),
         ]
         why = {b.name: b.unavailable() for b in backends}
         spec = {"big": host.big_file, "copyup": host.copyup[:n_copyup], "churn_dir": host.churn_dir,

@@ -271,7 +271,8 @@ def host_image(entries: int = 21_000, big_mib: int = 64, copyup: int = 1_000) ->
     base[CHURN_DIR] = ("dir", 0o1777)
     base["opt"] = ("dir", 0o755)
     base["opt/bench"] = ("dir", 0o755)
-    base[BIG_FILE] = random.Random(0).randbytes(big_mib << 20)
+    rng0 = random.Random(0)  # randbytes takes at most 255 MiB at once: 64 MiB pieces
+    base[BIG_FILE] = b"".join(rng0.randbytes(min(64, big_mib - i) << 20) for i in range(0, big_mib, 64))
     layers = [base]
 
     scale = max(entries / 21_000, 0.05)
