@@ -266,7 +266,7 @@ def report(backends: list[Backend], best: dict[str, dict[str, float]], amounts: 
     names = [b.name for b in backends]
     print(f"\nFUSE benchmark: {entries:,}-entry 5-layer tree, {big_mib} MiB file, best of {repeats}"
           f" (rates; higher is better)\n")
-    w = 26
+    w = max(len(n) for n in names) + 2
     head = f"{'step':40}{'unit':>10}" + "".join(f"{n:>{w}}" for n in names)
     head += f"{'ufs / fuse-overlayfs':>{w}}{'ufs / kernel':>{w - 8}}"
     print(head)
