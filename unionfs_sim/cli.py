@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from . import Dir, File, Image, ImageConfig, Layer, OverlayOptions, Symlink, WHITEOUT
+from . import WHITEOUT, Dir, File, Image, ImageConfig, Layer, OverlayOptions, Symlink
 from .fs import FileSystem
 
 
@@ -78,4 +78,4 @@ def demo() -> None:
          f"old image still {image.fs.read_bytes('/etc/hostname')!r}")
 
 
-from . import cli_mount  # noqa: E402,F401  (registers "mount")
+from . import cli_mount  # noqa: F401  (registers "mount")

@@ -22,7 +22,7 @@ from . import errors
 from .content import MAX_SIZE
 from .nodes import Device, Dir, File, Node, Symlink
 from .overlay import Inode, Loc, Overlay, now_ns
-from .paths import NAME_MAX, PATH_MAX, absolute, to_str
+from .paths import NAME_MAX, PATH_MAX, to_str
 
 PathArg = str | bytes | os.PathLike[str] | os.PathLike[bytes]
 F = TypeVar("F", bound=Callable[..., Any])
