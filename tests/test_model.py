@@ -376,3 +376,24 @@ def layer_items(layer: ufs.Layer) -> dict:
     from unionfs_sim.testing.compare import layer_shape
 
     return layer_shape(layer)
+
+
+def test_config_fields_the_model_does_not_know_survive_a_commit() -> None:
+    """Healthcheck, Shell, os.version ... from a loaded image are kept in the committed image."""
+    doc = {
+        "architecture": "amd64", "os": "windows", "os.version": "10.0.17763.1",
+        "config": {"Cmd": ["sh"], "Healthcheck": {"Test": ["CMD", "true"], "Interval": 30000000000},
+                   "Shell": ["/bin/bash", "-c"], "ArgsEscaped": True},
+        "rootfs": {"type": "layers", "diff_ids": []},
+    }
+    config = ufs.ImageConfig.from_json(doc)
+    assert dict(config.extra) == {"ArgsEscaped": "true", "Healthcheck": '{"Interval": 30000000000, "Test": ["CMD", "true"]}',
+                                  "Shell": '["/bin/bash", "-c"]'}
+    image = ufs.Image.from_layers([L({"a": b"1"})], config)
+    c = image.container()
+    c.fs.write_bytes("/b", b"2")
+    out = c.commit().config_json()
+    assert out["config"]["Healthcheck"] == doc["config"]["Healthcheck"]
+    assert out["config"]["Shell"] == ["/bin/bash", "-c"] and out["config"]["Cmd"] == ["sh"]
+    assert out["os.version"] == "10.0.17763.1"
+    assert ufs.ImageConfig.from_json(out) == config

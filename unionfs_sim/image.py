@@ -104,6 +104,17 @@ def _tuple(v: Iterable[str] | None) -> tuple[str, ...]:
     return tuple(v) if v else ()
 
 
+def _extra(v: Mapping[str, Any] | Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    if isinstance(v, Mapping):
+        return tuple(sorted((str(k), json.dumps(x, sort_keys=True)) for k, x in v.items()))
+    return tuple(sorted((str(k), str(x)) for k, x in v))
+
+
+_KNOWN_CONFIG = frozenset({"User", "ExposedPorts", "Env", "Entrypoint", "Cmd", "Volumes", "WorkingDir",
+                           "Labels", "StopSignal"})
+_PLATFORM_EXTRA = ("os.version", "os.features")
+
+
 def _labels(v: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((v or {}).items()))
 
@@ -126,10 +137,15 @@ class ImageConfig:
     variant: str | None = None
     created: str | None = None
     author: str | None = None
+    extra: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_extra)
+    """Fields of ``config`` the model does not interpret (Healthcheck, Shell, OnBuild,
+    ArgsEscaped, ...), as ``(name, JSON text)``: kept through a commit, as Docker keeps them."""
+    platform_extra: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_extra)
+    """Platform fields of the top level (``os.version``, ``os.features``), as ``(name, JSON text)``."""
 
     def to_json(self) -> dict[str, Any]:
         """The ``config`` object of the OCI config JSON (empty fields omitted, as Go does)."""
-        c: dict[str, Any] = {}
+        c: dict[str, Any] = {k: json.loads(v) for k, v in self.extra}
         if self.user:
             c["User"] = self.user
         if self.exposed_ports:
@@ -152,9 +168,11 @@ class ImageConfig:
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> ImageConfig:
-        """Read the OCI config JSON (top level) back; unknown fields are ignored."""
+        """Read the OCI config JSON (top level) back; see ``extra`` for unknown fields."""
         c = doc.get("config") or {}
         return cls(
+            extra={k: v for k, v in c.items() if k not in _KNOWN_CONFIG and v is not None},
+            platform_extra={k: doc[k] for k in _PLATFORM_EXTRA if doc.get(k) is not None},
             cmd=c.get("Cmd"), entrypoint=c.get("Entrypoint"), env=c.get("Env") or (),
             working_dir=c.get("WorkingDir") or "", user=c.get("User") or "",
             labels=c.get("Labels") or {}, exposed_ports=sorted(c.get("ExposedPorts") or {}),
@@ -389,6 +407,7 @@ class Image:
         if self.config.variant:
             doc["variant"] = self.config.variant
         doc["os"] = self.config.os
+        doc.update((k, json.loads(v)) for k, v in self.config.platform_extra)
         doc["config"] = self.config.to_json()
         doc["rootfs"] = {"type": "layers", "diff_ids": self.diff_ids}
         doc["history"] = [h.to_json() for h in self.history]
