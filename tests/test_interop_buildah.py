@@ -50,9 +50,12 @@ from typing import Any
 
 import pytest
 
+from unionfs_sim.errors import FormatError
 from unionfs_sim.formats import docker_archive, oci
 from unionfs_sim.image import Image, ImageConfig
 from unionfs_sim.testing.compare import diff_dicts, snapshot
+
+from .test_oci import index_layout
 
 DOCKER_NAME = "example.com/app:3"
 
@@ -635,3 +638,38 @@ def test_podman_loads_our_docker_archive(built: Built, tmp_path: Path) -> None:
     assert info["OCIv1"]["rootfs"]["diff_ids"] == ours.diff_ids == [x.digest for x in img.layers]
     assert_same_tree(ours, t.mounted_container("example.com/ours:1"), "podman load of our archive")
 
+
+# --- an index without the images of every platform ---------------------------------------------
+
+
+def test_sparse_index_loads_the_platform_it_holds(tmp_path: Path) -> None:
+    """Regression: loading one platform of an index read every child manifest first, so a
+    layout that holds the index but not all its images (skopeo --multi-arch index-only,
+    containerd's and Docker's single-platform exports) could not be read at all."""
+    layout, amd, arm = index_layout(tmp_path)
+    (layout / "blobs/sha256" / arm.digest.removeprefix("sha256:")).unlink()
+    assert oci.load(layout, tag="multi", platform="linux/amd64") == amd
+    with pytest.raises(FormatError, match=f"lists {arm.digest} for linux/arm64/v8, but the layout does not hold"):
+        oci.load(layout, tag="multi", platform="linux/arm64")
+    with pytest.raises(KeyError, match="platforms: linux/amd64, linux/arm64/v8"):
+        oci.load(layout, tag="multi", platform="linux/s390x")
+
+
+def test_sparse_index_made_by_the_tools(built: Built, tmp_path: Path) -> None:
+    """skopeo copies buildah's index alone, then the amd64 image into the same layout: the
+    layout skopeo reads the amd64 image of (and not the arm64 one); so do we."""
+    need("skopeo")
+    t, sparse = built.tools, tmp_path / "sparse"
+    t.skopeo("copy", "--quiet", "--multi-arch", "index-only", f"oci:{built.index}:list", f"oci:{sparse}:list")
+    t.skopeo("copy", "--quiet", "--multi-arch", "system", "--override-arch", "amd64", "--preserve-digests",
+             f"oci:{built.index}:list", f"oci:{sparse}:amd64")
+    amd = oci.load(sparse, tag="list", platform="linux/amd64")
+    assert amd.digest == oci.load(built.index, tag="list", platform="linux/amd64").digest
+    assert amd == oci.load(sparse, tag="amd64")
+    with pytest.raises(FormatError, match="linux/arm64/v8, but the layout does not hold that manifest"):
+        oci.load(sparse, tag="list", platform="linux/arm64")
+    # buildah manifest push without --all writes the index alone (naming the storage's
+    # uncompressed manifests): a clear error, whatever the platform.
+    t.buildah("manifest", "push", "--quiet", "list", f"oci:{tmp_path / 'alone'}:list")
+    with pytest.raises(FormatError, match="linux/amd64, but the layout does not hold that manifest"):
+        oci.load(tmp_path / "alone", tag="list", platform="linux/amd64")

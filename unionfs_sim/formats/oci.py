@@ -543,8 +543,10 @@ def load(path: str | os.PathLike[str], tag: str | None = None, platform: str | N
     whose digest is ``tag``); without it the layout must hold exactly one image. When that
     descriptor is an image index (or Docker manifest list; nested ones too), ``platform``
     (``"os/arch[/variant]"``, e.g. ``"linux/arm64/v8"``) picks the manifest; it may be
-    omitted when the index has only one image. Every blob's size and digest are checked
-    while it is read, and each layer's content against the config's ``diff_ids``.
+    omitted when the index has only one image. Only the manifest picked has to be in the
+    layout (an index copied without the images of its other platforms loads). Every
+    blob's size and digest are checked while it is read, and each layer's content against
+    the config's ``diff_ids``.
 
     The image returned has ``id`` = sha256 of the config blob and ``digest`` = the digest
     of the manifest blob, exactly as the layout records them.
@@ -748,9 +750,14 @@ def _platform_matches(p: Mapping[str, Any], want: tuple[str, str, str | None]) -
     return str(have).lower() == variant
 
 
-def _leaves(root: Path, index_doc: dict[str, Any], where: str, depth: int = 0) -> Iterator[tuple[dict[str, Any], dict[str, Any], bytes, dict[str, Any]]]:
+def _leaves(root: Path, index_doc: dict[str, Any], where: str, depth: int = 0) -> Iterator[tuple[dict[str, Any], dict[str, Any], bytes | None, dict[str, Any] | None]]:
     """The image manifests of an index, nested indexes included, in order:
-    ``(platform, descriptor, manifest bytes, manifest JSON)``."""
+    ``(platform, descriptor, manifest bytes, manifest JSON)``.
+
+    A manifest whose descriptor states its platform is not read here (bytes and JSON are
+    None): a layout may hold an index without the images of every platform (``skopeo copy
+    --multi-arch index-only``, containerd's and Docker's exports of a single platform), and
+    only the image asked for has to be there."""
     if depth > 8:
         raise FormatError(f"{where}: image indexes nested more than 8 deep")
     _check_index(index_doc, where)
@@ -762,12 +769,16 @@ def _leaves(root: Path, index_doc: dict[str, Any], where: str, depth: int = 0) -
         mt = d.get("mediaType")
         if mt is not None and mt not in INDEX_MEDIA_TYPES and mt not in MANIFEST_MEDIA_TYPES:
             continue  # artifacts and other content: not images, and allowed to be there
+        plat = d.get("platform")
+        if mt in MANIFEST_MEDIA_TYPES and isinstance(plat, dict):
+            if not (plat.get("os") == "unknown" and plat.get("architecture") == "unknown"):
+                yield plat, d, None, None
+            continue
         data, doc = _read_json_blob(root, d, where)
         child = str(_blob_path(root, d["digest"], where))
         if _kind(d, doc) == "index":
             yield from _leaves(root, doc, child, depth + 1)
             continue
-        plat = d.get("platform")
         if not isinstance(plat, dict):
             plat = _platform_of_manifest(root, doc, child)
         if plat.get("os") == "unknown" and plat.get("architecture") == "unknown":
@@ -795,13 +806,27 @@ def _select_platform(root: Path, desc: dict[str, Any], doc: dict[str, Any], plat
         if len(leaves) > 1:
             raise ValueError(f"{where}: the image index {desc['digest']} has {len(leaves)} images; pass platform= "
                              f"one of {available}")
-        _, d, data, m = leaves[0]
-        return d, data, m
+        return _read_leaf(root, *leaves[0], where)
     want = parse_platform(platform)
-    for p, d, data, m in leaves:
-        if _platform_matches(p, want):
-            return d, data, m
+    for leaf in leaves:
+        if _platform_matches(leaf[0], want):
+            return _read_leaf(root, *leaf, where)
     raise UnknownName(f"{where}: no image for platform {platform!r} in index {desc['digest']} (platforms: {available})")
+
+
+def _read_leaf(root: Path, plat: Mapping[str, Any], d: dict[str, Any], data: bytes | None,
+               doc: dict[str, Any] | None, where: str) -> tuple[dict[str, Any], bytes, dict[str, Any]]:
+    """A leaf of :func:`_leaves` with its manifest read (if it was not yet)."""
+    if data is not None and doc is not None:
+        return d, data, doc
+    if not _blob_path(root, d["digest"], where).is_file():
+        raise FormatError(f"{where}: the index lists {d['digest']} for {_platform_str(plat)}, but the layout does "
+                          f"not hold that manifest (an index copied without the images of every platform?)")
+    data, doc = _read_json_blob(root, d, where)
+    if _kind(d, doc) != "manifest":
+        raise FormatError(f"{_blob_path(root, d['digest'], where)}: the descriptor says an image manifest, "
+                          f"the blob is an index")
+    return d, data, doc
 
 
 def _load_manifest(root: Path, desc: Mapping[str, Any], data: bytes, doc: dict[str, Any],
