@@ -29,7 +29,8 @@ Options (``-o``, comma-separated, ``\\,`` for a comma in a value):
   only allow reading redirects, which the model always does);
 - ``allow_other``, ``allow_root``, ``default_permissions``, ``ro`` and the generic
   mount flags (``dev``, ``suid``, ``exec``, ``noatime`` and their opposites): passed to
-  FUSE;
+  FUSE. Run by root, the mount is always ``allow_other,default_permissions`` (as
+  fuse-overlayfs does): other users get in, the kernel checking their permissions;
 - ``fsname=``: what /proc/mounts shows (default: SOURCE);
 - anything else (``rw``, ``squash_to_root``, ``uidmapping``, ``timeout`` ...) is
   ignored, as fuse-overlayfs ignores what it does not know.
@@ -408,6 +409,10 @@ class Config:
         self.options = overlay_options(opts)
         self.readonly = self.upperdir is None or opts.get("ro") is True
         self.fuse_options: dict[str, Any] = {k: True for k in _FUSE_PASS if opts.get(k) is True}
+        if os.geteuid() == 0:
+            # As fuse-overlayfs does for root: every user may use the mount, the kernel
+            # checking permissions (default_permissions), as on the kernel's overlayfs.
+            self.fuse_options["allow_other"] = True
         self.fuse_options["fsname"] = str(opts.get("fsname") or self.source).replace(",", "_")
         ignored = sorted(set(opts) - {"lowerdir", "upperdir", "workdir", "redirect_dir", "index", "metacopy",
                                       "fsname", *_FUSE_PASS})
