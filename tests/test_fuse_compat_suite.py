@@ -151,3 +151,65 @@ def test_impermissible_other_users_get_in_and_are_checked(base: Path) -> None:
     r = as_bin(f"open({str(mnt / 'a/binfile')!r}, 'a').write('!')")  # bin's own file
     assert r.returncode == 0, r.stderr
     assert f.read_text() == ":xxx:yyy:zzz" and (mnt / "a/binfile").read_text() == "bin's!"
+
+
+def fill(mnt: Path, n: int) -> None:
+    """n new files and a changed lower file: an upper that takes a while to write back."""
+    d = mnt / "a/new"
+    d.mkdir()
+    for i in range(n):
+        (d / f"f{i}").write_text(str(i))
+    (mnt / "a/rootfile").write_text("changed")
+    os.unlink(mnt / "a/dir/pop/b")
+
+
+def check_filled(mnt: Path, n: int) -> None:
+    assert len(os.listdir(mnt / "a/new")) == n
+    assert (mnt / "a/rootfile").read_text() == "changed" and not (mnt / "a/dir/pop/b").exists()
+
+
+N = 3000
+
+
+@needs_root_fuse
+def test_umount_helper_returns_after_the_write_back(base: Path) -> None:
+    """``unionfs-sim-fuse --umount`` (umount(8)'s helper) returns with the upperdir complete."""
+    mnt, upper, work = base / "mnt", base / "u", base / "w"
+    mount(base, mnt, [lower(base)], upper, work)
+    regs = [p for p in (base / "run").iterdir() if p.suffix == ".json"]
+    assert len(regs) == 1
+    rec = json.loads(regs[0].read_text())
+    assert (rec["mountpoint"], rec["upperdir"], rec["workdir"]) == (str(mnt), str(upper), str(work))
+    fill(mnt, N)
+    r = run(base, "--umount", str(mnt))
+    assert r.returncode == 0, r.stderr
+    assert not os.path.ismount(mnt)
+    assert unlocked(work / LOCK_NAME) and not regs[0].exists()  # the daemon is done
+    up = ufs.Layer.from_directory(upper, format="overlay")
+    assert len([k for k in up if k.startswith("a/new/")]) == N and up["a/dir/pop/b"] is ufs.WHITEOUT
+    assert os.listdir(work) == [LOCK_NAME]
+    # Not ours: passed to umount -i as it is.
+    (base / "t").mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "t", str(base / "t")], check=True)
+    assert run(base, "--umount", str(base / "t")).returncode == 0 and not os.path.ismount(base / "t")
+    assert run(base, "--umount", str(base / "t")).returncode != 0  # umount's own error
+
+
+@needs_root_fuse
+def test_mount_again_right_after_umount(base: Path) -> None:
+    """The suite's mount cycling: ``umount`` (which does not wait for the daemon), then at
+    once ``mount`` the same directories, or with the upper rotated into the lower stack."""
+    mnt, low = base / "mnt", lower(base)
+    mount(base, mnt, [low], base / "u0", base / "w0")
+    fill(mnt, N)
+    subprocess.run(["umount", "-i", str(mnt)], check=True)
+    mount(base, mnt, [low], base / "u0", base / "w0", "redirect_dir=on")  # waits for the write-back
+    check_filled(mnt, N)
+    os.rename(mnt / "a/dir", mnt / "a/dir2")  # a lower directory: a redirect
+    subprocess.run(["umount", "-i", str(mnt)], check=True)
+    mount(base, mnt, [base / "u0", low], base / "u1", base / "w1", "redirect_dir=on")  # rotated
+    check_filled(mnt, N)
+    assert not (mnt / "a/dir").exists() and sorted(os.listdir(mnt / "a/dir2/pop")) == []
+    subprocess.run(["umount", "-i", str(mnt)], check=True)
+    wait_unlocked(base / "w1" / LOCK_NAME, 60)
+    assert os.listdir(base / "run") == []

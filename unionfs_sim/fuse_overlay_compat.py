@@ -13,11 +13,22 @@ in the overlayfs format, the same way the kernel would have left it, so the same
 directories can be mounted by the kernel (``mount -t overlay``) or by fuse-overlayfs
 afterwards. Without ``upperdir`` the mount is read-only.
 
-**The upperdir is written when the mount ends, not while it runs.** ``umount`` returns
-before the write-back is done: wait for the daemon to exit, e.g. ``flock
-WORKDIR/unionfs-sim-fuse.lock true`` (the daemon holds that lock, with its pid in the
-file, until the upperdir is complete). Until then the upperdir holds its previous state.
-If the daemon is killed with SIGKILL, the changes made through this mount are lost.
+**The upperdir is written when the mount ends, not while it runs.** Until then it holds
+its previous state; if the daemon is killed with SIGKILL, the changes made through this
+mount are lost. A plain ``umount`` returns before the write-back is done (the kernel
+waits for no FUSE daemon); three ways to wait for it:
+
+- ``unionfs-sim-fuse --umount MOUNTPOINT`` unmounts and returns once the upperdir is
+  complete (as ``umount`` of fuse-overlayfs or of the kernel's overlayfs does). Linked
+  as umount(8)'s helper ``/sbin/umount.fuse.unionfs-sim-fuse`` it is run by ``umount
+  SOURCE``; ``umount MOUNTPOINT`` takes the type from statfs(2), which only says
+  ``fuse``, and runs ``/sbin/umount.fuse``: linked there too, it passes the other FUSE
+  mounts to ``umount -i`` unchanged;
+- ``flock WORKDIR/unionfs-sim-fuse.lock true``: the daemon holds that lock, with its pid
+  in the file, until the upperdir is complete;
+- mount again: a new ``unionfs-sim-fuse`` whose upperdir, workdir or one of whose
+  lowerdirs is the upperdir or workdir of an unmounted daemon still writing back waits
+  for it (the daemons register in ``/run/unionfs-sim-fuse``, see :class:`Registration`).
 
 Options (``-o``, comma-separated, ``\\,`` for a comma in a value):
 
@@ -53,13 +64,17 @@ import contextlib
 import ctypes
 import errno
 import fcntl
+import json
 import logging
 import os
+import re
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -358,6 +373,201 @@ def _replace_contents(new: str, upperdir: str) -> None:
     os.utime(upperdir, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
+# --- umount waits for the write-back ------------------------------------------------------
+
+RUN_DIR = "/run/unionfs-sim-fuse"
+"""Where the daemon of each writable mount registers itself (run by root; otherwise
+``$XDG_RUNTIME_DIR/unionfs-sim-fuse``; ``$UNIONFS_SIM_FUSE_RUNDIR`` overrides both)."""
+WAIT_TIMEOUT = 600.0
+"""Seconds to wait for another daemon's write-back before giving up on it."""
+
+
+def run_dir() -> str:
+    """The registry directory (see :data:`RUN_DIR`)."""
+    d = os.environ.get("UNIONFS_SIM_FUSE_RUNDIR")
+    if d:
+        return d
+    if os.geteuid() == 0:
+        return RUN_DIR
+    return os.path.join(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir(), f"unionfs-sim-fuse-{os.geteuid()}")
+
+
+def _mounted() -> set[tuple[str, str]]:
+    """(``major:minor``, mount point) of every mount this process can see."""
+    out = set()
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            fields = line.split()
+            mp = fields[4]
+            if "\\" in mp:  # mount(8)'s escapes: \040 for a space, \134 for a backslash ...
+                mp = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), mp)
+            out.add((fields[2], mp))
+    return out
+
+
+class Registration:
+    """A daemon's entry in :func:`run_dir`: ``PID.json``, locked until its upperdir is written.
+
+    Holds ``pid``, ``dev`` (the mount's ``major:minor``), ``mountpoint``, ``upperdir`` and
+    ``workdir``. Other processes wait on the lock: the umount helper (so that ``umount``
+    returns once the upperdir is complete, as with fuse-overlayfs, which writes through)
+    and a new mount that is to read that upperdir, as its upper or as a lower layer (the
+    suite's mount cycling: ``umount``, then ``mount`` the same directories at once).
+    """
+
+    def __init__(self, record: dict[str, Any]) -> None:
+        d = run_dir()
+        os.makedirs(d, mode=0o755, exist_ok=True)
+        self.path = os.path.join(d, f"{os.getpid()}.json")
+        # Written and locked under a temporary name, then renamed into place: whoever
+        # sees PID.json finds it complete and locked (an unlocked one is left over).
+        fd, tmp = tempfile.mkstemp(prefix=".reg.", dir=d)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.write(fd, json.dumps(record).encode())
+            os.fchmod(fd, 0o644)
+            os.rename(tmp, self.path)
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        self.fd = fd
+
+    @classmethod
+    def for_mount(cls, cfg: Config) -> Registration:
+        st = os.stat(cfg.mountpoint)
+        return cls({"pid": os.getpid(), "dev": f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}",
+                    "mountpoint": cfg.mountpoint, "upperdir": cfg.upperdir, "workdir": cfg.workdir})
+
+    def release(self) -> None:
+        """The upperdir is written: unregister and let the waiters go."""
+        if self.fd < 0:
+            return
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+        os.close(self.fd)
+        self.fd = -1
+
+
+def registrations() -> list[tuple[int, dict[str, Any]]]:
+    """(open fd, record) of each registered daemon still running; the caller closes the fds.
+
+    Entries whose lock is free (their daemon was killed) are removed.
+    """
+    d = run_dir()
+    try:
+        names = os.listdir(d)
+    except OSError:
+        return []
+    out = []
+    for name in names:
+        if not name.endswith(".json"):
+            continue
+        path = os.path.join(d, name)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                with os.fdopen(os.dup(fd), "rb") as f:
+                    out.append((fd, json.loads(f.read())))
+                continue
+            except ValueError:
+                pass
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        os.close(fd)
+    return out
+
+
+def _wait_lock(fd: int, timeout: float) -> bool:
+    """Wait until the registration open at ``fd`` is released; False on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+
+
+def wait_for_write_backs(dirs: Sequence[str], timeout: float = WAIT_TIMEOUT) -> None:
+    """Wait for daemons that were unmounted and still write an upperdir we are to read.
+
+    A daemon whose upperdir or workdir is one of ``dirs`` and whose mount is gone (a plain
+    ``umount``, without the umount helper, returns before the write-back) is waited for;
+    one still mounted is not (its workdir lock then says that the directories are in use).
+    """
+    want = {os.path.realpath(d) for d in dirs if d}
+    regs = registrations()
+    try:
+        mounted = _mounted()
+        for fd, rec in regs:
+            mine = {os.path.realpath(str(rec[k])) for k in ("upperdir", "workdir") if rec.get(k)}
+            if not mine & want or (str(rec.get("dev")), str(rec.get("mountpoint"))) in mounted:
+                continue
+            log.debug("waiting for %s (pid %s) to write %s", PROG, rec.get("pid"), rec.get("upperdir"))
+            if not _wait_lock(fd, timeout):
+                log.warning("%s (pid %s) is still writing %s after %.0fs", PROG, rec.get("pid"),
+                            rec.get("upperdir"), timeout)
+    finally:
+        for fd, _rec in regs:
+            os.close(fd)
+
+
+def umount_main(argv: Sequence[str]) -> int:
+    """``umount.fuse.unionfs-sim-fuse TARGET [-flnrv] [-t TYPE]``: umount(8)'s helper.
+
+    Unmounts with ``umount -i`` (no helper) and then waits until the daemon has written
+    the upperdir, so that ``umount`` returns when the directories are complete, as with
+    fuse-overlayfs and the kernel. Install as ``/sbin/umount.fuse.unionfs-sim-fuse`` (a
+    link to ``unionfs-sim-fuse``), where umount(8) looks for helpers. A lazy unmount
+    (``-l``) does not wait.
+    """
+    flags: list[str] = []
+    target = None
+    it = iter(argv)
+    for a in it:
+        if a == "-t":
+            next(it, None)
+        elif a.startswith("-t") or a == "--umount":
+            continue
+        elif a.startswith("-") and len(a) > 1:
+            flags.append(a)
+        elif target is None:
+            target = a
+        else:
+            sys.stderr.write(f"{PROG}: umount: too many arguments\n")
+            return 2
+    if target is None:
+        sys.stderr.write(f"{PROG}: umount: no mount point given\n")
+        return 2
+    mp = os.path.abspath(target)
+    lazy = any(f.startswith("-") and not f.startswith("--") and "l" in f[1:] for f in flags) or "--lazy" in flags
+    regs = registrations()
+    try:
+        mounted = _mounted()
+        waiters = [(fd, rec) for fd, rec in regs
+                   if rec.get("mountpoint") == mp and (str(rec.get("dev")), mp) in mounted]
+        umount = shutil.which("umount", path="/usr/bin:/bin:/usr/sbin:/sbin") or "umount"
+        code = subprocess.call([umount, "-i", *flags, target])
+        if code == 0 and not lazy:
+            for fd, rec in waiters:
+                if not _wait_lock(fd, WAIT_TIMEOUT):
+                    sys.stderr.write(f"{PROG}: pid {rec.get('pid')} still writes {rec.get('upperdir')}\n")
+        return code
+    finally:
+        for fd, _rec in regs:
+            os.close(fd)
+
+
 # --- the program --------------------------------------------------------------------------
 
 
@@ -472,6 +682,19 @@ def serve(cfg: Config, ready: _Ready | None = None) -> int:
         logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, format=f"{PROG}: %(message)s")
     for name in cfg.ignored:
         log.debug("ignoring option %s", name)
+    writes_back = cfg.upperdir is not None and cfg.workdir is not None and not cfg.readonly
+    # A daemon just unmounted may still be writing an upperdir we are to read.
+    wait_for_write_backs([*cfg.lowers, *(d for d in (cfg.upperdir, cfg.workdir) if d)])
+    registered: list[Registration] = []  # released last, after the workdir lock
+    try:
+        _serve(cfg, fuse, ready, registered if writes_back else None)
+    finally:
+        for r in registered:
+            r.release()
+    return 0
+
+
+def _serve(cfg: Config, fuse: Any, ready: _Ready | None, registered: list[Registration] | None) -> None:
     with _workdir_lock(cfg.workdir):
         layers = [Layer.from_directory(d, format="overlay") for d in reversed(cfg.lowers)]
         image = Image.from_layers(layers)
@@ -501,6 +724,12 @@ def serve(cfg: Config, ready: _Ready | None = None) -> int:
             signal.signal(sig, on_signal)
         m.start()
         try:
+            if registered is not None:
+                try:
+                    registered.append(Registration.for_mount(cfg))
+                except OSError as e:  # nobody will wait for the write-back: say so, go on
+                    log.warning("cannot register in %s (%s): umount will not wait for the write-back",
+                                run_dir(), e)
             if ready is not None:
                 ready.child_says("ready\n")
                 _detach_stdio()
@@ -510,7 +739,6 @@ def serve(cfg: Config, ready: _Ready | None = None) -> int:
             m.unmount()
         if container is not None and cfg.upperdir is not None and cfg.workdir is not None and not cfg.readonly:
             write_upperdir(upper_entries(container), cfg.upperdir, cfg.workdir)
-    return 0
 
 
 def _detach_stdio() -> None:
@@ -523,6 +751,8 @@ def _detach_stdio() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``unionfs-sim-fuse`` console script."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if (argv is None and os.path.basename(sys.argv[0]).startswith("umount.")) or args[:1] == ["--umount"]:
+        return umount_main(args)
     try:
         cfg = Config(args)
     except UsageError as e:
