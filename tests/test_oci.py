@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import stat
 import tarfile
 from collections.abc import Callable
@@ -229,6 +230,38 @@ def test_commit_on_loaded_image_keeps_lower_blobs(tmp_path: Path) -> None:
     assert fs_tree(back.fs) == fs_tree(new.fs) and back.fs.read_bytes("/added-by-commit") == b"new"
 
 
+def test_foreign_blobs_are_copied_back_while_they_exist(tmp_path: Path) -> None:
+    """A layer tar another tool wrote (not canonical, other gzip settings) loads and is
+    saved again byte for byte, so the image keeps its digests; with its file gone (or
+    changed), the layer is written canonically and the digests change."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as t:  # not our PAX layout
+        for name, data in (("z-last-first", b"1"), ("a/b", b"22")):
+            info = tarfile.TarInfo(name)
+            info.size, info.uname, info.mtime = len(data), "someone", 1_600_000_000
+            t.addfile(info, io.BytesIO(data))
+    tar = buf.getvalue()
+    gz = gzip.compress(tar, compresslevel=1, mtime=7)
+    src = tmp_path / "src"
+    oci.save(Image.from_layers([]), src, tag="seed")  # a layout to put blobs into
+    layer_desc = {"mediaType": MT_LAYER_GZIP, **put_blob(src, gz)}
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
+                         "rootfs": {"type": "layers", "diff_ids": [sha256(tar)]}}).encode()
+    retag_manifest(src, "foreign", {"schemaVersion": 2, "mediaType": MT_MANIFEST,
+                                    "config": {"mediaType": oci.MT_CONFIG, **put_blob(src, config)},
+                                    "layers": [layer_desc]})
+    img = oci.load(src, tag="foreign")
+    assert img.layers[0].digest != sha256(tar)  # our canonical tar would differ
+    assert img.layers[0].source_blob == (str(blob(src, layer_desc["digest"])), layer_desc["digest"], len(gz))
+    assert oci.save(img, tmp_path / "copy", tag="x") == img.digest
+    assert blob(tmp_path / "copy", layer_desc["digest"]).read_bytes() == gz
+    blob(src, layer_desc["digest"]).write_bytes(gz + b"tampered")  # no longer the blob it was
+    digest = oci.save(img, tmp_path / "canonical", tag="x")
+    back = oci.load(tmp_path / "canonical", tag="x")
+    assert digest != img.digest and back.diff_ids == [img.layers[0].digest]
+    assert fs_tree(back.fs) == fs_tree(img.fs)
+
+
 def test_empty_image_round_trip(tmp_path: Path) -> None:
     img = Image.from_layers([], config=ImageConfig(cmd=["true"]))
     assert oci.save(img, tmp_path / "l") == img.digest
@@ -357,8 +390,11 @@ def test_foreign_layout_keeps_its_identity(tmp_path: Path) -> None:
     assert b"x-unknown-field" in img.config_bytes and img.config_json()["x-unknown-field"] == [1, 2]
     assert img.history == (History(),)  # no history in the config: one default entry per layer
     assert img.fs.read_bytes("/etc/hosts") == b"127.0.0.1 localhost\n"
-    # Saved elsewhere: the layer cannot be written back byte for byte, so the config
+    # Saved elsewhere: the source blob is copied, so the identity stays.
+    assert oci.save(img, tmp_path / "same", tag="t") == img.digest
+    # With the source gone, the layer cannot be written back byte for byte, so the config
     # (diff_ids) and the manifest are rewritten, and the new layout loads consistently.
+    shutil.rmtree(tmp_path / "l")
     new_digest = oci.save(img, tmp_path / "copy", tag="t")
     assert new_digest != img.digest
     again = oci.load(tmp_path / "copy", tag="t")

@@ -41,7 +41,8 @@ class Layer(Mapping[str, Entry]):
     never changes afterwards, so any number of images and containers can share it.
     """
 
-    __slots__ = ("_entries", "_digest", "_tar_size", "_size", "_nlink", "_source_diff_id", "__weakref__")
+    __slots__ = ("_entries", "_digest", "_tar_size", "_size", "_nlink", "_source_diff_id", "_source_blob",
+                 "__weakref__")
 
     def __init__(self, entries: Mapping[str, Entry] | None = None) -> None:
         """Wrap already-validated ``entries``; prefer :meth:`from_dict` for user input."""
@@ -254,6 +255,16 @@ class Layer(Mapping[str, Entry]):
         tool's ordering, uname fields, padding ...): keep it to refer to the original blob.
         """
         return getattr(self, "_source_diff_id", None)
+
+    @property
+    def source_blob(self) -> tuple[str, str, int] | None:
+        """``(file, digest, size)`` of the blob file this layer was loaded from, else None.
+
+        Set by ``oci.load`` for a layer read from a layout's blob. Saving copies that file
+        back byte for byte (while it still has that digest), so an unchanged image keeps
+        its digests even when its tars are not the canonical ones this library writes.
+        """
+        return getattr(self, "_source_blob", None)
 
     def to_directory(self, path: str | os.PathLike[str], format: str = "overlay", **kwargs: Any) -> None:
         """Write the layer into an empty directory: an overlayfs lower/upperdir or a plain tree.

@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -373,8 +374,11 @@ def save(image: Image, path: str | os.PathLike[str], tag: str | None = None, *,
     ``compression``: ``None`` keeps the blobs the image records (uncompressed for an
     image built in memory), so the digest returned is ``image.digest``; ``"gzip"``,
     ``"zstd"`` or ``"uncompressed"`` re-encode every layer that way, which makes a new
-    manifest (the config, hence ``image.id``, is kept). A layer that cannot be written
-    back byte for byte (read from a foreign tar, or compressed by another tool) is written
+    manifest (the config, hence ``image.id``, is kept). A layer loaded from an OCI layout
+    is copied from the blob it was read from (:attr:`Layer.source_blob`) while that file
+    still has its digest, so an image loaded and saved again keeps its digests, as
+    ``skopeo copy`` does. Any other layer that cannot be written back byte for byte (read
+    from a foreign tar whose file is gone, or compressed by another tool) is written
     canonically, and the manifest (and, if its diff_id changed, the config) is rewritten
     to match: compare the returned digest with ``image.digest`` to know.
 
@@ -401,6 +405,11 @@ def save(image: Image, path: str | os.PathLike[str], tag: str | None = None, *,
             comp = compression_of(rec_type)
         else:
             comp = None if compression == "uncompressed" else compression
+        if rec.get("digest") == (layer.source_blob or (None, None))[1] and comp == compression_of(rec_type) \
+                and _copy_source_blob(blobs, layer):
+            descriptors.append(dict(rec))  # the very blob the image was loaded from
+            diff_ids.append(layer.source_diff_id or layer.digest)
+            continue
         digest, size = _write_layer_blob(blobs, layer, comp)
         diff_ids.append(layer.digest)
         if digest == rec.get("digest") and size == rec.get("size"):
@@ -488,6 +497,26 @@ def put_bytes(blobs: Path, data: bytes) -> str:
 
         write_blob(blobs, produce)
     return digest
+
+
+def _copy_source_blob(blobs: Path, layer: Layer) -> bool:
+    """Copy the blob ``layer`` was loaded from into ``blobs``; False if it is gone or changed.
+
+    Verified while copying: a source that no longer hashes to its digest is not used
+    (the layer is then written canonically instead).
+    """
+    src = layer.source_blob
+    if src is None:
+        return False
+    path, digest, size = src
+    if _have_blob(blobs, digest, size):
+        return True
+    try:
+        with open(path, "rb") as f:
+            got = write_blob(blobs, lambda out: shutil.copyfileobj(f, out, 1 << 20))
+    except OSError:
+        return False
+    return got == (digest, size)
 
 
 def _write_layer_blob(blobs: Path, layer: Layer, compression: str | None) -> tuple[str, int]:
@@ -869,7 +898,9 @@ def _load_manifest(root: Path, desc: Mapping[str, Any], data: bytes, doc: dict[s
             actual = os.fstat(fh.fileno()).st_size
             if actual != d["size"]:
                 raise DigestMismatch(f"{f}: blob {d['digest']} is {actual} bytes, its descriptor says {d['size']}")
-            layers.append(read_layer(fh, str(f), diff_id, d["digest"], d["size"], layers)[0])
+            layer = read_layer(fh, str(f), diff_id, d["digest"], d["size"], layers)[0]
+        layer._source_blob = (str(f), d["digest"], d["size"])  # type: ignore[attr-defined]  # provenance, see Layer.source_blob
+        layers.append(layer)
     try:
         return Image.from_parts(layers, config_bytes, data)
     except DigestMismatch as e:
