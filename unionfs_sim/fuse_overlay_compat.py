@@ -79,14 +79,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from .container import Container
-from .content import Data
 from .formats import overlaydir
 from .image import Image
 from .layer import Layer
-from .nodes import WHITEOUT, Device, Dir, Entry, File, Node, Symlink, Whiteout
+from .nodes import Dir, Entry
 from .options import OverlayOptions
-from .overlay import Inode
-from .paths import parents, split
 
 LOCK_NAME = "unionfs-sim-fuse.lock"
 """The file in the workdir that the daemon holds locked (and writes its pid to)."""
@@ -191,106 +188,6 @@ def overlay_options(opts: Mapping[str, str | bool]) -> OverlayOptions:
 
 
 # --- the upper layer in and out -------------------------------------------------------------
-
-
-def load_upper(container: Container, upper: Mapping[str, Entry]) -> None:
-    """Give a fresh container ``upper`` (an upperdir read back) as its upper layer.
-
-    Builds the container's upper tree directly, entry by entry, so that everything an
-    upperdir can say survives: whiteouts (also of names no lower layer has), opaque and
-    redirected directories, hard links (one inode), xattrs, times, and the root's
-    metadata (key ``""``). A stand-in until the model has an API for it (see
-    ``Container.from_upper`` proposed in the report of issue 5); it uses the overlay's
-    internals. Not restored: index=on's index directory (the upper's hard links are
-    kept as such; lower names of a group copied up through another name read as the
-    lower file again), and metacopy (a metacopy file becomes a full copy whose data is
-    what :func:`read_upperdir` supplied).
-
-    Raises:
-        ValueError: the container already has upper content, or an entry lies below a
-            non-directory of ``upper``.
-    """
-    ov = container.overlay
-    with container.fs.lock:
-        if ov.root is not None:
-            raise ValueError("the container already has an upper layer")
-        lower = ov.lower
-        root = ov.ensure_root()
-        dirs: dict[str, Inode] = {"": root}
-        made: dict[int, Inode] = {}  # id(entry) -> inode: hard links share one
-        links: dict[int, int] = {}
-        for v in upper.values():
-            if not isinstance(v, (Dir, Whiteout)):
-                links[id(v)] = links.get(id(v), 0) + 1
-        r = upper.get("")
-        if isinstance(r, Dir):
-            _apply_meta(root, r)
-        for k in sorted((k for k in upper if k), key=lambda k: k.split("/")):
-            e = upper[k]
-            parent_key, name = split(k)
-            parent = dirs.get(parent_key)
-            if parent is None:
-                parent = _implicit_dirs(ov, dirs, parent_key)
-            assert parent.entries is not None
-            if isinstance(e, Whiteout):
-                parent.entries[name] = WHITEOUT
-                continue
-            inode = made.get(id(e))
-            if inode is None:
-                inode = _inode_of(ov, e)
-                low = lower.nodes.get(k)
-                if low is not None and low.kind == e.kind and (isinstance(e, Dir) or links.get(id(e), 1) == 1):
-                    inode.ino = lower.ino(k, low)  # as copy-up keeps st_ino
-                if not isinstance(e, Dir):
-                    made[id(e)] = inode
-            elif isinstance(e, Dir):
-                raise ValueError(f"/{k}: a directory cannot have two names")
-            inode.nlink += 1
-            parent.entries[name] = inode
-            if isinstance(e, Dir):
-                dirs[k] = inode
-        ov.generation += 1
-
-
-def _apply_meta(inode: Inode, e: Any) -> None:
-    inode.mode = e.mode
-    inode.uid, inode.gid = e.uid, e.gid
-    inode.atime_ns = inode.mtime_ns = inode.ctime_ns = e.mtime_ns
-    inode.xattrs = dict(e.xattrs)
-
-
-def _inode_of(ov: Any, e: Node) -> Inode:
-    inode: Inode = ov.new_inode(e.kind, e.mode, e.uid, e.gid)
-    _apply_meta(inode, e)
-    if isinstance(e, Dir):
-        inode.opaque = e.opaque
-        inode.redirect = e.redirect
-    elif isinstance(e, File):
-        inode.data = Data(e.data)
-    elif isinstance(e, Symlink):
-        inode.target = e.target
-    elif isinstance(e, Device):
-        inode.rdev = e.rdev
-    return inode
-
-
-def _implicit_dirs(ov: Any, dirs: dict[str, Inode], k: str) -> Inode:
-    """Directories ``upper`` leaves implicit: made with the lower directory's metadata."""
-    for p in [*reversed(parents(k)), k]:
-        if p in dirs:
-            continue
-        low = ov.lower.nodes.get(p)
-        d: Inode = ov.new_inode("d", 0o755, 0, 0)
-        if isinstance(low, Dir):
-            _apply_meta(d, low)
-            d.ino = ov.lower.ino(p, low)
-        parent = dirs[split(p)[0]]
-        assert parent.entries is not None
-        if not isinstance(parent.entries.get(split(p)[1]), Inode):
-            parent.entries[split(p)[1]] = d
-            d.nlink += 1
-        dirs[p] = d
-    return dirs[k]
 
 
 def read_upperdir(path: str, image: Image) -> dict[str, Entry]:
@@ -700,8 +597,7 @@ def _serve(cfg: Config, fuse: Any, ready: _Ready | None, registered: list[Regist
         image = Image.from_layers(layers)
         container: Container | None = None
         if cfg.upperdir is not None:
-            container = image.container(cfg.options)
-            load_upper(container, read_upperdir(cfg.upperdir, image))
+            container = Container.from_upper(image, read_upperdir(cfg.upperdir, image), cfg.options)
             fs = container.fs
         else:
             fs = image.fs
