@@ -645,7 +645,9 @@ def test_podman_loads_our_docker_archive(built: Built, tmp_path: Path) -> None:
     t.podman("load", "--quiet", "-i", tmp_path / "ours.tar")
     info = t.image_inspect("example.com/ours:1")
     assert "sha256:" + info["FromImageID"] == ours.id
-    assert info["OCIv1"]["rootfs"]["diff_ids"] == ours.diff_ids == [x.digest for x in img.layers]
+    # The layers are buildah's own tars (decompressed from the blobs they were loaded
+    # from), so the diff_ids and the image id are buildah's.
+    assert info["OCIv1"]["rootfs"]["diff_ids"] == ours.diff_ids == img.diff_ids and ours.id == img.id
     assert_same_tree(ours, t.mounted_container("example.com/ours:1"), "podman load of our archive")
 
 

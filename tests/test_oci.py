@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from unionfs_sim.errors import DigestMismatch, FormatError, UnsafePath
-from unionfs_sim.formats import oci
+from unionfs_sim.formats import docker_archive, oci
 from unionfs_sim.image import (
     MT_DOCKER_CONFIG,
     MT_DOCKER_LAYER,
@@ -255,7 +255,15 @@ def test_foreign_blobs_are_copied_back_while_they_exist(tmp_path: Path) -> None:
     assert img.layers[0].source_blob == (str(blob(src, layer_desc["digest"])), layer_desc["digest"], len(gz))
     assert oci.save(img, tmp_path / "copy", tag="x") == img.digest
     assert blob(tmp_path / "copy", layer_desc["digest"]).read_bytes() == gz
+    docker_archive.save(img, tmp_path / "d.tar", tags=["x:1"])  # the source tar, uncompressed
+    with tarfile.open(tmp_path / "d.tar") as t:
+        member = t.extractfile(f"blobs/sha256/{sha256(tar)[7:]}")
+        assert member is not None and member.read() == tar
+    d = docker_archive.load(tmp_path / "d.tar")
+    assert d.id == img.id and d.diff_ids == img.diff_ids
     blob(src, layer_desc["digest"]).write_bytes(gz + b"tampered")  # no longer the blob it was
+    docker_archive.save(img, tmp_path / "d2.tar", tags=["x:1"])
+    assert docker_archive.load(tmp_path / "d2.tar").diff_ids == [img.layers[0].digest]
     digest = oci.save(img, tmp_path / "canonical", tag="x")
     back = oci.load(tmp_path / "canonical", tag="x")
     assert digest != img.digest and back.diff_ids == [img.layers[0].digest]

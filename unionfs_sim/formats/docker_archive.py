@@ -18,6 +18,7 @@ before use; one that leaves the archive root is refused with :class:`UnsafePath`
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import posixpath
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..errors import DigestMismatch, FormatError, UnsafePath
-from ..image import CONFIG_MEDIA_TYPES, INDEX_MEDIA_TYPES, MT_INDEX, MT_MANIFEST, Image, sha256
+from ..image import CONFIG_MEDIA_TYPES, INDEX_MEDIA_TYPES, MT_INDEX, MT_LAYER, MT_MANIFEST, Image, sha256
 from ..layer import Layer
 from ..reference import Reference
 from .oci import (
@@ -48,6 +49,7 @@ from .oci import (
     read_layer,
     uncompressed_descriptor,
 )
+from .tar import uncompressed
 
 __all__ = ["load", "save"]
 
@@ -79,8 +81,10 @@ def save(images: ImageSource, dest: str | os.PathLike[str] | IO[bytes], tags: Ta
 
     Layers are stored uncompressed and named by diff_id, so an image whose recorded
     blobs are compressed gets a new (uncompressed) manifest in ``index.json``; its
-    config, hence ``image.id``, is kept unless a layer cannot be re-serialised to the
-    tar it was read from (then that layer's diff_id, and the config, change).
+    config, hence ``image.id``, is kept. A layer loaded from an OCI layout is written as
+    the tar it was read from (decompressed from :attr:`Layer.source_blob`) while that
+    file is there; a layer whose source is gone and whose canonical tar differs from the
+    tar it was read from is written canonically (then its diff_id, and the config, change).
 
     Raises:
         ValueError: no images, an image with no layers (``docker save`` refuses those
@@ -91,7 +95,7 @@ def save(images: ImageSource, dest: str | os.PathLike[str] | IO[bytes], tags: Ta
     plans = [_plan(img) for img in image_list]
 
     # Every file of the archive, by name: its bytes, or the layer whose canonical tar it is.
-    files: dict[str, bytes | Layer] = {}
+    files: dict[str, bytes | Layer | _SourceTar] = {}
 
     def add_bytes(name: str, data: bytes) -> None:
         files[name] = data
@@ -99,12 +103,11 @@ def save(images: ImageSource, dest: str | os.PathLike[str] | IO[bytes], tags: Ta
     manifest_items: list[dict[str, Any]] = []
     index_manifests: list[dict[str, Any]] = []
     repositories: dict[str, dict[str, str]] = {}
-    for img, (config, manifest, layer_paths) in zip(image_list, plans):
+    for img, (config, manifest, layer_paths, contents) in zip(image_list, plans):
         add_bytes(f"blobs/sha256/{sha256(config)[7:]}", config)
         add_bytes(f"blobs/sha256/{sha256(manifest)[7:]}", manifest)
-        for layer in img.layers:
-            name = f"blobs/sha256/{layer.digest[7:]}"
-            files.setdefault(name, layer)
+        for name, content in zip(layer_paths, contents):
+            files.setdefault(name, content)
         mdesc: dict[str, Any] = {"mediaType": json.loads(manifest).get("mediaType") or MT_MANIFEST, "digest": sha256(manifest),
                                  "size": len(manifest)}
         plat = _platform(config)
@@ -113,7 +116,7 @@ def save(images: ImageSource, dest: str | os.PathLike[str] | IO[bytes], tags: Ta
         my_refs = [r for r, i in refs if i is img]
         for r in my_refs:
             assert r.tag is not None
-            repositories.setdefault(r.familiar_name, {})[r.tag] = img.layers[-1].digest[7:]
+            repositories.setdefault(r.familiar_name, {})[r.tag] = layer_paths[-1].rsplit("/", 1)[-1]
             index_manifests.append({**mdesc, "annotations": {ANNOTATION_IMAGE_NAME: str(r), ANNOTATION_REF_NAME: r.tag}})
         if not my_refs:
             index_manifests.append(mdesc)
@@ -197,11 +200,52 @@ def _images_and_refs(images: ImageSource, tags: Tags) -> tuple[list[Image], list
     return image_list, refs
 
 
-def _plan(image: Image) -> tuple[bytes, bytes, list[str]]:
-    """Config bytes, manifest bytes and layer paths to write for ``image``."""
-    descriptors = [uncompressed_descriptor(x) for x in image.layers]
-    config, manifest = export_parts(image, descriptors, [x.digest for x in image.layers])
-    return config, manifest, [f"blobs/sha256/{x.digest[7:]}" for x in image.layers]
+class _SourceTar:
+    """The uncompressed tar a layer was loaded from, read again from its blob file."""
+
+    def __init__(self, path: str, diff_id: str, size: int) -> None:
+        self.path, self.diff_id, self.size = path, diff_id, size
+
+    @classmethod
+    def of(cls, layer: Layer) -> _SourceTar | None:
+        """The source tar of ``layer`` if it differs from the canonical one and its blob
+        file is still there and still decompresses to it; else None (write canonically)."""
+        src, diff_id = layer.source_blob, layer.source_diff_id
+        if src is None or diff_id is None or diff_id == layer.digest:
+            return None
+        h, size = hashlib.sha256(), 0
+        try:
+            with open(src[0], "rb") as f:
+                _, r = uncompressed(f)
+                while b := r.read(1 << 20):
+                    h.update(b)
+                    size += len(b)
+        except Exception:  # noqa: BLE001 - gone, unreadable or corrupt: the canonical tar serves
+            return None
+        return cls(src[0], diff_id, size) if "sha256:" + h.hexdigest() == diff_id else None
+
+    def write_to(self, out: IO[bytes]) -> None:
+        with open(self.path, "rb") as f:
+            _, r = uncompressed(f)
+            w = HashingWriter(out)
+            while b := r.read(1 << 20):
+                w.write(b)
+        if w.hexdigest() != self.diff_id:
+            raise DigestMismatch(f"{self.path}: changed while it was written (no longer {self.diff_id})")
+
+
+def _plan(image: Image) -> tuple[bytes, bytes, list[str], list[Layer | _SourceTar]]:
+    """Config bytes, manifest bytes, layer paths and layer contents to write for ``image``.
+
+    A layer keeps the tar it was read from (so its diff_id and the image id stay) while
+    its blob file is there; otherwise it is written as its canonical tar.
+    """
+    contents: list[Layer | _SourceTar] = [_SourceTar.of(x) or x for x in image.layers]
+    diff_ids = [c.diff_id if isinstance(c, _SourceTar) else c.digest for c in contents]
+    descriptors = [{"mediaType": MT_LAYER, "digest": c.diff_id, "size": c.size} if isinstance(c, _SourceTar)
+                   else uncompressed_descriptor(c) for c in contents]
+    config, manifest = export_parts(image, descriptors, diff_ids)
+    return config, manifest, [f"blobs/sha256/{d[7:]}" for d in diff_ids], contents
 
 
 @contextmanager
@@ -249,13 +293,16 @@ class _TarWriter:
         """A directory entry (mode 0o755)."""
         self._header(name, tarfile.DIRTYPE, 0, 0o755)
 
-    def add_file(self, name: str, content: bytes | Layer) -> None:
-        """A regular file (mode 0o644): ``content``, or a layer's canonical tar streamed in."""
-        size = len(content) if isinstance(content, bytes) else content.tar_size
+    def add_file(self, name: str, content: bytes | Layer | _SourceTar) -> None:
+        """A regular file (mode 0o644): ``content``, or a layer's tar streamed in."""
+        size = len(content) if isinstance(content, bytes) else \
+            content.size if isinstance(content, _SourceTar) else content.tar_size
         self._header(name, tarfile.REGTYPE, size, 0o644)
         w = HashingWriter(self.out)
         if isinstance(content, bytes):
             w.write(content)
+        elif isinstance(content, _SourceTar):
+            content.write_to(w)  # type: ignore[arg-type]
         else:
             content.to_tar(w)  # type: ignore[arg-type]
         if w.count != size:

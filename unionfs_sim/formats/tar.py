@@ -464,6 +464,11 @@ def _decompressed(src: _Source) -> tuple[str, _Readable]:
     return "tar", src
 
 
+def uncompressed(fileobj: IO[bytes] | _Readable) -> tuple[str, _Readable]:
+    """``(compression, reader of the uncompressed tar)`` for a layer blob of any compression."""
+    return _decompressed(_Source(fileobj))
+
+
 class _Corrupt(Exception):
     """A bad header in the middle of the archive (``tarfile`` would just stop there)."""
 
