@@ -42,6 +42,7 @@ import shutil
 import stat
 import struct
 import subprocess
+import tempfile
 import tarfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -315,12 +316,13 @@ def build(tools: Tools) -> Built:
 
 
 @pytest.fixture(scope="module", params=["vfs", "overlay"])
-def built(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
+def built(request: pytest.FixtureRequest) -> Iterator[Built]:
     need("buildah")
     need("podman")
     if os.geteuid() != 0:
         pytest.skip("building FROM scratch with owners and device nodes needs root")
-    tools = Tools(tmp_path_factory.mktemp(f"buildah-{request.param}"), request.param)
+    # Not under tmp_path: podman refuses a runroot over 50 characters (pytest-of-root/pytest-123/...).
+    tools = Tools(Path(tempfile.mkdtemp(prefix=f"ufs-{request.param}-", dir="/tmp")), request.param)
     try:
         why = tools.cannot_mount()
         if why is not None:

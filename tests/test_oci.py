@@ -32,7 +32,7 @@ from unionfs_sim.image import (
     ImageConfig,
     sha256,
 )
-from unionfs_sim.layer import Layer
+from unionfs_sim.layer import BlobSource, Layer
 from unionfs_sim.nodes import WHITEOUT, Device, Dir, Fifo, File, Hardlink, Symlink
 
 # --- shared helpers (imported by the docker archive, registry and tools tests) ------------
@@ -252,7 +252,7 @@ def test_foreign_blobs_are_copied_back_while_they_exist(tmp_path: Path) -> None:
                                     "layers": [layer_desc]})
     img = oci.load(src, tag="foreign")
     assert img.layers[0].digest != sha256(tar)  # our canonical tar would differ
-    assert img.layers[0].source_blob == (str(blob(src, layer_desc["digest"])), layer_desc["digest"], len(gz))
+    assert img.layers[0].source_blob == BlobSource(str(blob(src, layer_desc["digest"])), layer_desc["digest"], len(gz))
     assert oci.save(img, tmp_path / "copy", tag="x") == img.digest
     assert blob(tmp_path / "copy", layer_desc["digest"]).read_bytes() == gz
     docker_archive.save(img, tmp_path / "d.tar", tags=["x:1"])  # the source tar, uncompressed
@@ -261,13 +261,19 @@ def test_foreign_blobs_are_copied_back_while_they_exist(tmp_path: Path) -> None:
         assert member is not None and member.read() == tar
     d = docker_archive.load(tmp_path / "d.tar")
     assert d.id == img.id and d.diff_ids == img.diff_ids
-    blob(src, layer_desc["digest"]).write_bytes(gz + b"tampered")  # no longer the blob it was
-    docker_archive.save(img, tmp_path / "d2.tar", tags=["x:1"])
-    assert docker_archive.load(tmp_path / "d2.tar").diff_ids == [img.layers[0].digest]
+    src_d = d.layers[0].source_blob
+    assert src_d is not None and b"".join(src_d.chunks()) == tar  # the member, in place
+    docker_archive.save(d, tmp_path / "d3.tar", tags=["x:1"])  # docker -> docker keeps it too
+    assert docker_archive.load(tmp_path / "d3.tar").id == img.id
+    assert oci.save(d, tmp_path / "from-docker", tag="x") == d.digest
+    blob(src, layer_desc["digest"]).write_bytes(gz[:-8] + bytes(8))  # no longer the blob it was
     digest = oci.save(img, tmp_path / "canonical", tag="x")
     back = oci.load(tmp_path / "canonical", tag="x")
     assert digest != img.digest and back.diff_ids == [img.layers[0].digest]
     assert fs_tree(back.fs) == fs_tree(img.fs)
+    blob(src, layer_desc["digest"]).unlink()  # gone: a docker archive gets the canonical tar
+    docker_archive.save(img, tmp_path / "d2.tar", tags=["x:1"])
+    assert docker_archive.load(tmp_path / "d2.tar").diff_ids == [img.layers[0].digest]
 
 
 def test_empty_image_round_trip(tmp_path: Path) -> None:

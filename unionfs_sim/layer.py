@@ -13,6 +13,8 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from typing import IO, Any
 
+import attrs
+
 from .formats import tar as _tar
 from .nodes import WHITEOUT, Device, Dir, Entry, Fifo, File, Hardlink, Socket, Symlink, Whiteout
 from .paths import confine, key, parents
@@ -32,6 +34,39 @@ class _HashSink:
 
 
 _NODE_TYPES = (File, Dir, Symlink, Fifo, Socket, Device, Whiteout)
+
+
+@attrs.frozen
+class BlobSource:
+    """Where the blob a layer was loaded from can be read again: ``size`` bytes at
+    ``offset`` of the file ``path`` (a layout's blob file, or a member of an uncompressed
+    archive), whose sha256 is ``digest``."""
+
+    path: str
+    digest: str
+    size: int
+    offset: int = 0
+
+    def open(self) -> IO[bytes]:
+        """The blob's bytes (a file positioned at ``offset``; read at most ``size``)."""
+        f = open(self.path, "rb")  # noqa: SIM115 - returned to the caller, who closes it
+        try:
+            f.seek(self.offset)
+        except BaseException:
+            f.close()
+            raise
+        return f
+
+    def chunks(self, chunk: int = 1 << 20) -> Iterator[bytes]:
+        """The blob's bytes, ``chunk`` at a time (no more than ``size`` in all)."""
+        with self.open() as f:
+            left = self.size
+            while left > 0:
+                b = f.read(min(chunk, left))
+                if not b:
+                    return
+                left -= len(b)
+                yield b
 
 
 class Layer(Mapping[str, Entry]):
@@ -257,12 +292,13 @@ class Layer(Mapping[str, Entry]):
         return getattr(self, "_source_diff_id", None)
 
     @property
-    def source_blob(self) -> tuple[str, str, int] | None:
-        """``(file, digest, size)`` of the blob file this layer was loaded from, else None.
+    def source_blob(self) -> BlobSource | None:
+        """Where the blob this layer was loaded from is, else None.
 
-        Set by ``oci.load`` for a layer read from a layout's blob. Saving copies that file
-        back byte for byte (while it still has that digest), so an unchanged image keeps
-        its digests even when its tars are not the canonical ones this library writes.
+        Set by ``oci.load`` (a layout's blob file) and ``docker_archive.load`` (a member of
+        an uncompressed archive given by path). Saving copies those bytes back (while they
+        still have that digest), so an unchanged image keeps its digests even when its tars
+        are not the canonical ones this library writes.
         """
         return getattr(self, "_source_blob", None)
 

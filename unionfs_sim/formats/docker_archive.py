@@ -19,6 +19,7 @@ before use; one that leaves the archive root is refused with :class:`UnsafePath`
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import posixpath
@@ -33,7 +34,7 @@ from typing import IO, Any
 
 from ..errors import DigestMismatch, FormatError, UnsafePath
 from ..image import CONFIG_MEDIA_TYPES, INDEX_MEDIA_TYPES, MT_INDEX, MT_LAYER, MT_MANIFEST, Image, sha256
-from ..layer import Layer
+from ..layer import BlobSource, Layer
 from ..reference import Reference
 from .oci import (
     ANNOTATION_IMAGE_NAME,
@@ -203,8 +204,8 @@ def _images_and_refs(images: ImageSource, tags: Tags) -> tuple[list[Image], list
 class _SourceTar:
     """The uncompressed tar a layer was loaded from, read again from its blob file."""
 
-    def __init__(self, path: str, diff_id: str, size: int) -> None:
-        self.path, self.diff_id, self.size = path, diff_id, size
+    def __init__(self, source: BlobSource, diff_id: str, size: int) -> None:
+        self.source, self.diff_id, self.size = source, diff_id, size
 
     @classmethod
     def of(cls, layer: Layer) -> _SourceTar | None:
@@ -215,23 +216,41 @@ class _SourceTar:
             return None
         h, size = hashlib.sha256(), 0
         try:
-            with open(src[0], "rb") as f:
-                _, r = uncompressed(f)
-                while b := r.read(1 << 20):
-                    h.update(b)
-                    size += len(b)
+            _, r = uncompressed(_Chunks(src))
+            while b := r.read(1 << 20):
+                h.update(b)
+                size += len(b)
         except Exception:  # noqa: BLE001 - gone, unreadable or corrupt: the canonical tar serves
             return None
-        return cls(src[0], diff_id, size) if "sha256:" + h.hexdigest() == diff_id else None
+        return cls(src, diff_id, size) if "sha256:" + h.hexdigest() == diff_id else None
 
     def write_to(self, out: IO[bytes]) -> None:
-        with open(self.path, "rb") as f:
-            _, r = uncompressed(f)
-            w = HashingWriter(out)
-            while b := r.read(1 << 20):
-                w.write(b)
+        _, r = uncompressed(_Chunks(self.source))
+        w = HashingWriter(out)
+        while b := r.read(1 << 20):
+            w.write(b)
         if w.hexdigest() != self.diff_id:
-            raise DigestMismatch(f"{self.path}: changed while it was written (no longer {self.diff_id})")
+            raise DigestMismatch(f"{self.source.path}: changed while it was written (no longer {self.diff_id})")
+
+
+class _Chunks:
+    """A readable stream over a :class:`BlobSource`'s bytes."""
+
+    def __init__(self, src: BlobSource) -> None:
+        self._it = src.chunks()
+        self._buf = b""
+
+    def read(self, n: int | None = -1) -> bytes:
+        if n is None or n < 0:
+            out, self._buf = self._buf + b"".join(self._it), b""
+            return out
+        while len(self._buf) < n:
+            b = next(self._it, b"")
+            if not b:
+                break
+            self._buf += b
+        out, self._buf = self._buf[:n], self._buf[n:]
+        return out
 
 
 def _plan(image: Image) -> tuple[bytes, bytes, list[str], list[Layer | _SourceTar]]:
@@ -355,7 +374,9 @@ def load(source: str | os.PathLike[str] | IO[bytes], tag: str | None = None) -> 
             n = _normal(ti.name)
             if n is not None:
                 members[n] = ti  # a later entry of the same name wins, as on extraction
-        archive = _Archive(tf, members, label)
+        # Members of an uncompressed archive named by path stay readable at their offsets.
+        plain = isinstance(source, (str, os.PathLike)) and isinstance(tf.fileobj, io.BufferedReader)
+        archive = _Archive(tf, members, label, os.path.abspath(source) if plain else None)  # type: ignore[arg-type]
         items = archive.manifest()
         item = _select(items, tag, archive)
         return archive.image(item)
@@ -418,10 +439,13 @@ def _safe(path: object, where: str) -> str:
 class _Archive:
     """Random access to the members of an open archive, by normalised name."""
 
-    def __init__(self, tf: tarfile.TarFile, members: dict[str, tarfile.TarInfo], label: str) -> None:
+    def __init__(self, tf: tarfile.TarFile, members: dict[str, tarfile.TarInfo], label: str,
+                 path: str | None = None) -> None:
         self.tf = tf
         self.members = members
         self.label = label
+        self.path = path
+        """The archive's file when members can be read again from it (an uncompressed tar by path)."""
 
     def where(self, name: str) -> str:
         """``archive: member``, the prefix of every message about ``name``."""
@@ -537,6 +561,8 @@ class _Archive:
             with f:
                 layer, blob = read_layer(f, self.where(name), diff_id, "sha256:" + m.group(1) if m else None,
                                          ti.size, layers)
+            if self.path is not None:
+                layer._source_blob = BlobSource(self.path, blob["digest"], ti.size, ti.offset_data)  # type: ignore[attr-defined]
             layers.append(layer)
             blob_descs.append(blob)
         manifest = self._oci_manifest(sha256(config), blob_descs)

@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -45,7 +44,7 @@ from ..image import (
     Image,
     sha256,
 )
-from ..layer import Layer
+from ..layer import BlobSource, Layer
 from ..nodes import Dir
 from ..paths import parents
 
@@ -405,7 +404,8 @@ def save(image: Image, path: str | os.PathLike[str], tag: str | None = None, *,
             comp = compression_of(rec_type)
         else:
             comp = None if compression == "uncompressed" else compression
-        if rec.get("digest") == (layer.source_blob or (None, None))[1] and comp == compression_of(rec_type) \
+        if layer.source_blob is not None and rec.get("digest") == layer.source_blob.digest \
+                and comp == compression_of(rec_type) \
                 and _copy_source_blob(blobs, layer):
             descriptors.append(dict(rec))  # the very blob the image was loaded from
             diff_ids.append(layer.source_diff_id or layer.digest)
@@ -508,15 +508,18 @@ def _copy_source_blob(blobs: Path, layer: Layer) -> bool:
     src = layer.source_blob
     if src is None:
         return False
-    path, digest, size = src
-    if _have_blob(blobs, digest, size):
+    if _have_blob(blobs, src.digest, src.size):
         return True
+
+    def copy(out: IO[bytes]) -> None:
+        for b in src.chunks():
+            out.write(b)
+
     try:
-        with open(path, "rb") as f:
-            got = write_blob(blobs, lambda out: shutil.copyfileobj(f, out, 1 << 20))
+        got = write_blob(blobs, copy)
     except OSError:
         return False
-    return got == (digest, size)
+    return got == (src.digest, src.size)
 
 
 def _write_layer_blob(blobs: Path, layer: Layer, compression: str | None) -> tuple[str, int]:
@@ -899,7 +902,7 @@ def _load_manifest(root: Path, desc: Mapping[str, Any], data: bytes, doc: dict[s
             if actual != d["size"]:
                 raise DigestMismatch(f"{f}: blob {d['digest']} is {actual} bytes, its descriptor says {d['size']}")
             layer = read_layer(fh, str(f), diff_id, d["digest"], d["size"], layers)[0]
-        layer._source_blob = (str(f), d["digest"], d["size"])  # type: ignore[attr-defined]  # provenance, see Layer.source_blob
+        layer._source_blob = BlobSource(str(f), d["digest"], d["size"])  # type: ignore[attr-defined]  # see Layer.source_blob
         layers.append(layer)
     try:
         return Image.from_parts(layers, config_bytes, data)
