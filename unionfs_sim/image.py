@@ -210,14 +210,14 @@ def _diff_id(layer: Layer) -> str:
     return src if src is not None else layer.digest
 
 
-def _json_object(data: bytes, what: str) -> dict[str, Any]:
-    """``data`` parsed as a JSON object, or FormatError naming ``what``."""
+def parse_json(data: bytes, where: str) -> dict[str, Any]:
+    """``data`` parsed as a JSON object; FormatError naming ``where`` otherwise."""
     try:
         doc = json.loads(data)
     except (UnicodeDecodeError, ValueError) as e:
-        raise FormatError(f"{what}: not valid JSON ({e})") from e
+        raise FormatError(f"{where}: not valid JSON ({e})") from e
     if not isinstance(doc, dict):
-        raise FormatError(f"{what}: expected a JSON object, got {type(doc).__name__}")
+        raise FormatError(f"{where}: expected a JSON object, got {type(doc).__name__}")
     return doc
 
 
@@ -319,7 +319,7 @@ class Image:
             if not isinstance(x, Layer):
                 raise TypeError(f"layers[{i}] is a {type(x).__name__}, not a Layer")
         config_bytes = bytes(config_bytes)
-        doc = _json_object(config_bytes, "image config")
+        doc = parse_json(config_bytes, "image config")
         rootfs = doc.get("rootfs")
         if not isinstance(rootfs, dict) or rootfs.get("type") != "layers":
             raise FormatError(f"image config: rootfs must be {{\"type\": \"layers\", ...}}, got {rootfs!r}")
@@ -341,7 +341,7 @@ class Image:
         descriptors: tuple[dict[str, Any], ...] | None = None
         if manifest_bytes is not None:
             manifest_bytes = bytes(manifest_bytes)
-            m = _json_object(manifest_bytes, "image manifest")
+            m = parse_json(manifest_bytes, "image manifest")
             cfg = m.get("config")
             if not isinstance(cfg, dict):
                 raise FormatError("image manifest: no config descriptor")

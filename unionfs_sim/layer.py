@@ -9,9 +9,10 @@ does), or 0o755 root-owned if nothing below has them.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from collections.abc import Callable, Iterator, Mapping
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import attrs
 
@@ -48,25 +49,35 @@ class BlobSource:
     offset: int = 0
 
     def open(self) -> IO[bytes]:
-        """The blob's bytes (a file positioned at ``offset``; read at most ``size``)."""
-        f = open(self.path, "rb")  # noqa: SIM115 - returned to the caller, who closes it
+        """The blob's ``size`` bytes as a stream (close it)."""
+        f = open(self.path, "rb")  # noqa: SIM115 - closed with the stream returned
         try:
             f.seek(self.offset)
         except BaseException:
             f.close()
             raise
-        return f
+        return cast(IO[bytes], io.BufferedReader(_Slice(f, self.size)))
 
-    def chunks(self, chunk: int = 1 << 20) -> Iterator[bytes]:
-        """The blob's bytes, ``chunk`` at a time (no more than ``size`` in all)."""
-        with self.open() as f:
-            left = self.size
-            while left > 0:
-                b = f.read(min(chunk, left))
-                if not b:
-                    return
-                left -= len(b)
-                yield b
+
+class _Slice(io.RawIOBase):
+    """The next ``size`` bytes of an open file; closing it closes the file."""
+
+    def __init__(self, f: IO[bytes], size: int) -> None:
+        self._f, self._left = f, size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        data = self._f.read(min(len(b), self._left))
+        b[:len(data)] = data
+        self._left -= len(data)
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._f.close()
+        super().close()
 
 
 class Layer(Mapping[str, Entry]):

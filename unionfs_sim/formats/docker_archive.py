@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..errors import DigestMismatch, FormatError, UnsafePath
-from ..image import CONFIG_MEDIA_TYPES, INDEX_MEDIA_TYPES, MT_INDEX, MT_LAYER, MT_MANIFEST, Image, sha256
+from ..image import CONFIG_MEDIA_TYPES, INDEX_MEDIA_TYPES, MT_INDEX, MT_LAYER, MT_MANIFEST, Image, parse_json, sha256
 from ..layer import BlobSource, Layer
 from ..reference import Reference
 from .oci import (
@@ -43,10 +43,10 @@ from .oci import (
     MAX_JSON_SIZE,
     HashingWriter,
     UnknownName,
+    atomic_file,
     check_digest,
     descriptor,
     export_parts,
-    parse_json,
     read_layer,
     uncompressed_descriptor,
 )
@@ -216,41 +216,23 @@ class _SourceTar:
             return None
         h, size = hashlib.sha256(), 0
         try:
-            _, r = uncompressed(_Chunks(src))
-            while b := r.read(1 << 20):
-                h.update(b)
-                size += len(b)
+            with src.open() as f:
+                _, r = uncompressed(f)
+                while b := r.read(1 << 20):
+                    h.update(b)
+                    size += len(b)
         except Exception:  # noqa: BLE001 - gone, unreadable or corrupt: the canonical tar serves
             return None
         return cls(src, diff_id, size) if "sha256:" + h.hexdigest() == diff_id else None
 
     def write_to(self, out: IO[bytes]) -> None:
-        _, r = uncompressed(_Chunks(self.source))
-        w = HashingWriter(out)
-        while b := r.read(1 << 20):
-            w.write(b)
+        with self.source.open() as f:
+            _, r = uncompressed(f)
+            w = HashingWriter(out)
+            while b := r.read(1 << 20):
+                w.write(b)
         if w.hexdigest() != self.diff_id:
             raise DigestMismatch(f"{self.source.path}: changed while it was written (no longer {self.diff_id})")
-
-
-class _Chunks:
-    """A readable stream over a :class:`BlobSource`'s bytes."""
-
-    def __init__(self, src: BlobSource) -> None:
-        self._it = src.chunks()
-        self._buf = b""
-
-    def read(self, n: int | None = -1) -> bytes:
-        if n is None or n < 0:
-            out, self._buf = self._buf + b"".join(self._it), b""
-            return out
-        while len(self._buf) < n:
-            b = next(self._it, b"")
-            if not b:
-                break
-            self._buf += b
-        out, self._buf = self._buf[:n], self._buf[n:]
-        return out
 
 
 def _plan(image: Image) -> tuple[bytes, bytes, list[str], list[Layer | _SourceTar]]:
@@ -273,17 +255,8 @@ def _output(dest: str | os.PathLike[str] | IO[bytes]) -> Iterator[IO[bytes]]:
     if not isinstance(dest, (str, os.PathLike)):
         yield dest
         return
-    path = Path(dest)
-    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_file(Path(dest)) as f:
+        yield f
 
 
 class _TarWriter:

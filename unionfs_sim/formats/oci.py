@@ -21,10 +21,12 @@ The helpers for digests, verified streams and rewritten manifests here are share
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -42,6 +44,7 @@ from ..image import (
     MT_LAYER,
     MT_MANIFEST,
     Image,
+    parse_json,
     sha256,
 )
 from ..layer import BlobSource, Layer
@@ -204,17 +207,6 @@ class HashingWriter:
     def hexdigest(self) -> str:
         """``sha256:<hex>`` of what was written."""
         return "sha256:" + self.hash.hexdigest()
-
-
-def parse_json(data: bytes, where: str) -> dict[str, Any]:
-    """``data`` parsed as a JSON object; FormatError naming ``where`` otherwise."""
-    try:
-        doc = json.loads(data)
-    except (UnicodeDecodeError, ValueError) as e:
-        raise FormatError(f"{where}: not valid JSON ({e})") from e
-    if not isinstance(doc, dict):
-        raise FormatError(f"{where}: expected a JSON object, got {type(doc).__name__}")
-    return doc
 
 
 def descriptor(doc: object, where: str) -> dict[str, Any]:
@@ -511,12 +503,9 @@ def _copy_source_blob(blobs: Path, layer: Layer) -> bool:
     if _have_blob(blobs, src.digest, src.size):
         return True
 
-    def copy(out: IO[bytes]) -> None:
-        for b in src.chunks():
-            out.write(b)
-
     try:
-        got = write_blob(blobs, copy)
+        with src.open() as f:
+            got = write_blob(blobs, lambda out: shutil.copyfileobj(f, out, 1 << 20))
     except OSError:
         return False
     return got == (src.digest, src.size)
@@ -550,18 +539,26 @@ def _add_to_index(index: dict[str, Any], desc: dict[str, Any], tag: str | None) 
         manifests.append(desc)
 
 
-def _write_file_atomically(path: Path, data: bytes) -> None:
-    """Replace ``path`` by ``data`` (temporary file in the same directory, then rename)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+@contextlib.contextmanager
+def atomic_file(path: Path) -> Iterator[IO[bytes]]:
+    """A file to write that replaces ``path`` (mode 0644) only if the block ends without
+    error: a temporary file in the same directory, renamed into place."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.tmp-")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _write_file_atomically(path: Path, data: bytes) -> None:
+    """Replace ``path`` by ``data`` (see :func:`atomic_file`)."""
+    with atomic_file(path) as f:
+        f.write(data)
 
 
 # --- load --------------------------------------------------------------------------------------
