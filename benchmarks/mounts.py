@@ -278,8 +278,8 @@ def report(backends: list[Backend], best: dict[str, dict[str, float]], amounts: 
         row = f"{label:40}{unit:>10}"
         row += "".join(f"{rates[n]:>{w},.0f}" if rates[n] else f"{'-':>{w}}" for n in names)
         ours, fo, k = rates["unionfs_sim"], rates.get("fuse-overlayfs"), rates.get("kernel overlayfs")
-        row += f"{(ours / fo if ours and fo else 0):>{w}.2f}x" if ours and fo else f"{'-':>{w}}"
-        row += f"{(ours / k if ours and k else 0):>{w - 8}.2f}x" if ours and k else f"{'-':>{w - 8}}"
+        row += f"{ours / fo:>{w}.2f}x" if ours and fo else f"{'-':>{w}}"
+        row += f"{ours / k:>{w - 8}.2f}x" if ours and k else f"{'-':>{w - 8}}"
         print(row)
     for b in backends:
         if isinstance(b, Ufs) and b.requests:

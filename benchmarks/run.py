@@ -347,16 +347,7 @@ class FakeBackend(Backend):
         return self
 
     def walk_stat(self, fs: Any) -> int:
-        fos = self.os
-        lstat = fos.lstat
-        n = 0
-        for dirpath, dirnames, filenames in fos.walk("/"):
-            for name in dirnames:
-                lstat(join(dirpath, name))
-            for name in filenames:
-                lstat(join(dirpath, name))
-            n += len(dirnames) + len(filenames)
-        return n
+        return _os_like_walk_stat(self.os)
 
     def open(self, fs: Any, path: str, mode: str) -> Any:
         return self.fopen(path, mode)

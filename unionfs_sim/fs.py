@@ -15,7 +15,7 @@ import os
 import re
 import stat as _stat
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any, TypeVar
 
 from . import errors
@@ -52,6 +52,35 @@ class _Resolved:
         self.loc = loc
         self.slash = slash  # the path ended in '/' (the result must be a directory)
         self.path = path
+
+
+def walk_scandir(scandir: Callable[[str], Iterable[Any]], top: str, topdown: bool = True,
+                 onerror: Callable[[OSError], Any] | None = None,
+                 followlinks: bool = False) -> Iterator[tuple[str, list[str], list[str]]]:
+    """:func:`os.walk` over any ``scandir`` whose entries have ``name``, ``is_dir()`` and
+    ``is_symlink()`` (the facades here, and the kernel's in :mod:`unionfs_sim.testing`)."""
+    try:
+        entries = list(scandir(top))
+    except OSError as e:
+        if onerror is not None:
+            onerror(e)
+        return
+    dirs, files, links = [], [], []
+    for ent in entries:
+        if ent.is_dir():
+            dirs.append(ent.name)
+            if ent.is_symlink():
+                links.append(ent.name)
+        else:
+            files.append(ent.name)
+    if topdown:
+        yield top, dirs, files
+    for name in dirs:  # after the yield: the caller may prune dirs, as with os.walk
+        if not followlinks and name in links:
+            continue
+        yield from walk_scandir(scandir, top.rstrip("/") + "/" + name, topdown, onerror, followlinks)
+    if not topdown:
+        yield top, dirs, files
 
 
 class FileSystem:
@@ -311,29 +340,7 @@ class FileSystem:
     def walk(self, top: PathArg = "/", topdown: bool = True, onerror: Callable[[OSError], Any] | None = None,
              followlinks: bool = False) -> Iterator[tuple[str, list[str], list[str]]]:
         """As :func:`os.walk`: ``(dirpath, dirnames, filenames)`` for each directory."""
-        top_s = to_str(top)
-        try:
-            entries = list(self.scandir(top_s))
-        except OSError as e:
-            if onerror is not None:
-                onerror(e)
-            return
-        dirs, files, links = [], [], []
-        for ent in entries:
-            if ent.is_dir():
-                dirs.append(ent.name)
-                if ent.is_symlink():
-                    links.append(ent.name)
-            else:
-                files.append(ent.name)
-        if topdown:
-            yield top_s, dirs, files
-        for name in dirs:
-            if not followlinks and name in links:
-                continue
-            yield from self.walk(top_s.rstrip("/") + "/" + name, topdown, onerror, followlinks)
-        if not topdown:
-            yield top_s, dirs, files
+        return walk_scandir(self.scandir, to_str(top), topdown, onerror, followlinks)
 
     def mkdir(self, path: PathArg, mode: int = 0o777) -> None:
         """As :func:`os.mkdir`; the new directory's mode is ``mode & ~umask``."""

@@ -37,6 +37,7 @@ from types import TracebackType
 from typing import IO, Any, Self, cast
 
 from ..formats import overlaydir
+from ..fs import walk_scandir
 from ..layer import Layer
 from ..nodes import Dir, Entry
 from ..options import OverlayOptions
@@ -693,30 +694,7 @@ class KernelFS:
         followlinks: bool = False,
     ) -> Iterator[tuple[str, list[str], list[str]]]:
         """os.walk over the merged view."""
-        top_s = self._p(top)
-        try:
-            entries = list(self.scandir(top_s))
-        except OSError as e:
-            if onerror is not None:
-                onerror(e)
-            return
-        dirs: list[str] = []
-        files: list[str] = []
-        walk_into: list[str] = []
-        for entry in entries:
-            if entry.is_dir():
-                dirs.append(entry.name)
-                if followlinks or not entry.is_symlink():
-                    walk_into.append(entry.name)
-            else:
-                files.append(entry.name)
-        if topdown:
-            yield top_s, dirs, files
-            walk_into = [d for d in dirs if followlinks or d in walk_into]
-        for d in walk_into:
-            yield from self.walk(os.path.join(top_s, d), topdown, onerror, followlinks)
-        if not topdown:
-            yield top_s, dirs, files
+        return walk_scandir(self.scandir, self._p(top), topdown, onerror, followlinks)
 
     def mkdir(self, path: PathArg, mode: int = 0o777) -> None:
         """os.mkdir (the umask applies)."""
