@@ -75,7 +75,7 @@ from typing import Any, Self
 
 import fuse as _fusepy  # fusepy; this is the only module that imports it
 
-from . import errors
+from . import errors, fusedev
 from .fs import FileSystem, Handle
 from .mounting import FuseUnavailable, MountError, MountSource, fs_of
 
@@ -684,8 +684,24 @@ def _fuse_option_list(options: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def choose_backend(backend: str = "auto") -> str:
+    """``"kernel"`` (:mod:`unionfs_sim.fusedev`) or ``"libfuse"`` (fusepy).
+
+    ``"auto"``: the environment variable ``UNIONFS_SIM_FUSE_BACKEND`` if set, else the
+    kernel backend where it can mount (root, or a user with fusermount3), else libfuse.
+    """
+    if backend == "auto":
+        backend = os.environ.get("UNIONFS_SIM_FUSE_BACKEND", "auto") or "auto"
+    if backend == "auto":
+        return "kernel" if fusedev.kernel_backend_unavailable() is None else "libfuse"
+    if backend not in ("kernel", "libfuse"):
+        raise ValueError(f"unknown FUSE backend {backend!r} (expected 'auto', 'kernel' or 'libfuse')")
+    return backend
+
+
 def default_options(*, immutable: bool, readonly: bool, allow_other: bool = False,
-                    default_permissions: bool | None = None, fsname: str = "unionfs-sim") -> dict[str, Any]:
+                    default_permissions: bool | None = None, fsname: str = "unionfs-sim",
+                    backend: str = "auto") -> dict[str, Any]:
     """The FUSE ``-o`` options :func:`mount` uses (see the module docs for why).
 
     Args:
@@ -695,6 +711,8 @@ def default_options(*, immutable: bool, readonly: bool, allow_other: bool = Fals
         default_permissions: let the kernel check permissions (None: when someone other
             than root can use the mount, i.e. with ``allow_other`` or when not root).
         fsname: what /proc/mounts shows as the source.
+        backend: the server the options are for (see :func:`choose_backend`); the kernel
+            backend chooses its cache timeouts itself (see :mod:`unionfs_sim.fusedev`).
     """
     if default_permissions is None:
         default_permissions = allow_other or os.geteuid() != 0
@@ -703,6 +721,10 @@ def default_options(*, immutable: bool, readonly: bool, allow_other: bool = Fals
         "atomic_o_trunc": True, "big_writes": True, "default_permissions": default_permissions,
         "allow_other": allow_other, "ro": readonly or immutable,
     }
+    if choose_backend(backend) == "kernel":
+        if immutable:
+            opts["kernel_cache"] = True
+        return opts
     if immutable:
         opts.update(kernel_cache=True, entry_timeout=3600, negative_timeout=3600, attr_timeout=3600)
     else:
@@ -895,14 +917,23 @@ class Mount:
     """
 
     def __init__(self, fs: FileSystem, mountpoint: str | os.PathLike[str], options: Mapping[str, Any], *,
-                 readonly: bool, threads: bool = True) -> None:
+                 readonly: bool, threads: bool = True, backend: str = "auto") -> None:
         self.mountpoint = os.fspath(mountpoint)
         self.fs = fs.unbounded()
         self.readonly = readonly
-        self.operations = OverlayOperations(fs, readonly=readonly, no_open=fs.readonly)
-        self.options = _fuse_option_list(options)
+        self.backend = choose_backend(backend)
+        self.operations: Any
+        if self.backend == "kernel":
+            self.operations = fusedev.Server(fs, readonly=readonly, immutable=fs.readonly,
+                                             keep_cache=bool(options.get("kernel_cache")), **fusedev.timeouts(options))
+        else:
+            self.operations = OverlayOperations(fs, readonly=readonly, no_open=fs.readonly)
+        self._opts = dict(options)
+        if readonly:
+            self._opts["ro"] = True
+        self.options = _fuse_option_list(self._opts)
         self._threads = threads
-        self._session: _Session | None = None
+        self._session: _Session | fusedev.Session | None = None
         self._pid = os.getpid()  # a forked child must not unmount its parent's mount
 
     def start(self, timeout: float = 10.0) -> None:
@@ -917,7 +948,11 @@ class Mount:
             raise FuseUnavailable("/dev/fuse does not exist (no FUSE in this kernel or container; modprobe fuse)")
         if not os.path.isdir(self.mountpoint):
             raise NotADirectoryError(errno.ENOTDIR, "mountpoint is not a directory", self.mountpoint)
-        s = _Session(self.operations, self.mountpoint, self.options)
+        s: _Session | fusedev.Session
+        if self.backend == "kernel":
+            s = fusedev.Session(self.operations, self.mountpoint, self._opts)
+        else:
+            s = _Session(self.operations, self.mountpoint, self.options)
         s.mount(threads=self._threads)
         self._session = s
         _live.add(self)
@@ -994,16 +1029,17 @@ def _unmount_all() -> None:
 @contextlib.contextmanager
 def mount(source: MountSource, mountpoint: str | os.PathLike[str], *, readonly: bool | None = None,
           allow_other: bool = False, default_permissions: bool | None = None, threads: bool = True,
-          timeout: float = 10.0, **fuse_options: Any) -> Iterator[Mount]:
+          timeout: float = 10.0, backend: str = "auto", **fuse_options: Any) -> Iterator[Mount]:
     """Mount a view at ``mountpoint`` for the duration of the ``with`` block.
 
     See :func:`unionfs_sim.mounting.mount` (the public entry point) for the arguments.
     """
     fs, ro, immutable = fs_of(source, readonly)
+    backend = choose_backend(backend)
     opts = default_options(immutable=immutable, readonly=ro, allow_other=allow_other,
-                           default_permissions=default_permissions)
+                           default_permissions=default_permissions, backend=backend)
     opts.update(fuse_options)
-    m = Mount(fs, mountpoint, opts, readonly=ro, threads=threads)
+    m = Mount(fs, mountpoint, opts, readonly=ro, threads=threads, backend=backend)
     m.start(timeout)
     try:
         yield m
@@ -1011,4 +1047,5 @@ def mount(source: MountSource, mountpoint: str | os.PathLike[str], *, readonly: 
         m.unmount()
 
 
-__all__ = ["ENCODING", "FuseUnavailable", "Mount", "MountError", "OverlayOperations", "default_options", "mount"]
+__all__ = ["ENCODING", "FuseUnavailable", "Mount", "MountError", "OverlayOperations", "choose_backend",
+           "default_options", "mount"]

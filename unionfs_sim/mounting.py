@@ -88,7 +88,7 @@ def load_fuse() -> Any:
 @contextlib.contextmanager
 def mount(source: MountSource, mountpoint: str | os.PathLike[str], *, readonly: bool | None = None,
           allow_other: bool = False, default_permissions: bool | None = None, threads: bool = True,
-          timeout: float = 10.0, **fuse_options: Any) -> Iterator[Mount]:
+          timeout: float = 10.0, backend: str = "auto", **fuse_options: Any) -> Iterator[Mount]:
     """Mount ``source``'s merged view at ``mountpoint`` (FUSE) for a ``with`` block.
 
     The mount is served from a background thread of this process, so the block (and
@@ -131,7 +131,7 @@ def mount(source: MountSource, mountpoint: str | os.PathLike[str], *, readonly: 
     fuse = load_fuse()
     with fuse.mount(source, mountpoint, readonly=readonly, allow_other=allow_other,
                     default_permissions=default_permissions, threads=threads, timeout=timeout,
-                    **fuse_options) as m:
+                    backend=backend, **fuse_options) as m:
         yield m
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import stat as _stat
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Union
 
 from . import errors
@@ -143,7 +143,7 @@ class Overlay:
     """
 
     __slots__ = ("lower", "options", "root", "readonly", "_next_ino", "_index", "_copied",
-                 "generation", "__weakref__")
+                 "_generation", "watchers", "__weakref__")
 
     def __init__(self, lower: Lower, options: OverlayOptions | None = None, *, readonly: bool = False) -> None:
         self.lower = lower
@@ -153,7 +153,22 @@ class Overlay:
         self._next_ino = UPPER_INO_BASE
         self._index: dict[int, Inode] | None = None
         self._copied: dict[tuple[int, str], Inode] | None = None
-        self.generation = 0  # bumped on every change (FUSE cache invalidation)
+        self._generation = 0
+        self.watchers: list[Callable[[], None]] = []
+
+    @property
+    def generation(self) -> int:
+        """A counter bumped on every change of the view; each of ``watchers`` is called then.
+
+        The FUSE server watches it to learn of changes made while mounted, other than its own.
+        """
+        return self._generation
+
+    @generation.setter
+    def generation(self, value: int) -> None:
+        self._generation = value
+        for w in self.watchers:
+            w()
 
     # --- lookup --------------------------------------------------------------------
 
