@@ -10,7 +10,9 @@ backends take turns, repeat by repeat. The workloads run in a separate client pr
 process, never competes with the client for the GIL. The best repeat counts.
 
 Needs root (mount, drop_caches), libfuse2 + fusepy and the ``fuse-overlayfs`` binary; a
-backend that cannot run shows ``n/a`` with the reason.
+backend that cannot run shows ``n/a`` with the reason. ``unionfs_sim`` is the default
+server (:mod:`unionfs_sim.fusedev`, the /dev/fuse protocol); ``backend=libfuse`` the
+fusepy/libfuse2 one, for comparison.
 """
 
 from __future__ import annotations
@@ -228,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[fuse] built and written in {time.perf_counter() - t0:.1f}s: {host.stats}", file=sys.stderr)
         backends: list[Backend] = [
             Ufs(image), OnDisk("fuse-overlayfs", lowers), OnDisk("kernel overlayfs", lowers),
-            Ufs(image, readonly=True), Ufs(image, attr_timeout=1),
+            Ufs(image, readonly=True), Ufs(image, backend="libfuse"),
         ]
         why = {b.name: b.unavailable() for b in backends}
         spec = {"big": host.big_file, "copyup": host.copyup[:n_copyup], "churn_dir": host.churn_dir,

@@ -1,4 +1,16 @@
-"""FUSE: a container's (or an image's) merged view as a real directory, through fusepy.
+"""FUSE: a container's (or an image's) merged view as a real directory.
+
+:class:`Mount` (and :func:`mount`) serve a view with one of two servers (``backend=``):
+
+- ``"kernel"``, the default wherever it can mount (root, or a user with fusermount3):
+  :mod:`unionfs_sim.fusedev` speaks the FUSE protocol on ``/dev/fuse`` itself, with one
+  kernel node per inode of the view, READDIRPLUS and long-lived, invalidated caches;
+  several times faster, and exact across hard links (see that module).
+- ``"libfuse"``: fusepy on libfuse2, described below; the fallback, and the reference the
+  tests hold the first one to (they run on both).
+
+``UNIONFS_SIM_FUSE_BACKEND`` chooses for ``"auto"``. The rest of this text is about the
+libfuse backend.
 
 The only module that imports fusepy. :class:`OverlayOperations` translates FUSE requests
 into calls on the os-style facade (:class:`~unionfs_sim.fs.FileSystem`); the model's

@@ -15,12 +15,13 @@ nothing changes them behind its back, and stay exact:
   changes more than the kernel can know (a copy-up of a lower hard link, which may change
   the attributes other names show), the server drops those attributes itself.
 - changes made *from Python* while mounted (``c.fs.write_bytes``) are seen through the
-  view's change counter (:attr:`Overlay.generation`): every cached attribute is dropped
-  at the next request (and at once by a background thread, which also drops every
-  cached name so that a replaced or removed one is looked up again). With
-  ``FUSE_AUTO_INVAL_DATA`` the kernel then re-reads a file's pages or a directory's
-  listing whose mtime or size changed. Names looked up and not found are not cached
-  (``negative_timeout=0``), so a name created from Python shows up at once.
+  view's change counter (:attr:`Overlay.generation`): before the changing call returns,
+  every attribute the kernel cached is dropped, and with ``FUSE_AUTO_INVAL_DATA`` the
+  kernel then re-reads a file's pages or a directory's listing whose mtime or size
+  changed. Names looked up and not found are not cached (``negative_timeout=0``), so a
+  name created from Python shows up at once; a background thread drops every cached
+  name within milliseconds, so one removed, renamed or replaced from Python is looked
+  up again.
 
 Requests: LOOKUP and READDIRPLUS answer a name with its node and attributes; OPENDIR is
 answered ENOSYS, so the kernel opens directories itself and caches their listings
@@ -54,7 +55,7 @@ from typing import Any
 from . import errors
 from .fs import FileSystem, Handle
 from .mounting import FuseUnavailable, MountError
-from .overlay import Inode, Loc
+from .overlay import Loc
 
 log = logging.getLogger(__name__)
 
@@ -186,9 +187,9 @@ def _split(t: float) -> tuple[int, int]:
 class _Node:
     """A kernel inode: what the view holds under one or more names (hard links)."""
 
-    __slots__ = ("id", "names", "lookups", "key", "obj", "sig", "listing", "handles", "isdir")
+    __slots__ = ("fmt", "handles", "id", "key", "listing", "lookups", "names", "obj", "sig")
 
-    def __init__(self, nid: int, isdir: bool) -> None:
+    def __init__(self, nid: int, fmt: int) -> None:
         self.id = nid
         self.names: list[tuple[int, str]] = []  # (parent id, name); the first names the node
         self.lookups = 0
@@ -197,7 +198,7 @@ class _Node:
         self.sig: tuple[int, int] | None = None  # (mtime, size) when the kernel last cached pages
         self.listing: list[tuple[str, int, int]] | None = None  # readdir: (name, ino, d_type)
         self.handles: set[int] = set()
-        self.isdir = isdir
+        self.fmt = fmt  # the file type (S_IFMT bits): a kernel inode never changes type
 
 
 class Server:
@@ -230,7 +231,7 @@ class Server:
         self.initialized = threading.Event()
         self.proto: tuple[int, int] = (0, 0)
         self._lock = self.fs.lock
-        root = _Node(ROOT_ID, True)
+        root = _Node(ROOT_ID, _stat.S_IFDIR)
         root.lookups = 1
         self._nodes: dict[int, _Node] = {ROOT_ID: root}
         self._dentries: dict[tuple[int, str], int] = {}
@@ -241,7 +242,7 @@ class Server:
         self._next_fh = 1
         self._fd = -1
         self._workers: set[int] = set()
-        self._seen = self.fs.overlay.generation
+        self._dirty = False  # changed from elsewhere since the last request
         self._outside = threading.Event()
         self._stopping = False
         self._handlers: dict[int, Callable[[_Node, memoryview, tuple[int, int, int]], bytes]] = {
@@ -291,7 +292,7 @@ class Server:
         """The identity all names of one kernel inode share: (key, object to keep alive)."""
         up = loc.up if loc.up is not None else loc.ix
         if up is not None:
-            return (None, None) if up.kind == "d" else (id(up), up)
+            return (None, None) if up.kind == "d" else (("u", id(up)), up)
         lo = loc.lo
         if lo is not None and self.fs.overlay.options.index and not _stat.S_ISDIR(lo.st_mode):
             return ("l", id(lo)), lo  # index=on: a lower hard link is one overlay inode
@@ -308,7 +309,7 @@ class Server:
         if key is not None:
             self._keys.setdefault(key, node.id)
 
-    def _node_for(self, parent: _Node, name: str, loc: Loc, isdir: bool) -> _Node:
+    def _node_for(self, parent: _Node, name: str, loc: Loc, fmt: int) -> _Node:
         """The node the kernel gets for ``name`` in ``parent`` (counted as one lookup)."""
         dkey = (parent.id, name)
         key, obj = self._key(loc)
@@ -319,12 +320,13 @@ class Server:
         if node is None:
             nid = self._dentries.get(dkey)
             old = self._nodes.get(nid) if nid is not None else None
-            # The same name as before: the same node, unless it now holds another object.
-            if old is not None and old.isdir == isdir and (old.key is None or old.key == key):
+            # The same name as before: the same node, unless it now holds another object
+            # (a lower entry that got an upper inode was copied up: the same object).
+            if old is not None and old.fmt == fmt and (old.key is None or old.key[0] == "l" or old.key == key):
                 node = old
                 self._note_key(node, loc)
         if node is None:
-            node = _Node(self._next_id, isdir)
+            node = _Node(self._next_id, fmt)
             self._next_id += 1
             self._nodes[node.id] = node
             node.key, node.obj = key, obj
@@ -370,7 +372,7 @@ class Server:
 
     def _entry(self, parent: _Node, name: str, path: str) -> bytes:
         loc, st = self._stat_loc(path)
-        node = self._node_for(parent, name, loc, _stat.S_ISDIR(st.st_mode))
+        node = self._node_for(parent, name, loc, _stat.S_IFMT(st.st_mode))
         return self._entry_bytes(node.id, st)
 
     def _entry_bytes(self, nid: int, st: os.stat_result) -> bytes:
@@ -392,6 +394,7 @@ class Server:
                 if not node.handles:
                     raise
             else:
+                self._check_same(node, loc, st)
                 self._note_key(node, loc)
                 return st
         h = self._handles.get(fh) if fh else None
@@ -402,6 +405,19 @@ class Server:
         if h is None:
             raise errors.NotFound(None)
         return h.stat()
+
+    def _check_same(self, node: _Node, loc: Loc, st: os.stat_result) -> None:
+        """ESTALE if the node's name now holds another object (replaced from Python).
+
+        The kernel then looks the name up again (as after NFS's ESTALE) and gets a new node,
+        instead of seeing the old inode change its type.
+        """
+        if _stat.S_IFMT(st.st_mode) != node.fmt:
+            raise OSError(errno.ESTALE, os.strerror(errno.ESTALE))
+        if node.key is not None and node.key[0] == "u":
+            key = self._key(loc)[0]
+            if key is not None and key != node.key:
+                raise OSError(errno.ESTALE, os.strerror(errno.ESTALE))
 
     def _writable(self) -> None:
         if self.readonly:
@@ -650,7 +666,7 @@ class Server:
         self._note_key(old, loc)
         if old.key is not None:
             self._keys[old.key] = old.id
-        node = self._node_for(parent, name, loc, False)
+        node = self._node_for(parent, name, loc, _stat.S_IFMT(st.st_mode))
         if shared:
             self._invalidate_all_attrs()
         return self._entry_bytes(node.id, st)
@@ -721,7 +737,7 @@ class Server:
                 entry = zero
             else:
                 st = fs._stat(c)
-                child = self._node_for(node, name, c, _stat.S_ISDIR(st.st_mode))
+                child = self._node_for(node, name, c, _stat.S_IFMT(st.st_mode))
                 entry = self._entry_bytes(child.id, st)
             out += entry + _DIRENT.pack(ino, i + 1, len(raw), dtype) + raw + b"\0" * (padded - rec)
         return bytes(out)
@@ -736,7 +752,7 @@ class Server:
         with self._as_caller(ctx):
             h = self.fs.os_open(path, (flags & _OPEN_FLAGS) | os.O_CREAT, mode & 0o7777)
         loc, st = self._stat_loc(path)
-        node = self._node_for(parent, name, loc, False)
+        node = self._node_for(parent, name, loc, _stat.S_IFMT(st.st_mode))
         fh = self._add_handle(node, h)
         node.sig = (_ns(st, "st_mtime_ns", st.st_mtime), st.st_size)
         return self._entry_bytes(node.id, st) + _OPEN_OUT.pack(fh, 0, 0)
@@ -814,7 +830,6 @@ class Server:
         nodes = self._nodes
         handlers = self._handlers
         lock = self._lock
-        ov = self.fs.overlay
         try:
             while True:
                 try:
@@ -857,13 +872,11 @@ class Server:
                     else:
                         try:
                             with lock:
-                                if ov.generation != self._seen:
-                                    self._outside_changes()
+                                self._dirty = False  # what the kernel caches from now on is current
                                 node = nodes.get(nid)
                                 if node is None:
                                     raise errors.NotFound(None)
                                 out = handler(node, body, (uid, gid, pid))
-                                self._seen = ov.generation
                         except OSError as e:
                             err = -(e.errno or errno.EIO)
                         except Exception as e:  # a model bug: answer EIO, keep serving
@@ -886,8 +899,13 @@ class Server:
             else:
                 os.write(fd, _OUT.pack(_OUT.size + len(out), err, unique) + out)
         except OSError as e:
-            if e.errno not in (errno.ENOENT, errno.ENODEV):  # interrupted meanwhile / unmounted
-                raise
+            if e.errno in (errno.ENOENT, errno.ENODEV):  # interrupted meanwhile / unmounted
+                return
+            # The kernel refused the reply (a bug here): the caller must not wait forever.
+            self.unexpected.append(e)
+            log.error("unionfs_sim FUSE: reply to request %d refused (%s); answering EIO", unique, e)
+            with contextlib.suppress(OSError):
+                os.write(fd, _OUT.pack(_OUT.size, -errno.EIO, unique))
 
     # --- invalidation -----------------------------------------------------------------------
 
@@ -908,32 +926,57 @@ class Server:
         for nid in list(self._nodes):
             self._notify_inval_inode(nid)
 
-    def _outside_changes(self) -> None:
-        """The view changed from elsewhere (Python, another mount): nothing cached is sure."""
-        self._seen = self.fs.overlay.generation
-        for node in self._nodes.values():
-            node.sig = None
-            node.listing = None
-        self._invalidate_all_attrs()
+    def watch(self) -> None:
+        """Called on every change of the view (under its lock): act on those made elsewhere.
+
+        The first change from elsewhere (Python, another mount) since this server last
+        answered a request drops every attribute the kernel cached, before the change's
+        call returns: attribute invalidations wait for no lock, so this is safe here.
+        Names are dropped by the background thread (see :meth:`invalidator`).
+        """
+        if threading.get_ident() in self._workers:
+            return
+        if not self._dirty:
+            self._dirty = True
+            for node in list(self._nodes.values()):
+                node.sig = None
+                node.listing = None
+            self._invalidate_all_attrs()
         self._outside.set()
 
-    def watch(self) -> None:
-        """Called on every change of the view: note the ones not made by this server."""
-        if threading.get_ident() not in self._workers:
-            self._outside.set()
+    def copied_up(self, path: str) -> None:
+        """Called when the view copies something up: drop what the kernel cached of it.
+
+        The kernel knows the object it was asked to change, not the parents overlayfs
+        copied up on the way, whose attributes (a merged directory's st_nlink is 1) and
+        listing (whiteouts a single layer showed vanish) may change. Safe inside a request
+        and under the view's lock: no request waits holding a directory's page lock.
+        """
+        nid = ROOT_ID
+        for name in path.split("/") if path else ():
+            found = self._dentries.get((nid, name))
+            if found is None:
+                return  # the kernel never looked it up: nothing cached
+            nid = found
+        node = self._nodes.get(nid)
+        if node is None:
+            return
+        node.listing = None
+        self._notify(NOTIFY_INVAL_INODE, _INVAL_INODE.pack(nid, 0 if node.fmt == _stat.S_IFDIR else -1, 0))
 
     def invalidator(self) -> None:
-        """Background thread: after changes made elsewhere, drop cached attributes and names."""
+        """Background thread: after changes made elsewhere, drop every name the kernel cached.
+
+        A name removed, renamed or replaced from Python would otherwise keep its old node
+        until the entry timeout.
+        """
         while not self._stopping:
             self._outside.wait()
             if self._stopping:
                 return
             self._outside.clear()
             with self._lock:
-                if self.fs.overlay.generation != self._seen:
-                    self._outside_changes()
-                    self._outside.clear()
-                names = [(pid, name) for (pid, name) in self._dentries]
+                names = list(self._dentries)
             # Outside the lock: an entry invalidation waits for the directory's lock, which a
             # request in progress may hold while it waits for ours.
             for pid, name in names:
@@ -1095,6 +1138,7 @@ class Session:
                 break
         ov = self.server.fs.overlay
         ov.watchers.append(self.server.watch)
+        ov.copy_watchers.append(self.server.copied_up)
         self._watching = True
         for i in range(4 if threads else 1):
             t = threading.Thread(target=self.server.serve, args=(self.fd,), name=f"fuse:{self.mountpoint}:{i}",
@@ -1148,6 +1192,8 @@ class Session:
         if self._watching:
             with contextlib.suppress(ValueError):
                 self.server.fs.overlay.watchers.remove(self.server.watch)
+            with contextlib.suppress(ValueError):
+                self.server.fs.overlay.copy_watchers.remove(self.server.copied_up)
             self._watching = False
         self.server.stop()
         if self._invalidator is not None:

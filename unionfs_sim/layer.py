@@ -188,7 +188,7 @@ class Layer(Mapping[str, Entry]):
         """``sha256:<hex>`` of the layer's canonical uncompressed tar: its OCI diff_id."""
         if self._digest is None:
             sink = _HashSink()
-            _tar.write(self._entries, sink)  # type: ignore[arg-type]
+            _tar.write(self._entries, sink)
             self._digest = "sha256:" + sink.h.hexdigest()
             self._tar_size = sink.size
         return self._digest

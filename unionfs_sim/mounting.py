@@ -98,9 +98,11 @@ def mount(source: MountSource, mountpoint: str | os.PathLike[str], *, readonly: 
     always unmounts (lazily if something still uses the mount) and stops serving.
 
     Changes made to the container from Python while it is mounted (``c.fs.write_bytes``)
-    are visible through the mount too, but a name added or removed that way may take up
-    to ``entry_timeout`` (1 s) to appear or vanish; changes through the mount are always
-    seen at once.
+    are visible through the mount too: with the default (kernel) backend, whatever the
+    kernel cached is dropped at the next request and, within milliseconds, by a
+    background thread; with ``backend="libfuse"`` a name added or removed that way may
+    take up to ``entry_timeout`` (1 s) to appear or vanish. Changes through the mount are
+    always seen at once.
 
         with ufs.mount(c, mnt):
             with open(f"{mnt}/etc/hostname", "w") as f:
@@ -114,8 +116,11 @@ def mount(source: MountSource, mountpoint: str | os.PathLike[str], *, readonly: 
         allow_other: let other users in (non-root needs ``user_allow_other`` in /etc/fuse.conf).
         default_permissions: the kernel checks permission bits and owners against the
             caller (default: whenever someone other than root can use the mount).
-        threads: serve with libfuse's multi-threaded loop (default) or a single thread.
+        threads: serve from several threads (default) or a single one.
         timeout: seconds to wait for the mount to come up.
+        backend: ``"kernel"`` (:mod:`unionfs_sim.fusedev`, the /dev/fuse protocol),
+            ``"libfuse"`` (fusepy on libfuse2) or ``"auto"`` (see
+            :func:`unionfs_sim.fuse.choose_backend`).
         fuse_options: more ``-o`` options, overriding the defaults of
             :func:`unionfs_sim.fuse.default_options` (``True`` for a flag, ``False`` to drop
             one, else ``key=value``), e.g. ``attr_timeout=1``.

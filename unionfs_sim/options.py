@@ -27,7 +27,7 @@ class OverlayOptions:
             layer's on-disk form differ.
     """
 
-    redirect_dir: bool = attrs.field(default=None, kw_only=True)  # type: ignore[assignment]
+    redirect_dir: bool = attrs.field(default=None, kw_only=True)
     index: bool = attrs.field(default=False, kw_only=True)
     metacopy: bool = attrs.field(default=False, kw_only=True)
 

@@ -143,7 +143,7 @@ class Overlay:
     """
 
     __slots__ = ("lower", "options", "root", "readonly", "_next_ino", "_index", "_copied",
-                 "_generation", "watchers", "__weakref__")
+                 "_generation", "watchers", "copy_watchers", "__weakref__")
 
     def __init__(self, lower: Lower, options: OverlayOptions | None = None, *, readonly: bool = False) -> None:
         self.lower = lower
@@ -155,6 +155,9 @@ class Overlay:
         self._copied: dict[tuple[int, str], Inode] | None = None
         self._generation = 0
         self.watchers: list[Callable[[], None]] = []
+        self.copy_watchers: list[Callable[[str], None]] = []
+        """Called with the path (no leading ``/``) of each object copied up: a FUSE server
+        drops what the kernel cached of it (a directory copied up may list fewer names)."""
 
     @property
     def generation(self) -> int:
@@ -390,8 +393,12 @@ class Overlay:
                 loc.up.metacopy = False  # data now counts as copied up
             return loc.up
         if loc.parent is None:
+            fresh = self.root is None
             r = self.ensure_root()
             loc.up = r
+            if fresh:
+                for w in self.copy_watchers:
+                    w("")
             return r
         parent = self.copy_up(loc.parent)
         assert loc.lo is not None and parent.entries is not None
@@ -428,6 +435,8 @@ class Overlay:
                 self._copied = {}
             self._copied[(id(node), loc.lpath)] = up
         self.generation += 1
+        for w in self.copy_watchers:
+            w(loc.path)
         return up
 
     def _lower_links(self, loc: Loc) -> int:

@@ -380,7 +380,7 @@ def _open_tar(source: str | os.PathLike[str] | IO[bytes]) -> Iterator[tuple[tarf
     with tempfile.TemporaryFile() as spool:  # a pipe: copied to disk, never to memory
         shutil.copyfileobj(source, spool, 1 << 20)
         spool.seek(0)
-        with _tarfile(label, fileobj=spool) as tf:  # type: ignore[arg-type]
+        with _tarfile(label, fileobj=spool) as tf:
             yield tf, label
 
 

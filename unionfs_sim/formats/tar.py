@@ -480,7 +480,7 @@ class _StrictTarInfo(tarfile.TarInfo):
     @classmethod
     def fromtarfile(cls, tarfile_: tarfile.TarFile) -> _StrictTarInfo:
         try:
-            return super().fromtarfile(tarfile_)  # type: ignore[return-value]
+            return super().fromtarfile(tarfile_)
         except tarfile.EmptyHeaderError:  # type: ignore[attr-defined]
             # The stream ended at a block boundary without the zero-block trailer.
             raise tarfile.EOFHeaderError("end of stream") from None  # type: ignore[attr-defined]

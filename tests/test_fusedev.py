@@ -1,0 +1,188 @@
+"""What only the /dev/fuse server (:mod:`unionfs_sim.fusedev`) promises: the kernel's caches
+answer repeated work alone, and stay exact across hard links and changes made from Python.
+
+The behaviour both servers share is in test_fuse.py (run on both). Needs /dev/fuse and
+root (mount(2)); skips, saying why, only when those are missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+import sys
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import unionfs_sim as ufs
+from unionfs_sim import fusedev
+from unionfs_sim.mounting import mount
+
+pytestmark = pytest.mark.fuse
+
+REASON = fusedev.kernel_backend_unavailable()
+if REASON is None and os.geteuid() != 0:
+    REASON = "not root: these tests mount with mount(2)"
+if REASON is not None:
+    print(f"test_fusedev: skipping, {REASON}", file=sys.stderr)
+    pytest.skip(f"the /dev/fuse server cannot mount here: {REASON}", allow_module_level=True)
+
+
+def tree() -> ufs.Image:
+    files: dict[str, object] = {f"d{i}/f{j}": f"{i}/{j}\n".encode() for i in range(20) for j in range(30)}
+    files.update({
+        "etc/hostname": b"base\n",
+        "shared/a": b"linked\n",
+        "shared/b": ufs.Hardlink("shared/a"),
+        "keep/": ufs.Dir(mode=0o755),
+    })
+    return ufs.Image.from_layers([ufs.Layer.from_dict(files)])
+
+
+@pytest.fixture
+def mnt() -> Iterator[str]:
+    path = tempfile.mkdtemp(prefix="ufs-fusedev-")
+    try:
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            os.rmdir(path)
+
+
+def walk_lstat(root: str) -> int:
+    n = 0
+    for top, dirs, files in os.walk(root):
+        for name in dirs + files:
+            os.lstat(os.path.join(top, name))
+            n += 1
+    return n
+
+
+def read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def requests(m: Any) -> int:
+    return sum(m.operations.calls.values())
+
+
+def test_the_kernel_answers_a_repeated_walk_alone(mnt: str) -> None:
+    c = tree().container()
+    with mount(c, mnt, backend="kernel") as m:
+        assert m.backend == "kernel"
+        n = walk_lstat(mnt)
+        first = requests(m)
+        # READDIRPLUS: a listing brings the attributes of its names, no LOOKUP per name
+        assert m.operations.calls["lookup"] == 0 and n == 20 * 30 + 20 + 6
+        assert first < n / 4
+        before = dict(m.operations.calls)
+        assert walk_lstat(mnt) == n
+        again = {k: v - before.get(k, 0) for k, v in m.operations.calls.items() if v != before.get(k, 0)}
+        # listings, entries and attributes come from the kernel's caches; only a directory
+        # whose listing was read has its atime marked stale by the kernel (one GETATTR each)
+        assert set(again) <= {"getattr"} and again.get("getattr", 0) <= 24, again
+        third = requests(m)
+        assert walk_lstat(mnt) == n
+        assert requests(m) == third  # now nothing at all reaches the server
+
+
+def test_an_image_mount_reads_from_the_page_cache(mnt: str) -> None:
+    with mount(tree(), mnt, backend="kernel") as m:
+        for _ in range(3):
+            with open(f"{mnt}/etc/hostname", "rb") as f:
+                assert f.read() == b"base\n"
+        assert m.operations.calls["read"] == 1
+
+
+def test_hard_links_are_one_kernel_inode(mnt: str) -> None:
+    c = tree().container()
+    with mount(c, mnt, backend="kernel"):
+        os.link(f"{mnt}/etc/hostname", f"{mnt}/keep/h")
+        a, b = os.stat(f"{mnt}/etc/hostname"), os.stat(f"{mnt}/keep/h")
+        assert (a.st_ino, a.st_nlink) == (b.st_ino, 2) == (b.st_ino, b.st_nlink)
+        with open(f"{mnt}/keep/h", "ab") as f:
+            f.write(b"more\n")
+        # attributes are cached for long, yet the other name shows the write at once
+        assert os.stat(f"{mnt}/etc/hostname").st_size == len(b"base\nmore\n")
+        with open(f"{mnt}/etc/hostname", "rb") as f:
+            assert f.read() == b"base\nmore\n"
+        os.unlink(f"{mnt}/keep/h")
+        assert os.stat(f"{mnt}/etc/hostname").st_nlink == 1
+    assert c.fs.read_bytes("/etc/hostname") == b"base\nmore\n"
+
+
+def test_lower_hard_links_copy_up_apart_without_index(mnt: str) -> None:
+    c = tree().container()
+    with mount(c, mnt, backend="kernel"):
+        a0, b0 = os.stat(f"{mnt}/shared/a"), os.stat(f"{mnt}/shared/b")
+        assert a0.st_ino == b0.st_ino and a0.st_nlink == 2
+        with open(f"{mnt}/shared/a", "ab") as f:
+            f.write(b"A")
+        # overlayfs without index=on: the copy-up breaks the link; the model says so
+        # and the mount agrees, though both names were cached
+        for name in ("a", "b"):
+            st = os.stat(f"{mnt}/shared/{name}")
+            model = c.fs.lstat(f"/shared/{name}")
+            assert (st.st_ino, st.st_nlink, st.st_size) == (model.st_ino, model.st_nlink, model.st_size)
+        assert read(f"{mnt}/shared/b") == b"linked\n"
+
+
+def test_changes_from_python_show_at_once(mnt: str) -> None:
+    c = tree().container()
+    with mount(c, mnt, backend="kernel"):
+        walk_lstat(mnt)  # everything cached
+        assert read(f"{mnt}/d1/f1") == b"1/1\n"
+        c.fs.write_bytes("/d1/f1", b"rewritten from python\n")
+        assert os.stat(f"{mnt}/d1/f1").st_size == len(b"rewritten from python\n")
+        assert read(f"{mnt}/d1/f1") == b"rewritten from python\n"
+        c.fs.chmod("/d1/f2", 0o600)
+        assert stat.S_IMODE(os.stat(f"{mnt}/d1/f2").st_mode) == 0o600
+        c.fs.unlink("/d1/f3")
+        assert not os.path.lexists(f"{mnt}/d1/f3")
+        assert "f3" not in os.listdir(f"{mnt}/d1")
+        c.fs.rename("/d1/f4", "/d2/moved")
+        assert not os.path.lexists(f"{mnt}/d1/f4")
+        assert read(f"{mnt}/d2/moved") == b"1/4\n"
+        assert "moved" in os.listdir(f"{mnt}/d2")
+        # a name that becomes another kind of object: the kernel looks it up again
+        c.fs.unlink("/d1/f5")
+        c.fs.mkdir("/d1/f5")
+        assert stat.S_ISDIR(os.stat(f"{mnt}/d1/f5").st_mode)
+        c.fs.write_bytes("/d1/f5/inside", b"x")
+        assert os.listdir(f"{mnt}/d1/f5") == ["inside"]
+
+
+def test_chown_to_nothing_copies_up_as_overlayfs(mnt: str) -> None:
+    c = tree().container()
+    with mount(c, mnt, backend="kernel"):
+        before = os.stat(f"{mnt}/etc/hostname")
+        os.chown(f"{mnt}/etc/hostname", -1, -1)
+        after = os.stat(f"{mnt}/etc/hostname")
+    assert "etc/hostname" in c.upper  # overlayfs copies up on any setattr
+    assert (after.st_uid, after.st_gid, after.st_mode) == (before.st_uid, before.st_gid, before.st_mode)
+
+
+def test_renameat2_noreplace(mnt: str) -> None:
+    c = tree().container()
+    libc = __import__("ctypes").CDLL(None, use_errno=True)
+    with mount(c, mnt, backend="kernel"):
+        def renameat2(a: str, b: str, flags: int) -> int:
+            r = libc.renameat2(-100, a.encode(), -100, b.encode(), flags)
+            return 0 if r == 0 else __import__("ctypes").get_errno()
+
+        assert renameat2(f"{mnt}/d0/f0", f"{mnt}/d0/f1", 1) == errno.EEXIST
+        assert renameat2(f"{mnt}/d0/f0", f"{mnt}/d0/new", 1) == 0
+        assert renameat2(f"{mnt}/d0/f1", f"{mnt}/d0/f2", 2) == errno.EINVAL  # RENAME_EXCHANGE: not modelled
+    assert c.fs.read_bytes("/d0/new") == b"0/0\n" and not c.fs.lexists("/d0/f0")
+
+
+def test_options_are_checked(mnt: str) -> None:
+    with pytest.raises(ufs.MountError, match="unknown option 'no_such_option'"), \
+            mount(tree().container(), mnt, backend="kernel", no_such_option=True):
+        pass
+    assert not os.path.ismount(mnt)
