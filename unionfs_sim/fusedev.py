@@ -194,7 +194,7 @@ class _Node:
         self.names: list[tuple[int, str]] = []  # (parent id, name); the first names the node
         self.lookups = 0
         self.key: Any = None  # the identity shared by all its names (None: only this name)
-        self.obj: Any = None  # keeps the object behind ``key`` alive (its id must stay unique)
+        self.obj: Any = None  # the upper inode it shows (kept alive: its id must stay unique)
         self.sig: tuple[int, int] | None = None  # (mtime, size) when the kernel last cached pages
         self.listing: list[tuple[str, int, int]] | None = None  # readdir: (name, ino, d_type)
         self.handles: set[int] = set()
@@ -236,6 +236,7 @@ class Server:
         self._nodes: dict[int, _Node] = {ROOT_ID: root}
         self._dentries: dict[tuple[int, str], int] = {}
         self._keys: dict[Any, int] = {}
+        self._aliases: dict[int, set[int]] = {}  # id(upper inode) -> nodes that show it
         self._next_id = ROOT_ID + 1
         self._handles: dict[int, Handle] = {}
         self._handle_node: dict[int, int] = {}
@@ -288,26 +289,55 @@ class Server:
         base = self._need_path(parent)
         return base + name if base == "/" else f"{base}/{name}"
 
-    def _key(self, loc: Loc) -> tuple[Any, Any]:
-        """The identity all names of one kernel inode share: (key, object to keep alive)."""
-        up = loc.up if loc.up is not None else loc.ix
+    @staticmethod
+    def _key(loc: Loc) -> tuple[Any, Any]:
+        """(key, object): the identity all names of one kernel inode share, and the upper
+        inode the name shows.
+
+        Only names that *are* one upper inode share a node (a hard link made in the upper
+        layer, or one whose names were all copied up). A lower name keeps its own node even
+        when its data is another name's upper inode (``index=on``): FUSE tells a file
+        operation by node only, and overlayfs copies up (links up) the very name opened, so
+        the name must follow from the node. Such names are aliases: see :meth:`_touch`.
+        """
+        up = loc.up
         if up is not None:
             return (None, None) if up.kind == "d" else (("u", id(up)), up)
-        lo = loc.lo
-        if lo is not None and self.fs.overlay.options.index and not _stat.S_ISDIR(lo.st_mode):
-            return ("l", id(lo)), lo  # index=on: a lower hard link is one overlay inode
-        return None, None
+        return None, loc.ix
+
+    def _set_ident(self, node: _Node, key: Any, obj: Any) -> None:
+        if node.key is not None and self._keys.get(node.key) == node.id:
+            del self._keys[node.key]
+        if node.obj is not None and node.obj is not obj:
+            ids = self._aliases.get(id(node.obj))
+            if ids is not None:
+                ids.discard(node.id)
+                if not ids:
+                    del self._aliases[id(node.obj)]
+        node.key, node.obj = key, obj
+        if key is not None:
+            self._keys.setdefault(key, node.id)
+        if obj is not None:
+            self._aliases.setdefault(id(obj), set()).add(node.id)
 
     def _note_key(self, node: _Node, loc: Loc) -> None:
         """Keep the node's identity current (a copy-up gives a name an upper inode)."""
         key, obj = self._key(loc)
-        if key == node.key:
+        if key != node.key or obj is not node.obj:
+            self._set_ident(node, key, obj)
+
+    def _touch(self, node: _Node | None) -> None:
+        """After a change to ``node``'s object: drop the attributes other nodes cached of it.
+
+        The kernel updates the node it changed; other nodes showing the same upper inode
+        (lower names of an index=on hard link, or names looked up before they were linked
+        up) it cannot know about.
+        """
+        if node is None or node.obj is None:
             return
-        if node.key is not None and self._keys.get(node.key) == node.id:
-            del self._keys[node.key]
-        node.key, node.obj = key, obj
-        if key is not None:
-            self._keys.setdefault(key, node.id)
+        for nid in self._aliases.get(id(node.obj), ()):
+            if nid != node.id:
+                self._notify_inval_inode(nid)
 
     def _node_for(self, parent: _Node, name: str, loc: Loc, fmt: int) -> _Node:
         """The node the kernel gets for ``name`` in ``parent`` (counted as one lookup)."""
@@ -321,17 +351,14 @@ class Server:
             nid = self._dentries.get(dkey)
             old = self._nodes.get(nid) if nid is not None else None
             # The same name as before: the same node, unless it now holds another object
-            # (a lower entry that got an upper inode was copied up: the same object).
-            if old is not None and old.fmt == fmt and (old.key is None or old.key[0] == "l" or old.key == key):
+            # (a lower name that got an upper inode was copied up: the same object).
+            if old is not None and old.fmt == fmt and (old.key is None or old.key == key):
                 node = old
-                self._note_key(node, loc)
         if node is None:
             node = _Node(self._next_id, fmt)
             self._next_id += 1
             self._nodes[node.id] = node
-            node.key, node.obj = key, obj
-            if key is not None:
-                self._keys[key] = node.id
+        self._note_key(node, loc)
         if dkey not in self._dentries or self._dentries[dkey] != node.id:
             self._unname(dkey)
             self._dentries[dkey] = node.id
@@ -339,15 +366,16 @@ class Server:
         node.lookups += 1
         return node
 
-    def _unname(self, dkey: tuple[int, str]) -> None:
-        """Forget that a name refers to its node (unlink, rmdir, rename over it)."""
+    def _unname(self, dkey: tuple[int, str]) -> _Node | None:
+        """Forget that a name refers to its node (unlink, rmdir, rename over it); that node."""
         nid = self._dentries.pop(dkey, None)
         if nid is None:
-            return
+            return None
         node = self._nodes.get(nid)
         if node is not None:
             with contextlib.suppress(ValueError):
                 node.names.remove(dkey)
+        return node
 
     def _forget(self, nid: int, n: int) -> None:
         node = self._nodes.get(nid)
@@ -360,8 +388,7 @@ class Server:
         for dkey in node.names:
             if self._dentries.get(dkey) == nid:
                 del self._dentries[dkey]
-        if node.key is not None and self._keys.get(node.key) == nid:
-            del self._keys[node.key]
+        self._set_ident(node, None, None)
 
     # --- replies ----------------------------------------------------------------------------
 
@@ -503,9 +530,18 @@ class Server:
         if shared:
             self._invalidate_all_attrs()
         st = self._node_stat(node, fh)
+        self._touch(node)
         if valid & FATTR_SIZE:
             node.sig = (_ns(st, "st_mtime_ns", st.st_mtime), st.st_size)
         return self._attr_bytes(st)
+
+    def _changed(self, node: _Node, path: str, shared: bool) -> None:
+        """After a change through ``path``: the node's identity (copied up?), its aliases."""
+        with contextlib.suppress(OSError):
+            self._note_key(node, self.fs._get(path, False))
+        self._touch(node)
+        if shared:
+            self._invalidate_all_attrs()
 
     def _shared_lower(self, path: str | None) -> bool:
         """True if ``path`` is a lower file with other names: its copy-up may change what they show."""
@@ -546,8 +582,7 @@ class Server:
         path = self._need_path(node)
         shared = self._shared_lower(path)
         self.fs.setxattr(path, os.fsdecode(name), value[:size], flags, follow_symlinks=False)
-        if shared:
-            self._invalidate_all_attrs()
+        self._changed(node, path, shared)
         return b""
 
     @staticmethod
@@ -573,8 +608,7 @@ class Server:
         path = self._need_path(node)
         shared = self._shared_lower(path)
         self.fs.removexattr(path, _decode(body[:-1]), follow_symlinks=False)
-        if shared:
-            self._invalidate_all_attrs()
+        self._changed(node, path, shared)
         return b""
 
     # --- names ------------------------------------------------------------------------------
@@ -609,7 +643,7 @@ class Server:
         name = _decode(body[:-1])
         self._writable()
         self.fs.unlink(self._child_path(parent, name))
-        self._unname((parent.id, name))
+        self._touch(self._unname((parent.id, name)))
         return b""
 
     def _rmdir(self, parent: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes:
@@ -644,7 +678,7 @@ class Server:
         nid = self._dentries.get(okey)
         if okey == nkey:
             return b""
-        self._unname(nkey)
+        self._touch(self._unname(nkey))
         self._unname(okey)
         if nid is not None and nid in self._nodes:
             self._dentries[nkey] = nid
@@ -667,6 +701,7 @@ class Server:
         if old.key is not None:
             self._keys[old.key] = old.id
         node = self._node_for(parent, name, loc, _stat.S_IFMT(st.st_mode))
+        self._touch(old)
         if shared:
             self._invalidate_all_attrs()
         return self._entry_bytes(node.id, st)
@@ -773,8 +808,7 @@ class Server:
         if self.fs.overlay.generation != before:
             # A copy-up (or O_TRUNC): the kernel does not know the attributes changed.
             self._notify_inval_inode(node.id)
-        if shared:
-            self._invalidate_all_attrs()
+            self._changed(node, path, shared)
         return _OPEN_OUT.pack(fh, open_flags, 0)
 
     def _handle(self, node: _Node, fh: int) -> Handle:
@@ -796,6 +830,7 @@ class Server:
         n = h.write(bytes(body[_WRITE_IN.size:_WRITE_IN.size + size]))
         st = h.stat()
         node.sig = (_ns(st, "st_mtime_ns", st.st_mtime), st.st_size)
+        self._touch(node)
         return _WRITE_OUT.pack(n or 0, 0)
 
     def _release(self, node: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes:
