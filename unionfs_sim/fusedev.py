@@ -184,6 +184,10 @@ def _split(t: float) -> tuple[int, int]:
 # --- the node table ---------------------------------------------------------------------------
 
 
+class StaleNode(OSError):
+    """ESTALE: a node's name now holds another object (the kernel looks the name up again)."""
+
+
 class _Node:
     """A kernel inode: what the view holds under one or more names (hard links)."""
 
@@ -417,11 +421,11 @@ class Server:
         if path is not None:
             try:
                 loc, st = self._stat_loc(path)
-            except FileNotFoundError:
+                self._check_same(node, loc, st)
+            except (FileNotFoundError, StaleNode):
                 if not node.handles:
                     raise
             else:
-                self._check_same(node, loc, st)
                 self._note_key(node, loc)
                 return st
         h = self._handles.get(fh) if fh else None
@@ -440,11 +444,11 @@ class Server:
         instead of seeing the old inode change its type.
         """
         if _stat.S_IFMT(st.st_mode) != node.fmt:
-            raise OSError(errno.ESTALE, os.strerror(errno.ESTALE))
+            raise StaleNode(errno.ESTALE, os.strerror(errno.ESTALE))
         if node.key is not None and node.key[0] == "u":
             key = self._key(loc)[0]
             if key is not None and key != node.key:
-                raise OSError(errno.ESTALE, os.strerror(errno.ESTALE))
+                raise StaleNode(errno.ESTALE, os.strerror(errno.ESTALE))
 
     def _writable(self) -> None:
         if self.readonly:
