@@ -18,6 +18,7 @@ import tempfile
 import textwrap
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -716,7 +717,7 @@ def test_stress_threads_and_processes(mnt: str, tmp_path: Any) -> None:
         try:
             results[wid] = namespace["work"](mnt, wid, steps, seed)
         except BaseException as e:  # noqa: BLE001 - reported below
-            failures.append(f"{wid}: {e!r}")
+            failures.append(f"{wid}: {e!r}\n{traceback.format_exc()}")
 
     def reader(stop: threading.Event) -> None:
         while not stop.is_set():

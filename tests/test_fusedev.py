@@ -155,6 +155,11 @@ def test_changes_from_python_show_at_once(mnt: str) -> None:
         assert stat.S_ISDIR(os.stat(f"{mnt}/d1/f5").st_mode)
         c.fs.write_bytes("/d1/f5/inside", b"x")
         assert os.listdir(f"{mnt}/d1/f5") == ["inside"]
+        # a cached name removed from Python: O_CREAT through it creates the file anew
+        c.fs.unlink("/d1/f6")
+        with open(f"{mnt}/d1/f6", "wb") as f:
+            f.write(b"again")
+        assert c.fs.read_bytes("/d1/f6") == b"again"
 
 
 def test_chown_to_nothing_copies_up_as_overlayfs(mnt: str) -> None:

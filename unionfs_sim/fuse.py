@@ -89,6 +89,7 @@ import fuse as _fusepy  # fusepy; this is the only module that imports it
 
 from . import errors, fusedev
 from .fs import FileSystem, Handle
+from .fusedev import abort_connection, libc, mounts_at
 from .mounting import FuseUnavailable, MountError, MountSource, fs_of
 
 # --- file names: bytes that are not UTF-8 survive as surrogates, as os.fsdecode does -----
@@ -123,7 +124,6 @@ _MISSING = object()
 _UTIME_NOW = (1 << 30) - 1
 _UTIME_OMIT = (1 << 30) - 2
 _MNT_DETACH = 2
-_FUSECTL = "/sys/fs/fuse/connections"
 STATFS_BLOCKS = 1 << 32
 """What statfs reports as total and free blocks (of 4 KiB): the model has no size limit."""
 
@@ -634,18 +634,6 @@ def _libfuse() -> Any:
     return _lib
 
 
-_libc: Any = None
-
-
-def _c() -> Any:
-    global _libc
-    if _libc is None:
-        lib = ctypes.CDLL(None, use_errno=True)
-        lib.umount2.argtypes, lib.umount2.restype = [ctypes.c_char_p, ctypes.c_int], ctypes.c_int
-        _libc = lib
-    return _libc
-
-
 @contextlib.contextmanager
 def _captured_stderr() -> Iterator[list[str]]:
     """Collect what C code writes to fd 2 meanwhile (libfuse explains failures there)."""
@@ -664,23 +652,6 @@ def _captured_stderr() -> Iterator[list[str]]:
             os.close(saved)
             tmp.seek(0)
             out.append(tmp.read().decode("utf-8", "replace").strip())
-
-
-def _unescape_mountinfo(s: str) -> str:
-    return s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
-
-
-def _mounts_at(path: str) -> list[tuple[int, str, str]]:
-    """``(mount id, major:minor, fstype)`` of every mount at ``path`` (/proc/self/mountinfo)."""
-    out = []
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-        for line in f:
-            fields = line.split(" ")
-            if _unescape_mountinfo(fields[4]) != path:
-                continue
-            fstype = fields[fields.index("-") + 1]
-            out.append((int(fields[0]), fields[2], fstype))
-    return out
 
 
 def _fuse_option_list(options: Mapping[str, Any]) -> list[str]:
@@ -828,7 +799,7 @@ class _Session(_fusepy.FUSE):  # type: ignore[misc]
         if said and said[0]:
             os.write(2, (said[0] + "\n").encode())
         self._ch, self._fuse = ch, f
-        for mid, dev, fstype in reversed(_mounts_at(self.realpath)):
+        for mid, dev, fstype in reversed(mounts_at(self.realpath)):
             if fstype.startswith("fuse"):
                 self.mount_id, self.device = mid, dev
                 break
@@ -848,7 +819,7 @@ class _Session(_fusepy.FUSE):  # type: ignore[misc]
         """True while the kernel mount of this session exists."""
         if self.mount_id is None:
             return self.serving
-        return any(mid == self.mount_id for mid, _d, _t in _mounts_at(self.realpath))
+        return any(mid == self.mount_id for mid, _d, _t in mounts_at(self.realpath))
 
     def join(self, timeout: float | None) -> bool:
         """Wait for the loop to end; True if it did."""
@@ -858,17 +829,7 @@ class _Session(_fusepy.FUSE):  # type: ignore[misc]
 
     def abort(self) -> bool:
         """Abort the connection (fusectl): every request fails, the loop ends."""
-        if self.device is None or not _fusectl_ready():
-            return False
-        major, minor = (int(x) for x in self.device.split(":"))
-        # The control directory is named after the connection's device number.
-        name = str(minor if major == 0 else (major << 20) | minor)
-        try:
-            with open(os.path.join(_FUSECTL, name, "abort"), "w") as f:
-                f.write("1")
-        except OSError:
-            return False
-        return True
+        return self.device is not None and abort_connection(self.device)
 
     def free(self) -> None:
         """Free the session once the loop has ended (closes /dev/fuse)."""
@@ -882,24 +843,10 @@ class _Session(_fusepy.FUSE):  # type: ignore[misc]
         lib.fuse_opt_free_args(ctypes.byref(self._args))
 
 
-def _fusectl_ready() -> bool:
-    """True if the FUSE control filesystem is at /sys/fs/fuse/connections (mounted as root if not).
-
-    It is how a FUSE connection that a lazy unmount left in use is aborted; systemd mounts
-    it at boot, containers often lack it.
-    """
-    if _mounts_at(_FUSECTL):
-        return True
-    if os.geteuid() != 0 or not os.path.isdir(_FUSECTL):
-        return False
-    subprocess.run(["mount", "-t", "fusectl", "fusectl", _FUSECTL], capture_output=True, timeout=30, check=False)
-    return bool(_mounts_at(_FUSECTL))
-
-
 def _kernel_umount(path: str, *, lazy: bool) -> int:
     """Unmount ``path``: 0, or the errno (EBUSY when something still uses it)."""
     if os.geteuid() == 0:
-        if _c().umount2(os.fsencode(path), _MNT_DETACH if lazy else 0) == 0:
+        if libc().umount2(os.fsencode(path), _MNT_DETACH if lazy else 0) == 0:
             return 0
         return ctypes.get_errno()
     for tool in ("fusermount", "fusermount3"):

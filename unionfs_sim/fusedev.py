@@ -122,6 +122,10 @@ _STATFS_OUT = struct.Struct("<QQQQQIII4x24x")
 _INVAL_INODE = struct.Struct("<Qqq")
 _INVAL_ENTRY = struct.Struct("<QII")
 
+_BY_NODE = frozenset({GETATTR, SETATTR, OPEN, READLINK, GETXATTR, LISTXATTR, SETXATTR, REMOVEXATTR, ACCESS,
+                      CREATE, MKDIR, MKNOD, SYMLINK, LINK})
+"""Requests whose ENOENT can only mean the node they name is gone (not a name in it)."""
+
 ROOT_ID = 1
 UNKNOWN_INO = 0xFFFFFFFF
 MAX_WRITE = 1 << 20
@@ -346,7 +350,7 @@ class Server:
     def _node_for(self, parent: _Node, name: str, loc: Loc, fmt: int) -> _Node:
         """The node the kernel gets for ``name`` in ``parent`` (counted as one lookup)."""
         dkey = (parent.id, name)
-        key, obj = self._key(loc)
+        key, _obj = self._key(loc)
         node = None
         nid = self._keys.get(key) if key is not None else None
         if nid is not None:
@@ -916,6 +920,12 @@ class Server:
                                 if node is None:
                                     raise errors.NotFound(None)
                                 out = handler(node, body, (uid, gid, pid))
+                        except FileNotFoundError:
+                            # The node (or, creating, its directory) is gone from the view, so
+                            # the kernel's name for it is stale (changed from Python, or a
+                            # listing raced with an unlink): ESTALE makes the kernel look the
+                            # path up again once, which then answers as the view does.
+                            err = -(errno.ESTALE if opcode in _BY_NODE else errno.ENOENT)
                         except OSError as e:
                             err = -(e.errno or errno.EIO)
                         except Exception as e:  # a model bug: answer EIO, keep serving
@@ -1042,14 +1052,67 @@ class Server:
 _libc: Any = None
 
 
-def _c() -> Any:
+def libc() -> Any:
+    """The C library with mount(2) and umount2(2) prototypes (errno kept)."""
     global _libc
     if _libc is None:
         lib = ctypes.CDLL(None, use_errno=True)
         lib.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
         lib.mount.restype = ctypes.c_int
+        lib.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+        lib.umount2.restype = ctypes.c_int
         _libc = lib
     return _libc
+
+
+def _unescape_mountinfo(s: str) -> str:
+    return s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+
+
+def mounts_at(path: str) -> list[tuple[int, str, str]]:
+    """``(mount id, major:minor, fstype)`` of every mount at ``path`` (/proc/self/mountinfo)."""
+    out = []
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            fields = line.split(" ")
+            if _unescape_mountinfo(fields[4]) != path:
+                continue
+            fstype = fields[fields.index("-") + 1]
+            out.append((int(fields[0]), fields[2], fstype))
+    return out
+
+
+FUSECTL = "/sys/fs/fuse/connections"
+
+
+def fusectl_ready() -> bool:
+    """True if the FUSE control filesystem is at /sys/fs/fuse/connections (mounted as root if not).
+
+    It is how a FUSE connection that a lazy unmount left in use is aborted; systemd mounts
+    it at boot, containers often lack it.
+    """
+    if mounts_at(FUSECTL):
+        return True
+    if os.geteuid() != 0 or not os.path.isdir(FUSECTL):
+        return False
+    subprocess.run(["mount", "-t", "fusectl", "fusectl", FUSECTL], capture_output=True, timeout=30, check=False)
+    return bool(mounts_at(FUSECTL))
+
+
+def abort_connection(device: str) -> bool:
+    """Abort the FUSE connection of the mount with device number ``device`` ("0:53"): every
+    request in it fails with ENOTCONN, and its server's reads end. False if it cannot."""
+    if not fusectl_ready():
+        return False
+    major, minor = (int(x) for x in device.split(":"))
+    # The control directory is named after the connection's device number.
+    name = str(minor if major == 0 else (major << 20) | minor)
+    try:
+        with open(os.path.join(FUSECTL, name, "abort"), "w") as f:
+            f.write("1")
+    except OSError:
+        return False
+    return True
 
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_SYNCHRONOUS, MS_DIRSYNC = 1, 2, 4, 8, 16, 128
@@ -1110,7 +1173,7 @@ def kernel_mount(mountpoint: str, opts: Mapping[str, Any]) -> int:
         fd = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
         data = ",".join([f"fd={fd}", "rootmode=40000", f"user_id={os.getuid()}", f"group_id={os.getgid()}",
                          *kernel_opts])
-        r = _c().mount(fsname.encode(), os.fsencode(mountpoint), fstype.encode(), mount_flags(opts), data.encode())
+        r = libc().mount(fsname.encode(), os.fsencode(mountpoint), fstype.encode(), mount_flags(opts), data.encode())
         if r != 0:
             e = ctypes.get_errno()
             os.close(fd)
@@ -1167,11 +1230,9 @@ class Session:
 
     def mount(self, *, threads: bool = True) -> None:
         """Mount (in this thread) and start serving (in daemon threads)."""
-        from .fuse import _mounts_at
-
         self.fd = kernel_mount(self.realpath, self.opts)
         self.server._fd = self.fd
-        for mid, dev, fstype in reversed(_mounts_at(self.realpath)):
+        for mid, dev, fstype in reversed(mounts_at(self.realpath)):
             if fstype.startswith("fuse"):
                 self.mount_id, self.device = mid, dev
                 break
@@ -1196,11 +1257,9 @@ class Session:
 
     def mounted(self) -> bool:
         """True while the kernel mount of this session exists."""
-        from .fuse import _mounts_at
-
         if self.mount_id is None:
             return self.serving
-        return any(mid == self.mount_id for mid, _d, _t in _mounts_at(self.realpath))
+        return any(mid == self.mount_id for mid, _d, _t in mounts_at(self.realpath))
 
     def join(self, timeout: float | None) -> bool:
         """Wait for the request threads to end; True if they did."""
@@ -1211,18 +1270,7 @@ class Session:
 
     def abort(self) -> bool:
         """Abort the connection (fusectl): every request fails, the threads end."""
-        from .fuse import _FUSECTL, _fusectl_ready
-
-        if self.device is None or not _fusectl_ready():
-            return False
-        major, minor = (int(x) for x in self.device.split(":"))
-        name = str(minor if major == 0 else (major << 20) | minor)
-        try:
-            with open(os.path.join(_FUSECTL, name, "abort"), "w") as f:
-                f.write("1")
-        except OSError:
-            return False
-        return True
+        return self.device is not None and abort_connection(self.device)
 
     def free(self) -> None:
         """Release everything once the threads have ended (closes /dev/fuse)."""
@@ -1263,5 +1311,6 @@ def kernel_backend_unavailable() -> str | None:
     return None
 
 
-__all__ = ["MAX_WRITE", "Server", "Session", "attr_fields", "kernel_backend_unavailable", "kernel_mount",
-           "mount_flags", "parse_options", "timeouts"]
+__all__ = ["MAX_WRITE", "Server", "Session", "abort_connection", "attr_fields", "fusectl_ready",
+           "kernel_backend_unavailable", "kernel_mount", "libc", "mount_flags", "mounts_at", "parse_options",
+           "timeouts"]

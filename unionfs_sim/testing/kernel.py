@@ -38,6 +38,7 @@ from typing import IO, Any, Self, cast
 
 from ..formats import overlaydir
 from ..fs import walk_scandir
+from ..fusedev import libc
 from ..layer import Layer
 from ..nodes import Dir, Entry
 from ..options import OverlayOptions
@@ -54,20 +55,6 @@ class KernelUnavailable(Exception):
 # --- mounting ------------------------------------------------------------------------
 
 _MNT_DETACH = 2
-_libc: Any = None
-
-
-def _c() -> Any:
-    """libc with mount/umount2 prototypes (loaded once, before any fork)."""
-    global _libc
-    if _libc is None:
-        lib = ctypes.CDLL(None, use_errno=True)
-        lib.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
-        lib.mount.restype = ctypes.c_int
-        lib.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
-        lib.umount2.restype = ctypes.c_int
-        _libc = lib
-    return _libc
 
 
 def mounted_at(path: PathArg) -> bool:
@@ -84,9 +71,9 @@ def mounted_at(path: PathArg) -> bool:
 
 def _umount(path: str) -> None:
     """Unmount ``path``; if it stays busy, detach it lazily (``umount -l``)."""
-    libc = _c()
+    lib = libc()
     for attempt in range(5):
-        if libc.umount2(os.fsencode(path), 0) == 0:
+        if lib.umount2(os.fsencode(path), 0) == 0:
             return
         err = ctypes.get_errno()
         if err == errno.EINVAL and not mounted_at(path):
@@ -94,7 +81,7 @@ def _umount(path: str) -> None:
         if err != errno.EBUSY:
             raise OSError(err, f"umount failed: {os.strerror(err)}", path)
         time.sleep(0.02 * (attempt + 1))
-    if libc.umount2(os.fsencode(path), _MNT_DETACH) != 0:
+    if lib.umount2(os.fsencode(path), _MNT_DETACH) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"lazy umount failed: {os.strerror(err)}", path)
 
@@ -276,7 +263,7 @@ def _chroot_and_serve(conn: Connection, root: str) -> None:
 def _mount_and_serve(conn: Connection, base: str, mnt: str, options: str) -> None:
     """Mount the overlay (relative layer paths, from ``base``), chroot into it, serve."""
     os.chdir(base)
-    if _c().mount(b"overlay", os.fsencode(mnt), b"overlay", 0, os.fsencode(options)) != 0:
+    if libc().mount(b"overlay", os.fsencode(mnt), b"overlay", 0, os.fsencode(options)) != 0:
         conn.send(("mountfail", ctypes.get_errno()))
         return
     _chroot_and_serve(conn, mnt)
@@ -934,12 +921,12 @@ class KernelOverlay:
             raise KernelUnavailable(f"overlayfs needs Linux, this is {sys.platform}")
         if os.geteuid() != 0:
             raise KernelUnavailable(f"mounting overlayfs needs root; euid is {os.geteuid()}")
-        _c()
+        libc()
         self._base = tempfile.mkdtemp(prefix="ufs-kernel-", dir=self.tmpdir)
         # A private tmpfs under the temp dir: layer writes and cleanup are far cheaper
         # than on a journaling disk, and unmounting it frees everything. Falls back to
         # the temp dir's own filesystem if it cannot be mounted.
-        if self.tmpfs and _c().mount(b"tmpfs", os.fsencode(self._base), b"tmpfs", 0, b"mode=0700") == 0:
+        if self.tmpfs and libc().mount(b"tmpfs", os.fsencode(self._base), b"tmpfs", 0, b"mode=0700") == 0:
             self._tmpfs_mounted = True
         try:
             self._setup()
