@@ -33,6 +33,19 @@ writes move up to 1 MiB per request. Every handler runs under the view's lock; t
 Mounting needs ``mount(2)``: root (or CAP_SYS_ADMIN). Otherwise ``fusermount3`` (or
 ``fusermount``) mounts and passes the ``/dev/fuse`` descriptor back over a socket, as
 libfuse does.
+
+Known limits:
+
+- A race in the kernel's FUSE client (any server that reports attributes has it;
+  fuse-overlayfs shows it under the same stress test): when one name of a hard-linked
+  file is unlinked while another process lists or stats the file, a reply carrying the
+  file's new st_nlink may be applied before the unlink's own reply, which then lowers
+  the count once more. Until the file's attributes are next fetched (any stat does),
+  the kernel holds st_nlink one too low, and link(2) of a file left with one name fails
+  with ENOENT without reaching the server.
+- RENAME_EXCHANGE and RENAME_WHITEOUT are refused (EINVAL); the model has no exchange.
+- The metadata of an open file that has lost all its names (fchmod, fsetxattr) cannot
+  be changed: the model's facade reaches objects by name.
 """
 
 from __future__ import annotations
