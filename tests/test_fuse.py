@@ -42,6 +42,12 @@ if REASON is not None:
 @pytest.fixture(autouse=True, params=["kernel", "libfuse"])
 def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Every test runs on both FUSE servers: fusedev (the /dev/fuse protocol) and fusepy/libfuse2."""
+    from unionfs_sim import fuse, fusedev
+
+    why = fusedev.kernel_backend_unavailable() if request.param == "kernel" else fuse.FUSEPY_MISSING
+    if why is not None:
+        print(f"test_fuse: {request.param} backend skipped: {why}", file=sys.stderr)
+        pytest.skip(f"the {request.param} FUSE backend cannot run here: {why}")
     monkeypatch.setenv("UNIONFS_SIM_FUSE_BACKEND", request.param)
     return str(request.param)
 

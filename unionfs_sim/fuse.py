@@ -85,7 +85,14 @@ from collections.abc import Iterator, Mapping
 from functools import partial
 from typing import Any, Self
 
-import fuse as _fusepy  # fusepy; this is the only module that imports it
+try:
+    import fuse as _fusepy  # fusepy; this is the only module that imports it
+except (ImportError, OSError) as _e:  # fusepy missing, or no libfuse2 for it to load
+    _fusepy = None
+    FUSEPY_MISSING: str | None = f"{type(_e).__name__}: {_e}"
+else:
+    FUSEPY_MISSING = None
+"""Why the libfuse backend cannot run here (fusepy or libfuse2 missing), or None."""
 
 from . import errors, fusedev
 from .fs import FileSystem, Handle
@@ -202,7 +209,7 @@ def _show_result(r: Any) -> str:
 # --- the operations ---------------------------------------------------------------------
 
 
-class OverlayOperations(_fusepy.Operations):  # type: ignore[misc]
+class OverlayOperations(_fusepy.Operations if _fusepy is not None else object):  # type: ignore[misc]
     """FUSE requests on a merged view, answered by the model's os-style facade.
 
     Paths from FUSE name the object itself (the kernel resolved every symlink on the
@@ -676,9 +683,17 @@ def choose_backend(backend: str = "auto") -> str:
     if backend == "auto":
         backend = os.environ.get("UNIONFS_SIM_FUSE_BACKEND", "auto") or "auto"
     if backend == "auto":
-        return "kernel" if fusedev.kernel_backend_unavailable() is None else "libfuse"
+        why = fusedev.kernel_backend_unavailable()
+        if why is None:
+            return "kernel"
+        if FUSEPY_MISSING is not None:
+            raise FuseUnavailable(f"FUSE cannot mount here: {why}; and the libfuse backend: {FUSEPY_MISSING}")
+        return "libfuse"
     if backend not in ("kernel", "libfuse"):
         raise ValueError(f"unknown FUSE backend {backend!r} (expected 'auto', 'kernel' or 'libfuse')")
+    if backend == "libfuse" and FUSEPY_MISSING is not None:
+        raise FuseUnavailable(f"the libfuse backend needs fusepy and libfuse2 ({FUSEPY_MISSING});"
+                              " e.g. apt-get install libfuse2 && pip install fusepy")
     return backend
 
 
@@ -715,7 +730,7 @@ def default_options(*, immutable: bool, readonly: bool, allow_other: bool = Fals
     return opts
 
 
-class _Session(_fusepy.FUSE):  # type: ignore[misc]
+class _Session(_fusepy.FUSE if _fusepy is not None else object):  # type: ignore[misc]
     """One libfuse2 session: fusepy's request translation, driven as fuse_main does.
 
     fusepy's ``FUSE.__init__`` would call ``fuse_main_real``; this builds the same

@@ -1,8 +1,9 @@
 """``unionfs_sim.mount``: the FUSE mount's entry point, importable without fusepy.
 
-Importing the package must not import fusepy (it loads libfuse2 at import time, and
-fails where there is none), so :func:`mount` here imports :mod:`unionfs_sim.fuse` only
-when called, and turns a missing fusepy or libfuse2 into :class:`FuseUnavailable`.
+Importing the package must not import fusepy (it loads libfuse2 at import time), so
+:func:`mount` here imports :mod:`unionfs_sim.fuse` only when called. The default server
+(:mod:`unionfs_sim.fusedev`) needs neither fusepy nor libfuse2; when it cannot mount and
+the fallback cannot either, :class:`FuseUnavailable` says why.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ class MountError(RuntimeError):
 
 
 class FuseUnavailable(MountError):
-    """FUSE is not available here at all: no fusepy, no libfuse2 or no /dev/fuse.
+    """FUSE is not available here at all: no /dev/fuse, or neither server can mount.
 
     The message says which (tests may ``pytest.skip(str(e))`` on it).
     """
@@ -58,30 +59,33 @@ def fs_of(source: MountSource, readonly: bool | None) -> tuple[FileSystem, bool,
 
 
 def fuse_unavailable() -> str | None:
-    """Why a FUSE mount cannot work on this machine (no /dev/fuse, libfuse2 or fusepy), or None.
+    """Why a FUSE mount cannot work on this machine, or None.
 
-    Cheap, and imports nothing: for a test's skip reason, or to choose another view.
+    Cheap, and imports no FUSE library: for a test's skip reason, or to choose another
+    view. The default server needs /dev/fuse and root or fusermount3; the fallback needs
+    libfuse2 and fusepy.
     """
     import ctypes.util
     import importlib.util
 
+    from .fusedev import kernel_backend_unavailable
+
+    why = kernel_backend_unavailable()
+    if why is None:
+        return None
     if not os.path.exists("/dev/fuse"):
         return "/dev/fuse does not exist"
     if ctypes.util.find_library("fuse") is None:
-        return "libfuse2 (libfuse.so.2) is not installed; e.g. apt-get install libfuse2"
+        return f"{why}, and libfuse2 (libfuse.so.2) is not installed; e.g. apt-get install libfuse2"
     if importlib.util.find_spec("fuse") is None:
-        return "fusepy is not installed; pip install 'unionfs-sim[fuse]'"
+        return f"{why}, and fusepy is not installed; pip install 'unionfs-sim[fuse]'"
     return None
 
 
 def load_fuse() -> Any:
-    """Import :mod:`unionfs_sim.fuse` (and fusepy), or raise :class:`FuseUnavailable`."""
-    try:
-        from . import fuse
-    except ImportError as e:
-        raise FuseUnavailable(f"fusepy is not installed ({e}); pip install fusepy") from e
-    except OSError as e:  # fusepy raises EnvironmentError when it finds no libfuse
-        raise FuseUnavailable(f"libfuse2 is missing ({e}); e.g. apt-get install libfuse2") from e
+    """Import :mod:`unionfs_sim.fuse` (which loads fusepy if it can: the fallback server)."""
+    from . import fuse
+
     return fuse
 
 
@@ -129,8 +133,9 @@ def mount(source: MountSource, mountpoint: str | os.PathLike[str], *, readonly: 
         The :class:`~unionfs_sim.fuse.Mount` (``.mountpoint``, ``.alive``, ``.unmount()``).
 
     Raises:
-        FuseUnavailable: fusepy, libfuse2 or /dev/fuse is missing.
-        MountError: libfuse refused (its message is included, e.g. a non-empty
+        FuseUnavailable: no /dev/fuse, or neither server can mount here (not root and no
+            fusermount3; no libfuse2 or fusepy for the fallback).
+        MountError: the kernel or libfuse refused (the reason is included, e.g. a non-empty
             mountpoint without ``nonempty=True``), or the mount did not come up.
     """
     fuse = load_fuse()
