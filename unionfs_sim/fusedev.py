@@ -88,7 +88,8 @@ OPNAMES = {
     REMOVEXATTR: "removexattr", FLUSH: "flush", INIT: "init", OPENDIR: "opendir", READDIR: "readdir",
     RELEASEDIR: "releasedir", FSYNCDIR: "fsyncdir", ACCESS: "access", CREATE: "create",
     INTERRUPT: "interrupt", DESTROY: "destroy", BATCH_FORGET: "batch_forget", READDIRPLUS: "readdirplus",
-    RENAME2: "rename2",
+    RENAME2: "rename2", 31: "getlk", 32: "setlk", 33: "setlkw", 37: "bmap", 39: "ioctl", 40: "poll",
+    43: "fallocate", 46: "lseek", 47: "copy_file_range", 50: "syncfs", 51: "tmpfile", 52: "statx",
 }
 """Opcode -> name, for :attr:`Server.calls` and tracing (others show as ``op<N>``)."""
 
