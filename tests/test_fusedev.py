@@ -191,3 +191,18 @@ def test_options_are_checked(mnt: str) -> None:
             mount(tree().container(), mnt, backend="kernel", no_such_option=True):
         pass
     assert not os.path.ismount(mnt)
+
+
+def test_a_directory_copied_up_on_the_way_is_listed_again(mnt: str) -> None:
+    # A directory only one layer has lists that layer's whiteouts (as the kernel does);
+    # once copied up it is merged and they vanish. The kernel caches the listing and knows
+    # nothing of copy-up: the server drops it.
+    image = ufs.Image.from_layers([ufs.Layer.from_dict({"b/a": ufs.WHITEOUT, "b/c": b"x", "b/d/e": b"y"})])
+    c = image.container()
+    with mount(c, mnt, backend="kernel"):
+        assert sorted(os.listdir(f"{mnt}/b")) == ["a", "c", "d"]
+        nlink = os.stat(f"{mnt}/b").st_nlink
+        with open(f"{mnt}/b/d/new", "w"):  # copies up b and b/d on the way
+            pass
+        assert sorted(os.listdir(f"{mnt}/b")) == sorted(c.fs.listdir("/b")) == ["c", "d"]
+        assert os.stat(f"{mnt}/b").st_nlink == c.fs.lstat("/b").st_nlink != nlink
