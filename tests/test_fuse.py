@@ -1,8 +1,10 @@
 """The FUSE mount: real ``os`` calls through a mounted container land in the model.
 
-Needs /dev/fuse and libfuse2 (and root, as CI runs); skips, saying why, only when the
-first two are missing. Every mountpoint is a fresh ``tempfile.mkdtemp()`` and every
-mount is unmounted, even when a test fails.
+Every test runs on both servers (the /dev/fuse one and fusepy/libfuse2). Needs
+/dev/fuse, and root (as CI runs) or fusermount3 for the first, libfuse2 for the second;
+skips a server, saying why, only when the machine lacks what it needs. Every
+mountpoint is a fresh ``tempfile.mkdtemp()`` (tests/conftest.py) and every mount is
+unmounted, even when a test fails.
 """
 
 from __future__ import annotations
@@ -14,12 +16,11 @@ import os
 import stat
 import subprocess
 import sys
-import tempfile
 import textwrap
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -79,16 +80,6 @@ def top_layer() -> ufs.Layer:
 @pytest.fixture
 def image() -> ufs.Image:
     return ufs.Image.from_layers([base_layer(), top_layer()])
-
-
-@pytest.fixture
-def mnt() -> Iterator[str]:
-    path = tempfile.mkdtemp(prefix="ufs-fuse-")
-    try:
-        yield path
-    finally:
-        with contextlib.suppress(OSError):
-            os.rmdir(path)
 
 
 def eventually(cond: Callable[[], bool], timeout: float = 5.0) -> bool:

@@ -7,13 +7,10 @@ root (mount(2)); skips, saying why, only when those are missing.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import stat
 import sys
-import tempfile
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -41,16 +38,6 @@ def tree() -> ufs.Image:
         "keep/": ufs.Dir(mode=0o755),
     })
     return ufs.Image.from_layers([ufs.Layer.from_dict(files)])
-
-
-@pytest.fixture
-def mnt() -> Iterator[str]:
-    path = tempfile.mkdtemp(prefix="ufs-fusedev-")
-    try:
-        yield path
-    finally:
-        with contextlib.suppress(OSError):
-            os.rmdir(path)
 
 
 def walk_lstat(root: str) -> int:

@@ -526,7 +526,6 @@ class Server:
         path = self._path(node)
         if path is None and h is None:
             raise errors.NotFound(None)
-        shared = self._shared_lower(path)
         if path is None:  # an open file with no name left: only its data can change
             if valid & FATTR_SIZE and h is not None:
                 h.truncate(size)
@@ -549,31 +548,17 @@ class Server:
             mt = now if valid & FATTR_MTIME_NOW else (mtime * 1_000_000_000 + mtimens if valid & FATTR_MTIME
                                                        else st.st_mtime_ns)
             fs.utime(path, ns=(at, mt), follow_symlinks=False)
-        if shared:
-            self._invalidate_all_attrs()
         st = self._node_stat(node, fh)
         self._touch(node)
         if valid & FATTR_SIZE:
             node.sig = (_ns(st, "st_mtime_ns", st.st_mtime), st.st_size)
         return self._attr_bytes(st)
 
-    def _changed(self, node: _Node, path: str, shared: bool) -> None:
+    def _changed(self, node: _Node, path: str) -> None:
         """After a change through ``path``: the node's identity (copied up?), its aliases."""
         with contextlib.suppress(OSError):
             self._note_key(node, self.fs._get(path, False))
         self._touch(node)
-        if shared:
-            self._invalidate_all_attrs()
-
-    def _shared_lower(self, path: str | None) -> bool:
-        """True if ``path`` is a lower file with other names: its copy-up may change what they show."""
-        if path is None:
-            return False
-        try:
-            loc, st = self._stat_loc(path)
-        except OSError:
-            return False
-        return loc.up is None and st.st_nlink > 1 and not _stat.S_ISDIR(st.st_mode)
 
     def _statfs(self, node: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes:
         free = 0 if self.readonly else STATFS_BLOCKS
@@ -602,9 +587,8 @@ class Server:
         name, _, value = rest.partition(b"\0")
         self._writable()
         path = self._need_path(node)
-        shared = self._shared_lower(path)
         self.fs.setxattr(path, os.fsdecode(name), value[:size], flags, follow_symlinks=False)
-        self._changed(node, path, shared)
+        self._changed(node, path)
         return b""
 
     @staticmethod
@@ -628,9 +612,8 @@ class Server:
     def _removexattr(self, node: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes:
         self._writable()
         path = self._need_path(node)
-        shared = self._shared_lower(path)
         self.fs.removexattr(path, _decode(body[:-1]), follow_symlinks=False)
-        self._changed(node, path, shared)
+        self._changed(node, path)
         return b""
 
     # --- names ------------------------------------------------------------------------------
@@ -716,7 +699,6 @@ class Server:
             raise errors.NotFound(None)
         src = self._need_path(old)
         dst = self._child_path(parent, name)
-        shared = self._shared_lower(src)
         self.fs.link(src, dst)
         loc, st = self._stat_loc(dst)
         self._note_key(old, loc)
@@ -724,79 +706,73 @@ class Server:
             self._keys[old.key] = old.id
         node = self._node_for(parent, name, loc, _stat.S_IFMT(st.st_mode))
         self._touch(old)
-        if shared:
-            self._invalidate_all_attrs()
         return self._entry_bytes(node.id, st)
 
     # --- directories ------------------------------------------------------------------------
 
-    def _listing(self, node: _Node, offset: int) -> list[tuple[str, int, int]]:
+    def _dir_loc(self, node: _Node) -> Loc | None:
+        """The directory the node names now (None once it is gone: it reads as empty)."""
+        path = self._path(node)
+        if path is None:
+            return None
+        try:
+            d = self.fs._get(path, False)
+        except OSError:
+            return None
+        return d if d.is_dir else None
+
+    def _listing(self, node: _Node, offset: int, d: Loc | None) -> list[tuple[str, int, int]]:
         """The directory's entries (with ``.`` and ``..``), fresh when read from the start."""
         if offset == 0 or node.listing is None:
-            path = self._path(node)
             listing: list[tuple[str, int, int]] = []
-            if path is not None:
-                fs = self.fs
-                try:
-                    d = fs._get(path, False)
-                except OSError:
-                    d = None
-                if d is not None and d.is_dir:
-                    ov = fs.overlay
-                    ino = ov.ino(d)
-                    listing.append((".", ino, 4))
-                    listing.append(("..", ino, 4))
-                    for name in ov.names(d):
-                        c = ov.child(d, name)
-                        if c is None:  # a whiteout the kernel lists but cannot look up; glibc
-                            # skips d_ino 0, so it gets libfuse's "unknown" number
-                            listing.append((name, UNKNOWN_INO, _stat.S_IFCHR >> 12))
-                        else:
-                            listing.append((name, ov.ino(c), _stat.S_IFMT(ov.effective(c).st_mode) >> 12))
+            if d is not None:
+                ov = self.fs.overlay
+                ino = ov.ino(d)
+                listing.append((".", ino, 4))
+                listing.append(("..", ino, 4))
+                for name in ov.names(d):
+                    c = ov.child(d, name)
+                    if c is None:  # a whiteout the kernel lists but cannot look up; glibc
+                        # skips d_ino 0, so it gets libfuse's "unknown" number
+                        listing.append((name, UNKNOWN_INO, _stat.S_IFCHR >> 12))
+                    else:
+                        listing.append((name, ov.ino(c), _stat.S_IFMT(ov.effective(c).st_mode) >> 12))
             node.listing = listing
         return node.listing
 
     def _readdir(self, node: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes:
-        _fh, offset, size, _ = _READ_IN.unpack_from(body)
-        out = bytearray()
-        listing = self._listing(node, offset)
-        for i in range(offset, len(listing)):
-            name, ino, dtype = listing[i]
-            raw = os.fsencode(name)
-            rec = _DIRENT.size + len(raw)
-            padded = (rec + 7) & ~7
-            if len(out) + padded > size:
-                break
-            out += _DIRENT.pack(ino, i + 1, len(raw), dtype) + raw + b"\0" * (padded - rec)
-        return bytes(out)
+        return self._dirents(node, body, plus=False)
 
     def _readdirplus(self, node: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes:
+        return self._dirents(node, body, plus=True)
+
+    def _dirents(self, node: _Node, body: memoryview, *, plus: bool) -> bytes:
+        """READDIR(PLUS): the entries from ``offset`` that fit in ``size`` bytes; with
+        ``plus`` each also carries its node and attributes (``.``, ``..`` and whiteouts none)."""
         _fh, offset, size, _ = _READ_IN.unpack_from(body)
-        out = bytearray()
-        listing = self._listing(node, offset)
-        path = self._path(node)
         fs = self.fs
         ov = fs.overlay
-        d = None
-        if path is not None and len(listing) > offset:
-            with contextlib.suppress(OSError):
-                d = fs._get(path, False)
+        d = self._dir_loc(node)
+        listing = self._listing(node, offset, d)
+        head = _ENTRY.size + _DIRENT.size if plus else _DIRENT.size
         zero = bytes(_ENTRY.size)
+        out = bytearray()
         for i in range(offset, len(listing)):
             name, ino, dtype = listing[i]
             raw = os.fsencode(name)
-            rec = _ENTRY.size + _DIRENT.size + len(raw)
+            rec = head + len(raw)
             padded = (rec + 7) & ~7
             if len(out) + padded > size:
                 break
-            c = ov.child(d, name) if d is not None and name not in (".", "..") else None
-            if c is None:
-                entry = zero
-            else:
-                st = fs._stat(c)
-                child = self._node_for(node, name, c, _stat.S_IFMT(st.st_mode))
-                entry = self._entry_bytes(child.id, st)
-            out += entry + _DIRENT.pack(ino, i + 1, len(raw), dtype) + raw + b"\0" * (padded - rec)
+            if plus:
+                c = ov.child(d, name) if d is not None and name not in (".", "..") else None
+                if c is None:
+                    out += zero
+                else:
+                    st = fs._stat(c)
+                    child = self._node_for(node, name, c, _stat.S_IFMT(st.st_mode))
+                    out += self._entry_bytes(child.id, st)
+            out += _DIRENT.pack(ino, i + 1, len(raw), dtype) + raw + b"\0" * (padded - rec)
         return bytes(out)
 
     # --- files ------------------------------------------------------------------------------
@@ -821,7 +797,6 @@ class Server:
         if writing and self.readonly:
             raise errors.ReadOnly(None)
         path = self._need_path(node)
-        shared = writing and self._shared_lower(path)
         before = self.fs.overlay.generation
         h = self.fs.os_open(path, flags)
         fh = self._add_handle(node, h)
@@ -830,7 +805,7 @@ class Server:
         if self.fs.overlay.generation != before:
             # A copy-up (or O_TRUNC): the kernel does not know the attributes changed.
             self._notify_inval_inode(node.id)
-            self._changed(node, path, shared)
+            self._changed(node, path)
         return _OPEN_OUT.pack(fh, open_flags, 0)
 
     def _handle(self, node: _Node, fh: int) -> Handle:
@@ -1007,15 +982,22 @@ class Server:
             self._invalidate_all_attrs()
         self._outside.set()
 
-    def copied_up(self, path: str) -> None:
+    def copied_up(self, loc: Loc) -> None:
         """Called when the view copies something up: drop what the kernel cached of it.
 
         The kernel knows the object it was asked to change, not the parents overlayfs
         copied up on the way, whose attributes (a merged directory's st_nlink is 1) and
-        listing (whiteouts a single layer showed vanish) may change. Safe inside a request
-        and under the view's lock: no request waits holding a directory's page lock.
+        listing (whiteouts a single layer showed vanish) may change; nor, for a lower
+        hard link, its other names (their st_ino and st_nlink may change): then every
+        cached attribute goes. Safe inside a request and under the view's lock: no
+        request waits holding a directory's page lock.
         """
+        lo = loc.lo
+        if lo is not None and loc.lpath is not None and not _stat.S_ISDIR(lo.st_mode) \
+                and self.fs.overlay.lower.nlink(loc.lpath, lo) > 1:
+            self._invalidate_all_attrs()
         nid = ROOT_ID
+        path = loc.path
         for name in path.split("/") if path else ():
             found = self._dentries.get((nid, name))
             if found is None:

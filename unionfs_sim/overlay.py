@@ -155,9 +155,9 @@ class Overlay:
         self._copied: dict[tuple[int, str], Inode] | None = None
         self._generation = 0
         self.watchers: list[Callable[[], None]] = []
-        self.copy_watchers: list[Callable[[str], None]] = []
-        """Called with the path (no leading ``/``) of each object copied up: a FUSE server
-        drops what the kernel cached of it (a directory copied up may list fewer names)."""
+        self.copy_watchers: list[Callable[[Loc], None]] = []
+        """Called with the Loc of each object copied up: a FUSE server drops what the
+        kernel cached of it (a directory copied up may list fewer names)."""
 
     @property
     def generation(self) -> int:
@@ -398,7 +398,7 @@ class Overlay:
             loc.up = r
             if fresh:
                 for w in self.copy_watchers:
-                    w("")
+                    w(loc)
             return r
         parent = self.copy_up(loc.parent)
         assert loc.lo is not None and parent.entries is not None
@@ -436,7 +436,7 @@ class Overlay:
             self._copied[(id(node), loc.lpath)] = up
         self.generation += 1
         for w in self.copy_watchers:
-            w(loc.path)
+            w(loc)
         return up
 
     def _lower_links(self, loc: Loc) -> int:
