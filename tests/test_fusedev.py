@@ -17,6 +17,7 @@ import pytest
 
 import unionfs_sim as ufs
 from unionfs_sim import fusedev
+from unionfs_sim.fusedev import RENAME_EXCHANGE, RENAME_NOREPLACE, RENAME_WHITEOUT, renameat2
 from unionfs_sim.mounting import mount
 
 pytestmark = pytest.mark.fuse
@@ -159,18 +160,35 @@ def test_chown_to_nothing_copies_up_as_overlayfs(mnt: str) -> None:
     assert (after.st_uid, after.st_gid, after.st_mode) == (before.st_uid, before.st_gid, before.st_mode)
 
 
-def test_renameat2_noreplace(mnt: str) -> None:
+def test_renameat2_noreplace_and_exchange(mnt: str) -> None:
     c = tree().container()
-    libc = __import__("ctypes").CDLL(None, use_errno=True)
     with mount(c, mnt, backend="kernel"):
-        def renameat2(a: str, b: str, flags: int) -> int:
-            r = libc.renameat2(-100, a.encode(), -100, b.encode(), flags)
-            return 0 if r == 0 else __import__("ctypes").get_errno()
+        d = f"{mnt}/d0"
+        with pytest.raises(FileExistsError):
+            renameat2(f"{d}/f0", f"{d}/f1", RENAME_NOREPLACE)
+        renameat2(f"{d}/f0", f"{d}/new", RENAME_NOREPLACE)
+        # Both names cached by the kernel (entries, attributes, pages) before the swap.
+        def seen() -> dict[str, tuple[int, bytes]]:
+            out = {}
+            for n in ("f1", "f2"):
+                with open(f"{d}/{n}", "rb") as f:
+                    out[n] = (os.fstat(f.fileno()).st_ino, f.read())
+            return out
 
-        assert renameat2(f"{mnt}/d0/f0", f"{mnt}/d0/f1", 1) == errno.EEXIST
-        assert renameat2(f"{mnt}/d0/f0", f"{mnt}/d0/new", 1) == 0
-        assert renameat2(f"{mnt}/d0/f1", f"{mnt}/d0/f2", 2) == errno.EINVAL  # RENAME_EXCHANGE: not modelled
+        before = seen()
+        renameat2(f"{d}/f1", f"{d}/f2", RENAME_EXCHANGE)
+        after = seen()
+        assert after == {"f1": before["f2"], "f2": before["f1"]}
+        for n in ("f1", "f2"):  # the server finds each node under its new name
+            os.chmod(f"{d}/{n}", 0o600)
+            with open(f"{d}/{n}", "ab") as f:
+                f.write(n.encode())
+        with pytest.raises(OSError) as e:
+            renameat2(f"{d}/f1", f"{d}/f2", RENAME_WHITEOUT)
+        assert e.value.errno == errno.EINVAL  # overlayfs refuses it too
     assert c.fs.read_bytes("/d0/new") == b"0/0\n" and not c.fs.lexists("/d0/f0")
+    assert (c.fs.read_bytes("/d0/f1"), c.fs.read_bytes("/d0/f2")) == (before["f2"][1] + b"f1", before["f1"][1] + b"f2")
+    assert c.fs.stat("/d0/f1").st_mode & 0o777 == c.fs.stat("/d0/f2").st_mode & 0o777 == 0o600
 
 
 def test_options_are_checked(mnt: str) -> None:

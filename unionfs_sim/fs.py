@@ -488,43 +488,61 @@ class FileSystem:
 
     remove = unlink
 
-    def rename(self, src: PathArg, dst: PathArg) -> None:
+    def rename(self, src: PathArg, dst: PathArg, *, noreplace: bool = False, exchange: bool = False) -> None:
         """As :func:`os.rename` (which replaces ``dst`` on Linux): move a name.
 
-        Renaming a directory that has lower content needs ``redirect_dir`` (EXDEV
-        otherwise, as the kernel gives it, so that ``mv`` falls back to copying).
+        ``noreplace`` and ``exchange`` are renameat2(2)'s RENAME_NOREPLACE (EEXIST if
+        ``dst`` exists) and RENAME_EXCHANGE (swap two existing names, of any types),
+        both of which overlayfs supports. Moving a directory that has lower content
+        needs ``redirect_dir`` (EXDEV otherwise, as the kernel gives it, so that ``mv``
+        falls back to copying).
         """
+        if noreplace and exchange:
+            raise errors.InvalidArgument(to_str(src), to_str(dst))
         with self._lock:
             rs = self._resolve(src, False, parent_only=True)
             rd = self._resolve(dst, False, parent_only=True)
             s = rs.loc
-            if rs.name in ("", ".", "..") or rd.name in ("", ".", ".."):
-                raise errors.Busy(rs.path, rd.path)  # before ENOENT, as do_renameat2
+            # Before ENOENT, as do_renameat2 (which gives EEXIST for a NOREPLACE target).
+            if rs.name in ("", ".", ".."):
+                raise errors.Busy(rs.path, rd.path)
+            if rd.name in ("", ".", ".."):
+                raise (errors.Exists if noreplace else errors.Busy)(rs.path, rd.path)
             self._check_writable(rs.path)
             if s is None:
                 raise errors.NotFound(rs.path)
             d = rd.loc
-            if (rs.slash or rd.slash) and not s.is_dir:
+            if noreplace and d is not None:
+                raise errors.Exists(rs.path, rd.path)
+            if exchange and d is None:
+                raise errors.NotFound(rs.path, rd.path)
+            if (rs.slash and not s.is_dir) or (rd.slash and not (d.is_dir if exchange and d else s.is_dir)):
                 raise errors.NotADirectory(rs.path, rd.path)
             # A directory cannot move below itself; the target cannot be an ancestor of
             # the source (lock_rename's "trap", checked whatever the source is).
             if s.is_dir and _within(rd.parent, s):
                 raise errors.InvalidArgument(rs.path, rd.path)
             if d is not None and d.is_dir and _within(rs.parent, d):
+                if exchange:
+                    raise errors.InvalidArgument(rs.path, rd.path)
                 raise errors.NotEmpty(rs.path, rd.path)
             if d is not None:
-                if s.is_dir and not d.is_dir:
+                if not exchange and s.is_dir and not d.is_dir:
                     raise errors.NotADirectory(rs.path, rd.path)
-                if not s.is_dir and d.is_dir:
+                if not exchange and not s.is_dir and d.is_dir:
                     raise errors.IsADirectory(rs.path, rd.path)
                 if self._same(s, d):
                     return
-            self._check_writable(rs.path)
             if len(rd.name) > NAME_MAX // 4 and len(os.fsencode(rd.name)) > NAME_MAX:
                 raise errors.NameTooLong(rd.path)
             ov = self._ov
-            if s.is_dir and s.lo is not None and not ov.options.redirect_dir:
-                raise errors.CrossDevice(rs.path, rd.path)
+            for loc in (s, d) if exchange else (s,):
+                if loc is not None and loc.is_dir and loc.lo is not None and not ov.options.redirect_dir:
+                    raise errors.CrossDevice(rs.path, rd.path)
+            if exchange:
+                assert d is not None
+                ov.exchange(s, d)
+                return
             if d is not None and d.is_dir and not ov.is_empty(d):
                 raise errors.NotEmpty(rs.path, rd.path)
             ov.rename(s, rd.parent, rd.name, d)

@@ -61,8 +61,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
-import errno
 import fcntl
 import json
 import logging
@@ -80,6 +78,7 @@ from typing import Any
 
 from .container import Container
 from .formats import overlaydir
+from .fusedev import RENAME_EXCHANGE, renameat2
 from .image import Image
 from .layer import Layer
 from .nodes import Dir, Entry
@@ -91,7 +90,6 @@ PROG = "unionfs-sim-fuse"
 _FUSE_PASS = ("allow_other", "allow_root", "default_permissions", "ro", "dev", "nodev", "suid", "nosuid", "exec",
               "noexec", "atime", "noatime", "sync", "async", "dirsync")
 """Options handed to FUSE as they are (mount.fuse adds ``dev,suid`` for root)."""
-_RENAME_EXCHANGE = 2
 
 log = logging.getLogger("unionfs_sim.fuse_overlay_compat")
 
@@ -215,20 +213,6 @@ def upper_entries(container: Container) -> dict[str, Entry]:
         return entries
 
 
-_AT_FDCWD = -100
-
-
-def _renameat2(src: str, dst: str, flags: int) -> int:
-    """renameat2(2): 0, or the errno."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    fn = libc.renameat2
-    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    fn.restype = ctypes.c_int
-    if fn(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), flags) == 0:
-        return 0
-    return ctypes.get_errno() or errno.EINVAL
-
-
 def write_upperdir(entries: Mapping[str, Entry], upperdir: str, workdir: str) -> None:
     """Replace the content of ``upperdir`` with ``entries`` (overlayfs format), atomically.
 
@@ -242,10 +226,11 @@ def write_upperdir(entries: Mapping[str, Entry], upperdir: str, workdir: str) ->
     new = os.path.join(stage, "upper")
     try:
         overlaydir.write(entries, new, format="overlay")
-        err = _renameat2(new, upperdir, _RENAME_EXCHANGE)
-        if err:
+        try:
+            renameat2(new, upperdir, RENAME_EXCHANGE)
+        except OSError as e:
             log.debug("RENAME_EXCHANGE %s <-> %s failed (%s); replacing names one by one",
-                      new, upperdir, os.strerror(err))
+                      new, upperdir, e.strerror)
             _replace_contents(new, upperdir)
     finally:
         shutil.rmtree(stage, ignore_errors=True)

@@ -43,7 +43,7 @@ Known limits:
   the count once more. Until the file's attributes are next fetched (any stat does),
   the kernel holds st_nlink one too low, and link(2) of a file left with one name fails
   with ENOENT without reaching the server.
-- RENAME_EXCHANGE and RENAME_WHITEOUT are refused (EINVAL); the model has no exchange.
+- RENAME_WHITEOUT is refused (EINVAL), as overlayfs refuses it.
 - The metadata of an open file that has lost all its names (fchmod, fsetxattr) cannot
   be changed: the model's facade reaches objects by name.
 """
@@ -102,7 +102,8 @@ FOPEN_KEEP_CACHE = 2
 GETATTR_FH = 1
 FATTR_MODE, FATTR_UID, FATTR_GID, FATTR_SIZE, FATTR_ATIME, FATTR_MTIME, FATTR_FH = 1, 2, 4, 8, 16, 32, 64
 FATTR_ATIME_NOW, FATTR_MTIME_NOW = 128, 256
-RENAME_NOREPLACE = 1
+RENAME_NOREPLACE, RENAME_EXCHANGE, RENAME_WHITEOUT = 1, 2, 4
+_AT_FDCWD = -100
 NOTIFY_INVAL_INODE, NOTIFY_INVAL_ENTRY = 2, 3
 
 _IN = struct.Struct("<IIQQIII4x")  # fuse_in_header
@@ -668,26 +669,25 @@ class Server:
 
     def _do_rename(self, parent: _Node, newdir: int, names: memoryview, flags: int) -> bytes:
         old, new = _cstrings(names, 2)
-        if flags & ~RENAME_NOREPLACE:
-            raise errors.InvalidArgument(None)  # RENAME_EXCHANGE / RENAME_WHITEOUT: not modelled
+        if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE):
+            raise errors.InvalidArgument(None)  # RENAME_WHITEOUT: overlayfs refuses it too
         self._writable()
         target = self._nodes.get(newdir)
         if target is None:
             raise errors.NotFound(None)
         src, dst = self._child_path(parent, old), self._child_path(target, new)
-        fs = self.fs
-        if flags & RENAME_NOREPLACE and fs.lexists(dst):
-            raise errors.Exists(dst)
-        fs.rename(src, dst)
+        exchange = bool(flags & RENAME_EXCHANGE)
+        self.fs.rename(src, dst, noreplace=bool(flags & RENAME_NOREPLACE), exchange=exchange)
         okey, nkey = (parent.id, old), (target.id, new)
-        nid = self._dentries.get(okey)
         if okey == nkey:
             return b""
-        self._touch(self._unname(nkey))
-        self._unname(okey)
-        if nid is not None and nid in self._nodes:
-            self._dentries[nkey] = nid
-            self._nodes[nid].names.insert(0, nkey)
+        moved, there = self._unname(okey), self._unname(nkey)
+        self._touch(moved)  # ctime changed: other nodes of the same inode must not keep it
+        self._touch(there)
+        for key, node in ((nkey, moved), (okey, there if exchange else None)):
+            if node is not None and node.id in self._nodes:
+                self._dentries[key] = node.id
+                node.names.insert(0, key)
         return b""
 
     def _link(self, parent: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes:
@@ -1059,6 +1059,17 @@ def libc() -> Any:
         lib.umount2.restype = ctypes.c_int
         _libc = lib
     return _libc
+
+
+def renameat2(src: str | bytes, dst: str | bytes, flags: int) -> None:
+    """renameat2(2) (RENAME_NOREPLACE, RENAME_EXCHANGE ...), which :mod:`os` lacks."""
+    lib = libc()
+    fn = lib.renameat2
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    if fn(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), flags) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), os.fsdecode(src), None, os.fsdecode(dst))
 
 
 def _unescape_mountinfo(s: str) -> str:

@@ -522,15 +522,7 @@ class Overlay:
         contents are. A pure upper directory moved into a merged one becomes opaque.
         """
         assert src.parent is not None
-        if src.is_dir and src.lo is not None:
-            lp = src.lpath
-            inode = self.copy_up(src)
-            if inode.redirect is None:
-                inode.redirect = lp
-        else:
-            inode = self.copy_up(src)
-            if inode.kind == "d" and not inode.opaque and dst_dir.dir_lpath is not None:
-                inode.opaque = True
+        inode = self._copy_up_to_move(src, dst_dir)
         if dst is not None and self._needs_index(dst):
             self.copy_up(dst)
         src_parent = self.copy_up(src.parent)
@@ -552,6 +544,42 @@ class Overlay:
         self.touch_dir(src_parent, t)
         self.touch_dir(dparent, t)
         self.generation += 1
+
+    def exchange(self, a: Loc, b: Loc) -> None:
+        """Swap the objects at two existing names (renameat2's RENAME_EXCHANGE).
+
+        Both are copied up, with the same redirect and opaque rules as a rename; both
+        names stay occupied, so no whiteout is needed.
+        """
+        assert a.parent is not None and b.parent is not None
+        ia = self._copy_up_to_move(a, b.parent)
+        ib = self._copy_up_to_move(b, a.parent)
+        pa, pb = self.copy_up(a.parent), self.copy_up(b.parent)
+        assert pa.entries is not None and pb.entries is not None
+        pa.entries[a.name] = ib
+        pb.entries[b.name] = ia
+        t = now_ns()
+        ia.ctime_ns = ib.ctime_ns = t
+        self.touch_dir(pa, t)
+        self.touch_dir(pb, t)
+        self.generation += 1
+
+    def _copy_up_to_move(self, src: Loc, dst_dir: Loc) -> Inode:
+        """Copy up ``src`` before it moves into ``dst_dir`` (ovl_rename).
+
+        A directory with lower content records where that content is (redirect); a pure
+        upper directory moved into a merged one becomes opaque.
+        """
+        if src.is_dir and src.lo is not None:
+            lp = src.lpath
+            inode = self.copy_up(src)
+            if inode.redirect is None:
+                inode.redirect = lp
+        else:
+            inode = self.copy_up(src)
+            if inode.kind == "d" and not inode.opaque and dst_dir.dir_lpath is not None:
+                inode.opaque = True
+        return inode
 
     # --- freezing ------------------------------------------------------------------
 

@@ -843,6 +843,117 @@ class OverlayConformance:
                 assert fs.read_bytes("/b") == (b"new" if index else b"x"), index
 
     # =================================================================================
+    # renameat2: RENAME_EXCHANGE and RENAME_NOREPLACE (fs.rename(..., exchange=/noreplace=))
+    # =================================================================================
+
+    supports_renameat2 = True
+    """False for a backend that cannot pass renameat2's flags on (e.g. libfuse2's protocol)."""
+
+    def _renameat2(self) -> None:
+        if not self.supports_renameat2:
+            raise unittest.SkipTest(f"{type(self).__name__} cannot pass renameat2 flags on")
+
+    def test_exchange_two_lower_files(self) -> None:
+        """RENAME_EXCHANGE of two lower files: contents swap; both copied up, no whiteout."""
+        self._renameat2()
+        with self.view({"a": File(b"A", mode=0o600), "d/b": File(b"B", mode=0o640)}) as fs:
+            fs.rename("/a", "/d/b", exchange=True)
+            assert_tree(fs, {"/a": File(b"B", mode=0o640), "/d/b": File(b"A", mode=0o600)})
+            assert names(fs) == ["a", "d"] and names(fs, "/d") == ["b"]
+        up = self.upper_of(fs)
+        assert upper_keys(up) == {"a", "d", "d/b"}, sorted(upper_keys(up))
+        assert isinstance(up["a"], File) and up["a"].data == b"B"
+
+    def test_exchange_file_and_upper_dir_across_parents(self) -> None:
+        """A file and a directory swap (types may differ); the parents' st_nlink follow."""
+        self._renameat2()
+        with self.view({"keep": b"k"}) as fs:
+            fs.makedirs("/p1/sub/x")
+            fs.mkdir("/p2")
+            fs.write_bytes("/p2/f", b"F")
+            n1, n2 = fs.stat("/p1").st_nlink, fs.stat("/p2").st_nlink
+            fs.rename("/p1/sub", "/p2/f", exchange=True)
+            assert fs.read_bytes("/p1/sub") == b"F" and names(fs, "/p2/f") == ["x"]
+            assert (fs.stat("/p1").st_nlink, fs.stat("/p2").st_nlink) == (n1 - 1, n2 + 1)
+
+    def test_exchange_lower_dir_needs_redirect_dir(self) -> None:
+        """Without redirect_dir, a directory with lower content cannot be exchanged: EXDEV."""
+        self._renameat2()
+        with self.view({"d/x": b"x", "f": b"f"}) as fs:
+            assert_errno(errno.EXDEV, fs.rename, "/d", "/f", exchange=True)
+            assert_errno(errno.EXDEV, fs.rename, "/f", "/d", exchange=True)
+            assert names(fs, "/d") == ["x"] and fs.read_bytes("/f") == b"f"
+
+    def test_exchange_two_lower_dirs_with_redirect(self) -> None:
+        """redirect_dir=on: two lower dirs swap with their lower contents (both redirected)."""
+        self._renameat2()
+        with self.view({"a/x": b"x", "b/y": b"y", "b/sub/z": b"z"}, redirect_dir=True) as fs:
+            fs.rename("/a", "/b", exchange=True)
+            assert (names(fs, "/a"), names(fs, "/b")) == (["sub", "y"], ["x"])
+            assert fs.read_bytes("/a/sub/z") == b"z"
+            fs.write_bytes("/b/new", b"n")
+            assert names(fs, "/b") == ["new", "x"]
+        up = self.upper_of(fs)
+        a, b = up["a"], up["b"]
+        assert isinstance(a, Dir) and isinstance(b, Dir)
+        assert (a.redirect, b.redirect) == ("b", "a"), (a.redirect, b.redirect)
+
+    def test_exchange_pure_upper_dir_into_merged_name_becomes_opaque(self) -> None:
+        """A dir of a pure upper parent (so not opaque) swapped with a merged one: it becomes
+        opaque, so the lower names at its new place stay hidden."""
+        self._renameat2()
+        with self.view({"d/low": b"l"}, redirect_dir=True) as fs:
+            fs.makedirs("/u/n")
+            fs.write_bytes("/u/n/mine", b"m")
+            fs.rename("/u/n", "/d", exchange=True)
+            assert names(fs, "/d") == ["mine"] and names(fs, "/u/n") == ["low"]
+        up = self.upper_of(fs)
+        d, n = up["d"], up["u/n"]
+        assert isinstance(d, Dir) and d.opaque
+        assert isinstance(n, Dir) and n.redirect == "d", n
+
+    def test_exchange_errors(self) -> None:
+        """RENAME_EXCHANGE: ENOENT without a target, EINVAL with an ancestor or with NOREPLACE,
+        ENOTDIR for a file named with a trailing slash."""
+        self._renameat2()
+        with self.view({"d/sub/f": b"f", "g": b"g"}, redirect_dir=True) as fs:
+            assert_errno(errno.ENOENT, fs.rename, "/g", "/nope", exchange=True)
+            assert_errno(errno.ENOENT, fs.rename, "/nope", "/g", exchange=True)
+            assert_errno(errno.EINVAL, fs.rename, "/d", "/d/sub", exchange=True)
+            assert_errno(errno.EINVAL, fs.rename, "/d/sub", "/d", exchange=True)
+            assert_errno(errno.ENOTDIR, fs.rename, "/d", "/g/", exchange=True)
+            assert_errno(errno.ENOTDIR, fs.rename, "/g/", "/d", exchange=True)
+            assert_errno(errno.EINVAL, fs.rename, "/g", "/d", exchange=True, noreplace=True)
+            assert names(fs) == ["d", "g"] and names(fs, "/d/sub") == ["f"]
+        up = self.upper_of(fs)
+        assert upper_keys(up) == set(), sorted(upper_keys(up))
+
+    def test_exchange_names_of_one_inode_is_a_noop(self) -> None:
+        """Two names of one upper inode (a hard link): exchange succeeds and changes nothing."""
+        self._renameat2()
+        with self.view({"keep": b"k"}) as fs:
+            fs.write_bytes("/a", b"A")
+            fs.link("/a", "/b")
+            fs.rename("/a", "/b", exchange=True)
+            assert names(fs) == ["a", "b", "keep"] and fs.stat("/a").st_nlink == 2
+
+    def test_noreplace(self) -> None:
+        """RENAME_NOREPLACE: EEXIST onto any existing name (also a lower one); else a rename."""
+        self._renameat2()
+        with self.view({"a": b"A", "b": b"B", "d/": Dir()}) as fs:
+            assert_errno(errno.EEXIST, fs.rename, "/a", "/b", noreplace=True)
+            assert_errno(errno.EEXIST, fs.rename, "/a", "/d", noreplace=True)
+            fs.unlink("/b")
+            fs.rename("/a", "/b", noreplace=True)
+            assert_tree(fs, {"/a": None, "/b": b"A"})
+
+    def test_exchange_on_readonly_view_is_erofs(self) -> None:
+        """The read-only view refuses RENAME_EXCHANGE with EROFS."""
+        self._renameat2()
+        with self.readonly_view({"a": b"A", "b": b"B"}) as fs:
+            assert_errno(errno.EROFS, fs.rename, "/a", "/b", exchange=True)
+
+    # =================================================================================
     # hard links
     # =================================================================================
 

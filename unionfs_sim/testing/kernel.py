@@ -38,7 +38,7 @@ from typing import IO, Any, Self, cast
 
 from ..formats import overlaydir
 from ..fs import walk_scandir
-from ..fusedev import libc
+from ..fusedev import RENAME_EXCHANGE, RENAME_NOREPLACE, libc, renameat2
 from ..layer import Layer
 from ..nodes import Dir, Entry
 from ..options import OverlayOptions
@@ -168,6 +168,7 @@ class _Worker:
             h_close=self.h_close,
             h_fstat=self.h_fstat,
             h_fsync=self.h_fsync,
+            renameat2=renameat2,
         )
         simple["snapshot"] = lambda top="/": snapshot(OsView(), top)
         self.ops = simple
@@ -705,9 +706,13 @@ class KernelFS:
         """os.remove."""
         self._call("remove", self._p(path))
 
-    def rename(self, src: PathArg, dst: PathArg) -> None:
-        """os.rename."""
-        self._call("rename", self._p(src), self._p(dst))
+    def rename(self, src: PathArg, dst: PathArg, *, noreplace: bool = False, exchange: bool = False) -> None:
+        """os.rename; ``noreplace``/``exchange``: renameat2's RENAME_NOREPLACE/RENAME_EXCHANGE."""
+        flags = (RENAME_NOREPLACE if noreplace else 0) | (RENAME_EXCHANGE if exchange else 0)
+        if flags:
+            self._call("renameat2", self._p(src), self._p(dst), flags)
+        else:
+            self._call("rename", self._p(src), self._p(dst))
 
     def replace(self, src: PathArg, dst: PathArg) -> None:
         """os.replace."""

@@ -1,8 +1,9 @@
 """Hypothesis state machines that drive the model and another implementation side by side.
 
 :class:`DifferentialMachine` applies the same random operations (create, write, append,
-truncate, unlink, mkdir, rmdir, rename, symlink, link, chmod, chown, setxattr) to a
-container of the model and to a *subject* built from the same image, and after every
+truncate, unlink, mkdir, rmdir, rename, renameat2's exchange and noreplace, symlink, link,
+chmod, chown, setxattr) to a container of the model and to a *subject* built from the
+same image, and after every
 step compares errno of failures and the merged trees; at the end it compares the upper
 layers. Subclass it and implement :meth:`~DifferentialMachine.open_subject` to test
 your own overlay implementation (a FUSE filesystem, a flattener ...) against the model;
@@ -59,10 +60,13 @@ class DifferentialMachine(RuleBasedStateMachine):
     Class attributes a subclass may set:
         options: the OverlayOptions both sides run with.
         compare_upper: also compare the upper layers when an example ends.
+        renameat2: the subject's ``rename`` takes ``exchange=``/``noreplace=`` (renameat2's
+            RENAME_EXCHANGE/RENAME_NOREPLACE); set False to leave that rule out.
     """
 
     options: ClassVar[OverlayOptions] = OverlayOptions()
     compare_upper: ClassVar[bool] = True
+    renameat2: ClassVar[bool] = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -172,6 +176,11 @@ class DifferentialMachine(RuleBasedStateMachine):
     @rule(src=op_paths, dst=op_paths)
     def rename(self, src: str, dst: str) -> None:
         self.same(lambda fs: fs.rename(src, dst))
+
+    @precondition(lambda self: self.renameat2)
+    @rule(src=op_paths, dst=op_paths, flag=st.sampled_from(["exchange", "exchange", "noreplace"]))
+    def rename2(self, src: str, dst: str, flag: str) -> None:
+        self.same(lambda fs: fs.rename(src, dst, **{flag: True}))
 
     @rule(dest=link_targets, p=op_paths)
     def symlink(self, dest: str, p: str) -> None:
