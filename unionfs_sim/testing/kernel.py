@@ -38,7 +38,7 @@ from typing import IO, Any, Self, cast
 
 from ..formats import overlaydir
 from ..fs import walk_scandir
-from ..fusedev import RENAME_EXCHANGE, RENAME_NOREPLACE, libc, renameat2
+from ..fusedev import RENAME_EXCHANGE, RENAME_NOREPLACE, libc, mounts_at, renameat2
 from ..layer import Layer
 from ..nodes import Dir, Entry
 from ..options import OverlayOptions
@@ -59,14 +59,7 @@ _MNT_DETACH = 2
 
 def mounted_at(path: PathArg) -> bool:
     """True if something is mounted exactly at ``path`` (per /proc/self/mountinfo)."""
-    target = os.path.realpath(os.fspath(path))
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-        for line in f:
-            point = line.split(" ")[4]
-            point = point.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
-            if point == target:
-                return True
-    return False
+    return bool(mounts_at(os.path.realpath(os.fspath(path))))
 
 
 def _umount(path: str) -> None:
