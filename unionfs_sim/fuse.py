@@ -953,9 +953,9 @@ class Mount:
 
         A mount still in use (an open file, a working directory inside) is retried for a
         second, then detached lazily; if its users still hold it a second later, the FUSE
-        connection is aborted (``/sys/fs/fuse/connections/N/abort``; the control
-        filesystem is mounted there if needed), which fails their further requests with
-        ENOTCONN. ``timeout`` bounds the wait for the request loop to end.
+        connection is aborted (``/sys/fs/fuse/connections/N/abort``; where the control
+        filesystem is not mounted, root mounts it on a temporary directory for that),
+        which fails their further requests with ENOTCONN. ``timeout`` bounds the wait for the request loop to end.
 
         Raises:
             RuntimeError: the request loop could not be stopped.

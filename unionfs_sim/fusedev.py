@@ -60,9 +60,10 @@ import socket
 import stat as _stat
 import struct
 import subprocess
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from . import errors
@@ -1092,33 +1093,48 @@ def mounts_at(path: str) -> list[tuple[int, str, str]]:
 FUSECTL = "/sys/fs/fuse/connections"
 
 
-def fusectl_ready() -> bool:
-    """True if the FUSE control filesystem is at /sys/fs/fuse/connections (mounted as root if not).
+@contextlib.contextmanager
+def fusectl() -> Iterator[str | None]:
+    """The FUSE control filesystem's directory, or None if it cannot be had.
 
-    It is how a FUSE connection that a lazy unmount left in use is aborted; systemd mounts
-    it at boot, containers often lack it.
+    It is how a FUSE connection that a lazy unmount left in use is aborted. systemd
+    mounts it at /sys/fs/fuse/connections; where nobody did (containers), root mounts it
+    on a temporary directory for the time it is needed and unmounts it again.
     """
     if mounts_at(FUSECTL):
-        return True
-    if os.geteuid() != 0 or not os.path.isdir(FUSECTL):
-        return False
-    subprocess.run(["mount", "-t", "fusectl", "fusectl", FUSECTL], capture_output=True, timeout=30, check=False)
-    return bool(mounts_at(FUSECTL))
+        yield FUSECTL
+        return
+    if os.geteuid() != 0:
+        yield None
+        return
+    where = tempfile.mkdtemp(prefix="unionfs-sim-fusectl-")
+    try:
+        if libc().mount(b"fusectl", where.encode(), b"fusectl", 0, None) != 0:
+            yield None
+            return
+        try:
+            yield where
+        finally:
+            libc().umount2(where.encode(), 0)
+    finally:
+        with contextlib.suppress(OSError):
+            os.rmdir(where)
 
 
 def abort_connection(device: str) -> bool:
     """Abort the FUSE connection of the mount with device number ``device`` ("0:53"): every
     request in it fails with ENOTCONN, and its server's reads end. False if it cannot."""
-    if not fusectl_ready():
-        return False
     major, minor = (int(x) for x in device.split(":"))
     # The control directory is named after the connection's device number.
     name = str(minor if major == 0 else (major << 20) | minor)
-    try:
-        with open(os.path.join(FUSECTL, name, "abort"), "w") as f:
-            f.write("1")
-    except OSError:
-        return False
+    with fusectl() as ctl:
+        if ctl is None:
+            return False
+        try:
+            with open(os.path.join(ctl, name, "abort"), "w") as f:
+                f.write("1")
+        except OSError:
+            return False
     return True
 
 
@@ -1318,6 +1334,6 @@ def kernel_backend_unavailable() -> str | None:
     return None
 
 
-__all__ = ["MAX_WRITE", "Server", "Session", "abort_connection", "attr_fields", "fusectl_ready",
+__all__ = ["MAX_WRITE", "Server", "Session", "abort_connection", "attr_fields", "fusectl",
            "kernel_backend_unavailable", "kernel_mount", "libc", "mount_flags", "mounts_at", "parse_options",
            "timeouts"]
