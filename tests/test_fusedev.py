@@ -87,6 +87,20 @@ def test_an_image_mount_reads_from_the_page_cache(mnt: str) -> None:
         assert m.operations.calls["read"] == 1
 
 
+def test_sequential_reads_move_a_mebibyte_per_request(mnt: str) -> None:
+    # As root the server raises the mount's readahead from the kernel's 128 KiB to one
+    # READ's size; each READ answers with a view of the model's bytes.
+    data = os.urandom(1 << 20) * 8
+    image = ufs.Image.from_layers([ufs.Layer.from_dict({"big": data})])
+    with mount(image.container(), mnt, backend="kernel") as m:
+        dev = os.stat(mnt).st_dev
+        with open(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb") as f:
+            assert int(f.read()) == fusedev.MAX_WRITE // 1024
+        with open(f"{mnt}/big", "rb") as f:
+            assert f.read() == data
+        assert m.operations.calls["read"] == len(data) // fusedev.MAX_WRITE
+
+
 def test_hard_links_are_one_kernel_inode(mnt: str) -> None:
     c = tree().container()
     with mount(c, mnt, backend="kernel"):

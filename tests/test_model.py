@@ -286,6 +286,34 @@ def test_posix_handle_semantics() -> None:
     assert fs.read_text("/f") == "text\n" and fs.stat("/f").st_mtime_ns >= before
 
 
+def test_pread_leaves_the_offset_and_sees_every_state_of_the_data() -> None:
+    big = bytes(range(256)) * (CHUNK // 128)  # two chunks
+    c = ufs.Image.from_layers([L({"big": big})]).container()
+    fs = c.fs
+    with fs.os_open("/big", os.O_RDONLY) as r:
+        r.seek(5)
+        assert bytes(r.pread(10, 100)) == big[100:110] and r.tell() == 5  # a lower file's bytes
+        assert bytes(r.pread(10, len(big) - 4)) == big[-4:] and bytes(r.pread(10, len(big) + 1)) == b""
+        with fs.os_open("/big", os.O_RDWR) as w:  # copy-up: the handle now reads the upper data
+            assert bytes(r.pread(8, CHUNK - 4)) == big[CHUNK - 4 : CHUNK + 4]
+            w.seek(CHUNK - 2)
+            w.write(b"XYZW")  # spans both chunks
+            assert bytes(r.pread(8, CHUNK - 4)) == big[CHUNK - 4 : CHUNK - 2] + b"XYZW" + big[CHUNK + 2 : CHUNK + 4]
+            w.truncate(3)
+            assert bytes(r.pread(10, 0)) == big[:3]
+            w.truncate(6)
+            assert bytes(r.pread(10, 0)) == big[:3] + bytes(3)
+    assert c.image.fs.read_bytes("/big") == big  # the lower blob itself never changed
+    c2 = c.image.container()
+    with c2.fs.os_open("/big", os.O_RDWR) as w:  # truncated only: no chunk written
+        w.truncate(3)
+        w.truncate(6)
+        assert bytes(w.pread(10, 0)) == big[:3] + bytes(3)
+    with fs.os_open("/big", os.O_WRONLY) as w, pytest.raises(OSError) as e:
+        w.pread(1, 0)
+    assert e.value.errno == errno.EBADF
+
+
 def test_threads_do_not_corrupt_the_model() -> None:
     fs = ufs.Image.from_layers([L({"shared/": None})]).container().fs
 

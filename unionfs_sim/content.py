@@ -65,6 +65,13 @@ class Data:
             pos = stop
         return bytes(out)
 
+    def view(self, offset: int, n: int) -> bytes | memoryview:
+        """As :meth:`read`, but a view of the shared base where no chunk was written."""
+        end = min(self.size, offset + n)
+        if not self.chunks and offset < end <= self.base_len:
+            return memoryview(self.base)[offset:end]
+        return self.read(offset, n)
+
     def _own(self, i: int) -> bytearray:
         c = self.chunks.get(i)
         if c is None:

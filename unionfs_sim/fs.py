@@ -989,6 +989,19 @@ class Handle(io.RawIOBase):
 
     def readinto(self, b: Any) -> int:
         """Read into a buffer at the current offset; returns the count (0 at end)."""
+        with self._fs.lock:
+            chunk = self.pread(len(b), self._pos)
+            m = len(chunk)
+            memoryview(b).cast("B")[:m] = chunk
+            self._pos += m
+            return m
+
+    def pread(self, n: int, offset: int) -> bytes | memoryview:
+        """Up to ``n`` bytes at ``offset``, the file offset unchanged (as :func:`os.pread`).
+
+        Bytes that cannot change (a lower file's, data not written since copy-up) come as
+        a view, not a copy: the FUSE server hands them to the kernel as they are.
+        """
         self._check()
         if self._dir:
             raise errors.IsADirectory(self.name)
@@ -996,16 +1009,9 @@ class Handle(io.RawIOBase):
             raise errors.BadFileDescriptor(self.name)
         with self._fs.lock:
             o = self._obj()
-            n = len(b)
             if isinstance(o, Inode):
-                chunk = o.data.read(self._pos, n) if o.data is not None else b""
-                o.atime_ns = o.atime_ns  # relatime: not modelled beyond creation
-            else:
-                chunk = o.data[self._pos : self._pos + n] if isinstance(o, File) else b""
-            m = len(chunk)
-            memoryview(b).cast("B")[:m] = chunk
-            self._pos += m
-            return m
+                return o.data.view(offset, n) if o.data is not None else b""
+            return memoryview(o.data)[offset : offset + n] if isinstance(o, File) else b""
 
     def readall(self) -> bytes:
         """Everything from the offset to the end."""
