@@ -27,7 +27,9 @@ Requests: LOOKUP and READDIRPLUS answer a name with its node and attributes; OPE
 answered ENOSYS, so the kernel opens directories itself and caches their listings
 (``FOPEN_CACHE_DIR``); file opens keep the page cache while the file's mtime and size
 are what they were (libfuse's ``auto_cache``), always on an image's view. Reads and
-writes move up to 1 MiB per request. Every handler runs under the view's lock; the
+writes move up to 1 MiB per request; as root the mount's readahead is raised to that
+size too (the kernel starts FUSE mounts at 128 KiB), and a READ hands the kernel a view
+of the model's bytes, not a copy. Every handler runs under the view's lock; the
 ``/dev/fuse`` reads and writes do not, and several threads serve at once.
 
 Mounting needs ``mount(2)``: root (or CAP_SYS_ADMIN). Otherwise ``fusermount3`` (or
