@@ -1055,7 +1055,7 @@ _libc: Any = None
 
 
 def libc() -> Any:
-    """The C library with mount(2) and umount2(2) prototypes (errno kept)."""
+    """The C library with mount(2), umount2(2) and renameat2(2) prototypes (errno kept)."""
     global _libc
     if _libc is None:
         lib = ctypes.CDLL(None, use_errno=True)
@@ -1063,17 +1063,15 @@ def libc() -> Any:
         lib.mount.restype = ctypes.c_int
         lib.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
         lib.umount2.restype = ctypes.c_int
+        lib.renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+        lib.renameat2.restype = ctypes.c_int
         _libc = lib
     return _libc
 
 
 def renameat2(src: str | bytes, dst: str | bytes, flags: int) -> None:
     """renameat2(2) (RENAME_NOREPLACE, RENAME_EXCHANGE ...), which :mod:`os` lacks."""
-    lib = libc()
-    fn = lib.renameat2
-    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    fn.restype = ctypes.c_int
-    if fn(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), flags) != 0:
+    if libc().renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), flags) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err), os.fsdecode(src), None, os.fsdecode(dst))
 
