@@ -186,6 +186,11 @@ def _ns(st: os.stat_result, field: str, seconds: float) -> int:
     return v if v is not None else int(seconds * 1_000_000_000)
 
 
+def _sig(st: os.stat_result) -> tuple[int, int]:
+    """(mtime, size): what says whether the kernel's cached pages of a file are current."""
+    return _ns(st, "st_mtime_ns", st.st_mtime), st.st_size
+
+
 def attr_fields(st: os.stat_result) -> tuple[int, ...]:
     """A stat result as the 16 fields of ``struct fuse_attr``."""
     at = _ns(st, "st_atime_ns", st.st_atime)
@@ -501,7 +506,7 @@ class Server:
         """FOPEN_KEEP_CACHE while the file's mtime and size are what the kernel cached."""
         if self.keep_cache:
             return FOPEN_KEEP_CACHE
-        sig = (_ns(st, "st_mtime_ns", st.st_mtime), st.st_size)
+        sig = _sig(st)
         keep = node.sig == sig
         node.sig = sig
         return FOPEN_KEEP_CACHE if keep else 0
@@ -557,7 +562,7 @@ class Server:
         st = self._node_stat(node, fh)
         self._touch(node)
         if valid & FATTR_SIZE:
-            node.sig = (_ns(st, "st_mtime_ns", st.st_mtime), st.st_size)
+            node.sig = _sig(st)
         return self._attr_bytes(st)
 
     def _changed(self, node: _Node, path: str) -> None:
@@ -607,7 +612,7 @@ class Server:
 
     def _getxattr(self, node: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes:
         size, _ = _XATTR_IN.unpack_from(body)
-        name = _decode(bytes(body[_XATTR_IN.size:]).split(b"\0", 1)[0])
+        name = _cstrings(body[_XATTR_IN.size:], 1)[0]
         return self._sized(self.fs.getxattr(self._need_path(node), name, follow_symlinks=False), size)
 
     def _listxattr(self, node: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes:
@@ -626,7 +631,7 @@ class Server:
 
     def _mknod(self, parent: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes:
         mode, rdev, _umask, _ = _MKNOD_IN.unpack_from(body)
-        name = _decode(bytes(body[_MKNOD_IN.size:]).split(b"\0", 1)[0])
+        name = _cstrings(body[_MKNOD_IN.size:], 1)[0]
         self._writable()
         path = self._child_path(parent, name)
         with self._as_caller(ctx):
@@ -635,7 +640,7 @@ class Server:
 
     def _mkdir(self, parent: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes:
         mode, _umask = _MKDIR_IN.unpack_from(body)
-        name = _decode(bytes(body[_MKDIR_IN.size:]).split(b"\0", 1)[0])
+        name = _cstrings(body[_MKDIR_IN.size:], 1)[0]
         self._writable()
         path = self._child_path(parent, name)
         with self._as_caller(ctx):
@@ -697,7 +702,7 @@ class Server:
 
     def _link(self, parent: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes:
         (oldid,) = _LINK_IN.unpack_from(body)
-        name = _decode(bytes(body[_LINK_IN.size:]).split(b"\0", 1)[0])
+        name = _cstrings(body[_LINK_IN.size:], 1)[0]
         self._writable()
         old = self._nodes.get(oldid)
         if old is None:
@@ -784,7 +789,7 @@ class Server:
 
     def _create(self, parent: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes:
         flags, mode, _umask, _ = _CREATE_IN.unpack_from(body)
-        name = _decode(bytes(body[_CREATE_IN.size:]).split(b"\0", 1)[0])
+        name = _cstrings(body[_CREATE_IN.size:], 1)[0]
         self._writable()
         path = self._child_path(parent, name)
         with self._as_caller(ctx):
@@ -792,7 +797,7 @@ class Server:
         loc, st = self._stat_loc(path)
         node = self._node_for(parent, name, loc, _stat.S_IFMT(st.st_mode))
         fh = self._add_handle(node, h)
-        node.sig = (_ns(st, "st_mtime_ns", st.st_mtime), st.st_size)
+        node.sig = _sig(st)
         return self._entry_bytes(node.id, st) + _OPEN_OUT.pack(fh, 0, 0)
 
     def _open(self, node: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes:
@@ -829,7 +834,7 @@ class Server:
         h.seek(offset)
         n = h.write(bytes(body[_WRITE_IN.size:_WRITE_IN.size + size]))
         st = h.stat()
-        node.sig = (_ns(st, "st_mtime_ns", st.st_mtime), st.st_size)
+        node.sig = _sig(st)
         self._touch(node)
         return _WRITE_OUT.pack(n or 0, 0)
 
