@@ -25,3 +25,4 @@ __all__ = [
     "OverlayOptions", "Reference", "Registry", "Socket", "Symlink", "UnionFSError", "UnsafePath",
     "Whiteout", "__version__", "docker_archive", "oci",
 ]
+from .build import Builder  # noqa: E402  (issue 14: Dockerfile builds)
