@@ -532,7 +532,10 @@ class _Run:
             state = _State(list(prev.layers), list(prev.history), _copy.deepcopy(prev.config), prev.parent,
                            dict(prev.origins), {}, [], prev.cause, prev.author)
         elif name == "scratch":
-            state = _State([], [], {"Env": [f"PATH={DEFAULT_PATH}"]}, "scratch", {}, {}, [])
+            cfg0: dict[str, Any] = {"Env": [f"PATH={DEFAULT_PATH}"]}
+            if not self.classic:
+                cfg0["WorkingDir"] = "/"  # dockerfile2llb emptyImage
+            state = _State([], [], cfg0, "scratch", {}, {}, [])
         else:
             try:
                 base = self.b.resolve(name)
@@ -662,8 +665,8 @@ class _Run:
             s.config[key] = args
             if cmd == "ENTRYPOINT" and "Cmd" in s.config and not s.origins.get("CMD"):
                 s.config.pop("Cmd", None)
-            if not is_json and not self.classic:
-                s.config["ArgsEscaped"] = True
+            if not self.classic:
+                s.config["ArgsEscaped"] = True  # dockerfile2llb dispatchCmd/dispatchEntrypoint
             s.origins[cmd] = ins.line
             self._meta(ins, s, label, f"{cmd} {json_list(args)}", n)
             return
@@ -794,7 +797,7 @@ class _Run:
         created_by = " ".join(self._shell(s)) + " #(nop)  " + comment
         probe = self._probe_config(s, self._shell(s) + ["#(nop) ", comment])
         material = {"parent": s.parent, "config": probe}
-        components = [("instruction", comment)] + self._config_components(s)
+        components = self._config_components(s) + [("instruction", comment)]
         if ins.cmd == "ARG":
             components += [(f"ARG {k}", v) for k, v in s.build_args()]
         key, rec, cached, reason, cause = self._verdict(ins, s, label, n, ins.cmd, material, components, s.parent)
@@ -991,19 +994,19 @@ class _Run:
             infos = []
             for path, e in selections:
                 if e.kind == "d":
-                    sums = [tarsum_v1(x, x.path) for x in tree.below(path)]
+                    on_disk = isinstance(tree, _FsTree)
+                    sums = [tarsum_v1(x, x.path, names=on_disk) for x in tree.below(path)]
                     if path:
-                        sums.append(tarsum_v1(e, path))
+                        sums.append(tarsum_v1(e, path, names=on_disk))
                     infos.append("dir:" + hashlib.sha256(",".join(sorted(sums)).encode()).hexdigest())
                 else:
-                    infos.append("file:" + (self.ctx.tarsum(path) if isinstance(tree, _CtxTree) else tarsum_v1(e, path)))
+                    infos.append("file:" + (self.ctx.tarsum(path) if isinstance(tree, _CtxTree) else tarsum_v1(e, path, names=True)))
             if len(infos) == 1:
                 src_hash = infos[0]
             else:
                 src_hash = "multi:" + hashlib.sha256(",".join(infos).encode()).hexdigest()
             chown_comment = f"--chown={chown}" if chown else ""
-            comment = f"{ins.cmd} {chown_comment}{src_hash} in {dest_raw if dest_raw.startswith('/') else dest_raw} "
-            comment = f"{ins.cmd} {chown_comment}{src_hash} in {self._classic_dest(dest_raw, wd)} "
+            comment = f"{ins.cmd} {chown_comment}{src_hash} in {dest_raw} "
             created_by = " ".join(self._shell(s)) + " #(nop) " + comment
             probe = self._probe_config(s, self._shell(s) + ["#(nop) " + comment])
             material: Any = {"parent": s.parent, "config": probe}
@@ -1040,15 +1043,6 @@ class _Run:
                 self._put(fs, target, e, uid, gid, chmod_bits, chown is not None)
 
         self._layer_step(ins, s, label, n, ins.cmd, material, components, created_by, apply)
-
-    @staticmethod
-    def _classic_dest(dest_raw: str, wd: str) -> str:
-        if dest_raw.startswith("/"):
-            return dest_raw
-        d = posixpath.join(wd, dest_raw)
-        if dest_raw.endswith("/") and not d.endswith("/"):
-            d += "/"
-        return d
 
     def _mkdirs(self, fs: FileSystem, path: str, uid: int, gid: int) -> None:
         missing = []

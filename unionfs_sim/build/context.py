@@ -52,14 +52,22 @@ class Source:
     data: Callable[[], bytes] = attrs.field(default=lambda: b"", eq=False, repr=False)
 
 
-def tarsum_v1(src: Source, name: str | None = None) -> str:
-    """moby's tarsum v1 of one entry (hex sha256): the classic builder's per-file hash."""
+def tarsum_v1(src: Source, name: str | None = None, *, names: bool = False) -> str:
+    """moby's tarsum v1 of one entry (hex sha256): the classic builder's per-file hash.
+
+    ``names``: fill uname/gname as Go's ``tar.FileInfoHeader`` does for a file on the
+    daemon's disk (a ``COPY --from`` source: ``remotecontext/filehash.go``); only root
+    (0) is assumed to have a name there. Context entries come from a tar stream whose
+    names tarsum blanks.
+    """
     n = src.path if name is None else name
     if src.kind == "d" and not n.endswith("/"):
         n += "/"
     size = src.size if src.kind == "f" else 0
     head = (f"name{n}mode{src.mode | _S_IFMT[src.kind]}uid{src.uid}gid{src.gid}size{size}"
-            f"typeflag{_TYPEFLAG[src.kind]}linkname{src.linkname}unamegnamedevmajor0devminor0")
+            f"typeflag{_TYPEFLAG[src.kind]}linkname{src.linkname}"
+            f"uname{'root' if names and src.uid == 0 else ''}gname{'root' if names and src.gid == 0 else ''}"
+            "devmajor0devminor0")
     h = hashlib.sha256(head.encode())
     for k, v in sorted(src.xattrs):
         h.update(k.encode() + v)
