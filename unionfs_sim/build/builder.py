@@ -451,25 +451,53 @@ class _Run:
 
     # --- which stages -------------------------------------------------------------
 
-    def _deps(self, i: int) -> list[int]:
-        """The stages stage ``i`` reads (FROM a stage, COPY --from a stage), checked for cycles."""
-        out: list[int] = []
+    def _deps(self, i: int) -> list[tuple[int, Instruction, str]]:
+        """The stages stage ``i`` reads (FROM a stage, COPY --from a stage): (stage, instruction, name).
+
+        The classic builder only knows the stages before the current one (a later name
+        is taken for an image); BuildKit builds a graph, so a later stage is fine unless
+        it closes a cycle (checked in :meth:`_order`).
+        """
+        out: list[tuple[int, Instruction, str]] = []
         st = self.stages[i]
-        base = self._from_name(st[0])
-        if base.lower() in self.names:
-            j = self.names[base.lower()]
-            if j >= i:
-                raise st[0].error(f"FROM {base}: stage {base!r} is this stage or a later one (a cycle)")
-            out.append(j)
-        for ins in st[1:]:
-            if ins.cmd == "COPY" and ins.flag("from") is not None:
-                ref = self._expand(ins.flag("from") or "", self.meta_args, ins)
-                j2 = self._stage_ref(ref)
-                if j2 is not None:
-                    if j2 >= i:
-                        raise ins.error(f"COPY --from={ref}: stage {ref!r} is this stage or a later one (a cycle)")
-                    out.append(j2)
+        refs = [(st[0], self._from_name(st[0]))]
+        refs += [(ins, self._expand(ins.flag("from") or "", self.meta_args, ins))
+                 for ins in st[1:] if ins.cmd == "COPY" and ins.flag("from") is not None]
+        for ins, ref in refs:
+            j = self._stage_ref(ref)
+            if j is None:
+                continue
+            if j == i or (self.classic and j > i):
+                what = "FROM" if ins.cmd == "FROM" else "COPY --from"
+                raise ins.error(f"{what} {ref}: stage {ref!r} is this stage or a later one (a cycle)")
+            if j >= len(self.stages):
+                raise ins.error(f"COPY --from={ref}: there is no stage {ref}")
+            out.append((j, ins, ref))
         return out
+
+    def _order(self) -> list[int]:
+        """The stages to build, each after the stages it reads; DockerfileError on a cycle."""
+        if self.classic:
+            for i in range(self.target + 1):
+                self._deps(i)
+            return list(range(self.target + 1))
+        order: list[int] = []
+        state: dict[int, int] = {}   # 1: on the path, 2: done
+
+        def visit(i: int, via: Instruction | None, path: list[str]) -> None:
+            if state.get(i) == 2:
+                return
+            if state.get(i) == 1:
+                assert via is not None
+                raise via.error("circular dependency detected on stage: " + " -> ".join(path))
+            state[i] = 1
+            for j, ins, ref in self._deps(i):
+                visit(j, ins, [*path, ref])
+            state[i] = 2
+            order.append(i)
+
+        visit(self.target, None, [str(self._label(self.target))])
+        return order
 
     def _stage_ref(self, ref: str) -> int | None:
         if ref.lower() in self.names:
@@ -487,23 +515,11 @@ class _Run:
         return expand(word, scope, self.df.escape, on_error=ins.error)
 
     def go(self) -> tuple[Image, list[Step]]:
-        needed: set[int] = set()
-        if self.classic:
-            needed = set(range(self.target + 1))
-            for i in needed:
-                self._deps(i)
-        else:
-            todo = [self.target]
-            while todo:
-                i = todo.pop()
-                if i in needed:
-                    continue
-                needed.add(i)
-                todo.extend(self._deps(i))
+        order = self._order()
+        for i in order:
+            self.results[i] = self._stage(i, self.stages[i])
         for i, st in enumerate(self.stages):
-            if i in needed:
-                self.results[i] = self._stage(i, st)
-            else:
+            if i not in self.results:
                 why = "the target stage does not need this stage (not built)" if i < self.target else \
                     "after the target stage (not built)"
                 for ins in st:
