@@ -217,3 +217,36 @@ def test_scenario_table_is_large_enough() -> None:
     """The issue asks for at least 30 scenarios (each runs under both rule sets)."""
     assert len(SCENARIOS) >= 30
     assert len({s.name for s in SCENARIOS}) == len(SCENARIOS)
+
+
+RUNNABLE = """FROM busybox
+WORKDIR /app
+COPY . .
+RUN mkdir -p out && cp a.txt out/b.txt && ln -s b.txt out/c && chmod 600 out/b.txt
+ENV GREETING=hello
+CMD ["sh", "-c", "echo $GREETING; cat /app/out/c; find /app | sort | xargs stat -c '%n %a %u:%g %s'"]
+"""
+
+
+@pytest.mark.parametrize("rules", ["classic", "buildkit"])
+def test_our_image_loads_and_runs_in_docker(docker: daemons.Docker, base: ufs.Image, rules: str,
+                                            tmp_path: Path) -> None:
+    """Ours, saved with docker_archive.save and `docker load`ed, prints what Docker's own build prints."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(RUNNABLE)
+    (ctx / "a.txt").write_text("from the context\n")
+    b = ufs.Builder(isolation="python")
+    b.add(base, "busybox")
+    r = b.build(ctx, tag="ours:1", rules=rules)
+    ufs.docker_archive.save(r.image, str(tmp_path / "ours.tar"), tags=[f"ours-{rules}:1"])
+    try:
+        docker.run("load", "-i", str(tmp_path / "ours.tar"))
+        docker.run("build", "--network", "none", "-t", f"theirs-{rules}:1", str(ctx),
+                   env={"DOCKER_BUILDKIT": "1" if rules == "buildkit" else "0"})
+        ours = docker.text("run", "--rm", "--network", "none", f"ours-{rules}:1")
+        theirs = docker.text("run", "--rm", "--network", "none", f"theirs-{rules}:1")
+        assert "hello\nfrom the context\n" in ours
+        assert ours == theirs
+    finally:
+        _reset(docker, [f"ours-{rules}:1", f"theirs-{rules}:1"])

@@ -912,6 +912,17 @@ class _Run:
             gid = uid if user.isdigit() else (pgid if pgid >= 0 else uid)
         return uid, gid
 
+    def _home(self, user: str, s: _State) -> str:
+        name = user.partition(":")[0]
+        try:
+            for line in s.current().fs.read_text("/etc/passwd").splitlines():
+                f = line.split(":")
+                if len(f) > 5 and (f[0] == name or f[2] == name):
+                    return f[5] or "/"
+        except OSError:
+            pass
+        return "/"
+
     def _sources(self, ins: Instruction, tree: _Tree, raw: str, s: _State) -> list[tuple[str, Source]]:
         """The top-level selections of one source argument: (path in the tree, entry)."""
         src = raw
@@ -1155,6 +1166,8 @@ class _Run:
                         "parent": s.parent}
         run_env = dict(e.partition("=")[::2] for e in env_list)
         run_env.update(bargs)
+        if "HOME" not in run_env:  # as runc does: the user's home from /etc/passwd, else /
+            run_env["HOME"] = self._home(s.config.get("User") or "root", s)
         user = s.config.get("User") or ""
         cwd = s.config.get("WorkingDir") or "/"
 

@@ -87,7 +87,7 @@ def run_chroot(container: object, req: RunRequest, timeout: float = 600) -> Resu
     with tempfile.TemporaryDirectory(prefix="ufs-build-") as tmp:
         mnt = os.path.join(tmp, "root")
         os.mkdir(mnt)
-        with mount(container, mnt):  # type: ignore[arg-type]
+        with mount(container, mnt, allow_other=req.uid != 0):  # type: ignore[arg-type]
             env = dict(req.env)
 
             def enter() -> None:
