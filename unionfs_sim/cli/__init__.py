@@ -16,3 +16,7 @@ from .mount import mount_command
 main.add_command(mount_command)
 
 __all__ = ["main"]
+
+from .build import build_command  # noqa: E402  (issue 14)
+
+main.add_command(build_command)
