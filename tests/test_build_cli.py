@@ -12,7 +12,8 @@ from unionfs_sim.cli import main
 
 
 def _setup(tmp_path: Path) -> tuple[Path, Path]:
-    base = ufs.Image.from_layers([ufs.Layer.from_dict({"etc/": ufs.Dir(), "etc/passwd": b"root:x:0:0::/root:/bin/sh\n"})])
+    layer = ufs.Layer.from_dict({"etc/": ufs.Dir(), "etc/passwd": b"root:x:0:0::/root:/bin/sh\n"})
+    base = ufs.Image.from_layers([layer])
     ufs.docker_archive.save(base, str(tmp_path / "base.tar"), tags=["base:1"])
     ctx = tmp_path / "ctx"
     ctx.mkdir()

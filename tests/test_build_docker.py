@@ -198,7 +198,8 @@ def run_scenario(docker: daemons.Docker, base: ufs.Image, sc: Scenario, rules: s
             assert ours_tree == their_tree, f"{sc.name} [{rules}]: merged trees differ"
         for key in (rules, "both"):
             if key in sc.why:
-                assert sc.why[key] in r.explain(), f"{sc.name} [{rules}]: explain() lacks {sc.why[key]!r}:\n{r.explain()}"
+                text = r.explain()
+                assert sc.why[key] in text, f"{sc.name} [{rules}]: explain() lacks {sc.why[key]!r}:\n{text}"
     finally:
         _reset(docker, tags)
     return notes

@@ -347,7 +347,8 @@ class Builder:
 
     # --- building --------------------------------------------------------------------
 
-    def build(self, context: str | os.PathLike[str] | Context | Mapping[str, Any], dockerfile: str | None = "Dockerfile",
+    def build(self, context: str | os.PathLike[str] | Context | Mapping[str, Any],
+              dockerfile: str | None = "Dockerfile",
               tag: str | None = None, build_args: Mapping[str, str] | None = None, target: str | None = None,
               no_cache: bool = False, rules: str = "buildkit", *, isolation: str | None = None,
               dockerfile_text: str | None = None) -> BuildResult:
@@ -437,7 +438,8 @@ class _Run:
         if len(words) == 3 and words[1].lower() == "as":
             name = words[2].lower()
             if not re.fullmatch(r"[a-z][a-z0-9-_\.]*", name):
-                raise ins.error(f"invalid name for build stage: {name!r}, name can't start with a number or contain symbols")
+                raise ins.error(f"invalid name for build stage: {name!r}, "
+                                "name can't start with a number or contain symbols")
             return name
         if len(words) != 1:
             raise ins.error("FROM requires either one or three arguments")
@@ -558,7 +560,8 @@ class _Run:
             except (LookupError, ValueError) as e:
                 raise frm.error(f"FROM {name}: {e}") from None
             cfg = base.config_json().get("config") or {}
-            cfg = {k: v for k, v in cfg.items() if v not in (None, [], {}, "", False) and k not in ("Image", "Hostname")}
+            cfg = {k: v for k, v in cfg.items()
+                   if v not in (None, [], {}, "", False) and k not in ("Image", "Hostname")}
             if not cfg.get("Env"):
                 cfg["Env"] = [f"PATH={DEFAULT_PATH}"]
             state = _State(list(base.layers), list(base.history), cfg,
@@ -1027,7 +1030,8 @@ class _Run:
                         sums.append(tarsum_v1(e, path, names=on_disk))
                     infos.append("dir:" + hashlib.sha256(",".join(sorted(sums)).encode()).hexdigest())
                 else:
-                    infos.append("file:" + (self.ctx.tarsum(path) if isinstance(tree, _CtxTree) else tarsum_v1(e, path, names=True)))
+                    one = self.ctx.tarsum(path) if isinstance(tree, _CtxTree) else tarsum_v1(e, path, names=True)
+                    infos.append("file:" + one)
             if len(infos) == 1:
                 src_hash = infos[0]
             else:

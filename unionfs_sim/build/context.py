@@ -182,7 +182,8 @@ class Context:
         self._sums: dict[str, str] = {}
 
     @classmethod
-    def from_directory(cls, root: str | os.PathLike[str], progress: Callable[[int, int], None] | None = None) -> Context:
+    def from_directory(cls, root: str | os.PathLike[str],
+                       progress: Callable[[int, int], None] | None = None) -> Context:
         """Read the directory ``root`` (symlinks kept as links), applying its ``.dockerignore``."""
         root = os.fspath(root)
         if not os.path.isdir(root):

@@ -67,7 +67,7 @@ def chroot_unavailable() -> str | None:
     """Why ``isolation="chroot"`` cannot run here (not root, no FUSE), or None."""
     if os.geteuid() != 0:
         return "chroot isolation needs root"
-    from ..mounting import fuse_unavailable
+    from ..fuse.mounting import fuse_unavailable
 
     why = fuse_unavailable()
     if why:
@@ -82,12 +82,12 @@ def run_chroot(container: object, req: RunRequest, timeout: float = 600) -> Resu
 
     Every write of the command goes through the mount into the container's upper layer.
     """
-    from ..mounting import mount
+    from ..fuse.mounting import mount
 
     with tempfile.TemporaryDirectory(prefix="ufs-build-") as tmp:
         mnt = os.path.join(tmp, "root")
         os.mkdir(mnt)
-        with mount(container, mnt, allow_other=req.uid != 0):  # type: ignore[arg-type]
+        with mount(container, mnt, allow_other=req.uid != 0):  # type: ignore[arg-type,unused-ignore]
             env = dict(req.env)
 
             def enter() -> None:

@@ -227,7 +227,8 @@ class Shell:
             kind, v = toks[k]
             if kind == "op":
                 if v in ("|", "&", "(", ")", ";;"):
-                    raise UnsupportedCommand(f"'{v}' (pipes, background jobs, subshells) is not in the python shell subset")
+                    raise UnsupportedCommand(
+                        f"'{v}' (pipes, background jobs, subshells) is not in the python shell subset")
                 if v in ("2>&1", ">&2", "1>&2"):
                     redirs.append((v, ""))
                     k += 1
@@ -430,7 +431,7 @@ def _printf(sh: Shell, args: list[str], out: io.IOBase, err: object, stdin: byte
     while True:
         used = 0
 
-        def sub(m: re.Match[str]) -> str:
+        def sub(m: re.Match[str], rest: list[str] = rest) -> str:
             nonlocal used
             if m.group(2) == "%":
                 return "%"

@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from ..build import BuildError, Builder, BuildResult, Context, ContextError, DockerfileError
+from ..build import Builder, BuildError, BuildResult, Context, ContextError, DockerfileError
 from .sources import load_image
 
 
@@ -51,7 +51,8 @@ def _save(image: Any, output: str, tag: str | None) -> None:
         oci.save(image, path, tag=t or (tag.rpartition(":")[2] if tag else None))
     elif sep and transport == "docker-archive":
         path, _, t = rest.partition(":")
-        docker_archive.save(image, path, tags=[t or tag] if (t or tag) else [])
+        name = t or tag
+        docker_archive.save(image, path, tags=[name] if name else [])
     else:
         raise click.BadParameter(f"{output!r}: write oci:DIR[:TAG] or docker-archive:FILE[:TAG]",
                                  param_hint="--output")
