@@ -212,3 +212,36 @@ def test_context_from_directory_forces_owners(tmp_path: Path) -> None:
     (tmp_path / "b.tmp").write_text("y")
     ctx = Context.from_directory(tmp_path)
     assert sorted(ctx.entries) == [".dockerignore", "a"] and ctx.entries["a"].uid == 0
+
+
+def test_from_resolves_locally_then_in_the_registry() -> None:
+    reg = ufs.Registry()
+    reg.push(base(), "example.com/team/base:2")
+    b = Builder(registry=reg, isolation="python")
+    r = b.build({"Dockerfile": "FROM example.com/team/base:2\nRUN echo x > /x\n"}, tag="app")
+    assert r.image.fs.read_bytes("/x") == b"x\n" and "app:latest" in b.images
+    with pytest.raises(DockerfileError, match="Dockerfile:1:1: FROM other:1: image 'other:1' not found"):
+        b.build({"Dockerfile": "FROM other:1\n"})
+
+
+def test_copy_chown_chmod_glob_and_add_tar(tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        info = tarfile.TarInfo("pkg/x")
+        info.size, info.uid = 2, 7
+        tf.addfile(info, io.BytesIO(b"x\n"))
+    (tmp_path / "Dockerfile").write_text("FROM base:1\nCOPY --chown=app --chmod=600 *.txt /home/app/\n"
+                                         "ADD t.tgz /opt/\n")
+    (tmp_path / "a.txt").write_text("a")
+    (tmp_path / "b.txt").write_text("b")
+    (tmp_path / "t.tgz").write_bytes(buf.getvalue())
+    b = builder()
+    fs = b.build(tmp_path).image.fs
+    st = fs.stat("/home/app/b.txt")
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (1000, 1000, 0o600)
+    assert fs.read_bytes("/opt/pkg/x") == b"x\n" and fs.stat("/opt/pkg/x").st_uid == 7
+    with pytest.raises(DockerfileError, match="--chmod option requires BuildKit"):
+        b.build(tmp_path, rules="classic")
