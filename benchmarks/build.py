@@ -28,21 +28,12 @@ sys.path.insert(0, ROOT)
 
 import unionfs_sim as ufs  # noqa: E402
 from tests import daemons  # noqa: E402
-from tests.build_scenarios import SCENARIOS, Scenario  # noqa: E402
-
-
-def materialise(sc: Scenario, where: Path) -> Path:
-    ctx = where / "ctx"
-    for name, text in sc.files.items():
-        p = ctx / name
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(text.encode() if isinstance(text, str) else text)
-    return ctx
+from tests.build_scenarios import SCENARIOS, Scenario, materialise  # noqa: E402
 
 
 def ours(sc: Scenario, base: ufs.Image, rules: str, isolation: str) -> float:
     with tempfile.TemporaryDirectory() as tmp:
-        ctx = materialise(sc, Path(tmp))
+        ctx = materialise(sc, Path(tmp) / "ctx")
         t0 = time.perf_counter()
         b = ufs.Builder(isolation=isolation)
         b.add(base, "busybox")
@@ -55,7 +46,7 @@ def ours(sc: Scenario, base: ufs.Image, rules: str, isolation: str) -> float:
 
 def docker_builds(docker: daemons.Docker, sc: Scenario, rules: str) -> float:
     with tempfile.TemporaryDirectory() as tmp:
-        ctx = materialise(sc, Path(tmp))
+        ctx = materialise(sc, Path(tmp) / "ctx")
         t0 = time.perf_counter()
         for v in sc.versions:
             if v.edit is not None:

@@ -38,7 +38,7 @@ from ..container import Container
 from ..fs import FileSystem
 from ..image import History, Image, ImageConfig
 from ..layer import Layer
-from ..nodes import Dir, Entry, File, Symlink, Whiteout
+from ..nodes import Entry, Whiteout
 from .cache import Cache, Record, describe_difference, key_of
 from .context import Context, ContextError, Source, content_key, glob_match, has_glob, tarsum_v1
 from .parser import (
@@ -161,11 +161,15 @@ class _State:
         out.update(self.env())
         return out
 
-    def build_args(self) -> list[tuple[str, str]]:
-        """ARGs with a value, not overridden by ENV, proxies left out (FilterAllowed)."""
+    def build_args(self, *, unset: bool = False) -> list[tuple[str, str]]:
+        """ARGs in scope not overridden by ENV, proxies left out (classic: FilterAllowed).
+
+        ``unset``: also those declared without a value, as ``NAME=`` (BuildKit's
+        ``runCommandString`` lists every ARG of the stage).
+        """
         env = self.env()
-        return [(k, self.args[k]) for k in self.arg_order
-                if self.args[k] != _NO_VALUE and k not in env and k not in _PROXY_ARGS]
+        return [(k, "" if self.args[k] == _NO_VALUE else self.args[k]) for k in self.arg_order
+                if (unset or self.args[k] != _NO_VALUE) and k not in env and k not in _PROXY_ARGS]
 
 
 def _iso(epoch: int) -> str:
@@ -206,28 +210,12 @@ def _parse_duration(text: str, ins: Instruction) -> int:
     return int(total)
 
 
-def _parse_signal(text: str) -> str:
-    return text
-
-
 def _file_component(s: Source) -> str:
     import hashlib
 
     content = hashlib.sha256(s.data()).hexdigest()[:16] if s.kind == "f" else ""
     return (f"type={s.kind};content={content};size={s.size};mode={s.mode:o};owner={s.uid}:{s.gid};"
             f"link={s.linkname};xattrs={len(s.xattrs)}")
-
-
-def _entry_source(path: str, node: Entry, read: Callable[[], bytes]) -> Source:
-    if isinstance(node, File):
-        return Source(path, "f", node.mode, node.size, uid=node.uid, gid=node.gid,
-                      xattrs=tuple(sorted((k, v) for k, v in node.xattrs.items() if k == "security.capability")),
-                      data=read)
-    if isinstance(node, Dir):
-        return Source(path, "d", node.mode, uid=node.uid, gid=node.gid)
-    if isinstance(node, Symlink):
-        return Source(path, "l", 0o777, linkname=node.target, uid=node.uid, gid=node.gid)
-    raise ContextError(f"{path}: only files, directories and symlinks can be copied")
 
 
 class _FsTree:
@@ -602,9 +590,10 @@ class _Run:
         if cmd == "ENV":
             pairs = []
             env = s.config.setdefault("Env", [])
+            before = s.scope()   # every pair is expanded against the env before this instruction
             for k, v in name_values(ins, esc):
-                val = self._expand(v, s.scope(), ins)
-                k = self._expand(k, s.scope(), ins)
+                val = self._expand(v, before, ins)
+                k = self._expand(k, before, ins)
                 pairs.append(f"{k}={val}")
                 for j, e in enumerate(env):
                     if e.partition("=")[0] == k:
@@ -684,8 +673,8 @@ class _Run:
             s.config[key] = args
             if cmd == "ENTRYPOINT" and "Cmd" in s.config and not s.origins.get("CMD"):
                 s.config.pop("Cmd", None)
-            if not self.classic:
-                s.config["ArgsEscaped"] = True  # dockerfile2llb dispatchCmd/dispatchEntrypoint
+            if not self.classic and cmd == "CMD":
+                s.config["ArgsEscaped"] = True  # dockerfile2llb dispatchCmd (not dispatchEntrypoint)
             s.origins[cmd] = ins.line
             self._meta(ins, s, label, f"{cmd} {json_list(args)}", n)
             return
@@ -854,11 +843,15 @@ class _Run:
         self.steps[n] = Step(n, ins.original, label, ins.line, created_by, cached, reason, cause)
 
     def _normalise(self, c: Container) -> Layer | None:
-        """The container's changes as a layer with every mtime at the epoch; None if it changed nothing."""
+        """The container's changes as a layer with every mtime at the epoch.
+
+        A step that changed nothing: None under classic rules (the daemon's commit marks it
+        ``empty_layer``), an empty layer under BuildKit's (its exporter keeps one per vertex).
+        """
         entries = c.changeset()
         entries.pop("", None)
         if not entries:
-            return None
+            return None if self.classic else Layer({})
         t = self.b.epoch * 10**9
         out: dict[str, Entry] = {}
         for k, e in entries.items():
@@ -943,7 +936,7 @@ class _Run:
             for p in found:
                 e = tree.get(p)
                 assert e is not None
-                out.append((p, e))
+                out.append((p, self._follow(ins, tree, e)))
             return out
         if rel == "":
             return [("", Source("", "d", 0o755))]
@@ -952,7 +945,22 @@ class _Run:
             what = "file not found in build context or excluded by .dockerignore" if isinstance(tree, _CtxTree) \
                 else f"file not found in {tree.label}"
             raise ins.error(f"{ins.cmd} failed: {what}: stat {rel}: file does not exist")
-        return [(rel, e)]
+        return [(rel, self._follow(ins, tree, e))]
+
+    def _follow(self, ins: Instruction, tree: _Tree, e: Source) -> Source:
+        """A source given as a symlink is its target inside the tree (both builders copy the target)."""
+        seen = 0
+        while e.kind == "l":
+            seen += 1
+            target = e.linkname if e.linkname.startswith("/") else posixpath.join(posixpath.dirname(e.path),
+                                                                                   e.linkname)
+            rel = posixpath.normpath("/" + target).lstrip("/")
+            nxt = tree.get(rel)
+            if nxt is None or seen > 40:
+                raise ins.error(f"{ins.cmd} failed: {e.path} is a symlink to {e.linkname}, which is not in "
+                                f"{tree.label}")
+            e = nxt
+        return e
 
     def _copy(self, ins: Instruction, s: _State, label: str | int, n: int) -> None:
         esc = self.df.escape
@@ -1014,7 +1022,7 @@ class _Run:
         for path, e in selections:
             files.append((path, e))
             if e.kind == "d":
-                files += [(x.path, x) for x in tree.below(path)]
+                files += [(x.path, x) for x in tree.below(e.path)]
         where = f" from {from_label}" if from_label else ""
         components: list[tuple[str, str]] = [("instruction", f"{ins.cmd} {' '.join(srcs)} {dest_raw}"
                                               + (f" --chown={chown}" if chown else "")
@@ -1022,15 +1030,15 @@ class _Run:
         components += [(f"file {p or '.'}" + where, _file_component(e)) for p, e in files]
         if self.classic:
             infos = []
-            for path, e in selections:
+            for _, e in selections:
                 if e.kind == "d":
                     on_disk = isinstance(tree, _FsTree)
-                    sums = [tarsum_v1(x, x.path, names=on_disk) for x in tree.below(path)]
-                    if path:
-                        sums.append(tarsum_v1(e, path, names=on_disk))
+                    sums = [tarsum_v1(x, x.path, names=on_disk) for x in tree.below(e.path)]
+                    if e.path:
+                        sums.append(tarsum_v1(e, e.path, names=on_disk))
                     infos.append("dir:" + hashlib.sha256(",".join(sorted(sums)).encode()).hexdigest())
                 else:
-                    one = self.ctx.tarsum(path) if isinstance(tree, _CtxTree) else tarsum_v1(e, path, names=True)
+                    one = self.ctx.tarsum(e.path) if isinstance(tree, _CtxTree) else tarsum_v1(e, e.path, names=True)
                     infos.append("file:" + one)
             if len(infos) == 1:
                 src_hash = infos[0]
@@ -1056,10 +1064,8 @@ class _Run:
                 if e.kind == "d":
                     target = dest
                     self._mkdirs(fs, target, uid, gid)
-                    if path and not self.classic:
-                        pass
-                    for x in tree.below(path):
-                        rel = x.path[len(path) + 1:] if path else x.path
+                    for x in tree.below(e.path):
+                        rel = x.path[len(e.path) + 1:] if e.path else x.path
                         self._put(fs, posixpath.join(target, rel), x, uid, gid, chmod_bits, chown is not None)
                     continue
                 if add and e.kind == "f" and _archive_kind(e) is not None:
@@ -1150,7 +1156,7 @@ class _Run:
             raise ins.error(f"RUN --{name} is not supported by the model")
         args, is_json = command_args(ins)
         argv = args if is_json else self._shell(s) + args
-        bargs = sorted(s.build_args()) if self.classic else s.build_args()
+        bargs = sorted(s.build_args()) if self.classic else s.build_args(unset=True)
         prefix = [f"|{len(bargs)}"] + [f"{k}={v}" for k, v in bargs] if bargs else []
         shown = " ".join(prefix + argv)
         components: list[tuple[str, str]] = [("command", " ".join(argv))]
