@@ -69,6 +69,8 @@ def buildkit_verdicts(out: str, r: BuildResult) -> dict[int, bool]:
         n = by_label.get(key)
         if n is None or r.steps[n - 1].instruction.startswith("FROM "):
             continue
+        shown = out[m.end():out.index("\n", m.end())]
+        assert shown == r.steps[n - 1].instruction, f"BuildKit names step {n} {shown!r}"
         verdicts[n] = int(m.group(1)) in cached
     return verdicts
 

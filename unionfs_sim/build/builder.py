@@ -840,7 +840,30 @@ class _Run:
         s.history.append(hist)
         s.image = None
         s.parent = key
-        self.steps[n] = Step(n, ins.original, label, ins.line, created_by, cached, reason, cause)
+        self.steps[n] = Step(n, self._shown(ins, s), label, ins.line, created_by, cached, reason, cause)
+
+    def _shown(self, ins: Instruction, s: _State) -> str:
+        """The instruction as the progress output names it.
+
+        BuildKit substitutes the variables it knows into the text of WORKDIR, COPY, ADD and
+        RUN, keeping quotes and unset ``$NAME`` (dockerfile2llb's processCmdEnv, a lexer
+        with RawQuotes and SkipUnsetEnv); the classic builder prints the line as written.
+        """
+        if self.classic or ins.cmd not in ("RUN", "WORKDIR", "COPY", "ADD") or ins.json_args is not None:
+            return ins.original
+        scope = s.scope()
+
+        def sub(m: re.Match[str]) -> str:
+            name = m.group(1) or m.group(4)
+            op, word = m.group(2), m.group(3) or ""
+            v = scope.get(name)
+            if op == ":-":
+                return v if v else word
+            if op == ":+":
+                return word if v else ""
+            return v if v is not None else m.group(0)
+        pat = r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:[-+])([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)"
+        return f"{ins.cmd} " + re.sub(pat, sub, ins.text)
 
     def _normalise(self, c: Container) -> Layer | None:
         """The container's changes as a layer with every mtime at the epoch.
