@@ -91,7 +91,8 @@ def main() -> None:
     builds = sum(len(s.versions) for s in scenarios)
     print(f"{len(scenarios)} scenarios, {builds} builds per rule set, median of {opts.repeats} runs")
     for key, runs in totals.items():
-        print(f"  {key:18s} {statistics.median(runs):8.2f} s  ({statistics.median(runs) / builds * 1000:7.1f} ms/build)")
+        med = statistics.median(runs)
+        print(f"  {key:18s} {med:8.2f} s  ({med / builds * 1000:7.1f} ms/build)")
     for rules in ("classic", "buildkit"):
         d = statistics.median(totals[f"docker/{rules}"])
         for who in ("python", "chroot"):
