@@ -210,10 +210,8 @@ def _parse_duration(text: str, ins: Instruction) -> int:
     return int(total)
 
 
-def _file_component(s: Source) -> str:
-    import hashlib
-
-    content = hashlib.sha256(s.data()).hexdigest()[:16] if s.kind == "f" else ""
+def _file_component(s: Source, digest: Callable[[Source], str]) -> str:
+    content = digest(s)[:16] if s.kind == "f" else ""
     return (f"type={s.kind};content={content};size={s.size};mode={s.mode:o};owner={s.uid}:{s.gid};"
             f"link={s.linkname};xattrs={len(s.xattrs)}")
 
@@ -256,6 +254,9 @@ class _FsTree:
     def all_paths(self) -> list[str]:
         return [s.path for s in self.below("")]
 
+    def digest(self, s: Source) -> str:
+        return hashlib.sha256(s.data()).hexdigest() if s.kind == "f" else ""
+
 
 class _CtxTree:
     def __init__(self, ctx: Context) -> None:
@@ -270,6 +271,9 @@ class _CtxTree:
 
     def all_paths(self) -> list[str]:
         return sorted(self.ctx.entries)
+
+    def digest(self, s: Source) -> str:
+        return self.ctx.digest(s.path) if s.path in self.ctx.entries else hashlib.sha256(s.data()).hexdigest()
 
 
 _Tree = _FsTree | _CtxTree
@@ -1050,7 +1054,7 @@ class _Run:
         components: list[tuple[str, str]] = [("instruction", f"{ins.cmd} {' '.join(srcs)} {dest_raw}"
                                               + (f" --chown={chown}" if chown else "")
                                               + (f" --chmod={chmod}" if chmod else "") + where)]
-        components += [(f"file {p or '.'}" + where, _file_component(e)) for p, e in files]
+        components += [(f"file {p or '.'}" + where, _file_component(e, tree.digest)) for p, e in files]
         if self.classic:
             infos = []
             for _, e in selections:
@@ -1077,7 +1081,7 @@ class _Run:
             created_by = f"{ins.cmd} {' '.join(srcs)} {dest_raw} # buildkit"
             material = {"op": ins.cmd, "srcs": srcs, "dest": dest + ("/" if dest_is_dir else ""),
                         "chown": [uid, gid] if chown else None, "chmod": chmod, "from": from_label,
-                        "content": content_key([(p, e) for p, e in files]), "parent": s.parent}
+                        "content": content_key(files, tree.digest), "parent": s.parent}
         add = ins.cmd == "ADD"
         multi = len(selections) > 1
 
