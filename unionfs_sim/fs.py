@@ -248,6 +248,33 @@ class FileSystem:
         with self._lock:
             return self._stat(self._get(path, False))
 
+    # --- by location: for a server that keeps the names it resolved (FUSE) ------------------
+
+    def locate(self, path: PathArg) -> Loc:
+        """The name ``path`` resolves to (a final symlink not followed), for :meth:`lookup` and
+        :meth:`stat_at`. It stays valid while ``overlay.generation`` does not change."""
+        with self._lock:
+            return self._get(path, False)
+
+    def lookup(self, parent: Loc, name: str) -> Loc:
+        """The entry ``name`` of directory ``parent``, as FUSE's LOOKUP asks (one name, no
+        symlink followed): ENAMETOOLONG over 255 bytes, ENOTDIR if ``parent`` is not a
+        directory, ENOENT if the name is absent or whited out."""
+        if len(name) > NAME_MAX // 4 and len(os.fsencode(name)) > NAME_MAX:
+            raise errors.NameTooLong(name)
+        with self._lock:
+            if not parent.is_dir:
+                raise errors.NotADirectory(parent.path)
+            child = self._ov.child(parent, name)
+        if child is None:
+            raise errors.NotFound(name)
+        return child
+
+    def stat_at(self, loc: Loc) -> os.stat_result:
+        """lstat(2) of a located name (see :meth:`locate`)."""
+        with self._lock:
+            return self._stat(loc)
+
     def exists(self, path: PathArg) -> bool:
         """True if ``path`` resolves (following symlinks), as :func:`os.path.exists`."""
         try:
