@@ -176,6 +176,7 @@ def explain_mountpoint(path: str) -> str | None:
 
     try:
         st = os.stat(path)
+        os.statvfs(path)  # stat may answer from the kernel's cache; statfs asks the server
     except OSError as e:
         q = shlex.quote(path)
         if e.errno == errno.ENOTCONN:
