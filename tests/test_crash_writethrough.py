@@ -209,7 +209,7 @@ def read_state(root: str) -> State:
 def replay(state: State, journal: list[str]) -> tuple[State, list[Any] | None, int]:
     """Apply every op that returned (``D``); return the state, the op in flight, the count done."""
     ns: dict[str, Any] = {"state": state}
-    exec(APPLY, ns)  # the same code the writer ran
+    exec(APPLY, ns)  # noqa: S102 - the same code the writer ran, from this file
     pending: list[Any] | None = None
     done = 0
     for line in journal:
@@ -290,7 +290,8 @@ def test_sigkill_of_the_server_loses_nothing_that_returned(tmp_path: Path) -> No
             total += done
             # The stale mount is recognised and the way out is said (item 3).
             r = subprocess.run([sys.executable, "-m", "unionfs_sim.cli.fuse_overlayfs", "crash", str(d / "mnt"),
-                                "-o", f"lowerdir={d / 'lower'}"], env=ENV, capture_output=True, text=True, timeout=60)
+                                "-o", f"lowerdir={d / 'lower'}"], env=ENV, capture_output=True, text=True, timeout=60,
+                               check=False)
             assert r.returncode == 1 and "transport endpoint is not connected" in r.stderr \
                 and "fusermount3 -u" in r.stderr, r.stderr
             subprocess.run(["umount", "-l", str(d / "mnt")], check=True)

@@ -48,8 +48,8 @@ def base() -> ufs.Layer:
 def same(got: dict[str, Any], want: dict[str, Any]) -> None:
     """Layer entries compare by identity: compare their reprs (content, metadata, flags)."""
     assert sorted(got) == sorted(want)
-    for k in want:
-        assert repr(got[k]) == repr(want[k]), k
+    for k, v in want.items():
+        assert repr(got[k]) == repr(v), k
 
 
 # --- the write-through facade ---------------------------------------------------------------
