@@ -261,7 +261,7 @@ class Layer(Mapping[str, Entry]):
     @classmethod
     def from_tar(
         cls,
-        fileobj: IO[bytes],
+        fileobj: IO[bytes] | str | os.PathLike[str],
         *,
         expected_diff_id: str | None = None,
         name: str = "layer",
@@ -275,8 +275,9 @@ class Layer(Mapping[str, Entry]):
         of the entries (the same for a tar this library wrote).
 
         Args:
+            fileobj: a binary file object, or the path of a tar file.
             expected_diff_id: ``sha256:<hex>`` the uncompressed bytes must hash to.
-            name: what to call the layer in error messages.
+            name: what to call the layer in error messages (default: the path, if given).
             lower_dirs_meta: metadata of lower directories, for an opaque marker whose
                 directory has no entry in the tar (see :func:`codec.tar.read`).
 
@@ -287,6 +288,11 @@ class Layer(Mapping[str, Entry]):
         """
         if expected_diff_id is not None:
             _tar.check_diff_id(expected_diff_id)  # a bad argument fails before reading
+        if isinstance(fileobj, (str, os.PathLike)):
+            path = os.fspath(fileobj)
+            with open(path, "rb") as f:
+                return cls.from_tar(f, expected_diff_id=expected_diff_id, name=path if name == "layer" else name,
+                                    lower_dirs_meta=lower_dirs_meta)
         entries, diff_id, _, _ = _tar.read_blob(fileobj, name=name, lower_dirs_meta=lower_dirs_meta)
         if expected_diff_id is not None:
             _tar.check_digest(expected_diff_id, diff_id, name)

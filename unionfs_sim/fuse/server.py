@@ -302,7 +302,7 @@ class Server:
             SYMLINK: self._symlink, MKNOD: self._mknod, MKDIR: self._mkdir, UNLINK: self._unlink,
             RMDIR: self._rmdir, RENAME: self._rename, RENAME2: self._rename2, LINK: self._link,
             OPEN: self._open, READ: self._read, WRITE: self._write, STATFS: self._statfs,
-            RELEASE: self._release, FSYNC: self._nothing, FSYNCDIR: self._nothing, SETXATTR: self._setxattr,
+            RELEASE: self._release, FSYNC: self._fsync, FSYNCDIR: self._fsync, SETXATTR: self._setxattr,
             GETXATTR: self._getxattr, LISTXATTR: self._listxattr, REMOVEXATTR: self._removexattr,
             ACCESS: self._access, CREATE: self._create, READDIR: self._readdir, READDIRPLUS: self._readdirplus,
         }
@@ -623,7 +623,12 @@ class Server:
     def _readlink(self, node: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes:
         return os.fsencode(self.fs.readlink(self._need_path(node)))
 
-    def _nothing(self, node: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes:
+    def _fsync(self, node: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes:
+        """FSYNC/FSYNCDIR: passed to a facade that keeps a durable copy (a write-through upperdir)."""
+        sync = getattr(self.fs, "fsync", None)
+        if sync is not None:
+            (fh,) = _RELEASE_IN.unpack_from(body)  # fuse_fsync_in starts with fh
+            sync(self._handles.get(fh), self._path(node))
         return b""
 
     # --- xattrs -----------------------------------------------------------------------------
