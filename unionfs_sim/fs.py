@@ -95,7 +95,7 @@ class FileSystem:
 
     def __init__(self, overlay: Overlay) -> None:
         self._ov = overlay
-        self._lock = threading.RLock()
+        self._lock = overlay.lock
         self.umask = 0o022
         self.uid = 0
         self.gid = 0
@@ -124,7 +124,7 @@ class FileSystem:
 
     @property
     def lock(self) -> threading.RLock:
-        """The lock that serialises operations on this view."""
+        """The lock that serialises operations on this view: the overlay's own."""
         return self._lock
 
     # --- path resolution -------------------------------------------------------------
@@ -393,7 +393,7 @@ class FileSystem:
         sgid = bool(parent.mode & _stat.S_ISGID)
         return self.uid, (parent.gid if sgid else self.gid), sgid
 
-    def _create(self, r: _Resolved, kind: str, perm: int) -> Inode:
+    def _create(self, r: _Resolved, kind: str, perm: int, *, target: str | None = None, rdev: int = 0) -> Inode:
         """Create a new object at the (absent) last name of ``r``; ``r.loc`` becomes its Loc."""
         if len(r.name) > NAME_MAX // 4 and len(os.fsencode(r.name)) > NAME_MAX:
             raise errors.NameTooLong(r.path)
@@ -401,7 +401,7 @@ class FileSystem:
         uid, gid, sgid = self._owner(ov.effective(r.parent))
         if kind == "d" and sgid:
             perm |= _stat.S_ISGID
-        node = ov.new_inode(kind, perm, uid, gid)
+        node = ov.new_inode(kind, perm, uid, gid, target=target, rdev=rdev)
         r.loc = ov.add(r.parent, r.name, node)
         return node
 
@@ -419,8 +419,7 @@ class FileSystem:
             if r.slash:
                 raise errors.NotFound(r.path)
             self._check_writable(r.path)
-            node = self._create(r, "l", 0o777)
-            node.target = t
+            self._create(r, "l", 0o777, target=t)
 
     def mknod(self, path: PathArg, mode: int = 0o600, device: int = 0) -> None:
         """As :func:`os.mknod`: a regular file, FIFO, socket or device node."""
@@ -437,9 +436,8 @@ class FileSystem:
             self._check_writable(r.path)
             if fmt == _stat.S_IFCHR and device == 0:
                 raise errors.NotPermitted(r.path)  # ovl_mknod: a 0/0 char device is a whiteout
-            node = self._create(r, kinds[fmt], _stat.S_IMODE(mode) & ~self.umask)
-            if fmt in (_stat.S_IFCHR, _stat.S_IFBLK):
-                node.rdev = device
+            rdev = device if fmt in (_stat.S_IFCHR, _stat.S_IFBLK) else 0
+            self._create(r, kinds[fmt], _stat.S_IMODE(mode) & ~self.umask, rdev=rdev)
 
     def mkfifo(self, path: PathArg, mode: int = 0o666) -> None:
         """As :func:`os.mkfifo`."""
@@ -464,9 +462,7 @@ class FileSystem:
                 raise errors.NotPermitted(to_str(src))
             if len(r.name) > NAME_MAX // 4 and len(os.fsencode(r.name)) > NAME_MAX:
                 raise errors.NameTooLong(r.path)
-            inode = self._ov.copy_up(s, meta_only=True)
-            inode.ctime_ns = now_ns()
-            self._ov.add(r.parent, r.name, inode)
+            self._ov.link(s, r.parent, r.name)
 
     # --- removing and renaming ---------------------------------------------------------
 
@@ -586,28 +582,21 @@ class FileSystem:
             loc, p = self._meta_target(path, follow_symlinks)
             if loc.kind == "l":
                 raise errors.NotSupported(p)
-            inode = self._ov.copy_up(loc, meta_only=True)
-            inode.mode = _stat.S_IMODE(mode)
-            inode.ctime_ns = now_ns()
-            self._ov.generation += 1
+            self._ov.setattr(loc, mode=_stat.S_IMODE(mode))
 
     def chown(self, path: PathArg, uid: int, gid: int, *, follow_symlinks: bool = True) -> None:
         """As :func:`os.chown`; -1 leaves an id unchanged. Clears setuid/setgid as Linux does."""
         with self._lock:
             loc, _p = self._meta_target(path, follow_symlinks)
-            inode = self._ov.copy_up(loc, meta_only=True)
-            if uid != -1:
-                inode.uid = uid
-            if gid != -1:
-                inode.gid = gid
-            if inode.kind != "d":
+            new_mode = None
+            if loc.kind != "d":
                 # Linux drops setuid, and setgid when group-executable, on any chown
                 # of a non-directory, even by root (notify_change ATTR_KILL_S*ID).
-                inode.mode &= ~_stat.S_ISUID
-                if inode.mode & _stat.S_IXGRP:
-                    inode.mode &= ~_stat.S_ISGID
-            inode.ctime_ns = now_ns()
-            self._ov.generation += 1
+                m = self._ov.effective(loc).mode
+                new_mode = m & ~_stat.S_ISUID
+                if m & _stat.S_IXGRP:
+                    new_mode &= ~_stat.S_ISGID
+            self._ov.setattr(loc, mode=new_mode, uid=None if uid == -1 else uid, gid=None if gid == -1 else gid)
 
     def lchown(self, path: PathArg, uid: int, gid: int) -> None:
         """As :func:`os.lchown`."""
@@ -627,9 +616,7 @@ class FileSystem:
                 at, mt = int(times[0] * 1e9), int(times[1] * 1e9)
             else:
                 at = mt = t
-            inode = self._ov.copy_up(loc, meta_only=True)
-            inode.atime_ns, inode.mtime_ns, inode.ctime_ns = at, mt, t
-            self._ov.generation += 1
+            self._ov.setattr(loc, atime_ns=at, mtime_ns=mt)
 
     def truncate(self, path: PathArg, length: int) -> None:
         """As :func:`os.truncate`: cut or extend a regular file (copy-up of data)."""
@@ -645,11 +632,7 @@ class FileSystem:
                 raise errors.InvalidArgument(p)
             if length > MAX_SIZE:
                 raise errors.FileTooBig(p)
-            inode = self._ov.copy_up(loc)
-            assert inode.data is not None
-            inode.data.truncate(length)
-            inode.mtime_ns = inode.ctime_ns = now_ns()
-            self._ov.generation += 1
+            self._ov.setattr(loc, size=length)
 
     # --- xattrs ----------------------------------------------------------------------
 
@@ -663,13 +646,6 @@ class FileSystem:
         if n in _XATTR_NAMESPACES:
             raise errors.InvalidArgument(path)  # a namespace with no name
         return n
-
-    def _xattr_target(self, loc: Loc) -> Inode:
-        """The upper inode an xattr change goes to. ovl_xattr_set copies up only an inode
-        with no upper at all: an index=on alias changes the shared inode in place."""
-        if loc.up is None and loc.ix is not None:
-            return loc.ix
-        return self._ov.copy_up(loc, meta_only=True)
 
     def getxattr(self, path: PathArg, attribute: str | bytes, *, follow_symlinks: bool = True) -> bytes:
         """As :func:`os.getxattr`; overlayfs's own ``trusted.overlay.*`` names are hidden."""
@@ -705,10 +681,7 @@ class FileSystem:
                 raise errors.Exists(p)
             if flags & XATTR_REPLACE and not have:
                 raise errors.NoData(p)
-            inode = self._xattr_target(loc)
-            inode.xattrs[name] = v
-            inode.ctime_ns = now_ns()
-            self._ov.generation += 1
+            self._ov.set_xattr(loc, name, v)
 
     def removexattr(self, path: PathArg, attribute: str | bytes, *, follow_symlinks: bool = True) -> None:
         """As :func:`os.removexattr`."""
@@ -718,10 +691,7 @@ class FileSystem:
             loc, p = self._meta_target(path, follow_symlinks)
             if name not in self._ov.effective(loc).xattrs:
                 raise errors.NoData(p)
-            inode = self._xattr_target(loc)
-            del inode.xattrs[name]
-            inode.ctime_ns = now_ns()
-            self._ov.generation += 1
+            self._ov.set_xattr(loc, name, None)
 
     # --- open ------------------------------------------------------------------------
 
@@ -778,10 +748,7 @@ class FileSystem:
                 self._check_writable(r.path)
                 inode = self._ov.copy_up(loc)
                 if trunc:
-                    assert inode.data is not None
-                    inode.data.truncate(0)
-                    inode.mtime_ns = inode.ctime_ns = now_ns()
-                    self._ov.generation += 1
+                    self._ov.setattr(inode, size=0)
                 return Handle(self, r.path, loc, inode, flags)
             return Handle(self, r.path, loc, loc.up if loc.up is not None else loc.ix, flags)
 
@@ -1043,11 +1010,8 @@ class Handle(io.RawIOBase):
             n = len(memoryview(b).cast("B"))
             if self._pos + n > MAX_SIZE:
                 raise errors.FileTooBig(self.name)
-            o.data.write(self._pos, b)
+            self._fs.overlay.write(o, self._pos, b)
             self._pos += n
-            if n:
-                o.mtime_ns = o.ctime_ns = now_ns()
-            self._fs.overlay.generation += 1
             return n
 
     def seek(self, pos: int, whence: int = os.SEEK_SET) -> int:
@@ -1083,9 +1047,7 @@ class Handle(io.RawIOBase):
                 raise errors.InvalidArgument(self.name)
             o = self._inode
             assert o is not None and o.data is not None
-            o.data.truncate(size)
-            o.mtime_ns = o.ctime_ns = now_ns()
-            self._fs.overlay.generation += 1
+            self._fs.overlay.setattr(o, size=size)
             return size
 
     def stat(self) -> os.stat_result:
