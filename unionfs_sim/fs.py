@@ -141,7 +141,7 @@ class FileSystem:
         self.path_max: int | None = PATH_MAX
         self._searchable: tuple[int, dict[str, bool]] = (-1, {})
 
-    def as_user(self, uid: int, gid: int, groups: Iterable[int] = ()) -> "FileSystem":
+    def as_user(self, uid: int, gid: int, groups: Iterable[int] = ()) -> FileSystem:
         """A facade on the same view (same overlay, lock and open-file semantics) that acts
         as the process with fsuid ``uid``, fsgid ``gid`` and supplementary ``groups``.
 
@@ -335,9 +335,9 @@ class FileSystem:
             # Fast path: a plain path found in the index needs no component walk.
             key = path.strip("/")
             loc = self._ov.fast(key)
-            if loc and (not follow or loc.kind != "l"):  # type: ignore[union-attr]
-                if self.caller is None or self._chain_searchable(key.rpartition("/")[0]):
-                    return loc  # type: ignore[return-value]
+            if loc and (not follow or loc.kind != "l") and (  # type: ignore[union-attr]
+                    self.caller is None or self._chain_searchable(key.rpartition("/")[0])):
+                return loc  # type: ignore[return-value]
         r = self._resolve(path, follow)
         if r.loc is None:
             raise errors.NotFound(r.path)
@@ -1047,9 +1047,7 @@ class FileSystem:
             return False
         if self.caller is not None:
             return self.caller.permits(obj, mode & 7)
-        if mode & os.X_OK and obj.kind != "d" and not obj.mode & 0o111:
-            return False
-        return True
+        return not (mode & os.X_OK and obj.kind != "d" and not obj.mode & 0o111)
 
 
 def _has_slash(path: PathArg) -> bool:
