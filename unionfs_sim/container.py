@@ -85,7 +85,7 @@ class Container:
     @property
     def upper(self) -> Layer:
         """A snapshot of the upper layer in overlayfs form (redirect dirs kept as such)."""
-        with self.fs.lock:
+        with self.overlay.lock:
             return Layer(self._upper_entries())
 
     def _upper_entries(self, *, with_index: bool = False) -> dict[str, Entry]:
@@ -106,7 +106,7 @@ class Container:
         contents (OCI layers have no redirects), and whiteouts inside opaque directories,
         which hide nothing, are left out (the kernel would list them, see docs/fidelity.md).
         """
-        with self.fs.lock:
+        with self.overlay.lock:
             entries = self._upper_entries(with_index=True)
             lower = self.overlay.lower
             redirected = sorted((k for k, e in entries.items() if isinstance(e, Dir) and e.redirect is not None),
@@ -199,7 +199,7 @@ class Container:
 
         A file whose data was never copied up (metacopy) counts 0; hard links count once.
         """
-        with self.fs.lock:
+        with self.overlay.lock:
             seen: set[int] = set()
             total = 0
             for _k, e in self.overlay.walk_upper():
