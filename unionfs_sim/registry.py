@@ -83,6 +83,7 @@ __all__ = [
     "NameInvalid",
     "Registry",
     "RepositoryUnknown",
+    "TagInvalid",
     "UnknownName",
     "Upload",
     "UploadInvalid",
@@ -101,6 +102,8 @@ GC_GRACE = 600.0
 # length limit distribution enforces (reference.NameTotalLengthMax).
 _NAME_RE = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*")
 _NAME_MAX = 255
+#: Seconds after which an upload session nobody writes to is dropped.
+UPLOAD_IDLE = 3600.0
 _TAG_RE = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}")
 _DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
 _LOOPBACK = re.compile(r"(?:localhost|127(?:\.[0-9]{1,3}){3}|\[::1\])(?::[0-9]+)?")
@@ -116,6 +119,10 @@ class NameInvalid(ValueError):
 
 class DigestInvalid(FormatError):
     """A malformed digest or tag, or content that does not match its digest (DIGEST_INVALID)."""
+
+
+class TagInvalid(ValueError):
+    """A tag outside ``[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}`` (TAG_INVALID)."""
 
 
 class ManifestInvalid(FormatError):
@@ -196,8 +203,8 @@ def is_digest(reference: str) -> bool:
 
 
 def _check_tag(tag: str) -> str:
-    if not _TAG_RE.fullmatch(tag):
-        raise DigestInvalid(f"invalid tag {tag!r}: [a-zA-Z0-9_][a-zA-Z0-9._-]{{0,127}} expected")
+    if not isinstance(tag, str) or not _TAG_RE.fullmatch(tag):
+        raise TagInvalid(f"invalid tag {tag[:200]!r}: [a-zA-Z0-9_][a-zA-Z0-9._-]{{0,127}} expected")
     return tag
 
 
@@ -817,6 +824,19 @@ class Upload:
         self.offset += len(data)
         self.touched = time.monotonic()
 
+    def mark(self) -> tuple[int, Any]:
+        """The state to go back to with :meth:`rollback` (offset and hash so far)."""
+        return self.offset, self._hash.copy()
+
+    def rollback(self, mark: tuple[int, Any]) -> None:
+        """Forget what was written since :meth:`mark` (a chunk that failed half-way)."""
+        if self._file is None:
+            return
+        self._file.flush()
+        self._file.truncate(mark[0])
+        self._file.seek(mark[0])
+        self.offset, self._hash = mark[0], mark[1].copy()
+
     @contextlib.contextmanager
     def writing(self, start: int | None) -> Iterator[Upload]:
         """Hold the upload for one request's body; ``start`` (a Content-Range's first byte)
@@ -1298,6 +1318,9 @@ class Registry:
         check_name(repo)
         uid = secrets.token_hex(16)
         with self._lock:
+            now = time.monotonic()
+            for old in [u for u in self._uploads.values() if not u.busy and now - u.touched > UPLOAD_IDLE]:
+                old.cancel()
             up = Upload(self, repo, uid, self._store.upload_dir / f"upload-{uid}")
             self._uploads[uid] = up
             return up
