@@ -63,10 +63,11 @@ from typing import IO, TYPE_CHECKING, Any
 
 import attrs
 
-from .errors import DigestMismatch, FormatError
-from .formats.oci import UnknownName, compression_of, read_layer
-from .image import CONFIG_MEDIA_TYPES, INDEX_MEDIA_TYPES, MANIFEST_MEDIA_TYPES, MT_INDEX, MT_MANIFEST, Image, sha256
+from .errors import DigestMismatch, FormatError, UnknownName
+from .formats.blobs import compression_of, read_layer
+from .image import Image, sha256
 from .layer import BlobSource, Layer
+from .mediatypes import CONFIG_MEDIA_TYPES, INDEX_MEDIA_TYPES, MANIFEST_MEDIA_TYPES, MT_INDEX, MT_MANIFEST
 from .reference import Reference
 
 if TYPE_CHECKING:

@@ -21,7 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from ..errors import DigestMismatch
-from ..image import MT_INDEX
+from ..mediatypes import MT_INDEX
 from ..registry import (
     MAX_MANIFEST_SIZE,
     BlobUnknown,

@@ -36,7 +36,7 @@ from multiprocessing.connection import Connection
 from types import TracebackType
 from typing import IO, Any, Self, cast
 
-from ..formats import overlaydir
+from ..codec import overlaydir
 from ..fs import walk_scandir
 from ..fusedev import RENAME_EXCHANGE, RENAME_NOREPLACE, libc, mounts_at, renameat2
 from ..layer import Layer
