@@ -59,7 +59,7 @@ class Server:
         host, port = address
         if not _is_loopback(host) and htpasswd is None and not insecure_public:
             raise ValueError(f"refusing to serve on {host!r} (not loopback) without --htpasswd; "
-                             f"pass insecure_public=True (--insecure-public) to do it anyway")
+                             f"pass --insecure-public (insecure_public=True) to do it anyway")
         if (tls_cert is None) != (tls_key is None):
             raise ValueError("TLS needs both a certificate and a key")
         self.registry = registry
