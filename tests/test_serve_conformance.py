@@ -63,9 +63,9 @@ import pytest
 requests = pytest.importorskip("requests")
 pytest.importorskip("aiohttp", reason="the serve extra (aiohttp) is not installed")
 
-from unionfs_sim.registry import Registry  # noqa: E402
+from unionfs_sim.registry import Registry
 
-from . import daemons  # noqa: E402
+from . import daemons
 
 MT_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MT_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -220,7 +220,7 @@ def test_pull(target: Target, http: requests.Session) -> None:
     url, name = target.url, "conformance/pull"
     r = http.get(f"{url}/v2/")
     target.check("base", r.status_code == 200, r.status_code)
-    config, layer, m = push_image(http, url, name, "tagged", "pull")
+    _, layer, m = push_image(http, url, name, "tagged", "pull")
     md = digest(m)
     r = http.get(f"{url}/v2/{name}/manifests/tagged", headers={"Accept": MT_MANIFEST})
     target.check("pull-manifest-tag", r.status_code == 200 and r.content == m
@@ -385,7 +385,7 @@ def test_push_errors(target: Target, http: requests.Session) -> None:
 def test_content_discovery(target: Target, http: requests.Session) -> None:
     url, name = target.url, "conformance/discovery"
     tags = ["b", "a10", "a2", "Z", "latest", "1.0", "a_1"]
-    config, layer, m = push_image(http, url, name, tags[0], "discovery")
+    _, _, m = push_image(http, url, name, tags[0], "discovery")
     for t in tags[1:]:
         r = http.put(f"{url}/v2/{name}/manifests/{t}", data=m, headers={"Content-Type": MT_MANIFEST})
         assert r.status_code == 201
@@ -430,7 +430,7 @@ def test_content_discovery(target: Target, http: requests.Session) -> None:
         "test layer a": artifact(type_a, None, ra, "test layer a", subj),
         "test layer b": artifact(type_b, None, rb, "test layer b", subj),
     }
-    for note, doc in arts.items():
+    for doc in arts.values():
         r = http.put(f"{url}/v2/{name}/manifests/{digest(doc)}", data=doc, headers={"Content-Type": MT_MANIFEST})
         assert r.status_code == 201, r.text
         target.check("referrers-subject-header", r.headers.get("OCI-Subject") == sd, r.headers)
@@ -476,7 +476,7 @@ def test_content_discovery(target: Target, http: requests.Session) -> None:
 
 def test_content_management(target: Target, http: requests.Session) -> None:
     url, name = target.url, "conformance/management"
-    config, layer, m = push_image(http, url, name, "one", "management")
+    _, layer, m = push_image(http, url, name, "one", "management")
     r = http.put(f"{url}/v2/{name}/manifests/two", data=m, headers={"Content-Type": MT_MANIFEST})
     assert r.status_code == 201
     r = http.delete(f"{url}/v2/{name}/manifests/one")

@@ -21,11 +21,11 @@ import pytest
 requests = pytest.importorskip("requests")
 pytest.importorskip("aiohttp", reason="the serve extra (aiohttp) is not installed")
 
-from unionfs_sim.registry import Registry  # noqa: E402
+from unionfs_sim.registry import Registry
 
-from . import daemons  # noqa: E402
-from .test_oci import fs_tree, sample_image  # noqa: E402
-from .test_serve_conformance import MT_MANIFEST, digest, err_code, image_manifest, push_blob, raw  # noqa: E402
+from . import daemons
+from .test_oci import fs_tree, sample_image
+from .test_serve_conformance import MT_MANIFEST, digest, err_code, image_manifest, push_blob, raw
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -150,7 +150,7 @@ def test_sigkill_during_manifest_puts_leaves_a_consistent_store(root: Path) -> N
         for round_ in range(3):
             stop = threading.Event()
 
-            def pusher(url: str) -> None:
+            def pusher(url: str, stop: threading.Event = stop, round_: int = round_) -> None:
                 i = 0
                 with requests.Session() as c:
                     while not stop.is_set():

@@ -276,9 +276,8 @@ def parse_manifest(data: bytes, content_type: str | None) -> _Parsed:
         media_type = MT_INDEX if isinstance(doc.get("manifests"), list) else MT_MANIFEST
     blobs: list[str] = []
     children: list[str] = []
-    if media_type in MANIFEST_MEDIA_TYPES or media_type in INDEX_MEDIA_TYPES:
-        if doc.get("schemaVersion") != 2:
-            raise ManifestInvalid(f"manifest schemaVersion must be 2, got {doc.get('schemaVersion')!r}")
+    if (media_type in MANIFEST_MEDIA_TYPES or media_type in INDEX_MEDIA_TYPES) and doc.get("schemaVersion") != 2:
+        raise ManifestInvalid(f"manifest schemaVersion must be 2, got {doc.get('schemaVersion')!r}")
     if media_type in MANIFEST_MEDIA_TYPES:
         blobs.append(_descriptor_digest(doc.get("config"), "config"))
         layers = doc.get("layers")

@@ -23,7 +23,7 @@ import os
 import ssl
 import threading
 import types
-from typing import Any
+from typing import Any, Self
 
 from ..registry import Registry
 
@@ -124,7 +124,7 @@ class Server:
         finally:
             self._loop.close()
 
-    def start(self) -> Server:
+    def start(self) -> Self:
         """Start listening (in a background thread); return self once it accepts connections."""
         if self._thread is not None:
             raise RuntimeError("the server is already started")
@@ -144,7 +144,7 @@ class Server:
         self._thread.join(30)
         self._thread = None
 
-    def __enter__(self) -> Server:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: types.TracebackType | None) -> None:

@@ -166,7 +166,7 @@ class _App:
         except Exception as e:  # noqa: BLE001 - the model's errors become the spec's
             try:
                 return _error_response(_translate(e))
-            except Exception:
+            except Exception:  # noqa: BLE001 - not one of ours: let aiohttp answer 500
                 raise e from None
 
     # --- end-1: the API's root -------------------------------------------------------------
