@@ -146,3 +146,19 @@ def test_cli_serves_until_sigterm_and_refuses_public_without_auth(tmp_path: Path
             proc.kill()
             proc.wait()
     assert not any((tmp_path / "store" / "_uploads").iterdir())  # the server removed its own upload dir
+
+
+def test_an_upload_over_the_bound_is_refused_and_rolled_back() -> None:
+    reg = Registry()
+    with Server(reg, ("127.0.0.1", 0), max_upload=100_000) as server:
+        s = requests.Session()
+        loc = server.url + s.post(f"{server.url}/v2/team/app/blobs/uploads/").headers["Location"]
+        r = s.patch(loc, data=b"a" * 60_000)
+        assert r.status_code == 202 and r.headers["Range"] == "0-59999"
+        r = s.patch(loc, data=b"b" * 60_000)
+        assert r.status_code == 413 and err_code(r) == "SIZE_INVALID"
+        r = s.get(loc)
+        assert r.status_code == 204 and r.headers["Range"] == "0-59999"  # the refused chunk left nothing
+        r = s.put(loc, params={"digest": digest(b"a" * 60_000)})
+        assert r.status_code == 201
+        assert reg.stat_blob("team/app", digest(b"a" * 60_000)) == 60_000
