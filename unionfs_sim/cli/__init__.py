@@ -2,6 +2,7 @@
 
 - :mod:`.main`: the group and ``demo``;
 - :mod:`.mount`: ``mount`` (a container of an image as a real directory);
+- :mod:`.serve`: ``serve`` (a registry directory over the OCI distribution API);
 - :mod:`.fuse_overlayfs`: ``unionfs-sim-fuse``, the fuse-overlayfs drop-in (its own entry
   point, with fuse-overlayfs's calling convention).
 
@@ -12,7 +13,9 @@ from __future__ import annotations
 
 from .main import main
 from .mount import mount_command
+from .serve import serve_command
 
 main.add_command(mount_command)
+main.add_command(serve_command)
 
 __all__ = ["main"]
