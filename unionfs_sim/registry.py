@@ -292,3 +292,20 @@ class Registry:
             if b is None:
                 raise UnknownName(f"unknown blob {digest}")
             return b.content
+
+    def _repr_html_(self) -> str:
+        """Repositories with their tags and manifests, and the blob store's size, for notebooks."""
+        from ._html import human, section, short, table
+
+        with self._lock:
+            rows = []
+            for name in sorted(self._repos):
+                repo = self._repos[name]
+                by_digest: dict[str, list[str]] = {}
+                for t, d in repo.tags.items():
+                    by_digest.setdefault(d, []).append(t)
+                for d in sorted(repo.manifests):
+                    rows.append([name, ", ".join(sorted(by_digest.get(d, []))), short(d), len(self._manifests[d].layers)])
+            total = sum(b.size for b in self._blobs.values())
+            return section(f"Registry: {len(self._repos)} repositories, {len(self._blobs)} blobs, {human(total)}",
+                           table(["repository", "tags", "manifest", "layers"], rows, right=(3,), limit=200))
