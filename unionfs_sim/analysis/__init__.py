@@ -7,6 +7,7 @@ where it is not; the modules say which is which. This package sits above the cor
 :mod:`.inspect`, imported when called.
 """
 
+from . import sizes
 from .efficiency import (
     CI_DEFAULTS,
     CIResult,
@@ -21,7 +22,7 @@ from .efficiency import (
 from .flatten import export, squash
 from .history import HistoryRow, history
 from .inspect import inspect
-from .sizes import SIZE_RULES, layer_size
+from .sizes import SIZE_RULES, layer_size, layer_sizes
 from .usage import ContainerUsage, DiskUsage, ImageUsage, disk_usage
 
 __all__ = [

@@ -18,7 +18,7 @@ import attrs
 from ..errors import FormatError
 from ..image import Image
 from . import _gotime
-from .sizes import SizeRule, layer_size
+from .sizes import Rules, layer_sizes
 
 MISSING = "<missing>"
 """The id Docker shows for a step whose image it does not have."""
@@ -59,11 +59,12 @@ def raw_history(image: Image) -> list[dict[str, Any]]:
     return raw
 
 
-def history(image: Image, *, tags: Iterable[str] = (), rule: SizeRule = "overlay2") -> list[HistoryRow]:
+def history(image: Image, *, tags: Iterable[str] = (), rule: Rules = "overlay2") -> list[HistoryRow]:
     """The rows of ``docker history`` for ``image``, newest first.
 
     ``tags`` are the names the newest row shows (Docker lists the image's tags there);
-    ``rule`` how layer sizes are counted (see :mod:`.sizes`; Docker's overlay2 by default).
+    ``rule`` how layer sizes are counted, one rule or one per layer (see :mod:`.sizes`;
+    Docker's overlay2 by default).
 
     Raises:
         FormatError: the history names more non-empty steps than the image has layers
@@ -79,6 +80,7 @@ def history(image: Image, *, tags: Iterable[str] = (), rule: SizeRule = "overlay
         v = h.get(k)
         return v if isinstance(v, str) else ""
 
+    sizes = layer_sizes(image.layers, rule)
     rows: list[HistoryRow] = []
     i = 0
     for h in raw:
@@ -86,7 +88,7 @@ def history(image: Image, *, tags: Iterable[str] = (), rule: SizeRule = "overlay
         size, idx = 0, None
         if not empty:
             idx = i
-            size = layer_size(image.layers[i], rule)
+            size = sizes[i]
             i += 1
         created = h.get("created")
         rows.append(HistoryRow(id=MISSING, created=created if isinstance(created, str) else None,

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..image import Image
 from . import _gotime
-from .sizes import SizeRule, check_rule, layer_size
+from .sizes import Rules, layer_sizes, per_layer
 
 # (field, kind, omitempty) of moby api/types/container.Config, in its declaration order.
 _CONFIG_FIELDS: tuple[tuple[str, str, bool], ...] = (
@@ -63,22 +63,22 @@ def go_container_config(raw: Mapping[str, Any] | None) -> dict[str, Any] | None:
 
 
 def inspect(image: Image, repo_tags: Iterable[str] = (), repo_digests: Iterable[str] = (), *,
-            rule: SizeRule = "overlay2", graph_driver: Mapping[str, Any] | None = None) -> dict[str, Any]:
+            rule: Rules = "overlay2", graph_driver: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """A dict shaped like ``docker image inspect``'s item for ``image``.
 
     Args:
         repo_tags: the names the image is tagged with (``["app:1"]``).
         repo_digests: ``name@sha256:...`` references it was pushed or pulled as.
-        rule: how layer sizes are counted (see :mod:`.sizes`).
+        rule: how layer sizes are counted, one rule or one per layer (see :mod:`.sizes`).
         graph_driver: the ``GraphDriver`` object to show (default: the rule's driver, no data).
     """
-    check_rule(rule)
+    rules = per_layer(rule, len(image.layers))
     doc = image.config_json()
     hist = doc.get("history") or []
     comment = doc.get("comment") if isinstance(doc.get("comment"), str) else ""
     if not comment and hist and isinstance(hist[-1], dict):
         comment = hist[-1].get("comment") or ""
-    size = sum(layer_size(x, rule) for x in image.layers)
+    size = sum(layer_sizes(image.layers, rules))
     rootfs: dict[str, Any] = {"Type": (doc.get("rootfs") or {}).get("type") or "layers"}
     if image.layers:
         rootfs["Layers"] = image.diff_ids
@@ -105,7 +105,7 @@ def inspect(image: Image, repo_tags: Iterable[str] = (), repo_digests: Iterable[
         "Size": size,
         "VirtualSize": size,
         "GraphDriver": dict(graph_driver) if graph_driver is not None else
-        {"Data": None, "Name": "overlay2" if rule == "overlay2" else "vfs"},
+        {"Data": None, "Name": "overlay2" if "overlay2" in rules or not rules else "vfs"},
         "RootFS": rootfs,
         "Metadata": {"LastTagTime": _gotime.GO_ZERO},
     })

@@ -10,10 +10,21 @@
   ``pkg/archive.UnpackLayer``: ``size += hdr.Size``) and what dive shows as a layer's
   size (``processLayerTar``: ``tree.FileSize += element.Size``): regular files' data, the
   second and later names of a hard-link group (tar type ``1``) and symlinks count 0.
+
+Which one Docker used depends on how the layer entered its store, not on the driver
+alone: ``docker load``, ``docker import``, a pull, ``docker commit`` and the classic
+builder apply a tar (``layerStore.Register`` -> overlay2 ``ApplyDiff``: ``"overlay2"``),
+while BuildKit registers the snapshot it ran in and sizes it from the tar-split of its
+diff (moby ``builder/builder-next/adapters/snapshot/layer.go`` ->
+``layer/migration.go`` ``checksumForGraphIDNoTarsplit``, ``packSizeCounter``: ``"tar"``).
+So an image built by BuildKit on a base image Docker imported counts its base layer by
+one rule and its own layers by the other; the functions here take one rule for all
+layers or one per layer.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 from ..layer import Layer
@@ -23,6 +34,9 @@ SizeRule = Literal["overlay2", "tar"]
 """Which peer's byte count to use (see the module docs)."""
 
 SIZE_RULES: tuple[SizeRule, ...] = ("overlay2", "tar")
+
+Rules = SizeRule | Sequence[SizeRule]
+"""One rule for every layer, or one per layer (bottom first)."""
 
 
 def check_rule(rule: str) -> SizeRule:
@@ -47,3 +61,18 @@ def layer_size(layer: Layer, rule: SizeRule = "overlay2") -> int:
         elif isinstance(node, Symlink):
             total += node.size
     return total
+
+
+def per_layer(rules: Rules, n: int) -> list[SizeRule]:
+    """``rules`` as one checked rule per layer of an ``n``-layer image."""
+    if isinstance(rules, str):
+        return [check_rule(rules)] * n
+    out = [check_rule(r) for r in rules]
+    if len(out) != n:
+        raise ValueError(f"{len(out)} size rules for {n} layers")
+    return out
+
+
+def layer_sizes(layers: Sequence[Layer], rules: Rules = "overlay2") -> list[int]:
+    """The size of each layer under ``rules``."""
+    return [layer_size(x, r) for x, r in zip(layers, per_layer(rules, len(layers)))]

@@ -21,7 +21,7 @@ import attrs
 
 from ..container import Container
 from ..image import Image
-from .sizes import SizeRule, check_rule, layer_size
+from .sizes import Rules, SizeRule, check_rule, layer_size, layer_sizes
 
 NONE_NAME = "<none>:<none>"
 """How Docker names an image that has no tag (a container's image not passed in ``images``)."""
@@ -76,14 +76,16 @@ class DiskUsage:
 
 
 def disk_usage(images: Mapping[str, Image] | None = None, containers: Mapping[str, Container] | None = None, *,
-               rule: SizeRule = "overlay2") -> DiskUsage:
+               rule: SizeRule = "overlay2", rules: Mapping[str, Rules] | None = None) -> DiskUsage:
     """``docker system df -v`` for ``images`` (name -> image) and ``containers`` (name -> container).
 
     Several names for one image (same id) count as one image, as Docker lists it once
     with several tags; the rows keep every name. A container whose image is not among
-    ``images`` adds that image as ``<none>:<none>``.
+    ``images`` adds that image as ``<none>:<none>``. ``rule`` counts layer sizes (see
+    :mod:`.sizes`); ``rules`` overrides it per image name (one rule, or one per layer).
     """
     check_rule(rule)
+    rules = dict(rules or {})
     named: dict[str, Image] = dict(images or {})
     cons = dict(containers or {})
     by_id: dict[str, Image] = {}
@@ -97,12 +99,16 @@ def disk_usage(images: Mapping[str, Image] | None = None, containers: Mapping[st
     chain_size: dict[str, int] = {}
     refs: dict[str, int] = {}
     chains_of: dict[str, list[str]] = {}
+    rules_of: dict[str, Rules] = {}
+    for name, img in named.items():
+        if name in rules:
+            rules_of.setdefault(img.id, rules[name])
     for iid, img in by_id.items():
         chains = img.chain_ids
         chains_of[iid] = chains
-        for ch, layer in zip(chains, img.layers):
-            if ch not in chain_size:
-                chain_size[ch] = layer_size(layer, rule)
+        sizes = layer_sizes(img.layers, rules_of.get(iid, rule))
+        for ch, size in zip(chains, sizes):
+            chain_size.setdefault(ch, size)
             refs[ch] = refs.get(ch, 0) + 1
     users: dict[str, int] = {}
     for c in cons.values():
