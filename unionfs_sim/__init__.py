@@ -10,9 +10,9 @@ from .container import Change, Container
 from .errors import DigestMismatch, FormatError, UnionFSError, UnsafePath
 from .formats import docker_archive, oci
 from .fs import FileSystem
+from .fuse import FuseUnavailable, MountError, mount
 from .image import History, Image, ImageConfig
 from .layer import Layer
-from .mounting import FuseUnavailable, MountError, mount
 from .nodes import WHITEOUT, Device, Dir, Fifo, File, Hardlink, Socket, Symlink, Whiteout
 from .options import OverlayOptions
 from .reference import Reference

@@ -85,3 +85,25 @@ class DigestMismatch(FormatError):
 
 class UnsafePath(FormatError):
     """An archive entry would land outside its root (``..``, absolute, or via a link)."""
+
+
+class UnknownName(KeyError):
+    """A tag, digest, platform or repository that is not there.
+
+    A :class:`KeyError` (so a :class:`LookupError`) whose ``str()`` is the plain message,
+    which names what was asked for and, where it helps, what there is instead.
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class MountError(RuntimeError):
+    """A FUSE mount failed: the kernel or libfuse refused (its message is included) or it never came up."""
+
+
+class FuseUnavailable(MountError):
+    """FUSE is not available here at all: no /dev/fuse, or neither server can mount.
+
+    The message says which (tests may ``pytest.skip(str(e))`` on it).
+    """

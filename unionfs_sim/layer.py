@@ -16,7 +16,8 @@ from typing import IO, Any, cast
 
 import attrs
 
-from .formats import tar as _tar
+from .codec import overlaydir
+from .codec import tar as _tar
 from .nodes import WHITEOUT, Device, Dir, Entry, Fifo, File, Hardlink, Socket, Symlink, Whiteout
 from .paths import confine, key, parents
 
@@ -268,7 +269,7 @@ class Layer(Mapping[str, Entry]):
     ) -> Layer:
         """Read an OCI changeset tar (plain, gzip or zstd, detected) as a layer, streaming.
 
-        See :mod:`unionfs_sim.formats.tar` for how whiteouts, opaque markers, hard links
+        See :mod:`unionfs_sim.codec.tar` for how whiteouts, opaque markers, hard links
         and odd inputs are handled. :attr:`source_diff_id` records the sha256 of the
         uncompressed bytes read; :attr:`digest` stays the digest of the *canonical* tar
         of the entries (the same for a tar this library wrote).
@@ -277,7 +278,7 @@ class Layer(Mapping[str, Entry]):
             expected_diff_id: ``sha256:<hex>`` the uncompressed bytes must hash to.
             name: what to call the layer in error messages.
             lower_dirs_meta: metadata of lower directories, for an opaque marker whose
-                directory has no entry in the tar (see :func:`formats.tar.read`).
+                directory has no entry in the tar (see :func:`codec.tar.read`).
 
         Raises:
             FormatError: a malformed, truncated or corrupt tar, naming ``name`` and the
@@ -316,17 +317,15 @@ class Layer(Mapping[str, Entry]):
     def to_directory(self, path: str | os.PathLike[str], format: str = "overlay", **kwargs: Any) -> None:
         """Write the layer into an empty directory: an overlayfs lower/upperdir or a plain tree.
 
-        See :func:`unionfs_sim.formats.overlaydir.write` for the format and its options.
+        See :func:`unionfs_sim.codec.overlaydir.write` for the format and its options.
         """
-        from .formats import overlaydir
 
         overlaydir.write(self._entries, path, format=format, **kwargs)  # type: ignore[arg-type]
 
     @classmethod
     def from_directory(cls, path: str | os.PathLike[str], format: str = "overlay", **kwargs: Any) -> Layer:
         """Read a directory as a layer: an overlayfs lower/upperdir (e.g. one the kernel
-        wrote) or a plain tree. See :func:`unionfs_sim.formats.overlaydir.read`."""
-        from .formats import overlaydir
+        wrote) or a plain tree. See :func:`unionfs_sim.codec.overlaydir.read`."""
 
         return cls(overlaydir.read(path, format=format, **kwargs))  # type: ignore[arg-type]
 

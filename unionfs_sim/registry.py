@@ -30,7 +30,7 @@ from collections.abc import Mapping
 
 import attrs
 
-from .formats.oci import UnknownName
+from .errors import UnknownName
 from .image import Image, sha256
 from .layer import Layer
 from .reference import Reference

@@ -32,17 +32,24 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from ..errors import DigestMismatch, FormatError, UnsafePath
-from ..image import CONFIG_MEDIA_TYPES, INDEX_MEDIA_TYPES, MT_INDEX, MT_LAYER, MT_MANIFEST, Image, parse_json, sha256
+from ..codec.tar import uncompressed
+from ..errors import DigestMismatch, FormatError, UnknownName, UnsafePath
+from ..image import Image, parse_json, sha256
 from ..layer import BlobSource, Layer
-from ..reference import Reference
-from .oci import (
+from ..mediatypes import (
     ANNOTATION_IMAGE_NAME,
     ANNOTATION_REF_NAME,
+    CONFIG_MEDIA_TYPES,
+    INDEX_MEDIA_TYPES,
     LAYOUT_VERSION,
+    MT_INDEX,
+    MT_LAYER,
+    MT_MANIFEST,
+)
+from ..reference import Reference
+from .blobs import (
     MAX_JSON_SIZE,
     HashingWriter,
-    UnknownName,
     atomic_file,
     check_digest,
     descriptor,
@@ -50,7 +57,6 @@ from .oci import (
     read_layer,
     uncompressed_descriptor,
 )
-from .tar import uncompressed
 
 __all__ = ["load", "save"]
 

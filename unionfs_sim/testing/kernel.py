@@ -36,10 +36,10 @@ from multiprocessing.connection import Connection
 from types import TracebackType
 from typing import IO, Any, Self, cast
 
-from ..formats import overlaydir
+from ..codec import overlaydir
 from ..fs import walk_scandir
-from ..fusedev import RENAME_EXCHANGE, RENAME_NOREPLACE, libc, mounts_at, renameat2
 from ..layer import Layer
+from ..linux import RENAME_EXCHANGE, RENAME_NOREPLACE, libc, mounts_at, renameat2
 from ..nodes import Dir, Entry
 from ..options import OverlayOptions
 from ..paths import is_within, parents

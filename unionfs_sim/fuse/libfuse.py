@@ -3,7 +3,7 @@
 :class:`Mount` (and :func:`mount`) serve a view with one of two servers (``backend=``):
 
 - ``"kernel"``, the default wherever it can mount (root, or a user with fusermount3):
-  :mod:`unionfs_sim.fusedev` speaks the FUSE protocol on ``/dev/fuse`` itself, with one
+  :mod:`unionfs_sim.fuse.server` speaks the FUSE protocol on ``/dev/fuse`` itself, with one
   kernel node per inode of the view, READDIRPLUS and long-lived, invalidated caches;
   several times faster, and exact across hard links (see that module).
 - ``"libfuse"``: fusepy on libfuse2, described below; the fallback, and the reference the
@@ -17,7 +17,7 @@ into calls on the os-style facade (:class:`~unionfs_sim.fs.FileSystem`); the mod
 errors are OSErrors carrying the kernel's errno, and fusepy returns ``-e.errno`` for any
 OSError, so no translation table is needed. :func:`mount` mounts a view and serves it
 from a background thread; use it through ``unionfs_sim.mount`` (see
-:mod:`unionfs_sim.mounting`), which imports this module only when called.
+:mod:`unionfs_sim.fuse.mounting`), which imports this module only when called.
 
 How the mount is driven. fusepy's ``FUSE()`` calls ``fuse_main_real``, which blocks,
 installs libfuse's own SIGTERM/SIGHUP handlers into the whole process and reports a
@@ -65,7 +65,6 @@ sends no attribute to change), so it does not copy the file up as overlayfs woul
 
 from __future__ import annotations
 
-import atexit
 import codecs
 import collections
 import contextlib
@@ -76,14 +75,12 @@ import logging
 import os
 import re
 import stat as _stat
-import subprocess
 import tempfile
 import threading
 import time
-import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from functools import partial
-from typing import Any, Self
+from typing import Any
 
 try:
     import fuse as _fusepy  # fusepy; this is the only module that imports it
@@ -94,10 +91,10 @@ else:
     FUSEPY_MISSING = None
 """Why the libfuse backend cannot run here (fusepy or libfuse2 missing), or None."""
 
-from . import errors, fusedev
-from .fs import FileSystem, Handle
-from .fusedev import abort_connection, libc, mounts_at
-from .mounting import FuseUnavailable, MountError, MountSource, fs_of
+from .. import errors
+from ..errors import FuseUnavailable, MountError
+from ..fs import FileSystem, Handle
+from ..linux import abort_connection, mounts_at
 
 # --- file names: bytes that are not UTF-8 survive as surrogates, as os.fsdecode does -----
 
@@ -130,7 +127,6 @@ _HIDDEN = re.compile(r"\.fuse_hidden[0-9a-f]{16}")
 _MISSING = object()
 _UTIME_NOW = (1 << 30) - 1
 _UTIME_OMIT = (1 << 30) - 2
-_MNT_DETACH = 2
 STATFS_BLOCKS = 1 << 32
 """What statfs reports as total and free blocks (of 4 KiB): the model has no size limit."""
 
@@ -661,76 +657,13 @@ def _captured_stderr() -> Iterator[list[str]]:
             out.append(tmp.read().decode("utf-8", "replace").strip())
 
 
-def _fuse_option_list(options: Mapping[str, Any]) -> list[str]:
-    """``{"ro": True, "attr_timeout": 0, "kernel_cache": False}`` -> ``["ro", "attr_timeout=0"]``."""
-    out = []
-    for k, v in options.items():
-        if v is True:
-            out.append(k)
-        elif v is False or v is None:
-            continue
-        else:  # libfuse's option parser takes \, for a comma in a value
-            out.append(f"{k}=" + str(v).replace("\\", "\\\\").replace(",", "\\,"))
-    return out
 
 
-def choose_backend(backend: str = "auto") -> str:
-    """``"kernel"`` (:mod:`unionfs_sim.fusedev`) or ``"libfuse"`` (fusepy).
-
-    ``"auto"``: the environment variable ``UNIONFS_SIM_FUSE_BACKEND`` if set, else the
-    kernel backend where it can mount (root, or a user with fusermount3), else libfuse.
-    """
-    if backend == "auto":
-        backend = os.environ.get("UNIONFS_SIM_FUSE_BACKEND", "auto") or "auto"
-    if backend == "auto":
-        why = fusedev.kernel_backend_unavailable()
-        if why is None:
-            return "kernel"
-        if FUSEPY_MISSING is not None:
-            raise FuseUnavailable(f"FUSE cannot mount here: {why}; and the libfuse backend: {FUSEPY_MISSING}")
-        return "libfuse"
-    if backend not in ("kernel", "libfuse"):
-        raise ValueError(f"unknown FUSE backend {backend!r} (expected 'auto', 'kernel' or 'libfuse')")
-    if backend == "libfuse" and FUSEPY_MISSING is not None:
-        raise FuseUnavailable(f"the libfuse backend needs fusepy and libfuse2 ({FUSEPY_MISSING});"
-                              " e.g. apt-get install libfuse2 && pip install fusepy")
-    return backend
 
 
-def default_options(*, immutable: bool, readonly: bool, allow_other: bool = False,
-                    default_permissions: bool | None = None, fsname: str = "unionfs-sim",
-                    backend: str = "auto") -> dict[str, Any]:
-    """The FUSE ``-o`` options :func:`mount` uses (see the module docs for why).
-
-    Args:
-        immutable: the view can never change (an image's): cache everything for long.
-        readonly: mount ``ro``.
-        allow_other: let users other than the mounting one in.
-        default_permissions: let the kernel check permissions (None: when someone other
-            than root can use the mount, i.e. with ``allow_other`` or when not root).
-        fsname: what /proc/mounts shows as the source.
-        backend: the server the options are for (see :func:`choose_backend`); the kernel
-            backend chooses its cache timeouts itself (see :mod:`unionfs_sim.fusedev`).
-    """
-    if default_permissions is None:
-        default_permissions = allow_other or os.geteuid() != 0
-    opts: dict[str, Any] = {
-        "fsname": fsname, "subtype": "unionfs-sim", "use_ino": True,
-        "atomic_o_trunc": True, "big_writes": True, "default_permissions": default_permissions,
-        "allow_other": allow_other, "ro": readonly or immutable,
-    }
-    if choose_backend(backend) == "kernel":
-        if immutable:
-            opts["kernel_cache"] = True
-        return opts
-    if immutable:
-        opts.update(kernel_cache=True, entry_timeout=3600, negative_timeout=3600, attr_timeout=3600)
-    else:
-        opts.update(auto_cache=True, entry_timeout=1, negative_timeout=1, attr_timeout=0)
-    return opts
 
 
-class _Session(_fusepy.FUSE if _fusepy is not None else object):  # type: ignore[misc]
+class LibfuseSession(_fusepy.FUSE if _fusepy is not None else object):  # type: ignore[misc]
     """One libfuse2 session: fusepy's request translation, driven as fuse_main does.
 
     fusepy's ``FUSE.__init__`` would call ``fuse_main_real``; this builds the same
@@ -858,168 +791,16 @@ class _Session(_fusepy.FUSE if _fusepy is not None else object):  # type: ignore
         lib.fuse_opt_free_args(ctypes.byref(self._args))
 
 
-def _kernel_umount(path: str, *, lazy: bool) -> int:
-    """Unmount ``path``: 0, or the errno (EBUSY when something still uses it)."""
-    if os.geteuid() == 0:
-        if libc().umount2(os.fsencode(path), _MNT_DETACH if lazy else 0) == 0:
-            return 0
-        return ctypes.get_errno()
-    for tool in ("fusermount", "fusermount3"):
-        try:
-            r = subprocess.run([tool, "-u", "-q", *(["-z"] if lazy else []), path], capture_output=True, timeout=30,
-                               check=False)
-        except FileNotFoundError:
-            continue
-        return 0 if r.returncode == 0 else errno.EBUSY
-    return errno.ENOENT
 
 
 # --- the mount --------------------------------------------------------------------------
 
-_live: weakref.WeakSet[Mount] = weakref.WeakSet()
 
 
-class Mount:
-    """A mounted view, served from a background thread.
-
-    Attributes:
-        mountpoint: where it is mounted.
-        fs: the facade it serves.
-        operations: the :class:`OverlayOperations` (its ``calls`` count requests).
-        options: the ``-o`` options it was mounted with.
-        readonly: mounted ``ro``.
-    """
-
-    def __init__(self, fs: FileSystem, mountpoint: str | os.PathLike[str], options: Mapping[str, Any], *,
-                 readonly: bool, threads: bool = True, backend: str = "auto") -> None:
-        self.mountpoint = os.fspath(mountpoint)
-        self.fs = fs.unbounded()
-        self.readonly = readonly
-        self.backend = choose_backend(backend)
-        self.operations: Any
-        if self.backend == "kernel":
-            self.operations = fusedev.Server(fs, readonly=readonly, immutable=fs.readonly,
-                                             keep_cache=bool(options.get("kernel_cache")), **fusedev.timeouts(options))
-        else:
-            self.operations = OverlayOperations(fs, readonly=readonly, no_open=fs.readonly)
-        self._opts = dict(options)
-        if readonly:
-            self._opts["ro"] = True
-        self.options = _fuse_option_list(self._opts)
-        self._threads = threads
-        self._session: _Session | fusedev.Session | None = None
-        self._pid = os.getpid()  # a forked child must not unmount its parent's mount
-
-    def start(self, timeout: float = 10.0) -> None:
-        """Mount and wait until the kernel's INIT request is answered.
-
-        Raises:
-            FuseUnavailable: no /dev/fuse.
-            MountError: libfuse refused (its message is included), or the mount did not
-                come up within ``timeout`` seconds.
-        """
-        if not os.path.exists("/dev/fuse"):
-            raise FuseUnavailable("/dev/fuse does not exist (no FUSE in this kernel or container; modprobe fuse)")
-        if not os.path.isdir(self.mountpoint):
-            raise NotADirectoryError(errno.ENOTDIR, "mountpoint is not a directory", self.mountpoint)
-        s: _Session | fusedev.Session
-        if self.backend == "kernel":
-            s = fusedev.Session(self.operations, self.mountpoint, self._opts)
-        else:
-            s = _Session(self.operations, self.mountpoint, self.options)
-        s.mount(threads=self._threads)
-        self._session = s
-        _live.add(self)
-        deadline = time.monotonic() + timeout
-        while not self.operations.initialized.wait(0.02):
-            if not s.serving or time.monotonic() > deadline:
-                self.unmount(timeout=2.0)
-                raise MountError(f"the FUSE mount at {self.mountpoint} did not come up"
-                                      f" (loop {'ended' if not s.serving else 'still waiting for INIT'})")
-
-    @property
-    def alive(self) -> bool:
-        """True while the mount is served (False once unmounted, also from outside)."""
-        return self._session is not None and self._session.serving
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Wait until the mount ends (e.g. ``umount`` from outside); True if it did."""
-        if self._session is None:
-            return True
-        return self._session.join(timeout)
-
-    def unmount(self, timeout: float = 10.0) -> None:
-        """Unmount, stop serving and free the session; always leaves the mountpoint free.
-
-        A mount still in use (an open file, a working directory inside) is retried for a
-        second, then detached lazily; if its users still hold it a second later, the FUSE
-        connection is aborted (``/sys/fs/fuse/connections/N/abort``; where the control
-        filesystem is not mounted, root mounts it on a temporary directory for that),
-        which fails their further requests with ENOTCONN. ``timeout`` bounds the wait for the request loop to end.
-
-        Raises:
-            RuntimeError: the request loop could not be stopped.
-        """
-        s = self._session
-        if s is None or os.getpid() != self._pid:
-            return
-        if s.serving and s.mounted():
-            err = errno.EBUSY
-            for attempt in range(20):
-                err = _kernel_umount(self.mountpoint, lazy=False)
-                if err != errno.EBUSY or not s.mounted():
-                    break
-                time.sleep(0.05)
-            if err == errno.EBUSY and s.mounted():
-                _kernel_umount(self.mountpoint, lazy=True)
-        # Unmounted: the loop ends at once. Lazily detached: it serves the remaining users
-        # until they let go, for a second at most, then their connection is aborted.
-        if not s.join(min(1.0, timeout)) and s.abort():
-            s.join(timeout)
-        s.join(timeout)
-        if s.serving:
-            raise RuntimeError(f"the FUSE loop of {self.mountpoint} does not stop (still in use?)")
-        s.free()
-        self._session = None
-        _live.discard(self)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.unmount()
-
-    def __repr__(self) -> str:
-        return f"<unionfs_sim Mount {self.mountpoint!r} {'alive' if self.alive else 'ended'}>"
 
 
-@atexit.register
-def _unmount_all() -> None:
-    for m in list(_live):
-        with contextlib.suppress(Exception):
-            m.unmount(timeout=2.0)
 
 
-@contextlib.contextmanager
-def mount(source: MountSource, mountpoint: str | os.PathLike[str], *, readonly: bool | None = None,
-          allow_other: bool = False, default_permissions: bool | None = None, threads: bool = True,
-          timeout: float = 10.0, backend: str = "auto", **fuse_options: Any) -> Iterator[Mount]:
-    """Mount a view at ``mountpoint`` for the duration of the ``with`` block.
-
-    See :func:`unionfs_sim.mounting.mount` (the public entry point) for the arguments.
-    """
-    fs, ro, immutable = fs_of(source, readonly)
-    backend = choose_backend(backend)
-    opts = default_options(immutable=immutable, readonly=ro, allow_other=allow_other,
-                           default_permissions=default_permissions, backend=backend)
-    opts.update(fuse_options)
-    m = Mount(fs, mountpoint, opts, readonly=ro, threads=threads, backend=backend)
-    m.start(timeout)
-    try:
-        yield m
-    finally:
-        m.unmount()
 
 
-__all__ = ["ENCODING", "FuseUnavailable", "Mount", "MountError", "OverlayOperations", "choose_backend",
-           "default_options", "mount"]
+__all__ = ["ENCODING", "FUSEPY_MISSING", "LibfuseSession", "OverlayOperations"]
