@@ -44,6 +44,8 @@ __all__ = [
     "history",
     "inspect",
     "layer_size",
+    "layer_sizes",
     "read_ci_config",
+    "sizes",
     "squash",
 ]

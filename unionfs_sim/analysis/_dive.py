@@ -36,7 +36,7 @@ from collections.abc import Iterator, Sequence
 
 import attrs
 
-from ..formats.tar import WHITEOUT_PREFIX, tar_names
+from ..codec.tar import WHITEOUT_PREFIX, tar_names
 from ..layer import Layer
 from ..nodes import Dir, File
 from ._gosort import go_sort

@@ -14,5 +14,9 @@ from .main import main
 from .mount import mount_command
 
 main.add_command(mount_command)
+from .analysis import COMMANDS as _ANALYSIS_COMMANDS  # (inspect, history, ls, diff, layers, efficiency, df, export)
+
+for _c in _ANALYSIS_COMMANDS:
+    main.add_command(_c)
 
 __all__ = ["main"]
