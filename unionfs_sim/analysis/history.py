@@ -16,8 +16,8 @@ from typing import Any
 import attrs
 
 from ..errors import FormatError
-from ..image import Image
 from . import _gotime
+from .scan import ImageLike
 from .sizes import Rules, layer_sizes
 
 MISSING = "<missing>"
@@ -51,7 +51,7 @@ class HistoryRow:
                 "EmptyLayer": self.empty_layer}
 
 
-def raw_history(image: Image) -> list[dict[str, Any]]:
+def raw_history(image: ImageLike) -> list[dict[str, Any]]:
     """The ``history`` list of the image's config JSON, as Docker reads it."""
     raw = image.config_json().get("history") or []
     if not isinstance(raw, list) or not all(isinstance(h, dict) for h in raw):
@@ -59,7 +59,7 @@ def raw_history(image: Image) -> list[dict[str, Any]]:
     return raw
 
 
-def history(image: Image, *, tags: Iterable[str] = (), rule: Rules = "overlay2") -> list[HistoryRow]:
+def history(image: ImageLike, *, tags: Iterable[str] = (), rule: Rules = "overlay2") -> list[HistoryRow]:
     """The rows of ``docker history`` for ``image``, newest first.
 
     ``tags`` are the names the newest row shows (Docker lists the image's tags there);

@@ -16,8 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ..image import Image
 from . import _gotime
+from .scan import ImageLike
 from .sizes import Rules, layer_sizes, per_layer
 
 # (field, kind, omitempty) of moby api/types/container.Config, in its declaration order.
@@ -62,7 +62,7 @@ def go_container_config(raw: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return out
 
 
-def inspect(image: Image, repo_tags: Iterable[str] = (), repo_digests: Iterable[str] = (), *,
+def inspect(image: ImageLike, repo_tags: Iterable[str] = (), repo_digests: Iterable[str] = (), *,
             rule: Rules = "overlay2", graph_driver: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """A dict shaped like ``docker image inspect``'s item for ``image``.
 

@@ -46,19 +46,29 @@ def check_rule(rule: str) -> SizeRule:
     return rule
 
 
+def content_size(layer: Layer) -> int:
+    """Bytes of file content in ``layer``, each hard-link group once (``Layer.size``, also for
+    layers scanned from an archive without their content: see :mod:`.scan`)."""
+    seen: set[int] = set()
+    total = 0
+    for node in layer.values():
+        if isinstance(node, File) and id(node) not in seen:
+            seen.add(id(node))
+            total += node.size
+    return total
+
+
 def layer_size(layer: Layer, rule: SizeRule = "overlay2") -> int:
     """Bytes ``layer`` takes under ``rule`` (see the module docs)."""
     if check_rule(rule) == "tar":
-        return layer.size
+        return content_size(layer)
     seen: set[int] = set()
     total = 0
     for node in layer.values():
         if isinstance(node, (Dir, Whiteout)) or id(node) in seen:
             continue
         seen.add(id(node))
-        if isinstance(node, File):
-            total += len(node.data)
-        elif isinstance(node, Symlink):
+        if isinstance(node, (File, Symlink)):
             total += node.size
     return total
 

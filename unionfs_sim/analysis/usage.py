@@ -20,7 +20,7 @@ from typing import Any
 import attrs
 
 from ..container import Container
-from ..image import Image
+from .scan import ImageLike
 from .sizes import Rules, SizeRule, check_rule, layer_size, layer_sizes
 
 NONE_NAME = "<none>:<none>"
@@ -75,7 +75,7 @@ class DiskUsage:
         return disk_usage_html(self)
 
 
-def disk_usage(images: Mapping[str, Image] | None = None, containers: Mapping[str, Container] | None = None, *,
+def disk_usage(images: Mapping[str, ImageLike] | None = None, containers: Mapping[str, Container] | None = None, *,
                rule: SizeRule = "overlay2", rules: Mapping[str, Rules] | None = None) -> DiskUsage:
     """``docker system df -v`` for ``images`` (name -> image) and ``containers`` (name -> container).
 
@@ -86,9 +86,9 @@ def disk_usage(images: Mapping[str, Image] | None = None, containers: Mapping[st
     """
     check_rule(rule)
     rules = dict(rules or {})
-    named: dict[str, Image] = dict(images or {})
+    named: dict[str, ImageLike] = dict(images or {})
     cons = dict(containers or {})
-    by_id: dict[str, Image] = {}
+    by_id: dict[str, ImageLike] = {}
     for img in named.values():
         by_id.setdefault(img.id, img)
     for c in cons.values():

@@ -124,6 +124,18 @@ def _load(name: str, tag: str | None = None) -> Image:
             raise click.ClickException(f"{name}: {e}") from None
 
 
+def _scan(name: str, tag: str | None = None) -> analysis.ImageLike:
+    """A docker archive scanned for analysis (headers only, see analysis.scan); other sources loaded."""
+    src = parse_source(name, tag)
+    if src.transport != "docker-archive":
+        return _load(name, tag)
+    with _progress(f"scanning {name}"):
+        try:
+            return analysis.scan(src.path, tag=src.tag)
+        except (OSError, FormatError, LookupError, ValueError) as e:
+            raise click.ClickException(f"{name}: {e}") from None
+
+
 def _human(n: int) -> str:
     from .._html import human
 
@@ -145,7 +157,7 @@ def image_options(f: F) -> F:
 @click.option("--size-rule", type=click.Choice(analysis.SIZE_RULES), default="overlay2", show_default=True)
 def inspect_command(image: str, tag: str | None, as_json: bool, repo_tag: tuple[str, ...], size_rule: str) -> None:
     """IMAGE as ``docker image inspect`` shows it (always JSON)."""
-    img = _load(image, tag)
+    img = _scan(image, tag)
     named = parse_source(image, tag).tag
     tags = list(repo_tag) or ([named] if named else [])
     _emit([img.inspect(tags, rule=size_rule)])
@@ -157,7 +169,7 @@ def inspect_command(image: str, tag: str | None, as_json: bool, repo_tag: tuple[
 @click.option("--size-rule", type=click.Choice(analysis.SIZE_RULES), default="overlay2", show_default=True)
 def history_command(image: str, tag: str | None, as_json: bool, no_trunc: bool, size_rule: str) -> None:
     """The steps that built IMAGE, newest first, as ``docker history``."""
-    rows = analysis.history(_load(image, tag), tags=[tag] if tag else [], rule=size_rule)  # type: ignore[arg-type]
+    rows = analysis.history(_scan(image, tag), tags=[tag] if tag else [], rule=size_rule)  # type: ignore[arg-type]
     if as_json:
         _emit([r.to_json() for r in rows])
         return
@@ -276,7 +288,7 @@ def diff_command(image: str, other: str | None, tag: str | None, as_json: bool) 
 def efficiency_command(image: str, tag: str | None, as_json: bool, method: str, ci: bool, ci_config: str,
                        lowest: str | None, wasted: str | None, user: str | None) -> None:
     """How many of IMAGE's bytes its merged filesystem does not show (dive's score, or what squashing reclaims)."""
-    img = _load(image, tag)
+    img = _scan(image, tag)
     with _progress("analysing"):
         e = analysis.efficiency(img, method=method)  # type: ignore[arg-type]
     verdict = None
@@ -322,7 +334,7 @@ def efficiency_command(image: str, tag: str | None, as_json: bool, method: str, 
 @click.option("--json", "as_json", is_flag=True, help="print JSON (see SCHEMAS)")
 def df_command(images: tuple[str, ...], as_json: bool) -> None:
     """Disk usage of IMAGES together, as ``docker system df -v``: layers shared by chain id counted once."""
-    loaded = {name: _load(name) for name in images}
+    loaded = {name: _scan(name) for name in images}
     du = analysis.disk_usage(loaded)
     if as_json:
         _emit(du.to_json())
