@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -198,3 +199,16 @@ def test_squash_keeps_hard_links_and_drops_opaque() -> None:
     opq = analysis.squash(CATALOGUE["opaque_dir"]())
     assert not opq["var/cache"].opaque and set(opq) >= {"var/cache/new"} and "var/cache/one" not in opq  # type: ignore[union-attr]
     assert WHITEOUT not in opq.values()
+
+
+def test_scan_refuses_a_corrupt_layer_naming_it(tmp_path: Path) -> None:
+    archive = tmp_path / "img.tar"
+    ufs.docker_archive.save(CATALOGUE["deletes"](), archive)
+    raw = bytearray(archive.read_bytes())
+    top = ufs.docker_archive.load(archive).diff_ids[-1][7:]
+    at = raw.find(b"usr/.wh.lib")  # a header inside the top layer's tar
+    assert at > 0 and raw.find(top.encode()) >= 0
+    raw[at + 148] ^= 0x01  # a digit of its checksum field: the header no longer matches it
+    archive.write_bytes(bytes(raw))
+    with pytest.raises(FormatError, match=f"{top}.*checksum"):
+        analysis.scan(archive)

@@ -25,7 +25,6 @@ from typing import Any, Literal
 
 import attrs
 
-from ..image import lower_of
 from ..layer import Layer
 from ..lower import Lower
 from ..nodes import Dir, File, Whiteout
@@ -167,6 +166,51 @@ def _cause(layers: Sequence[Layer], i: int, k: str, node: File) -> tuple[int, st
     return len(layers), "hidden"
 
 
+def _whiteouts_hiding_nothing(layers: Sequence[Layer]) -> list[tuple[int, str]]:
+    """``(layer, key)`` of each whiteout with nothing at its path in the layers below.
+
+    One pass over the stack keeping only which paths exist (a whiteout deletes a subtree,
+    an opaque directory empties one, a non-directory replaces one), so the check costs
+    one walk of the entries, not a flattening of every prefix of the stack.
+    """
+    present: set[str] = {""}
+    kids: dict[str, set[str]] = {}
+    out: list[tuple[int, str]] = []
+
+    def drop_below(k: str, keep: bool) -> None:
+        stack = [k]
+        while stack:
+            p = stack.pop()
+            if p != k or not keep:
+                present.discard(p)
+            stack.extend(kids.pop(p, ()))
+        if not keep and k:
+            kids.get(k.rpartition("/")[0] if "/" in k else "", set()).discard(k)
+
+    def add(k: str) -> None:
+        parent = k.rpartition("/")[0] if "/" in k else ""
+        if parent not in present:
+            add(parent)
+        present.add(k)
+        kids.setdefault(parent, set()).add(k)
+
+    for j, layer in enumerate(layers):
+        for k in sorted(layer, key=lambda k: k.split("/")):
+            e = layer[k]
+            if isinstance(e, Whiteout):
+                if k in present:
+                    drop_below(k, keep=False)
+                else:
+                    out.append((j, k))
+                continue
+            if not k:
+                continue
+            if not isinstance(e, Dir) or e.opaque or e.redirect is not None:
+                drop_below(k, keep=isinstance(e, Dir))
+            add(k)
+    return out
+
+
 def _reclaimable(layers: Sequence[Layer], lower: Lower, steps: Sequence[str]) -> tuple[list[int], tuple[Finding, ...]]:
     """Dead bytes per layer, and the findings (grouped by path)."""
     dead = [0] * len(layers)
@@ -201,11 +245,8 @@ def _reclaimable(layers: Sequence[Layer], lower: Lower, steps: Sequence[str]) ->
             dead[i] += e.size
             j, kind = _cause(layers, i, k, e)
             note("/" + k, [i] + ([j] if j < len(layers) else []), e.size, kind)
-        if any(isinstance(e, Whiteout) for e in layer.values()):
-            below = lower_of(layers[:i]).nodes
-            for k, e in layer.items():
-                if isinstance(e, Whiteout) and k not in below:
-                    note("/" + k, [i], 0, "whiteout-hides-nothing")
+    for j, k in _whiteouts_hiding_nothing(layers):
+        note("/" + k, [j], 0, "whiteout-hides-nothing")
     findings = []
     for path, (ls, b, kinds) in by_path.items():
         idxs = tuple(sorted(ls))

@@ -18,7 +18,7 @@ import os
 import posixpath
 import tarfile
 from collections.abc import Sequence
-from typing import IO, Any
+from typing import Any
 
 import attrs
 
@@ -110,26 +110,105 @@ ImageLike = Image | ScannedImage
 """What the analyses take: a full image, or one scanned for analysis."""
 
 
-class _Window:
-    """``size`` bytes at ``start`` of an open file, seekable (tarfile skips data by seeking)."""
+@attrs.frozen
+class _Header:
+    """What the analysis needs of one tar member (after PAX and GNU long-name records)."""
 
-    def __init__(self, f: IO[bytes], start: int, size: int) -> None:
-        self.f, self.start, self.size, self.pos = f, start, size, 0
+    name: str
+    type: bytes
+    size: int
+    mode: int
+    uid: int
+    gid: int
+    mtime: int
+    linkname: str
+    devmajor: int
+    devminor: int
+    xattrs: dict[str, bytes]
+    offset_data: int
 
-    def read(self, n: int = -1) -> bytes:
-        left = self.size - self.pos
-        n = left if n < 0 else min(n, left)
-        self.f.seek(self.start + self.pos)
-        data = self.f.read(n)
-        self.pos += len(data)
-        return data
 
-    def seek(self, pos: int, whence: int = 0) -> int:
-        self.pos = pos if whence == 0 else (self.pos + pos if whence == 1 else self.size + pos)
-        return self.pos
+def _num(field: bytes, what: str, where: str) -> int:
+    if field[:1] and field[0] & 0x80:  # GNU base-256
+        v = int.from_bytes(field, "big") & ~(0x80 << (8 * (len(field) - 1)))
+        return v
+    text = field.strip(b" \0")
+    try:
+        return int(text, 8) if text else 0
+    except ValueError:
+        raise FormatError(f"{where}: bad {what} field {field!r} in a tar header") from None
 
-    def tell(self) -> int:
-        return self.pos
+
+def _pax(data: bytes, where: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    i = 0
+    while i < len(data) and data[i:i + 1] != b"\0":
+        sp = data.find(b" ", i)
+        try:
+            n = int(data[i:sp])
+        except ValueError:
+            raise FormatError(f"{where}: malformed PAX record at byte {i}") from None
+        rec = data[sp + 1:i + n - 1]
+        k, _, v = rec.partition(b"=")
+        out[k.decode("utf-8", "surrogateescape")] = v.decode("utf-8", "surrogateescape")
+        i += n
+    return out
+
+
+def _headers(fd: int, start: int, size: int, where: str) -> list[_Header]:
+    """The members of the tar at ``start`` of ``fd`` (``size`` bytes), reading 512-byte headers only."""
+    out: list[_Header] = []
+    pos = 0
+    pax: dict[str, str] = {}
+    long_name: str | None = None
+    long_link: str | None = None
+    while pos + 512 <= size:
+        hdr = os.pread(fd, 512, start + pos)
+        if len(hdr) < 512:
+            raise FormatError(f"{where}: truncated tar header at byte {pos}")
+        if hdr.count(0) == 512:
+            break
+        want = _num(hdr[148:156], "checksum", where)
+        if want != sum(hdr[:148]) + 256 + sum(hdr[156:]):
+            raise FormatError(f"{where}: tar header checksum mismatch at byte {pos}")
+        typ = hdr[156:157]
+        n = _num(hdr[124:136], "size", where)
+        data_at = pos + 512
+        nxt = data_at + (n + 511) // 512 * 512
+        if typ in (b"x", b"g", b"L", b"K"):
+            data = os.pread(fd, n, start + data_at)
+            if typ == b"x":
+                pax = _pax(data, where)
+            elif typ == b"L":
+                long_name = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
+            elif typ == b"K":
+                long_link = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
+            pos = nxt
+            continue
+        name = hdr[0:100].split(b"\0", 1)[0]
+        if hdr[257:262] == b"ustar":
+            prefix = hdr[345:500].split(b"\0", 1)[0]
+            if prefix:
+                name = prefix + b"/" + name
+        link = hdr[157:257].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+        path = long_name if long_name is not None else name.decode("utf-8", "surrogateescape")
+        if "size" in pax:
+            n = int(pax["size"])
+            nxt = data_at + (n + 511) // 512 * 512
+        xattrs = {k[len("SCHILY.xattr."):]: v.encode("utf-8", "surrogateescape")
+                  for k, v in pax.items() if k.startswith("SCHILY.xattr.")}
+        out.append(_Header(
+            name=pax.get("path", path), type=typ if typ != b"\0" else b"0", size=n,
+            mode=_num(hdr[100:108], "mode", where), uid=int(pax.get("uid") or _num(hdr[108:116], "uid", where)),
+            gid=int(pax.get("gid") or _num(hdr[116:124], "gid", where)),
+            mtime=int(float(pax["mtime"])) if "mtime" in pax else _num(hdr[136:148], "mtime", where),
+            linkname=pax.get("linkpath", long_link if long_link is not None else link),
+            devmajor=_num(hdr[329:337], "devmajor", where), devminor=_num(hdr[337:345], "devminor", where),
+            xattrs=xattrs, offset_data=start + data_at))
+        pax, long_name, long_link = {}, None, None
+        # hard links, symlinks, directories and devices carry no data, whatever the size field says
+        pos = nxt if typ in (b"0", b"\0", b"7") else data_at
+    return out
 
 
 def _key(name: str) -> str:
@@ -137,49 +216,43 @@ def _key(name: str) -> str:
     return "" if k == "." else k
 
 
-def _layer(path: str, f: IO[bytes], start: int, size: int, where: str) -> Layer:
+def _layer(path: str, fd: int, start: int, size: int, where: str) -> Layer:
     """The entries of the layer tar at ``start`` (headers only)."""
     entries: dict[str, Entry] = {}
     opaque: set[str] = set()
-    try:
-        with tarfile.open(fileobj=_Window(f, start, size), mode="r:") as tf:  # type: ignore[call-overload]
-            infos = list(tf)
-        for ti in infos:
-            k = _key(ti.name)
-            parent, base = posixpath.split(k)
-            meta: dict[str, Any] = {"mode": ti.mode & 0o7777, "uid": ti.uid, "gid": ti.gid,
-                                    "mtime_ns": int(ti.mtime) * 1_000_000_000,
-                                    "xattrs": {n[len("SCHILY.xattr."):]: v.encode("utf-8", "surrogateescape")
-                                               for n, v in ti.pax_headers.items() if n.startswith("SCHILY.xattr.")}}
-            if base == _OPAQUE:
-                opaque.add(parent)
-                d = entries.get(parent)
-                entries[parent] = attrs.evolve(d, opaque=True) if isinstance(d, Dir) else Dir(opaque=True)
-                continue
-            if base.startswith(_WH):
-                entries[posixpath.join(parent, base[len(_WH):])] = WHITEOUT
-                continue
-            if not k:
-                continue
-            if ti.isreg():
-                entries[k] = SizedFile(length=ti.size, path=path, offset=start + ti.offset_data, **meta)
-            elif ti.islnk():
-                target = entries.get(_key(ti.linkname))
-                if not isinstance(target, File):
-                    raise FormatError(f"{where}: {ti.name}: hard link to {ti.linkname}, which is not an earlier file")
-                entries[k] = target
-            elif ti.isdir():
-                entries[k] = Dir(opaque=k in opaque, **meta)
-            elif ti.issym():
-                entries[k] = Symlink(ti.linkname, **{**meta, "mode": 0o777})
-            elif ti.isfifo():
-                entries[k] = Fifo(**meta)
-            elif ti.ischr() or ti.isblk():
-                entries[k] = Device("c" if ti.ischr() else "b", ti.devmajor, ti.devminor, **meta)
-            else:
-                raise FormatError(f"{where}: {ti.name}: tar type {ti.type!r} is not a layer entry")
-    except tarfile.TarError as e:
-        raise FormatError(f"{where}: not a tar ({e})") from e
+    for h in _headers(fd, start, size, where):
+        k = _key(h.name)
+        parent, base = posixpath.split(k)
+        meta: dict[str, Any] = {"mode": h.mode & 0o7777, "uid": h.uid, "gid": h.gid,
+                                "mtime_ns": h.mtime * 1_000_000_000, "xattrs": h.xattrs}
+        if base == _OPAQUE:
+            opaque.add(parent)
+            d = entries.get(parent)
+            entries[parent] = attrs.evolve(d, opaque=True) if isinstance(d, Dir) else Dir(opaque=True)
+            continue
+        if base.startswith(_WH):
+            entries[posixpath.join(parent, base[len(_WH):])] = WHITEOUT
+            continue
+        if not k:
+            continue
+        t = h.type
+        if t in (b"0", b"7"):
+            entries[k] = SizedFile(length=h.size, path=path, offset=h.offset_data, **meta)
+        elif t == b"1":
+            target = entries.get(_key(h.linkname))
+            if not isinstance(target, File):
+                raise FormatError(f"{where}: {h.name}: hard link to {h.linkname}, which is not an earlier file")
+            entries[k] = target
+        elif t == b"5":
+            entries[k] = Dir(opaque=k in opaque, **meta)
+        elif t == b"2":
+            entries[k] = Symlink(h.linkname, **{**meta, "mode": 0o777})
+        elif t == b"6":
+            entries[k] = Fifo(**meta)
+        elif t in (b"3", b"4"):
+            entries[k] = Device("c" if t == b"3" else "b", h.devmajor, h.devminor, **meta)
+        else:
+            raise FormatError(f"{where}: {h.name}: tar type {t!r} is not a layer entry")
     return Layer(entries)
 
 
@@ -237,7 +310,7 @@ def scan(path: str | os.PathLike[str], tag: str | None = None) -> ImageLike:
             head = f.read(4)
             if head[:2] == b"\x1f\x8b" or head == b"\x28\xb5\x2f\xfd":
                 return docker_archive.load(path, tag=tag)
-            layers.append(_layer(path, f, m.offset_data, m.size, f"{path}: {name}"))
+            layers.append(_layer(path, f.fileno(), m.offset_data, m.size, f"{path}: {name}"))
     doc = json.loads(config)
     if len(doc.get("rootfs", {}).get("diff_ids") or []) != len(layers):
         raise FormatError(f"{path}: the config lists {len(doc.get('rootfs', {}).get('diff_ids') or [])} diff_ids "
