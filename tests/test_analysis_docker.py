@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -179,8 +180,13 @@ def test_disk_usage_equals_system_df(docker: Docker, built: dict[str, ufs.Image]
     app = built["analysis/app:1"]
     cname = "analysis-web"
     docker.run("rm", "-f", cname, check=False)
-    docker.run("run", "--network", "none", "--name", cname, "analysis/app:1", "sh", "-c",
-               "echo hello > /app/new && rm /app/file.txt && chmod 600 /app/big && ln -s new /app/new-link")
+    docker.run("run", "-d", "--network", "none", "--name", cname, "analysis/app:1", "sh", "-c",
+               "echo hello > /app/new && rm /app/file.txt && chmod 600 /app/big && ln -s new /app/new-link"
+               " && exec sleep 600")
+    for _ in range(100):  # running, with its changes made
+        if docker.run("exec", cname, "test", "-L", "/app/new-link", check=False).returncode == 0:
+            break
+        time.sleep(0.1)
     c = app.container()
     c.fs.write_bytes("/app/new", b"hello\n")
     c.fs.unlink("/app/file.txt")
@@ -207,6 +213,7 @@ def test_disk_usage_equals_system_df(docker: Docker, built: dict[str, ufs.Image]
         others = {r["ImageID"] for r in df["Containers"] if r["Names"] != ["/" + cname]}
         assert {w for w in want if w[0] not in others} == {g for g in got if g[0] not in others}
         (mine,) = [r for r in df["Containers"] if r["Names"] == ["/" + cname]]
+        assert mine["State"] == "running"
         (row,) = ours.containers
         assert (row.size, row.virtual_size) == (mine["SizeRw"], mine["SizeRootFs"])
         assert row.size == 6 + 20000 + 3  # the new file, the chmod's full copy-up, the symlink target
