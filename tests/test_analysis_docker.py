@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import http.client
 import json
+import shutil
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -221,3 +223,57 @@ def test_disk_usage_equals_system_df(docker: Docker, built: dict[str, ufs.Image]
         assert any(i.shared_size >= shared_once for i in ours.images if i.name == "analysis/app:1")
     finally:
         docker.run("rm", "-f", cname, check=False)
+
+
+UMOCI_SCRIPT = """
+set -e
+umoci init --layout L
+umoci new --image L:t
+umoci unpack --rootless --image L:t b >/dev/null
+mkdir -p b/rootfs/app
+head -c 5000 /dev/urandom > b/rootfs/app/data
+ln b/rootfs/app/data b/rootfs/app/hard
+ln -s data b/rootfs/app/link
+echo hi > b/rootfs/app/gone
+umoci repack --image L:t b
+rm -rf b
+umoci unpack --rootless --image L:t b >/dev/null
+chmod 700 b/rootfs/app/data
+rm b/rootfs/app/gone
+umoci repack --image L:t b
+umoci config --image L:t --config.cmd sh --history.comment 'set cmd'
+skopeo copy -q oci:L:t docker-archive:image.tar:umoci/img:1
+"""
+
+
+@pytest.mark.skipif(not (shutil.which("umoci") and shutil.which("skopeo")), reason="umoci and skopeo are needed")
+def test_umoci_image_as_docker_sees_it(docker: Docker, tmp_path: Path) -> None:
+    """An image umoci made (hard link, symlink, a whiteout, a chmod-only change), read from
+    its OCI layout by the library and given to ``docker load`` through skopeo."""
+    subprocess.run(["sh", "-c", UMOCI_SCRIPT], cwd=tmp_path, check=True, capture_output=True, timeout=120)
+    image = ufs.oci.load(tmp_path / "L", tag="t")
+    docker.run("load", "-q", "-i", str(tmp_path / "image.tar"))
+    compare_inspect(docker, "umoci/img:1", image)
+    want = docker_history(docker, "umoci/img:1")
+    for w in want:
+        for k in ("CreatedSince", "Tags"):
+            w.pop(k, None)
+    assert our_history(image, tags=["umoci/img:1"]) == want
+    e = analysis.efficiency(image)
+    # the chmod copied 5000 bytes up (the hard link counts once); the deleted file's 3 bytes stay below
+    assert e.files == [("/app/data", 2, 5000), ("/app/gone", 2, 3)]
+    assert [f.kind for f in e.findings] == ["metadata-only", "deleted"]
+
+
+def test_scan_reads_docker_save_archives(docker: Docker, built: dict[str, ufs.Image], tmp_path: Path) -> None:
+    """``docker save`` (20.10: legacy ``<id>/layer.tar`` members) scanned for analysis answers as loaded."""
+    out = tmp_path / "app.tar"
+    docker.run("save", "-o", str(out), "analysis/app:1")
+    scanned = analysis.scan(out)
+    assert isinstance(scanned, analysis.ScannedImage)
+    full = built["analysis/app:1"]
+    rules = buildkit_rules(full)
+    assert scanned.inspect(["analysis/app:1"], rule=rules) == full.inspect(["analysis/app:1"], rule=rules)
+    assert analysis.history(scanned, rule=rules) == analysis.history(full, rule=rules)
+    for method in ("dive", "reclaimable"):
+        assert analysis.efficiency(scanned, method=method).to_json() == analysis.efficiency(full, method=method).to_json()  # type: ignore[arg-type]
