@@ -212,3 +212,26 @@ def test_scan_refuses_a_corrupt_layer_naming_it(tmp_path: Path) -> None:
     archive.write_bytes(bytes(raw))
     with pytest.raises(FormatError, match=f"{top}.*checksum"):
         analysis.scan(archive)
+
+
+def test_layer_chart_shows_each_layers_waste() -> None:
+    pytest.importorskip("matplotlib", reason="matplotlib is not installed")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    e = analysis.efficiency(CATALOGUE["chmod_only"]())
+    ax = e.plot()
+    shown, wasted = ax.containers
+    assert [b.get_width() for b in shown] == [1, 20000]
+    assert [b.get_width() for b in wasted] == [20000, 0]
+
+
+def test_progress_hooks(tmp_path: Path) -> None:
+    archive = tmp_path / "img.tar"
+    ufs.docker_archive.save(CATALOGUE["deletes"](), archive)
+    seen: list[tuple[int, int, str]] = []
+    analysis.scan(archive, progress=lambda d, t, w: seen.append((d, t, w)))
+    assert [(d, t) for d, t, _ in seen] == [(0, 3), (1, 3), (2, 3), (3, 3)]
+    steps: list[int] = []
+    analysis.export(CATALOGUE["deletes"](), tmp_path / "flat.tar", progress=lambda d, t, w: steps.append(d))
+    assert steps == [0, 1, 2]

@@ -106,6 +106,12 @@ class Efficiency:
 
         return efficiency_html(self)
 
+    def plot(self, ax: Any = None) -> Any:
+        """Each layer's shown and not-shown bytes as a matplotlib chart (see :mod:`.charts`)."""
+        from .charts import layer_chart
+
+        return layer_chart(self, ax)
+
 
 def steps_of(image: ImageLike) -> list[str]:
     """The ``created_by`` of the history step that made each layer (bottom first)."""

@@ -17,7 +17,7 @@ import json
 import os
 import posixpath
 import tarfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -264,8 +264,11 @@ def _histories(doc: dict[str, Any], n: int) -> list[History]:
     return out
 
 
-def scan(path: str | os.PathLike[str], tag: str | None = None) -> ImageLike:
+def scan(path: str | os.PathLike[str], tag: str | None = None, *,
+         progress: Callable[[int, int, str], None] | None = None) -> ImageLike:
     """The image of the ``docker save`` archive ``path``, headers only where possible (see the module docs).
+
+    ``progress(done, total, what)`` is called before each layer and once at the end.
 
     Raises:
         FormatError: a malformed archive or layer, naming it; LookupError for an unknown tag.
@@ -304,13 +307,18 @@ def scan(path: str | os.PathLike[str], tag: str | None = None) -> ImageLike:
             return docker_archive.load(path, tag=tag)
         config = read(member(item["Config"]))
         layers = []
-        for name in item["Layers"]:
+        total = len(item["Layers"])
+        for i, name in enumerate(item["Layers"]):
+            if progress:
+                progress(i, total, f"layer {i + 1}/{total}")
             m = member(name)
             f.seek(m.offset_data)
             head = f.read(4)
             if head[:2] == b"\x1f\x8b" or head == b"\x28\xb5\x2f\xfd":
                 return docker_archive.load(path, tag=tag)
             layers.append(_layer(path, f.fileno(), m.offset_data, m.size, f"{path}: {name}"))
+    if progress:
+        progress(total, total, "scanned")
     doc = json.loads(config)
     if len(doc.get("rootfs", {}).get("diff_ids") or []) != len(layers):
         raise FormatError(f"{path}: the config lists {len(doc.get('rootfs', {}).get('diff_ids') or [])} diff_ids "

@@ -114,6 +114,27 @@ def _progress(what: str) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def _bar(what: str) -> Iterator[Callable[[int, int, str], None] | None]:
+    """A progress bar on stderr for a library ``progress=`` hook (rich on a terminal only)."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    try:
+        from rich.console import Console
+        from rich.progress import Progress
+    except ImportError:
+        yield None
+        return
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(what, total=None)
+
+        def hook(done: int, total: int, step: str) -> None:
+            bar.update(task, completed=done, total=total or None, description=f"{what}: {step}")
+
+        yield hook
+
+
 def _load(name: str, tag: str | None = None) -> Image:
     with _progress(f"loading {name}"):
         try:
@@ -129,9 +150,9 @@ def _scan(name: str, tag: str | None = None) -> analysis.ImageLike:
     src = parse_source(name, tag)
     if src.transport != "docker-archive":
         return _load(name, tag)
-    with _progress(f"scanning {name}"):
+    with _bar(f"scanning {name}") as hook:
         try:
-            return analysis.scan(src.path, tag=src.tag)
+            return analysis.scan(src.path, tag=src.tag, progress=hook)
         except (OSError, FormatError, LookupError, ValueError) as e:
             raise click.ClickException(f"{name}: {e}") from None
 
@@ -355,8 +376,8 @@ def export_command(image: str, tag: str | None, as_json: bool, destination: str,
     img = _load(image, tag)
     fmt = fmt or ("dir" if os.path.isdir(destination) else "tar")
     try:
-        with _progress("flattening"):
-            layer = analysis.export(img, destination, format=fmt)
+        with _bar("exporting") as hook:
+            layer = analysis.export(img, destination, format=fmt, progress=hook)
     except (OSError, ValueError) as e:
         raise click.ClickException(f"{destination}: {e}") from None
     doc = {"destination": destination, "format": fmt, "entries": len(layer), "size": layer.size}
