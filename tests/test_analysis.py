@@ -235,3 +235,18 @@ def test_progress_hooks(tmp_path: Path) -> None:
     steps: list[int] = []
     analysis.export(CATALOGUE["deletes"](), tmp_path / "flat.tar", progress=lambda d, t, w: steps.append(d))
     assert steps == [0, 1, 2]
+
+
+def test_random_images_reclaimable_is_the_kernels_squash() -> None:
+    from hypothesis import HealthCheck, given, settings
+
+    from unionfs_sim.testing import strategies
+
+    @settings(max_examples=25, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(strategies.images(max_layers=5))
+    def check(image: ufs.Image) -> None:
+        truth = sum(x.size for x in image.layers) - kernel_squashed_size(image)
+        assert analysis.efficiency(image).reclaimable_bytes == truth
+        assert analysis.squash(image).size == kernel_squashed_size(image)
+
+    check()

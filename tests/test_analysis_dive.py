@@ -40,6 +40,7 @@ def dive_json(image: ufs.Image, tmp: Path) -> dict[str, object]:
     archive = tmp / "image.tar"
     ufs.docker_archive.save(image, archive, tags=["analysis:test"])
     out = tmp / "dive.json"
+    out.unlink(missing_ok=True)  # dive opens it O_RDWR|O_CREATE without O_TRUNC: old bytes would stay
     r = run_dive(archive, "--json", str(out), cwd=tmp)
     assert r.returncode == 0, r.stdout + r.stderr
     doc: dict[str, object] = json.loads(out.read_text())
@@ -114,3 +115,23 @@ def test_scan_gives_the_same_analysis_as_load(name: str, tmp_path: Path) -> None
     assert analysis.history(scanned) == analysis.history(full)
     assert scanned.inspect(["analysis:test"]) == full.inspect(["analysis:test"])
     assert analysis.disk_usage({"a": scanned}) == analysis.disk_usage({"a": full})
+
+
+def test_random_images_equal_dive(tmp_path: Path) -> None:
+    """Random stacks (whiteouts, opaque dirs, implied parents, hard links, colliding names)."""
+    from hypothesis import HealthCheck, given, settings
+
+    from unionfs_sim.testing import strategies
+
+    @settings(max_examples=25, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(strategies.images(max_layers=5))
+    def check(image: ufs.Image) -> None:
+        want = dive_json(image, tmp_path)
+        got = analysis.efficiency(image, method="dive")
+        img = want["image"]
+        assert isinstance(img, dict)
+        assert (got.size_bytes, got.wasted_bytes) == (img["sizeBytes"], img["inefficientBytes"])
+        assert math.isclose(got.score, img["efficiencyScore"], rel_tol=0, abs_tol=1e-9)
+        assert got.files == [(f["file"], f["count"], f["sizeBytes"]) for f in img["fileReference"]]
+
+    check()
