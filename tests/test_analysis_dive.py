@@ -135,3 +135,14 @@ def test_random_images_equal_dive(tmp_path: Path) -> None:
         assert got.files == [(f["file"], f["count"], f["sizeBytes"]) for f in img["fileReference"]]
 
     check()
+
+
+def test_dive_ci_misconfigured(tmp_path: Path) -> None:
+    image = CATALOGUE["chmod_only"]()
+    rules = "rules:\n  lowestEfficiency: 1.5\n  highestWastedBytes: 10 parsecs\n"
+    code, text = dive_ci(image, tmp_path, rules)
+    verdict = analysis.evaluate_ci(analysis.efficiency(image, method="dive"), analysis.read_ci_config(rules))
+    assert code == verdict.exit_code == 1 and verdict.misconfigured and "CI Misconfigured" in text
+    for r in verdict.rules:
+        shown = "CONFIGURED   " if r.status == "CONFIGURED" else r.status  # dive pads this one
+        assert f"{shown}: {r.name}: {r.message}" in text, (r, text)

@@ -307,6 +307,13 @@ def _go_float(x: float) -> str:
     return r[:-2] if r.endswith(".0") and abs(x) < 1e21 else r
 
 
+def _valid_bytes(value: str) -> int:
+    try:
+        return parse_bytes(value)
+    except ValueError as e:
+        raise ValueError(f"invalid config value ('{value}'): {e}") from None
+
+
 def _unit_float(name: str, value: str) -> float:
     try:
         f = float(value)
@@ -319,7 +326,7 @@ def _unit_float(name: str, value: str) -> float:
 
 @attrs.frozen
 class RuleResult:
-    """One CI rule's verdict: ``status`` is PASS, FAIL, SKIP or MISCONFIGURED."""
+    """One CI rule's verdict: ``status`` is PASS, FAIL or SKIP; MISCONFIGURED or CONFIGURED when a rule is wrong."""
 
     name: str
     status: str
@@ -380,10 +387,7 @@ def evaluate_ci(result: Efficiency, rules: Mapping[str, str] | None = None) -> C
         return True, ""
 
     def wasted(value: str) -> tuple[bool, str]:
-        try:
-            t = parse_bytes(value)
-        except ValueError as e:
-            raise ValueError(f"invalid config value ('{value}'): {e}") from None
+        t = _valid_bytes(value)
         if result.wasted_bytes > t:
             return False, f"too many bytes wasted (wasted-bytes={result.wasted_bytes} > threshold={t})"
         return True, ""
@@ -396,19 +400,34 @@ def evaluate_ci(result: Efficiency, rules: Mapping[str, str] | None = None) -> C
         return True, ""
 
     checks = {"lowestEfficiency": lowest, "highestWastedBytes": wasted, "highestUserWastedPercent": user}
+    validate: dict[str, Callable[[str], object]] = {
+        "lowestEfficiency": lambda v: _unit_float("lowestEfficiency", v),
+        "highestWastedBytes": _valid_bytes,
+        "highestUserWastedPercent": lambda v: _unit_float("highestUserWastedPercent", v),
+    }
+    # dive validates every enabled rule first; if one is wrong it evaluates none
+    # (runtime/ci/evaluator.go: the others stay "CONFIGURED", disabled ones too).
+    problems: dict[str, str] = {}
+    for name in checks:
+        if config[name] != "disabled":
+            try:
+                validate[name](config[name])
+            except ValueError as e:
+                problems[name] = str(e)
     out: list[RuleResult] = []
-    misconfigured = False
+    misconfigured = bool(problems)
     for name in sorted(checks):
         value = config[name]
+        if misconfigured:
+            if name in problems:
+                out.append(RuleResult(name, "MISCONFIGURED", problems[name]))
+            else:
+                out.append(RuleResult(name, "CONFIGURED", "rule disabled" if value == "disabled" else "test"))
+            continue
         if value == "disabled":
             out.append(RuleResult(name, "SKIP", "rule disabled"))
             continue
-        try:
-            ok, msg = checks[name](value)
-        except ValueError as e:
-            misconfigured = True
-            out.append(RuleResult(name, "MISCONFIGURED", str(e)))
-            continue
+        ok, msg = checks[name](value)
         out.append(RuleResult(name, "PASS" if ok else "FAIL", msg))
     passed = not misconfigured and all(r.status != "FAIL" for r in out)
     return CIResult(passed, misconfigured, tuple(out))

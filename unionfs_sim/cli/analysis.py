@@ -66,7 +66,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
 
 
 def _rich() -> Any:
-    """The rich Console on stdout, or None without rich (or when stdout is not a terminal... rich decides)."""
+    """The rich Console on stdout, or None when rich is not installed (rich itself drops colour off a terminal)."""
     try:
         from rich.console import Console
     except ImportError:
@@ -164,6 +164,7 @@ def _human(n: int) -> str:
 
 
 def image_options(f: F) -> F:
+    """The IMAGE argument with ``--tag`` and ``--json``, shared by the commands that take one image."""
     f = click.option("--json", "as_json", is_flag=True, help="print JSON (see SCHEMAS)")(f)
     f = click.option("--tag", help="which image of an OCI layout or docker archive")(f)
     return click.argument("image")(f)
