@@ -25,3 +25,4 @@ __all__ = [
     "OverlayOptions", "Reference", "Registry", "Socket", "Symlink", "UnionFSError", "UnsafePath",
     "Whiteout", "__version__", "docker_archive", "oci",
 ]
+from . import analysis as analysis  # inspect, history, efficiency, disk usage (unionfs_sim.analysis)

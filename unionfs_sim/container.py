@@ -209,6 +209,19 @@ class Container:
                         total += e.data.size
             return total
 
+    def _repr_html_(self) -> str:
+        """The image's layers with the writable layer on top (a stacked picture) and ``docker diff``."""
+        from ._html import human, section, short, stack_svg, table
+
+        img = self.image
+        steps = [h.created_by or "" for h in img.history if not h.empty_layer]
+        up = self.upper
+        pic = stack_svg([(f"{i} {short(d, 8)} {steps[i][:30]}", x.size)
+                         for i, (x, d) in enumerate(zip(img.layers, img.diff_ids))],
+                        upper=("upper (writable)", up.size))
+        changes = table(["", "path"], [[c.kind, c.path] for c in self.diff()], limit=100)
+        return section(f"Container of image {short(img.id)}: upper {len(up)} entries, {human(up.size)}", pic, changes)
+
 
 _DEFAULT_OPTIONS = OverlayOptions()
 

@@ -335,6 +335,22 @@ class Layer(Mapping[str, Entry]):
 
         return cls(overlaydir.read(path, format=format, **kwargs))  # type: ignore[arg-type]
 
+    def _repr_html_(self) -> str:
+        """The layer's entries as a table (path, kind, mode, size), for notebooks."""
+        from ._html import human, section, short, table
+
+        links = self.links()
+        rows = []
+        for k in _tar.canonical_order(self._entries):
+            n = self._entries[k]
+            kind = "whiteout" if isinstance(n, Whiteout) else ("hardlink -> /" + links[k]) if k in links else type(n).__name__
+            if isinstance(n, Dir) and n.opaque:
+                kind += " (opaque)"
+            mode = "" if isinstance(n, Whiteout) else f"{n.mode:04o}"
+            rows.append(["/" + k, kind, mode, 0 if k in links or isinstance(n, Whiteout) else n.size])
+        return section(f"Layer {short(self.digest)}: {len(self)} entries, {human(self.size)}",
+                       table(["path", "kind", "mode", "size"], rows, right=(3,), limit=200))
+
 
 def _copy(node: Any) -> Any:
     import attrs
