@@ -87,6 +87,21 @@ _KNOWN_CONFIG = frozenset({"User", "ExposedPorts", "Env", "Entrypoint", "Cmd", "
 _PLATFORM_EXTRA = ("os.version", "os.features")
 
 
+def _env(v: Mapping[str, str] | Iterable[str] | None) -> tuple[str, ...]:
+    """``KEY=value`` entries from a mapping or from strings; an entry without ``=`` is refused."""
+    if not v:
+        return ()
+    if isinstance(v, Mapping):
+        return tuple(f"{k}={x}" for k, x in v.items())
+    if isinstance(v, str):
+        v = (v,)
+    out = tuple(v)
+    for e in out:
+        if not isinstance(e, str) or "=" not in e:
+            raise ValueError(f"env entry {e!r} is not of the form KEY=value")
+    return out
+
+
 def _labels(v: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((v or {}).items()))
 
@@ -97,7 +112,8 @@ class ImageConfig:
 
     cmd: tuple[str, ...] | None = attrs.field(default=None, converter=_strs)
     entrypoint: tuple[str, ...] | None = attrs.field(default=None, converter=_strs)
-    env: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
+    env: tuple[str, ...] = attrs.field(default=(), converter=_env)
+    """``KEY=value`` strings; a mapping ``{"PATH": "/bin"}`` is taken too."""
     working_dir: str = ""
     user: str = ""
     labels: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_labels)

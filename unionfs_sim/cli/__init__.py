@@ -24,3 +24,7 @@ for _c in ANALYSIS_COMMANDS:  # inspect, history, ls, diff, layers, efficiency, 
     main.add_command(_c)
 
 __all__ = ["main"]
+
+from .build import build_command  # noqa: E402  (issue 14)
+
+main.add_command(build_command)
