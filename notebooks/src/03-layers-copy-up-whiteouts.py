@@ -20,6 +20,8 @@ import os
 import shutil
 import tempfile
 
+import attrs
+
 import nbkit
 import unionfs_sim as ufs
 from unionfs_sim.testing.compare import layer_shape, snapshot
@@ -191,13 +193,19 @@ assert "var/lib/app" in c.upper  # ... though it is in the upper layer
 # On a Docker host the upper layer is a real directory (`/var/lib/docker/overlay2/<id>/diff`).
 # The kernel writes a whiteout as a **character device 0/0** and marks an opaque directory
 # with the extended attribute **`trusted.overlay.opaque=y`** (`user.overlay.opaque` when an
-# unprivileged user mounts with `-o userxattr`). `Layer.to_directory` writes exactly that:
+# unprivileged user mounts with `-o userxattr`). `Layer.to_directory` writes exactly that
+# (without root, as rootless Docker does: owned by you, with `user.overlay.*` attributes):
 
 # %%
 root = os.geteuid() == 0
+upper = c.upper
+if not root:  # as rootless Docker and Podman do, the container's root is our own user on disk
+    uid, gid = os.getuid(), os.getgid()
+    upper = ufs.Layer({"": ufs.Dir(uid=uid, gid=gid), **{
+        k: e if e is ufs.WHITEOUT else attrs.evolve(e, uid=uid, gid=gid) for k, e in upper.items()}})
 tmp = tempfile.mkdtemp(prefix="upper-")
 upperdir = os.path.join(tmp, "diff")
-c.upper.to_directory(upperdir, format="overlay", userxattr=not root)
+upper.to_directory(upperdir, format="overlay", userxattr=not root)
 
 rows = []
 for top, dirs, files in os.walk(upperdir):
@@ -219,7 +227,7 @@ motd = os.lstat(os.path.join(upperdir, "etc/motd"))
 assert (motd.st_mode & 0o170000) == 0o020000 and motd.st_rdev == os.makedev(0, 0)  # the kernel's whiteout
 assert os.getxattr(os.path.join(upperdir, "var/lib/apt/lists"), f"{ns}.overlay.opaque") == b"y"
 back = ufs.Layer.from_directory(upperdir, format="overlay", userxattr=not root)
-assert layer_shape(back) == layer_shape(c.upper)  # reads back as the same layer
+assert layer_shape(back) == layer_shape(upper)  # reads back as the same layer
 shutil.rmtree(tmp)
 
 # %% [markdown]
