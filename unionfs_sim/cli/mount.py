@@ -16,24 +16,13 @@ from ..container import Container
 from ..image import Image
 from ..layer import Layer
 from ..options import OverlayOptions
+from .sources import load_image
 
 
 def load_source(source: str, tag: str | None = None, platform: str | None = None) -> Image:
-    """An image from an OCI image layout, a ``docker save`` archive, or a plain directory.
-
-    A directory holding an ``oci-layout`` file is an OCI layout; any other directory
-    becomes a one-layer image of its files (``Layer.from_directory(format="plain")``);
-    a file is read as a docker archive.
-    """
-    from ..formats import docker_archive, oci
-
-    if os.path.isdir(source):
-        if os.path.isfile(os.path.join(source, "oci-layout")):
-            return oci.load(source, tag=tag, platform=platform)
-        if tag is not None:
-            raise click.UsageError("--tag applies to an OCI layout or a docker archive, not a plain directory")
-        return Image.from_layers([Layer.from_directory(source, format="plain")])
-    return docker_archive.load(source, tag=tag)
+    """The image SOURCE names: ``oci:DIR[:TAG]``, ``docker-archive:FILE[:TAG]``, ``dir:PATH`` or a
+    bare path (see :mod:`.sources`)."""
+    return load_image(source, tag=tag, platform=platform)
 
 
 def _parse_commit_to(value: str) -> tuple[str, str | None]:
@@ -63,7 +52,7 @@ def _compression(path: str) -> str | None:
 
 
 @click.command("mount")
-@click.argument("source", type=click.Path(exists=True))
+@click.argument("source")
 @click.argument("mountpoint", type=click.Path(exists=True, file_okay=False))
 @click.option("--tag", help="which image of an OCI layout or docker archive (by tag or name)")
 @click.option("--platform", help="os/arch[/variant] when the tag names an image index")

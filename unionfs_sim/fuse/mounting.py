@@ -25,13 +25,13 @@ if TYPE_CHECKING:
     from ..container import Container
     from ..fs import FileSystem
     from ..image import Image
-    from . import libfuse, server
+    from .semantics import Session
 
 MountSource = Union["Container", "Image", "FileSystem"]
 """What can be mounted: a container (read-write), an image (read-only) or a facade."""
 
 __all__ = ["FuseUnavailable", "Mount", "MountError", "MountSource", "choose_backend", "default_options", "fs_of",
-           "fuse_unavailable", "fusepy_missing", "load_fuse", "mount"]
+           "fuse_unavailable", "fusepy_missing", "mount"]
 
 
 def fusepy_missing() -> str | None:
@@ -90,13 +90,6 @@ def fuse_unavailable() -> str | None:
     if importlib.util.find_spec("fuse") is None:
         return f"{why}, and fusepy is not installed; pip install 'unionfs-sim[fuse]'"
     return None
-
-
-def load_fuse() -> Any:
-    """The :mod:`unionfs_sim.fuse` package (kept for callers of the old ``mounting.load_fuse``)."""
-    from .. import fuse
-
-    return fuse
 
 
 @contextlib.contextmanager
@@ -257,7 +250,7 @@ class Mount:
             self._opts["ro"] = True
         self.options = option_list(self._opts)
         self._threads = threads
-        self._session: libfuse.LibfuseSession | server.Session | None = None
+        self._session: Session | None = None
         self._pid = os.getpid()  # a forked child must not unmount its parent's mount
 
     def start(self, timeout: float = 10.0) -> None:
@@ -272,7 +265,7 @@ class Mount:
             raise FuseUnavailable("/dev/fuse does not exist (no FUSE in this kernel or container; modprobe fuse)")
         if not os.path.isdir(self.mountpoint):
             raise NotADirectoryError(errno.ENOTDIR, "mountpoint is not a directory", self.mountpoint)
-        s: libfuse.LibfuseSession | server.Session
+        s: Session
         if self.backend == "kernel":
             from . import server
 

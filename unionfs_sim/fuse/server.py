@@ -71,11 +71,29 @@ from .. import errors
 from ..errors import FuseUnavailable, MountError
 from ..fs import FileSystem, Handle
 from ..linux import (
-    MS_DIRSYNC, MS_LAZYTIME, MS_NOATIME, MS_NODEV, MS_NODIRATIME, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_RELATIME,
-    MS_STRICTATIME, MS_SYNCHRONOUS, RENAME_EXCHANGE, RENAME_NOREPLACE, RENAME_WHITEOUT, abort_connection, fusectl,
-    libc, mounts_at, renameat2, set_readahead,
+    MS_DIRSYNC,
+    MS_LAZYTIME,
+    MS_NOATIME,
+    MS_NODEV,
+    MS_NODIRATIME,
+    MS_NOEXEC,
+    MS_NOSUID,
+    MS_RDONLY,
+    MS_RELATIME,
+    MS_STRICTATIME,
+    MS_SYNCHRONOUS,
+    RENAME_EXCHANGE,
+    RENAME_NOREPLACE,
+    RENAME_WHITEOUT,
+    abort_connection,
+    fusectl,
+    libc,
+    mounts_at,
+    renameat2,
+    set_readahead,
 )
 from ..overlay import Loc
+from .semantics import OPEN_FLAGS, Handles, as_caller, check_access, statfs, still_mounted
 
 log = logging.getLogger(__name__)
 
@@ -151,9 +169,6 @@ UNKNOWN_INO = 0xFFFFFFFF
 MAX_WRITE = 1 << 20
 """Largest READ/WRITE payload (``max_pages`` = 256)."""
 _BUFSIZE = MAX_WRITE + 4096 * 2
-_OPEN_FLAGS = (os.O_ACCMODE | os.O_APPEND | os.O_NONBLOCK | os.O_TRUNC | os.O_DIRECTORY | os.O_NOFOLLOW
-               | os.O_CREAT | os.O_EXCL | os.O_SYNC | os.O_DSYNC)
-STATFS_BLOCKS = 1 << 32
 FOREVER = 365 * 86400.0
 """The cache timeout that stands for "until told otherwise"."""
 
@@ -273,9 +288,8 @@ class Server:
         self._keys: dict[Any, int] = {}
         self._aliases: dict[int, set[int]] = {}  # id(upper inode) -> nodes that show it
         self._next_id = ROOT_ID + 1
-        self._handles: dict[int, Handle] = {}
+        self._handles = Handles()
         self._handle_node: dict[int, int] = {}
-        self._next_fh = 1
         self._fd = -1
         self._workers: set[int] = set()
         self._dirty = False  # changed from elsewhere since the last request
@@ -485,21 +499,11 @@ class Server:
         if self.readonly:
             raise errors.ReadOnly(None)
 
-    @contextlib.contextmanager
-    def _as_caller(self, ctx: tuple[int, int, int]) -> Any:
-        """Create as the calling process: its uid/gid, and no second umask."""
-        fs = self.fs
-        saved = fs.umask, fs.uid, fs.gid
-        fs.umask, fs.uid, fs.gid = 0, ctx[0], ctx[1]
-        try:
-            yield
-        finally:
-            fs.umask, fs.uid, fs.gid = saved
+    def _as_caller(self, ctx: tuple[int, int, int]) -> contextlib.AbstractContextManager[None]:
+        return as_caller(self.fs, ctx[0], ctx[1])
 
     def _add_handle(self, node: _Node, h: Handle) -> int:
-        fh = self._next_fh
-        self._next_fh += 1
-        self._handles[fh] = h
+        fh = self._handles.add(h)
         self._handle_node[fh] = node.id
         node.handles.add(fh)
         return fh
@@ -574,16 +578,13 @@ class Server:
         self._touch(node)
 
     def _statfs(self, node: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes:
-        free = 0 if self.readonly else STATFS_BLOCKS
-        return _STATFS_OUT.pack(STATFS_BLOCKS, free, free, STATFS_BLOCKS, free, 4096, 255, 4096)
+        v = statfs(self.readonly)
+        return _STATFS_OUT.pack(v["f_blocks"], v["f_bfree"], v["f_bavail"], v["f_files"], v["f_ffree"],
+                                v["f_bsize"], v["f_namemax"], v["f_frsize"])
 
     def _access(self, node: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes:
         mask, _ = _ACCESS_IN.unpack_from(body)
-        st = self._node_stat(node)
-        if mask & os.W_OK and self.readonly:
-            raise errors.ReadOnly(None)
-        if mask & os.X_OK and not _stat.S_ISDIR(st.st_mode) and not st.st_mode & 0o111:
-            raise errors.AccessDenied(None)
+        check_access(self._node_stat(node), mask, self.readonly)
         return b""
 
     def _readlink(self, node: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes:
@@ -795,7 +796,7 @@ class Server:
         self._writable()
         path = self._child_path(parent, name)
         with self._as_caller(ctx):
-            h = self.fs.os_open(path, (flags & _OPEN_FLAGS) | os.O_CREAT, mode & 0o7777)
+            h = self.fs.os_open(path, (flags & OPEN_FLAGS) | os.O_CREAT, mode & 0o7777)
         loc, st = self._stat_loc(path)
         node = self._node_for(parent, name, loc, _stat.S_IFMT(st.st_mode))
         fh = self._add_handle(node, h)
@@ -804,7 +805,7 @@ class Server:
 
     def _open(self, node: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes:
         flags, _ = _OPEN_IN.unpack_from(body)
-        flags &= _OPEN_FLAGS
+        flags &= OPEN_FLAGS
         writing = flags & os.O_ACCMODE != os.O_RDONLY or flags & os.O_TRUNC
         if writing and self.readonly:
             raise errors.ReadOnly(None)
@@ -821,10 +822,7 @@ class Server:
         return _OPEN_OUT.pack(fh, open_flags, 0)
 
     def _handle(self, node: _Node, fh: int) -> Handle:
-        h = self._handles.get(fh)
-        if h is None:
-            raise errors.BadFileDescriptor(None)
-        return h
+        return self._handles[fh]
 
     def _read(self, node: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes | memoryview:
         fh, offset, size, _ = _READ_IN.unpack_from(body)
@@ -842,7 +840,7 @@ class Server:
 
     def _release(self, node: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes:
         (fh,) = _RELEASE_IN.unpack_from(body)
-        h = self._handles.pop(fh, None)
+        h = self._handles.pop(fh)
         nid = self._handle_node.pop(fh, None)
         owner = self._nodes.get(nid) if nid is not None else None
         if owner is not None:
@@ -1049,10 +1047,7 @@ class Server:
     def close_all(self) -> None:
         """Close every handle still open (the session ended)."""
         with self._lock:
-            for h in self._handles.values():
-                with contextlib.suppress(Exception):
-                    h.close()
-            self._handles.clear()
+            self._handles.close_all()
             self._handle_node.clear()
 
 
@@ -1217,9 +1212,7 @@ class Session:
 
     def mounted(self) -> bool:
         """True while the kernel mount of this session exists."""
-        if self.mount_id is None:
-            return self.serving
-        return any(mid == self.mount_id for mid, _d, _t in mounts_at(self.realpath))
+        return still_mounted(self.mount_id, self.realpath, self.serving)
 
     def join(self, timeout: float | None) -> bool:
         """Wait for the request threads to end; True if they did."""
