@@ -96,14 +96,15 @@ def table(rows: Iterable[Sequence[Any]], header: Sequence[str], caption: str | N
     if caption:
         parts.append(f'<div style="font-weight:bold;font-size:12px;margin-top:4px">{html.escape(caption)}</div>')
     parts.append(f'<table style="{_TABLE_STYLE}">')
-    parts.append("<tr>" + "".join(f'<th style="{_CELL};background:#f3f3f3">{html.escape(h)}</th>' for h in header) + "</tr>")
+    th = f'<th style="{_CELL};background:#f3f3f3">'
+    parts.append("<tr>" + "".join(f"{th}{html.escape(h)}</th>" for h in header) + "</tr>")
     for i, r in enumerate(rows):
         bg = f";background:{hl[i]}" if i in hl else ""
         parts.append("<tr>" + "".join(f'<td style="{_CELL}{bg}">{html.escape(str(v))}</td>' for v in r) + "</tr>")
     parts.append("</table>")
     widths = [max([len(h)] + [len(str(r[i])) for r in rows]) for i, h in enumerate(header)]
-    lines = ([caption] if caption else []) + ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
-    lines += ["  ".join(str(v).ljust(w) for v, w in zip(r, widths)) for r in rows]
+    lines = ([caption] if caption else []) + ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+    lines += ["  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
     return HTML("".join(parts), "\n".join(x.rstrip() for x in lines))
 
 
@@ -169,7 +170,7 @@ def _hidden_by(layers: Sequence[Mapping[str, Any]], i: int, k: str) -> bool:
             return True
         for j in range(1, len(parts)):
             p = above.get("/".join(parts[:j]))
-            if p is ufs.WHITEOUT or (p is not None and not isinstance(p, ufs.Dir)) or (isinstance(p, ufs.Dir) and p.opaque):
+            if p is not None and (not isinstance(p, ufs.Dir) or p.opaque):  # a whiteout, file or opaque dir
                 return True
     return False
 
@@ -205,7 +206,8 @@ def stack(layers: Sequence[Mapping[str, Any]], names: Sequence[str], fs: Any | N
             if fs.lexists("/" + k):
                 i = fs.which_layer("/" + k)
                 label = f"L{i}" if i < len(layers) else "upper"
-                out.append(f'<rect x="{x + 2}" y="{y}" width="{cw - 4}" height="{ch}" rx="4" fill="#e8f5e9" stroke="#2e7d32"/>'
+                out.append(f'<rect x="{x + 2}" y="{y}" width="{cw - 4}" height="{ch}" rx="4" '
+                           'fill="#e8f5e9" stroke="#2e7d32"/>'
                            f'<text x="{x + cw // 2}" y="{y + 17}" text-anchor="middle" fill="#1b5e20">{label}</text>')
             else:
                 out.append(f'<text x="{x + cw // 2}" y="{y + 17}" text-anchor="middle" fill="#999">(gone)</text>')
@@ -214,7 +216,8 @@ def stack(layers: Sequence[Mapping[str, Any]], names: Sequence[str], fs: Any | N
     for i in reversed(range(len(layers))):
         layer = layers[i]
         out.append(f'<text x="4" y="{y + 17}">{html.escape(names[i])}</text>')
-        out.append(f'<rect x="{left - 4}" y="{y - 2}" width="{cw * len(keys) + 8}" height="{ch + 4}" fill="#fafafa" stroke="#ddd"/>')
+        out.append(f'<rect x="{left - 4}" y="{y - 2}" width="{cw * len(keys) + 8}" height="{ch + 4}" '
+                   'fill="#fafafa" stroke="#ddd"/>')
         for j, k in enumerate(keys):
             e = layer.get(k)
             if e is None:
@@ -222,13 +225,14 @@ def stack(layers: Sequence[Mapping[str, Any]], names: Sequence[str], fs: Any | N
             kd = kind(e)
             x = left + j * cw
             faded = ' opacity="0.3"' if _hidden_by(layers, i, k) else ""
-            out.append(f'<g{faded}><rect x="{x + 2}" y="{y}" width="{cw - 4}" height="{ch}" rx="4" fill="{_FILL.get(kd, "#999")}"/>'
+            out.append(f'<g{faded}><rect x="{x + 2}" y="{y}" width="{cw - 4}" height="{ch}" rx="4" '
+                       f'fill="{_FILL.get(kd, "#999")}"/>'
                        f'<text x="{x + cw // 2}" y="{y + 17}" text-anchor="middle" fill="{_TEXT.get(kd, "white")}">'
                        f'{_LABEL.get(kd, kd)}</text></g>')
         y += ch + 4
-    legend = [("file", "file"), ("dir", "dir"), ("opaque dir", "opaque dir"), ("whiteout", "whiteout"), ("symlink", "symlink")]
     x = 4
-    for kd, text in legend:
+    for kd in ("file", "dir", "opaque dir", "whiteout", "symlink"):
+        text = kd
         out.append(f'<rect x="{x}" y="{y + 8}" width="12" height="12" rx="2" fill="{_FILL[kd]}" stroke="#999"/>'
                    f'<text x="{x + 16}" y="{y + 18}">{text}</text>')
         x += 24 + 7 * len(text)

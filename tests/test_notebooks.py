@@ -91,7 +91,8 @@ def test_notebook_matches_its_source(path: Path) -> None:
     made = build.notebook(NBDIR / "src" / (path.stem + ".py"))
     shape = lambda nb: [(c.id, c.cell_type, c.source, c.metadata.get("tags", [])) for c in nb.cells]  # noqa: E731
     assert shape(stored) == shape(made), f"{path.name} is older than src/{path.stem}.py: {REBUILD}"
-    assert any(c.cell_type == "code" and c.execution_count for c in stored.cells), f"{path.name} is stored unexecuted: {REBUILD}"
+    executed = any(c.cell_type == "code" and c.execution_count for c in stored.cells)
+    assert executed, f"{path.name} is stored unexecuted: {REBUILD}"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -123,7 +124,7 @@ def _html(nb: Any, offline: bool) -> str:
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_exports_to_html_offline(path: Path) -> None:
-    """``nbconvert --to html`` renders every table and picture inline; the offline template loads nothing from outside."""
+    """``nbconvert --to html`` shows every table and picture inline; the offline template loads nothing from outside."""
     nb, _ = run(path)
     html = _html(nb, offline=True)
     print(f"{path.name}: {len(html) / 1000:.0f} kB of HTML")

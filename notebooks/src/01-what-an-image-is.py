@@ -17,6 +17,7 @@ import json
 import tarfile
 
 import nbkit
+
 import unionfs_sim as ufs
 
 nbkit.fixed_clock()  # every timestamp is 2024-01-01 00:00 UTC, so the digests below never change

@@ -10,8 +10,8 @@
 import tracemalloc
 
 import matplotlib.pyplot as plt
-
 import nbkit
+
 import unionfs_sim as ufs
 
 nbkit.fixed_clock()  # every timestamp is 2024-01-01 00:00 UTC, so the outputs never change
@@ -124,7 +124,8 @@ nbkit.table([(name, c.fs.read_text("/usr/share/nginx/html/index.html").strip(), 
 image = local_images["docker.io/library/nginx:latest"]
 assert image.fs.read_text("/usr/share/nginx/html/index.html") == "<h1>Welcome to nginx!</h1>\n"
 assert web2.fs.read_text("/usr/share/nginx/html/index.html") == "<h1>Welcome to nginx!</h1>\n"
-assert [str(ch) for ch in web2.diff()] == ["C /run", "A /run/nginx.pid", "C /var/cache/nginx", "A /var/cache/nginx/client_temp"]
+assert [str(ch) for ch in web2.diff()] == ["C /run", "A /run/nginx.pid",
+                                           "C /var/cache/nginx", "A /var/cache/nginx/client_temp"]
 
 # %%
 nbkit.container_stack(web1, ["L0 base", "L1 nginx", "L2 entrypoint"], title="web1: three shared layers and its own",
@@ -147,7 +148,7 @@ nbkit.table(rows, ["container", "SIZE (own)", "virtual size"], caption=f"image: 
 # %%
 assert web2.upper_size() == 2  # "1\n": nothing of the image was copied
 assert web1.upper_size() == 2 + len("<h1>web1 says hi</h1>\n")
-assert all(a is b for a, b in zip(web1.image.layers, web2.image.layers))  # the very same layer objects
+assert all(a is b for a, b in zip(web1.image.layers, web2.image.layers, strict=True))  # the very same layer objects
 
 # %% [markdown]
 # A hundred containers of this image, each writing a small pid file, store the image
@@ -161,7 +162,8 @@ shared = image_bytes + sum(c.upper_size() for c in fleet)
 copied = len(fleet) * image_bytes + sum(c.upper_size() for c in fleet)
 
 fig, ax = plt.subplots(figsize=(6, 1.8))
-ax.barh(["a copy per container", "shared layers + upper layers"], [copied / 1e6, shared / 1e6], color=["#e45756", "#54a24b"])
+ax.barh(["a copy per container", "shared layers + upper layers"], [copied / 1e6, shared / 1e6],
+        color=["#e45756", "#54a24b"])
 ax.set_xlabel("MB on disk for 100 containers")
 for y, v in enumerate([copied, shared]):
     ax.text(v / 1e6, y, f" {nbkit.human(v)}", va="center")

@@ -21,9 +21,10 @@ import shutil
 import tempfile
 
 import attrs
-
 import nbkit
+
 import unionfs_sim as ufs
+from unionfs_sim.testing import KernelOverlay, KernelUnavailable
 from unionfs_sim.testing.compare import layer_shape, snapshot
 
 nbkit.fixed_clock()  # every timestamp is 2024-01-01 00:00 UTC, so the outputs never change
@@ -69,8 +70,8 @@ with c.fs.open("/var/lib/app/data.db", "r+b") as f:
     f.seek(1000)
     f.write(b"\x01")
 
-nbkit.table([("/var/lib/app/data.db", c.fs.which_layer("/var/lib/app/data.db"), nbkit.human(c.upper["var/lib/app/data.db"].size),
-              nbkit.human(c.upper_size()))],
+db = "/var/lib/app/data.db"
+nbkit.table([(db, c.fs.which_layer(db), nbkit.human(c.upper[db.lstrip("/")].size), nbkit.human(c.upper_size()))],
             ["path", "now from layer (1 = upper)", "copied into the upper", "upper layer size"])
 
 # %%
@@ -213,13 +214,14 @@ for top, dirs, files in os.walk(upperdir):
     for name in sorted(dirs) + sorted(files):
         p = os.path.join(top, name)
         st = os.lstat(p)
-        what = ("char device %d/%d" % (os.major(st.st_rdev), os.minor(st.st_rdev)) if (st.st_mode & 0o170000) == 0o020000
+        what = (f"char device {os.major(st.st_rdev)}/{os.minor(st.st_rdev)}" if (st.st_mode & 0o170000) == 0o020000
                 else "dir" if os.path.isdir(p) else f"file, {st.st_size} bytes")
         xattrs = ", ".join(f"{x}={os.getxattr(p, x).decode()}" for x in os.listxattr(p) if ".overlay." in x)
         rows.append((os.path.relpath(p, upperdir), what, xattrs))
 rows.sort(key=lambda r: r[0].split("/"))
 ns = "trusted" if root else "user"
-nbkit.table([(p, w, x.replace(f"{ns}.", "<ns>.")) for p, w, x in rows], ["path in the upperdir", "on disk", "overlay xattrs"],
+nbkit.table([(p, w, x.replace(f"{ns}.", "<ns>.")) for p, w, x in rows],
+            ["path in the upperdir", "on disk", "overlay xattrs"],
             caption="ls -l and getfattr of the upper directory (<ns> = trusted as root, user otherwise)")
 
 # %%
@@ -238,10 +240,7 @@ shutil.rmtree(tmp)
 # same things with the real system calls, and compare: the merged trees and the upper
 # layers must be the same. Without root this cell says so and does nothing.
 
-# %%
-from unionfs_sim.testing import KernelOverlay, KernelUnavailable
-
-
+# %% tags=["env"]
 def scenario(fs):
     """The changes made above, in order."""
     with fs.open("/var/lib/app/data.db", "r+b") as f:

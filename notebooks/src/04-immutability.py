@@ -8,6 +8,7 @@
 
 # %%
 import nbkit
+
 import unionfs_sim as ufs
 from unionfs_sim.testing.compare import snapshot
 
@@ -106,8 +107,9 @@ assert base["etc/hostname"].data == b"localhost\n"
 # %%
 v11 = ufs.Image.from_layers([base, deps, app_layer("1.1")], config=v1.config)
 rows = [(f"layer {i}", nbkit.short(a), nbkit.short(b), "same" if a == b else "NEW")
-        for i, (a, b) in enumerate(zip(v1.diff_ids, v11.diff_ids))]
-rows += [("image ID", nbkit.short(v1.id), nbkit.short(v11.id), "NEW"), ("digest", nbkit.short(v1.digest), nbkit.short(v11.digest), "NEW")]
+        for i, (a, b) in enumerate(zip(v1.diff_ids, v11.diff_ids, strict=True))]
+rows += [("image ID", nbkit.short(v1.id), nbkit.short(v11.id), "NEW"),
+         ("digest", nbkit.short(v1.digest), nbkit.short(v11.digest), "NEW")]
 nbkit.table(rows, ["", "v1.0", "v1.1", ""], highlight={i: "#fff8e1" for i, r in enumerate(rows) if r[3] == "NEW"})
 
 # %%
@@ -181,11 +183,12 @@ c.fs.write_text("/etc/motd", "changed again after the commit\n")
 
 rows = [(i, nbkit.short(x.digest), len(x), "shared with v1" if i < len(v1.layers) and x is v1.layers[i] else "new")
         for i, x in enumerate(patched.layers)]
-nbkit.table(rows, ["layer", "diff_id", "entries", ""], caption=f"patched: id {nbkit.short(patched.id)}, from v1 ({nbkit.short(v1.id)})")
+nbkit.table(rows, ["layer", "diff_id", "entries", ""],
+            caption=f"patched: id {nbkit.short(patched.id)}, from v1 ({nbkit.short(v1.id)})")
 
 # %%
 assert len(patched.layers) == len(v1.layers) + 1
-assert all(a is b for a, b in zip(patched.layers, v1.layers))           # the old layers, shared
+assert all(a is b for a, b in zip(patched.layers, v1.layers, strict=False))           # the old layers, shared
 assert patched.chain_ids[:3] == v1.chain_ids
 assert patched.history[-1].comment == "hot fix"
 assert patched.fs.read_text("/etc/motd").startswith("patched by hand")  # a snapshot at commit time

@@ -15,6 +15,7 @@ import hashlib
 import io
 
 import nbkit
+
 import unionfs_sim as ufs
 from unionfs_sim.registry import UnknownName
 
@@ -26,7 +27,8 @@ base = ufs.Layer.from_dict({"bin/sh": ufs.File(bytes(50_000), mode=0o755), "etc/
 
 def release(version: str) -> ufs.Image:
     """The image of release ``version`` of a small web app."""
-    app = ufs.Layer.from_dict({"app/VERSION": version.encode() + b"\n", "app/server": ufs.File(version.encode() * 1000, mode=0o755)})
+    app = ufs.Layer.from_dict({"app/VERSION": version.encode() + b"\n",
+                               "app/server": ufs.File(version.encode() * 1000, mode=0o755)})
     return ufs.Image.from_layers([base, app], config=ufs.ImageConfig(cmd=["/app/server"], labels={"version": version}))
 
 
@@ -126,7 +128,7 @@ got = reg.pull(f"{repo}@{d10}")
 manifest = got.manifest_json()
 rows = [("manifest", d10, "sha256:" + hashlib.sha256(got.manifest_bytes).hexdigest())]
 rows.append(("config", manifest["config"]["digest"], "sha256:" + hashlib.sha256(got.config_bytes).hexdigest()))
-for i, (layer, desc) in enumerate(zip(got.layers, manifest["layers"])):
+for i, (layer, desc) in enumerate(zip(got.layers, manifest["layers"], strict=True)):
     buf = io.BytesIO()
     layer.to_tar(buf)
     rows.append((f"layer {i}", desc["digest"], "sha256:" + hashlib.sha256(buf.getvalue()).hexdigest()))
@@ -166,7 +168,8 @@ for s in examples:
     r = ufs.Reference.parse(f"{repo.rsplit('/', 1)[0]}/{s}")
     pulled = reg.pull(r)
     tag = r.tag or ("" if r.digest else "(none: latest)")
-    rows.append((s.replace(d, d[:19] + "..."), tag, nbkit.short(r.digest, 12) if r.digest else "", dict(pulled.config.labels)["version"]))
+    rows.append((s.replace(d, d[:19] + "..."), tag, nbkit.short(r.digest, 12) if r.digest else "",
+                 dict(pulled.config.labels)["version"]))
 nbkit.table(rows, ["reference", "tag", "digest", "pulls version"])
 
 # %%

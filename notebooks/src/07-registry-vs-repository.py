@@ -15,8 +15,8 @@
 
 # %%
 import matplotlib.pyplot as plt
-
 import nbkit
+
 import unionfs_sim as ufs
 
 nbkit.fixed_clock()  # every timestamp is 2024-01-01 00:00 UTC, so the outputs never change
@@ -67,13 +67,14 @@ assert parsed["myregistry.local/app:1.0"].domain == "myregistry.local"
 debian = [
     ufs.Layer.from_dict({"bin/bash": ufs.File(bytes(1_200_000), mode=0o755), "lib/libc.so.6": bytes(2_000_000),
                          "etc/debian_version": b"12.8\n"}),
-    ufs.Layer.from_dict({"usr/lib/ssl/libssl.so.3": bytes(700_000), "etc/ssl/certs/ca-certificates.crt": bytes(200_000)}),
+    ufs.Layer.from_dict({"usr/lib/ssl/libssl.so.3": bytes(700_000),
+                         "etc/ssl/certs/ca-certificates.crt": bytes(200_000)}),
 ]
-python = ufs.Image.from_layers([*debian, ufs.Layer.from_dict({"usr/local/bin/python3.12": ufs.File(bytes(1_500_000), mode=0o755),
-                                                              "usr/local/lib/python3.12/os.py": bytes(40_000)})],
-                               config=ufs.ImageConfig(cmd=["python3"]))
-node = ufs.Image.from_layers([*debian, ufs.Layer.from_dict({"usr/local/bin/node": ufs.File(bytes(2_500_000), mode=0o755)})],
-                             config=ufs.ImageConfig(cmd=["node"]))
+python_layer = ufs.Layer.from_dict({"usr/local/bin/python3.12": ufs.File(bytes(1_500_000), mode=0o755),
+                                    "usr/local/lib/python3.12/os.py": bytes(40_000)})
+python = ufs.Image.from_layers([*debian, python_layer], config=ufs.ImageConfig(cmd=["python3"]))
+node_layer = ufs.Layer.from_dict({"usr/local/bin/node": ufs.File(bytes(2_500_000), mode=0o755)})
+node = ufs.Image.from_layers([*debian, node_layer], config=ufs.ImageConfig(cmd=["node"]))
 assert python.diff_ids[:2] == node.diff_ids[:2]
 
 # %% [markdown]
@@ -92,14 +93,16 @@ for image, ref in ((python, "python:3.12"), (node, "node:22")):
     sizes = [(d["digest"], d["size"]) for d in image.layer_descriptors]
     pushed += sum(size for _, size in sizes) + len(image.config_bytes)
     for i, (digest, size) in enumerate(sizes):
-        rows.append((ref, f"layer {i}", nbkit.short(digest), nbkit.human(size), "uploaded" if digest not in before else "already exists"))
+        result = "uploaded" if digest not in before else "already exists"
+        rows.append((ref, f"layer {i}", nbkit.short(digest), nbkit.human(size), result))
 stored = sum(hub.blobs.values())
 nbkit.table(rows, ["push", "blob", "digest", "size", "result"],
             highlight={i: "#e8f5e9" for i, r in enumerate(rows) if r[4] == "already exists"})
 
 # %%
 fig, ax = plt.subplots(figsize=(6, 1.6))
-ax.barh(["stored in the registry", "pushed (sum of both images)"], [stored / 1e6, pushed / 1e6], color=["#54a24b", "#4c78a8"])
+ax.barh(["stored in the registry", "pushed (sum of both images)"], [stored / 1e6, pushed / 1e6],
+        color=["#54a24b", "#4c78a8"])
 for y, v in enumerate([stored, pushed]):
     ax.text(v / 1e6, y, f" {nbkit.human(v)}", va="center")
 ax.set_xlim(0, pushed / 1e6 * 1.25)
@@ -145,8 +148,8 @@ assert len(ghcr.blobs) == 4  # python's 3 layers and its config, uploaded again
 hub.delete(f"python@{python.digest}")
 hub.delete(f"myteam/python@{python.digest}")
 freed = hub.gc()
-nbkit.table([(nbkit.short(d), "layer 2 of python" if d == python.diff_ids[2] else "config of python" if d == python.id else "?")
-             for d in freed], ["freed blob", "was"])
+was = {python.diff_ids[2]: "layer 2 of python", python.id: "config of python"}
+nbkit.table([(nbkit.short(d), was.get(d, "?")) for d in freed], ["freed blob", "was"])
 
 # %%
 assert set(freed) == {python.layer_descriptors[2]["digest"], python.id}

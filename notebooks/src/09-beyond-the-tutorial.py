@@ -10,9 +10,10 @@ import os
 import subprocess
 import tempfile
 
-from hypothesis import given, settings
-
 import nbkit
+from hypothesis import given, settings
+from IPython.display import display
+
 import unionfs_sim as ufs
 from unionfs_sim.fuse import fuse_unavailable
 from unionfs_sim.testing import strategies as ust
@@ -46,7 +47,8 @@ else:
         print("$ ls -R", "(the mount)")
         print(subprocess.run(["ls", "-R", "."], cwd=mnt, capture_output=True, text=True, check=True).stdout)
         print("$ grep -rn 'port =' .")
-        print(subprocess.run(["grep", "-rn", "port =", "."], cwd=mnt, capture_output=True, text=True, check=True).stdout)
+        grep = subprocess.run(["grep", "-rn", "port =", "."], cwd=mnt, capture_output=True, text=True, check=True)
+        print(grep.stdout)
         with open(os.path.join(mnt, "etc/app.conf"), "a") as f:  # a real write(2) through the kernel
             f.write("debug = true\n")
         os.remove(os.path.join(mnt, "etc/motd"))
