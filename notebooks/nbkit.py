@@ -176,13 +176,15 @@ def _hidden_by(layers: Sequence[Mapping[str, Any]], i: int, k: str) -> bool:
 
 
 def stack(layers: Sequence[Mapping[str, Any]], names: Sequence[str], fs: Any | None = None,
-          paths: Sequence[str] | None = None, title: str = "") -> HTML:
+          paths: Sequence[str] | None = None, title: str = "", labels: Sequence[str] | None = None) -> HTML:
     """An SVG picture of a layer stack: one row per layer (bottom row = layer 0), one column per path.
 
     A cell shows what that layer holds at that path (file, dir, opaque dir, whiteout,
     symlink); a faded cell is hidden by a layer above it. With ``fs`` (the merged view of
-    exactly these layers) a top row shows what a process sees and from which layer.
+    exactly these layers) a top row shows what a process sees and from which layer
+    (``labels[i]``, by default ``L<i>``).
     """
+    labels = list(labels) if labels is not None else [f"L{i}" for i in range(len(layers))]
     keys = list(paths) if paths is not None else sorted(
         {k for layer in layers for k in layer if k}, key=lambda k: k.split("/"))
     keys = [k.lstrip("/") for k in keys]
@@ -205,7 +207,7 @@ def stack(layers: Sequence[Mapping[str, Any]], names: Sequence[str], fs: Any | N
             x = left + j * cw
             if fs.lexists("/" + k):
                 i = fs.which_layer("/" + k)
-                label = f"L{i}" if i < len(layers) else "upper"
+                label = labels[i]
                 out.append(f'<rect x="{x + 2}" y="{y}" width="{cw - 4}" height="{ch}" rx="4" '
                            'fill="#e8f5e9" stroke="#2e7d32"/>'
                            f'<text x="{x + cw // 2}" y="{y + 17}" text-anchor="middle" fill="#1b5e20">{label}</text>')
@@ -254,4 +256,5 @@ def container_stack(c: ufs.Container, names: Sequence[str] | None = None, paths:
     """:func:`stack` of a container: the image's layers, its upper layer on top, and the merged view."""
     img = c.image
     names = list(names) if names is not None else [f"L{i} {short(x.digest, 8)}" for i, x in enumerate(img.layers)]
-    return stack([*img.layers, c.upper], [*names, "upper (container)"], c.fs, paths, title)
+    labels = [f"L{i}" for i in range(len(img.layers))] + ["upper"]
+    return stack([*img.layers, c.upper], [*names, "upper (container)"], c.fs, paths, title, labels)

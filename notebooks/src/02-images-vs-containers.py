@@ -116,7 +116,7 @@ for c in (web1, web2):
     c.fs.makedirs("/var/cache/nginx/client_temp")
 web1.fs.write_text("/usr/share/nginx/html/index.html", "<h1>web1 says hi</h1>\n")
 
-nbkit.table([(name, c.fs.read_text("/usr/share/nginx/html/index.html").strip(), " ".join(map(str, c.diff())))
+nbkit.table([(name, c.fs.read_text("/usr/share/nginx/html/index.html").strip(), ", ".join(map(str, c.diff())))
              for name, c in (("web1", web1), ("web2", web2))],
             ["container", "index.html", "docker diff"])
 
