@@ -44,7 +44,8 @@ def hides_nothing() -> Image:
 
 def hard_links() -> Image:
     """A hard-link group; a later layer overwrites one of its names, another layer links again."""
-    return _img({"lib/": Dir(), "lib/libc.so.6": File(b"L" * 2000, mode=0o755), "lib/libc.so": Hardlink("lib/libc.so.6"),
+    return _img({"lib/": Dir(), "lib/libc.so.6": File(b"L" * 2000, mode=0o755),
+                 "lib/libc.so": Hardlink("lib/libc.so.6"),
                  "lib/other": b"o" * 300},
                 {"lib/libc.so": b"stub\n"},
                 {"lib/other": b"o" * 300, "lib/other2": Hardlink("lib/other")})
@@ -53,7 +54,8 @@ def hard_links() -> Image:
 def chmod_only() -> Image:
     """chmod of a big file: the whole file copied up with new mode bits only."""
     return _img({"opt/": Dir(), "opt/big.bin": File(b"B" * 20000, mode=0o644), "opt/small": b"s"},
-                {"opt/big.bin": File(b"B" * 20000, mode=0o755)}, steps=("ADD big.bin /opt/", "RUN chmod +x /opt/big.bin"))
+                {"opt/big.bin": File(b"B" * 20000, mode=0o755)},
+                steps=("ADD big.bin /opt/", "RUN chmod +x /opt/big.bin"))
 
 
 def duplicate_layer() -> Image:
@@ -90,7 +92,8 @@ def many_files() -> Image:
 
 def empty_dirs_and_links() -> Image:
     """Empty directories and symlinks repeated across layers (dive counts them, 0 bytes)."""
-    return _img({"run/": Dir(), "run/lock/": Dir(), "bin/sh": Symlink("busybox"), "bin/busybox": File(b"X" * 900, mode=0o755)},
+    return _img({"run/": Dir(), "run/lock/": Dir(), "bin/sh": Symlink("busybox"),
+                 "bin/busybox": File(b"X" * 900, mode=0o755)},
                 {"run/lock/": Dir(mode=0o1777), "bin/sh": Symlink("dash"), "bin/dash": File(b"D" * 300, mode=0o755)})
 
 

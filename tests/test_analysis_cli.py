@@ -52,7 +52,8 @@ def test_values_are_the_librarys(archive: str, tmp_path: Path) -> None:
     assert doc["score"] == analysis.efficiency(img, method="dive").score and doc["ci"] is None
     ls = {r["path"]: r["layer"] for r in json.loads(run("ls", archive, "/etc", "--json"))}
     assert ls == {"/etc": 0, "/etc/a": 1}
-    assert {(c["kind"], c["path"]) for c in json.loads(run("diff", archive, "--json"))} >= {("D", "/etc/b"), ("A", "/zzz")}
+    changes = {(c["kind"], c["path"]) for c in json.loads(run("diff", archive, "--json"))}
+    assert changes >= {("D", "/etc/b"), ("A", "/zzz")}
     out = tmp_path / "flat.tar"
     run("export", archive, str(out))
     with tarfile.open(out) as t:
@@ -107,7 +108,8 @@ def test_real_process_and_no_rich(archive: str) -> None:
         "main()\n"
     )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    r = subprocess.run([sys.executable, "-c", code, archive], check=False, capture_output=True, text=True, env=env, timeout=60)
+    r = subprocess.run([sys.executable, "-c", code, archive], check=False, capture_output=True, text=True, env=env,
+                       timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[0].split() == ["IMAGE", "CREATED", "CREATED", "BY", "SIZE", "COMMENT"]
     r = subprocess.run([sys.executable, "-m", "unionfs_sim", "efficiency", archive, "--method", "dive", "--json"],

@@ -112,7 +112,7 @@ def calibrated_rules(docker: Docker, ref: str, image: ufs.Image) -> list[analysi
     sizes = [int(h["Size"]) for h in reversed(docker_history(docker, ref)) if h["CreatedBy"] or h["Size"] != "0"]
     rows = [r for r in reversed(analysis.history(image)) if not r.empty_layer]
     out: list[analysis.sizes.SizeRule] = []
-    for r, want in zip(rows, sizes):
+    for r, want in zip(rows, sizes, strict=False):
         assert r.layer is not None
         x = image.layers[r.layer]
         out.append("tar" if analysis.layer_size(x, "tar") == want != analysis.layer_size(x) else "overlay2")
@@ -130,7 +130,8 @@ def built(docker: Docker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         ctx.mkdir()
         (ctx / "Dockerfile").write_text(DOCKERFILE.format(variant=variant))
         (ctx / "file.txt").write_text("some file\n" * 50)
-        docker.run("build", "-q", "--network", "none", "-t", f"analysis/app:{variant}", str(ctx), env={"DOCKER_BUILDKIT": "1"})
+        docker.run("build", "-q", "--network", "none", "-t", f"analysis/app:{variant}", str(ctx),
+                   env={"DOCKER_BUILDKIT": "1"})
         out[f"analysis/app:{variant}"] = saved(docker, f"analysis/app:{variant}", tmp)
     yield out
 
@@ -276,4 +277,5 @@ def test_scan_reads_docker_save_archives(docker: Docker, built: dict[str, ufs.Im
     assert scanned.inspect(["analysis/app:1"], rule=rules) == full.inspect(["analysis/app:1"], rule=rules)
     assert analysis.history(scanned, rule=rules) == analysis.history(full, rule=rules)
     for method in ("dive", "reclaimable"):
-        assert analysis.efficiency(scanned, method=method).to_json() == analysis.efficiency(full, method=method).to_json()  # type: ignore[arg-type]
+        got = analysis.efficiency(scanned, method=method)  # type: ignore[arg-type]
+        assert got.to_json() == analysis.efficiency(full, method=method).to_json()  # type: ignore[arg-type]

@@ -73,7 +73,7 @@ def stack_svg(layers: Sequence[tuple[str, int]], upper: tuple[str, int] | None =
     parts = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{total}" '
               f'role="img" style="font-family:monospace;font-size:11px">')]
     y = total - 1
-    for (label, size, colour), h in zip(bars, heights):
+    for (label, size, colour), h in zip(bars, heights, strict=True):
         y -= h
         parts.append(f'<rect x="1" y="{y}" width="{width - 2}" height="{h}" rx="3" fill="{colour}" fill-opacity="0.8" '
                      f'stroke="#333" stroke-width="0.5"><title>{esc(label)}: {size} bytes</title></rect>')

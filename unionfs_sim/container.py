@@ -217,7 +217,7 @@ class Container:
         steps = [h.created_by or "" for h in img.history if not h.empty_layer]
         up = self.upper
         pic = stack_svg([(f"{i} {short(d, 8)} {steps[i][:30]}", x.size)
-                         for i, (x, d) in enumerate(zip(img.layers, img.diff_ids))],
+                         for i, (x, d) in enumerate(zip(img.layers, img.diff_ids, strict=True))],
                         upper=("upper (writable)", up.size))
         changes = table(["", "path"], [[c.kind, c.path] for c in self.diff()], limit=100)
         return section(f"Container of image {short(img.id)}: upper {len(up)} entries, {human(up.size)}", pic, changes)

@@ -510,9 +510,9 @@ class Image:
         from ._html import esc, human, section, short, stack_svg, table
 
         steps = [h.created_by or "" for h in self.history if not h.empty_layer]
-        rows = [[i, short(d), human(x.size), steps[i][:80]] for i, (x, d) in enumerate(zip(self.layers, self.diff_ids))]
-        pic = stack_svg([(f"{i} {short(d, 8)} {steps[i][:30]}", x.size)
-                         for i, (x, d) in enumerate(zip(self.layers, self.diff_ids))])
+        pairs = list(enumerate(zip(self.layers, self.diff_ids, strict=True)))
+        rows = [[i, short(d), human(x.size), steps[i][:80]] for i, (x, d) in pairs]
+        pic = stack_svg([(f"{i} {short(d, 8)} {steps[i][:30]}", x.size) for i, (x, d) in pairs])
         return section(f"Image {short(self.id)} ({len(self.layers)} layers, {esc(self.config.os)}/"
                        f"{esc(self.config.architecture)})",
                        table(["#", "diff_id", "size", "created by"], list(reversed(rows)), right=(0, 2)), pic)

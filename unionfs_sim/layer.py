@@ -353,7 +353,10 @@ class Layer(Mapping[str, Entry]):
         rows = []
         for k in _tar.canonical_order(self._entries):
             n = self._entries[k]
-            kind = "whiteout" if isinstance(n, Whiteout) else ("hardlink -> /" + links[k]) if k in links else type(n).__name__
+            if isinstance(n, Whiteout):
+                kind = "whiteout"
+            else:
+                kind = ("hardlink -> /" + links[k]) if k in links else type(n).__name__
             if isinstance(n, Dir) and n.opaque:
                 kind += " (opaque)"
             mode = "" if isinstance(n, Whiteout) else f"{n.mode:04o}"

@@ -62,7 +62,9 @@ def parse(text: str | None) -> GoTime | None:
     y, mo, d, h, mi, s = (int(m.group(i)) for i in range(1, 7))
     frac = m.group(7) or ""
     nanos = int(frac.ljust(9, "0")) if frac else 0
-    offset = 0 if m.group(8) or m.group(9) is None else (1 if m.group(9) == "+" else -1) * (int(m.group(10)) * 3600 + int(m.group(11)) * 60)
+    offset = 0
+    if not m.group(8) and m.group(9) is not None:
+        offset = (1 if m.group(9) == "+" else -1) * (int(m.group(10)) * 3600 + int(m.group(11)) * 60)
     return GoTime(_dt.datetime(y, mo, d, h, mi, s), nanos, offset)
 
 

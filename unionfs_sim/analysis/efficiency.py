@@ -318,7 +318,8 @@ def _unit_float(name: str, value: str) -> float:
     try:
         f = float(value)
     except ValueError:
-        raise ValueError(f"invalid config value ('{value}'): strconv.ParseFloat: parsing \"{value}\": invalid syntax") from None
+        raise ValueError(f"invalid config value ('{value}'): "
+                         f"strconv.ParseFloat: parsing \"{value}\": invalid syntax") from None
     if f < 0 or f > 1:
         raise ValueError(f"{name} config value is outside allowed range (0-1), given '{value}'")
     return f
@@ -383,7 +384,8 @@ def evaluate_ci(result: Efficiency, rules: Mapping[str, str] | None = None) -> C
     def lowest(value: str) -> tuple[bool, str]:
         t = _unit_float("lowestEfficiency", value)
         if t > result.score:
-            return False, f"image efficiency is too low (efficiency={_go_float(result.score)} < threshold={_go_float(t)})"
+            return False, (f"image efficiency is too low (efficiency={_go_float(result.score)} "
+                           f"< threshold={_go_float(t)})")
         return True, ""
 
     def wasted(value: str) -> tuple[bool, str]:

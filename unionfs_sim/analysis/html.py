@@ -16,7 +16,8 @@ def efficiency_html(e: Efficiency) -> str:
     """Score, wasted bytes, the layers with their wasted share, and the findings."""
     pct = e.user_wasted_percent
     head = table(["method", "score", "wasted", "user wasted", "reclaimable", "size"],
-                 [[e.method, f"{e.score:.4f}", human(e.wasted_bytes), f"{pct * 100:.2f} %" if math.isfinite(pct) else str(pct),
+                 [[e.method, f"{e.score:.4f}", human(e.wasted_bytes),
+                   f"{pct * 100:.2f} %" if math.isfinite(pct) else str(pct),
                    human(e.reclaimable_bytes), human(e.size_bytes)]])
     layers = table(["#", "layer", "size", "not shown", "created by"],
                    [[x.index, short(x.digest), human(x.size), human(x.wasted_bytes), x.created_by[:80]]

@@ -85,4 +85,4 @@ def per_layer(rules: Rules, n: int) -> list[SizeRule]:
 
 def layer_sizes(layers: Sequence[Layer], rules: Rules = "overlay2") -> list[int]:
     """The size of each layer under ``rules``."""
-    return [layer_size(x, r) for x, r in zip(layers, per_layer(rules, len(layers)))]
+    return [layer_size(x, r) for x, r in zip(layers, per_layer(rules, len(layers)), strict=True)]

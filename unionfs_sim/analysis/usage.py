@@ -107,7 +107,7 @@ def disk_usage(images: Mapping[str, ImageLike] | None = None, containers: Mappin
         chains = img.chain_ids
         chains_of[iid] = chains
         sizes = layer_sizes(img.layers, rules_of.get(iid, rule))
-        for ch, size in zip(chains, sizes):
+        for ch, size in zip(chains, sizes, strict=True):
             chain_size.setdefault(ch, size)
             refs[ch] = refs.get(ch, 0) + 1
     users: dict[str, int] = {}

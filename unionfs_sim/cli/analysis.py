@@ -96,7 +96,7 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], title: str | N
     cells = [list(map(str, headers))] + [[str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     for r in cells:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 
 @contextlib.contextmanager
@@ -206,8 +206,9 @@ def layers_command(image: str, tag: str | None, as_json: bool) -> None:
     """IMAGE's layers, bottom first: diff_id, content size, tar size, entries, the step that made it."""
     img = _load(image, tag)
     steps = steps_of(img)
-    rows: list[dict[str, Any]] = [{"index": i, "diff_id": d, "size": x.size, "tar_size": x.tar_size, "entries": len(x), "created_by": steps[i]}
-            for i, (x, d) in enumerate(zip(img.layers, img.diff_ids))]
+    rows: list[dict[str, Any]] = [
+        {"index": i, "diff_id": d, "size": x.size, "tar_size": x.tar_size, "entries": len(x), "created_by": steps[i]}
+        for i, (x, d) in enumerate(zip(img.layers, img.diff_ids, strict=True))]
     if as_json:
         _emit(rows)
         return
@@ -335,7 +336,8 @@ def efficiency_command(image: str, tag: str | None, as_json: bool, method: str, 
         click.echo(f"  method: {e.method}")
         click.echo(f"  efficiency: {e.score * 100:2.4f} %")
         click.echo(f"  wastedBytes: {e.wasted_bytes} bytes ({_human(e.wasted_bytes)})")
-        click.echo(f"  userWastedPercent: {pct * 100:2.4f} %" if math.isfinite(pct) else f"  userWastedPercent: {pct} %")
+        shown = f"{pct * 100:2.4f}" if math.isfinite(pct) else ("NaN" if math.isnan(pct) else "+Inf")
+        click.echo(f"  userWastedPercent: {shown} %")
         click.echo(f"  reclaimable by squashing: {e.reclaimable_bytes} bytes ({_human(e.reclaimable_bytes)})")
         _table(["COUNT", "WASTED", "PATH", "LAYERS", "KIND"],
                [[f.count, _human(f.bytes), f.path, ",".join(map(str, f.layers)), f.kind] for f in e.findings[:100]],
