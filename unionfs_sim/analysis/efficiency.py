@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 import attrs
 
+from .._html import human, section, short, table
 from ..layer import Layer
 from ..lower import Lower
 from ..nodes import Dir, File, Whiteout
@@ -102,14 +103,11 @@ class Efficiency:
         }
 
     def _repr_html_(self) -> str:
-        from .html import efficiency_html
-
+        """Score, wasted bytes, the layers with their wasted share, and the findings."""
         return efficiency_html(self)
 
     def plot(self, ax: Any = None) -> Any:
-        """Each layer's shown and not-shown bytes as a matplotlib chart (see :mod:`.charts`)."""
-        from .charts import layer_chart
-
+        """Each layer's shown and not-shown bytes as a matplotlib chart (see :func:`layer_chart`)."""
         return layer_chart(self, ax)
 
 
@@ -433,3 +431,50 @@ def evaluate_ci(result: Efficiency, rules: Mapping[str, str] | None = None) -> C
         out.append(RuleResult(name, "PASS" if ok else "FAIL", msg))
     passed = not misconfigured and all(r.status != "FAIL" for r in out)
     return CIResult(passed, misconfigured, tuple(out))
+
+
+# --- views: HTML for notebooks, a chart through matplotlib (optional) ---------------------
+
+
+def efficiency_html(e: Efficiency) -> str:
+    """Score, wasted bytes, the layers with their wasted share, and the findings."""
+    pct = e.user_wasted_percent
+    head = table(["method", "score", "wasted", "user wasted", "reclaimable", "size"],
+                 [[e.method, f"{e.score:.4f}", human(e.wasted_bytes),
+                   f"{pct * 100:.2f} %" if math.isfinite(pct) else str(pct),
+                   human(e.reclaimable_bytes), human(e.size_bytes)]])
+    layers = table(["#", "layer", "size", "not shown", "created by"],
+                   [[x.index, short(x.digest), human(x.size), human(x.wasted_bytes), x.created_by[:80]]
+                    for x in reversed(e.layers)], right=(0, 2, 3))
+    files = table(["path", "count", "bytes", "layers", "kind"],
+                  [[f.path, f.count, f.bytes, ",".join(map(str, f.layers)), f.kind] for f in e.findings],
+                  right=(1, 2), limit=50)
+    return section("Efficiency", head, layers, files)
+
+
+MATPLOTLIB_MISSING = "charts need matplotlib: pip install matplotlib"
+
+
+def layer_chart(result: Efficiency, ax: Any = None) -> Any:
+    """Horizontal bars, one per layer (bottom layer at the bottom): shown and not-shown bytes.
+
+    Returns the matplotlib Axes (a new figure's when ``ax`` is None).
+
+    Raises:
+        ImportError: matplotlib is not installed.
+    """
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        raise ImportError(MATPLOTLIB_MISSING) from e
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 0.45 * max(len(result.layers), 2) + 1))
+    labels = [f"{x.index}: {x.created_by[:40] or x.digest[7:19]}" for x in result.layers]
+    shown = [x.size - x.wasted_bytes for x in result.layers]
+    wasted = [x.wasted_bytes for x in result.layers]
+    ax.barh(labels, shown, color="#4e79a7", label="shown")
+    ax.barh(labels, wasted, left=shown, color="#e15759", label="not shown (reclaimable)")
+    ax.set_xlabel("bytes")
+    ax.set_title(f"score {result.score:.3f}, {result.reclaimable_bytes} bytes reclaimable")
+    ax.legend(loc="lower right")
+    return ax

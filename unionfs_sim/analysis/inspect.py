@@ -13,12 +13,24 @@ where the image has none).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Protocol
 
+from ..layer import Layer
 from . import _gotime
-from .scan import ImageLike
 from .sizes import Rules, layer_sizes, per_layer
+
+
+class Inspectable(Protocol):
+    """What :func:`inspect` reads of an image (an ``Image`` or a ``ScannedImage``)."""
+
+    @property
+    def layers(self) -> Sequence[Layer]: ...
+    @property
+    def id(self) -> str: ...
+    @property
+    def diff_ids(self) -> list[str]: ...
+    def config_json(self) -> dict[str, Any]: ...
 
 # (field, kind, omitempty) of moby api/types/container.Config, in its declaration order.
 _CONFIG_FIELDS: tuple[tuple[str, str, bool], ...] = (
@@ -62,7 +74,7 @@ def go_container_config(raw: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return out
 
 
-def inspect(image: ImageLike, repo_tags: Iterable[str] = (), repo_digests: Iterable[str] = (), *,
+def inspect(image: Inspectable, repo_tags: Iterable[str] = (), repo_digests: Iterable[str] = (), *,
             rule: Rules = "overlay2", graph_driver: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """A dict shaped like ``docker image inspect``'s item for ``image``.
 

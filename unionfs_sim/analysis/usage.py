@@ -19,6 +19,7 @@ from typing import Any
 
 import attrs
 
+from .._html import human, section, short, table
 from ..container import Container
 from .scan import ImageLike
 from .sizes import Rules, SizeRule, check_rule, layer_size, layer_sizes
@@ -70,8 +71,7 @@ class DiskUsage:
                 "containers": [attrs.asdict(c) for c in self.containers]}
 
     def _repr_html_(self) -> str:
-        from .html import disk_usage_html
-
+        """The two tables of ``docker system df -v`` and the store's size."""
         return disk_usage_html(self)
 
 
@@ -128,3 +128,13 @@ def disk_usage(images: Mapping[str, ImageLike] | None = None, containers: Mappin
         isize = sum(chain_size[ch] for ch in chains_of[c.image.id])
         crow.append(ContainerUsage(name, name_of[c.image.id], rw, isize + rw))
     return DiskUsage(tuple(rows), tuple(crow), sum(chain_size.values()))
+
+
+def disk_usage_html(du: DiskUsage) -> str:
+    """The two tables of ``docker system df -v`` and the store's size."""
+    imgs = table(["image", "id", "size", "shared", "unique", "containers"],
+                 [[i.name, short(i.id), human(i.size), human(i.shared_size), human(i.unique_size), i.containers]
+                  for i in du.images], right=(2, 3, 4, 5))
+    cons = table(["container", "image", "size", "virtual size"],
+                 [[c.name, c.image, human(c.size), human(c.virtual_size)] for c in du.containers], right=(2, 3))
+    return section(f"Disk usage: layers {human(du.layers_size)}", imgs, cons)
