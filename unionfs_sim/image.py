@@ -491,3 +491,28 @@ class Image:
             img._descriptors = (*self.layer_descriptors, {"mediaType": MT_LAYER, "digest": layer.digest,
                                                           "size": layer.tar_size})
         return img
+
+    # --- looking inside (unionfs_sim.analysis) -------------------------------------------
+
+    def inspect(self, repo_tags: Iterable[str] = (), repo_digests: Iterable[str] = (), **kwargs: Any) -> dict[str, Any]:
+        """A dict shaped like ``docker image inspect`` (Id, RepoTags, RepoDigests, Created,
+        Config, RootFS, Size ...); see :func:`unionfs_sim.analysis.inspect`.
+
+        A thin call into the analysis package, imported here when called: the computation
+        lives above the core, which never imports it at load time.
+        """
+        from .analysis.inspect import inspect
+
+        return inspect(self, repo_tags, repo_digests, **kwargs)
+
+    def _repr_html_(self) -> str:
+        """The layers as a table (digest, size, created_by) and a stacked picture, for notebooks."""
+        from ._html import esc, human, section, short, stack_svg, table
+
+        steps = [h.created_by or "" for h in self.history if not h.empty_layer]
+        pairs = list(enumerate(zip(self.layers, self.diff_ids, strict=True)))
+        rows = [[i, short(d), human(x.size), steps[i][:80]] for i, (x, d) in pairs]
+        pic = stack_svg([(f"{i} {short(d, 8)} {steps[i][:30]}", x.size) for i, (x, d) in pairs])
+        return section(f"Image {short(self.id)} ({len(self.layers)} layers, {esc(self.config.os)}/"
+                       f"{esc(self.config.architecture)})",
+                       table(["#", "diff_id", "size", "created by"], list(reversed(rows)), right=(0, 2)), pic)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Self, Union
 
 from ..errors import FuseUnavailable, MountError
 from ..linux import unmount
+from . import options as fuse_options
 
 if TYPE_CHECKING:
     from ..container import Container
@@ -30,8 +31,8 @@ if TYPE_CHECKING:
 MountSource = Union["Container", "Image", "FileSystem"]
 """What can be mounted: a container (read-write), an image (read-only) or a facade."""
 
-__all__ = ["FuseUnavailable", "Mount", "MountError", "MountSource", "choose_backend", "default_options", "fs_of",
-           "fuse_unavailable", "fusepy_missing", "mount"]
+__all__ = ["FuseUnavailable", "Mount", "MountError", "MountSource", "choose_backend", "default_options",
+           "explain_mountpoint", "fs_of", "fuse_unavailable", "fusepy_missing", "mount"]
 
 
 def fusepy_missing() -> str | None:
@@ -156,6 +157,32 @@ def mount(source: MountSource, mountpoint: str | os.PathLike[str], *, readonly: 
 
 
 
+def explain_mountpoint(path: str) -> str | None:
+    """Why ``path`` cannot be mounted on, saying what to do about it; None if it can.
+
+    A FUSE mount whose server died stays behind: stat(2) of it fails with ENOTCONN
+    ("transport endpoint is not connected"); it is cleared with ``fusermount3 -u`` (or
+    ``umount -l`` as root), which this says.
+    """
+    import shlex
+    import stat as _stat
+
+    try:
+        st = os.stat(path)
+        os.statvfs(path)  # stat may answer from the kernel's cache; statfs asks the server
+    except OSError as e:
+        q = shlex.quote(path)
+        if e.errno == errno.ENOTCONN:
+            return (f"{path}: a FUSE mount whose server is gone is still there (transport endpoint is not"
+                    f" connected); clear it with: fusermount3 -u {q}   (or as root: umount -l {q})")
+        if e.errno == errno.ENOENT:
+            return f"{path}: no such directory (the mountpoint must be an existing directory)"
+        return f"{path}: {e.strerror}"
+    if not _stat.S_ISDIR(st.st_mode):
+        return f"{path}: not a directory (the mountpoint must be a directory)"
+    return None
+
+
 def choose_backend(backend: str = "auto") -> str:
     """``"kernel"`` (:mod:`unionfs_sim.fuse.server`) or ``"libfuse"`` (fusepy).
 
@@ -248,7 +275,7 @@ class Mount:
         self._opts = dict(options)
         if readonly:
             self._opts["ro"] = True
-        self.options = option_list(self._opts)
+        self.options = fuse_options.to_list(self._opts)
         self._threads = threads
         self._session: Session | None = None
         self._pid = os.getpid()  # a forked child must not unmount its parent's mount
@@ -263,8 +290,9 @@ class Mount:
         """
         if not os.path.exists("/dev/fuse"):
             raise FuseUnavailable("/dev/fuse does not exist (no FUSE in this kernel or container; modprobe fuse)")
-        if not os.path.isdir(self.mountpoint):
-            raise NotADirectoryError(errno.ENOTDIR, "mountpoint is not a directory", self.mountpoint)
+        why = explain_mountpoint(self.mountpoint)
+        if why is not None:
+            raise MountError(why)
         s: Session
         if self.backend == "kernel":
             from . import server
@@ -345,16 +373,3 @@ def _unmount_all() -> None:
     for m in list(_live):
         with contextlib.suppress(Exception):
             m.unmount(timeout=2.0)
-
-
-def option_list(options: Mapping[str, Any]) -> list[str]:
-    """``{"ro": True, "attr_timeout": 0, "kernel_cache": False}`` -> ``["ro", "attr_timeout=0"]``."""
-    out = []
-    for k, v in options.items():
-        if v is True:
-            out.append(k)
-        elif v is False or v is None:
-            continue
-        else:  # libfuse's option parser takes \, for a comma in a value
-            out.append(f"{k}=" + str(v).replace("\\", "\\\\").replace(",", "\\,"))
-    return out
