@@ -301,4 +301,8 @@ SCENARIOS: tuple[Scenario, ...] = (
                                           "README.md": "r\n", "NOTES.md": "n\n", "docs/a": "a\n", "a.txt": "a\n"},
              (V(), V(write("NOTES.md", "nn\n")), V(write("README.md", "rr\n"))),
              why={"both": "file README.md changed: content"}),
+    Scenario("relative WORKDIRs, an ENV overriding an ARG",
+             {"Dockerfile": "FROM busybox\nARG V=1\nENV V=2\nWORKDIR app\nWORKDIR sub\nRUN echo $V > v\n"
+                            "COPY a.txt .\n", "a.txt": "a\n"},
+             (V(), V(args={"V": "3"}))),
 )

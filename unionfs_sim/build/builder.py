@@ -164,12 +164,15 @@ class _State:
     def build_args(self, *, unset: bool = False) -> list[tuple[str, str]]:
         """ARGs in scope not overridden by ENV, proxies left out (classic: FilterAllowed).
 
-        ``unset``: also those declared without a value, as ``NAME=`` (BuildKit's
-        ``runCommandString`` lists every ARG of the stage).
+        ``unset``: BuildKit's ``runCommandString``, which lists every ARG of the stage, one
+        without a value as ``NAME=`` and one an ENV overrides with the ENV's value.
         """
         env = self.env()
-        return [(k, "" if self.args[k] == _NO_VALUE else self.args[k]) for k in self.arg_order
-                if (unset or self.args[k] != _NO_VALUE) and k not in env and k not in _PROXY_ARGS]
+        if unset:   # BuildKit: every ARG, the ENV value where an ENV of that name overrides it
+            return [(k, env[k] if k in env else "" if self.args[k] == _NO_VALUE else self.args[k])
+                    for k in self.arg_order if k not in _PROXY_ARGS]
+        return [(k, self.args[k]) for k in self.arg_order
+                if self.args[k] != _NO_VALUE and k not in env and k not in _PROXY_ARGS]
 
 
 def _iso(epoch: int) -> str:
