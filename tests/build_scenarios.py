@@ -305,4 +305,7 @@ SCENARIOS: tuple[Scenario, ...] = (
              {"Dockerfile": "FROM busybox\nARG V=1\nENV V=2\nWORKDIR app\nWORKDIR sub\nRUN echo $V > v\n"
                             "COPY a.txt .\n", "a.txt": "a\n"},
              (V(), V(args={"V": "3"}))),
+    Scenario("proxy build args", {"Dockerfile": "FROM busybox\nARG https_proxy\nRUN echo hi > /hi\n"},
+             (V(), V(args={"HTTP_PROXY": "http://proxy:3128"}), V(args={"https_proxy": "http://proxy:3128"})),
+             why={"both": "ARG https_proxy changed"}),
 )

@@ -162,7 +162,8 @@ class _State:
         return out
 
     def build_args(self, *, unset: bool = False) -> list[tuple[str, str]]:
-        """ARGs in scope not overridden by ENV, proxies left out (classic: FilterAllowed).
+        """ARGs declared in scope, not overridden by ENV (classic: FilterAllowed; a proxy
+        build arg given but not declared is left out, as prependEnvOnCmd does).
 
         ``unset``: BuildKit's ``runCommandString``, which lists every ARG of the stage, one
         without a value as ``NAME=`` and one an ENV overrides with the ENV's value.
@@ -170,9 +171,8 @@ class _State:
         env = self.env()
         if unset:   # BuildKit: every ARG, the ENV value where an ENV of that name overrides it
             return [(k, env[k] if k in env else "" if self.args[k] == _NO_VALUE else self.args[k])
-                    for k in self.arg_order if k not in _PROXY_ARGS]
-        return [(k, self.args[k]) for k in self.arg_order
-                if self.args[k] != _NO_VALUE and k not in env and k not in _PROXY_ARGS]
+                    for k in self.arg_order]
+        return [(k, self.args[k]) for k in self.arg_order if self.args[k] != _NO_VALUE and k not in env]
 
 
 def _iso(epoch: int) -> str:
@@ -1187,9 +1187,15 @@ class _Run:
         args, is_json = command_args(ins)
         argv = args if is_json else self._shell(s) + args
         bargs = sorted(s.build_args()) if self.classic else s.build_args(unset=True)
-        prefix = [f"|{len(bargs)}"] + [f"{k}={v}" for k, v in bargs] if bargs else []
+        # Proxy build args given but not declared: classic counts them in FilterAllowed, so
+        # the command gets a "|0" prefix even though prependEnvOnCmd then drops them;
+        # BuildKit keeps them out of the cache key (llb.WithProxy), declared ones are ARGs.
+        loose = [k for k in self.build_args if k in _PROXY_ARGS and k not in s.args]
+        prefix = [f"|{len(bargs)}"] + [f"{k}={v}" for k, v in bargs] if bargs or (self.classic and loose) else []
         shown = " ".join(prefix + argv)
         components: list[tuple[str, str]] = [("command", " ".join(argv))]
+        if self.classic and loose and not bargs:
+            components.append(("undeclared proxy build args", "|0"))
         components += [(f"ARG {k}", v) for k, v in bargs]
         env_list = list(s.config.get("Env") or [])
         if self.classic:
@@ -1206,6 +1212,9 @@ class _Run:
                         "parent": s.parent}
         run_env = dict(e.partition("=")[::2] for e in env_list)
         run_env.update(bargs)
+        for k, v in self.build_args.items():   # proxies reach RUN's environment, never its key
+            if k in _PROXY_ARGS and k not in run_env:
+                run_env[k] = v
         if "HOME" not in run_env:  # as runc does: the user's home from /etc/passwd, else /
             run_env["HOME"] = self._home(s.config.get("User") or "root", s)
         user = s.config.get("User") or ""
