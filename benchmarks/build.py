@@ -29,6 +29,7 @@ sys.path.insert(0, ROOT)
 import unionfs_sim as ufs  # noqa: E402
 from tests import daemons  # noqa: E402
 from tests.build_scenarios import SCENARIOS, Scenario, materialise  # noqa: E402
+from unionfs_sim.build.run import chroot_unavailable  # noqa: E402
 
 
 def ours(sc: Scenario, base: ufs.Image, rules: str, isolation: str) -> float:
@@ -72,7 +73,7 @@ def main() -> None:
     ap.add_argument("--only", default="")
     opts = ap.parse_args()
     scenarios = [s for s in SCENARIOS if opts.only in s.name]
-    chroot_ok = ufs.build.run.chroot_unavailable() is None
+    chroot_ok = chroot_unavailable() is None
     with daemons.start_docker() as docker, tempfile.TemporaryDirectory() as tmp:
         docker.run("save", "-o", f"{tmp}/bb.tar", docker.base)
         base = ufs.docker_archive.load(f"{tmp}/bb.tar")

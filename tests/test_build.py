@@ -28,7 +28,7 @@ def builder(**kw: object) -> Builder:
     return b
 
 
-def build(b: Builder, df: str, files: dict[str, str] | None = None, **kw: object) -> ufs.build.BuildResult:
+def build(b: Builder, df: str, files: dict[str, str] | None = None, **kw: object) -> BuildResult:
     ctx = {"Dockerfile": df, **(files or {})}
     return b.build(ctx, **kw)  # type: ignore[arg-type]
 
