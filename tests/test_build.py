@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import unionfs_sim as ufs
-from unionfs_sim.build import Builder, BuildError, DockerfileError, parse
+from unionfs_sim.build import Builder, BuildError, BuildResult, DockerfileError, parse
 from unionfs_sim.build.context import Context, ignored, read_dockerignore
 from unionfs_sim.build.parser import expand, expand_words
 from unionfs_sim.build.shell import UnsupportedCommand, run_script
