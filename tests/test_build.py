@@ -245,3 +245,13 @@ def test_copy_chown_chmod_glob_and_add_tar(tmp_path: Path) -> None:
     assert fs.read_bytes("/opt/pkg/x") == b"x\n" and fs.stat("/opt/pkg/x").st_uid == 7
     with pytest.raises(DockerfileError, match="--chmod option requires BuildKit"):
         b.build(tmp_path, rules="classic")
+
+
+def test_python_isolation_runs_as_the_user() -> None:
+    """USER applies to RUN in the shell subset: its files, and the kernel's EACCES elsewhere."""
+    b = builder()
+    r = build(b, "FROM base:1\nUSER app\nRUN echo hi > /tmp/mine\n")
+    st = r.image.fs.stat("/tmp/mine")
+    assert (st.st_uid, st.st_gid) == (1000, 1000)
+    with pytest.raises(BuildError, match="Permission denied"):
+        build(b, "FROM base:1\nUSER app\nRUN echo no > /etc/x\n")
