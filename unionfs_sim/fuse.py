@@ -429,8 +429,11 @@ class OverlayOperations(_fusepy.Operations if _fusepy is not None else object): 
         return self.fs.getxattr(path, name, follow_symlinks=False)
 
     def listxattr(self, path: str) -> list[str]:
-        """The names of the extended attributes."""
-        return self.fs.listxattr(path, follow_symlinks=False)
+        """The names of the extended attributes (``trusted.*`` for root only, as overlayfs)."""
+        names = self.fs.listxattr(path, follow_symlinks=False)
+        if _fusepy.fuse_get_context()[0] != 0:
+            names = [n for n in names if not n.startswith("trusted.")]
+        return names
 
     def setxattr(self, path: str, name: str, value: bytes, options: int, position: int = 0) -> int:
         """Set an extended attribute (``options``: XATTR_CREATE / XATTR_REPLACE)."""
