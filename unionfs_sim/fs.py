@@ -228,12 +228,28 @@ class FileSystem:
             self._searchable = (gen, cache)
         ok = cache.get(key)
         if ok is None:
-            try:
-                r = self._resolve("/" + key)
-                ok = r.loc is not None and r.loc.is_dir and self._may_search(r.loc)
-            except OSError:
-                ok = False
-            cache[key] = ok
+            ok = self._searchable_from(key, cache)
+        return ok
+
+    def _searchable_from(self, key: str, cache: dict[str, bool]) -> bool:
+        if not key:
+            ok = self._may_search(self._ov.root_loc())
+        else:
+            parent = key.rpartition("/")[0]
+            ok = cache.get(parent)
+            if ok is None:
+                ok = self._searchable_from(parent, cache)
+            if ok:
+                loc = self._ov.fast(key)
+                if isinstance(loc, Loc):
+                    ok = loc.is_dir and self._may_search(loc)
+                else:
+                    try:
+                        r = self._resolve("/" + key)
+                        ok = r.loc is not None and r.loc.is_dir and self._may_search(r.loc)
+                    except OSError:
+                        ok = False
+        cache[key] = ok
         return ok
 
     def _may_search(self, d: Loc) -> bool:
@@ -335,9 +351,13 @@ class FileSystem:
             # Fast path: a plain path found in the index needs no component walk.
             key = path.strip("/")
             loc = self._ov.fast(key)
-            if loc and (not follow or loc.kind != "l") and (  # type: ignore[union-attr]
-                    self.caller is None or self._chain_searchable(key.rpartition("/")[0])):
-                return loc  # type: ignore[return-value]
+            if loc and (not follow or loc.kind != "l"):  # type: ignore[union-attr]
+                if self.caller is None:
+                    return loc  # type: ignore[return-value]
+                parent = key.rpartition("/")[0]
+                gen, cache = self._searchable
+                if (cache.get(parent) and gen == self._ov.generation) or self._chain_searchable(parent):
+                    return loc  # type: ignore[return-value]
         r = self._resolve(path, follow)
         if r.loc is None:
             raise errors.NotFound(r.path)
