@@ -236,9 +236,8 @@ class FileSystem:
             ok = self._may_search(self._ov.root_loc())
         else:
             parent = key.rpartition("/")[0]
-            ok = cache.get(parent)
-            if ok is None:
-                ok = self._searchable_from(parent, cache)
+            above = cache.get(parent)
+            ok = self._searchable_from(parent, cache) if above is None else above
             if ok:
                 loc = self._ov.fast(key)
                 if isinstance(loc, Loc):
