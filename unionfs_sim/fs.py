@@ -935,6 +935,8 @@ class FileSystem:
             p = to_str(path)
             name = self._xname(p, attribute)
             loc, p = self._meta_target(path, follow_symlinks)
+            if name.startswith("user.") and loc.kind not in ("f", "d"):
+                raise errors.NotPermitted(p)  # xattr_permission, for root too
             self._xattr_permission(loc, name, True, p)
             if name not in self._ov.effective(loc).xattrs:
                 raise errors.NoData(p)
