@@ -2080,3 +2080,35 @@ class PermissionConformance:
         up = self.upper_of(fs)
         assert isinstance(up["etc"], Dir) and (up["etc"].uid, up["etc"].mode) == (0, 0o755)
         assert isinstance(up["etc/conf"], File) and up["etc/conf"].data == b"old+new"
+
+    def test_mknod_as_a_user(self) -> None:
+        """A FIFO needs only write+search on the parent; a device node needs CAP_MKNOD
+        (EPERM), but the parent's EACCES comes first."""
+        layer = {"w/": Dir(mode=0o777), "r/": Dir(mode=0o755)}
+        with self.view(layer) as root:
+            fs = root.as_user(*BOB)
+            fs.mkfifo("/w/p", 0o666)
+            st = fs.lstat("/w/p")
+            assert stat.S_ISFIFO(st.st_mode) and (st.st_uid, stat.S_IMODE(st.st_mode)) == (1001, 0o644)
+            assert_errno(errno.EPERM, fs.mknod, "/w/c", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+            assert_errno(errno.EACCES, fs.mknod, "/r/c", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+            assert_errno(errno.EACCES, fs.mkfifo, "/r/p")
+
+    def test_ftruncate_and_o_trunc_drop_setuid(self) -> None:
+        """ftruncate through a handle and open(O_TRUNC) drop setuid as truncate(2) does;
+        setgid without group exec stays for a member of the file's group."""
+        layer = {"a": File(b"a", mode=0o4666), "b": File(b"b", mode=0o4666),
+                 "g": File(b"g", mode=0o2666, gid=1000)}
+        with self.view(layer) as root:
+            fs = root.as_user(*BOB)
+            with fs.os_open("/a", os.O_RDWR) as f:
+                f.truncate(0)
+            assert mode_of(fs, "/a") == 0o666
+            fs.os_open("/b", os.O_WRONLY | os.O_TRUNC).close()
+            assert mode_of(fs, "/b") == 0o666
+            with fs.os_open("/g", os.O_WRONLY) as f:
+                f.write(b"G")
+            assert mode_of(fs, "/g") == 0o2666  # bob is in group 1000
+            with root.as_user(*CAROL).os_open("/g", os.O_WRONLY) as f:
+                f.write(b"C")
+            assert mode_of(fs, "/g") == 0o666  # carol is not
