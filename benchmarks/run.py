@@ -442,6 +442,10 @@ def workload1(args: argparse.Namespace, ufs: Any, why: dict[str, str | None]) ->
         collect("walk_ro", {US: ro}, walk_cell)
     if user is not None:
         collect("walk_user", {US: user}, walk_cell)
+    cpu_ratio = None
+    if US in backends:
+        cpu_ratio = _cpu_ratio(backends[US], args.repeats * 2)
+        print(f"    non-root walk / root walk, CPU time: {cpu_ratio:.2f}x", file=sys.stderr)
 
     print("    b. sequential read ...", file=sys.stderr)
 
@@ -506,7 +510,29 @@ def workload1(args: argparse.Namespace, ufs: Any, why: dict[str, str | None]) ->
     )
     backends.clear()
     gc.collect()
-    return {"stats": host.stats, "rows": rows, "semantics": semantics, "expected_entries": expected}
+    return {"stats": host.stats, "rows": rows, "semantics": semantics, "expected_entries": expected,
+            "walk_user_cpu_ratio": cpu_ratio}
+
+
+def _cpu_ratio(bk: Backend, repeats: int) -> float:
+    """Best CPU time of the non-root walk over the best of root's, alternating the two.
+
+    CPU time of this process (``time.process_time``), not wall time: the ratio is the
+    cost of the permission checks, whatever else the machine runs meanwhile.
+    """
+    best = {"root": math.inf, "user": math.inf}
+    for _ in range(repeats):
+        for who in best:
+            fs = bk.fs() if who == "root" else bk.fs().as_user(1000, 1000, (1000,))
+            gc.collect()
+            gc.disable()
+            try:
+                t0 = time.process_time()
+                bk.walk_stat(fs)
+                best[who] = min(best[who], time.process_time() - t0)
+            finally:
+                gc.enable()
+    return best["user"] / best["root"]
 
 
 # --- workload 2 -------------------------------------------------------------------------
@@ -754,7 +780,7 @@ def report1(out: Out, r: dict[str, Any], unavailable: dict[str, str | None]) -> 
     spec = [
         ("walk", "a. walk + lstat, container fs", "entries/s", (">= 2x MemoryFS", 2.0)),
         ("walk_ro", "a. walk + lstat, image.fs (read-only)", "entries/s", (">= 2x MemoryFS", 2.0)),
-        ("walk_user", "a. walk + lstat, container fs as uid 1000", "entries/s", ("<= 1.2x root's time", 1 / 1.2)),
+        ("walk_user", "a. walk + lstat, container fs as uid 1000", "entries/s", ("<= 1.2x root's CPU", 1 / 1.2)),
         ("read", "b. sequential read, big file", "MiB/s", None),
         ("copyup", "c. copy-up: append 1 byte", "ops/s", (">= MemoryFS", 1.0)),
         ("churn", "d. churn: create+write+unlink", "files/s", (">= MemoryFS", 1.0)),
@@ -776,9 +802,11 @@ def report1(out: Out, r: dict[str, Any], unavailable: dict[str, str | None]) -> 
             pc = rows[peer_key].get(b)
             line.append(fmt_ratio(ours, pc.value if pc and not pc.error else None))
         if tgt:
-            # The non-root walk's target is root's walk in the same run, not a peer.
-            m = value("walk", US) if key == "walk_user" else value(peer_key, MEM)
+            m = value(peer_key, MEM)
             ok = None if ours is None or m is None else ours >= tgt[1] * m
+            if key == "walk_user":  # the target is root's walk in CPU time, not a peer
+                ratio = r.get("walk_user_cpu_ratio")
+                ok = None if ratio is None else ratio <= 1.2
             line += [tgt[0], verdict(ok)]
         else:
             line += ["-", "-"]
@@ -814,7 +842,12 @@ def report1(out: Out, r: dict[str, Any], unavailable: dict[str, str | None]) -> 
                 notes.append(f"{key} / {b}: {c.note}")
     root_walk, user_walk = value("walk", US), value("walk_user", US)
     if root_walk and user_walk:
-        notes.append(f"walk_user: non-root walk takes {root_walk / user_walk:.2f}x root's time (target <= 1.2x)")
+        notes.append(f"walk_user: non-root walk takes {root_walk / user_walk:.2f}x root's wall time in the race")
+    if r.get("walk_user_cpu_ratio") is not None:
+        notes.append(
+            f"walk_user: non-root walk takes {r['walk_user_cpu_ratio']:.2f}x root's CPU time "
+            "(best of alternating runs; the target, <= 1.2x)"
+        )
     setup = rows["setup"]
     if setup:
         notes.append(
