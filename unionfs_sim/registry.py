@@ -1055,9 +1055,16 @@ class Registry:
         with self._lock:
             digest = self._lookup(repo, self._reference_of(r))
             img = self._images.get(digest)
-            if img is None:
+            if img is not None:
+                return img
+            if self.root is None:  # in memory: quick, and the dicts must not change meanwhile
                 img = self._images[digest] = self._read_image(repo, digest)
-            return img
+                return img
+        # On disk, read without the lock (a big image takes a while; the server keeps
+        # answering). Blobs are immutable: a concurrent gc can at worst make the read fail.
+        img = self._read_image(repo, digest)
+        with self._lock:
+            return self._images.setdefault(digest, img)
 
     def _read_image(self, repo: str, digest: str) -> Image:
         data = self._store.manifest_bytes(digest)
@@ -1085,7 +1092,7 @@ class Registry:
                 path = self._store.blob_file(d)
                 if path is not None:
                     layer._source_blob = BlobSource(str(path), d, desc["size"])  # type: ignore[attr-defined]  # see Layer.source_blob
-                self._layers[d] = layer
+                layer = self._layers.setdefault(d, layer)
             layers.append(layer)
         return Image.from_parts(layers, config, data)
 
