@@ -96,6 +96,8 @@ DIFFERENCES: dict[str, str] = {
     "tags-link": "2.8.2 sends no Link header on /tags/list",
     "push-name-invalid-long": "2.8.2 answers a 256-character name with 500 UNKNOWN (the name fails its "
                               "reference parser after routing), not 400 NAME_INVALID",
+    "error-json": "2.8.2 takes `manifests/sha256:totallywrong` for a tag and fails in its storage driver: "
+                  "UNKNOWN (a 5xx) with its storage path in the detail, not 400 with a spec code or 404",
     "push-chunk-retry": "2.8.2 accepts a chunk repeated at an old offset with 202 and appends it "
                         "(registry/handlers/blobupload.go checks only the Content-Range start against 0 on a "
                         "fresh upload), so the blob would be corrupt; the spec wants 416",
