@@ -16,6 +16,7 @@ from unionfs_sim.layer import Layer
 from unionfs_sim.registry import (
     DigestInvalid,
     ManifestBlobUnknown,
+    ManifestInvalid,
     NameInvalid,
     Registry,
     TagInvalid,
@@ -201,3 +202,31 @@ def test_push_of_an_image_with_gzip_layers_to_disk(tmp_path: Path) -> None:
         assert (tmp_path / "store" / "blobs" / "sha256" / d["digest"][7:]).read_bytes() == \
             (tmp_path / "l" / "blobs" / "sha256" / d["digest"][7:]).read_bytes()
     assert fs_tree(Registry(root=tmp_path / "store").pull("localhost/team/app:gz").fs) == fs_tree(image.fs)
+
+
+def test_docker_manifest_lists_and_oci_indexes_need_their_children(tmp_path: Path) -> None:
+    docker_manifest = "application/vnd.docker.distribution.manifest.v2+json"
+    docker_list = "application/vnd.docker.distribution.manifest.list.v2+json"
+    for reg in (Registry(), Registry(root=tmp_path)):
+        cfg = upload(reg, "team/multi", b'{"architecture":"arm64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}')
+        child = json.dumps({"schemaVersion": 2, "mediaType": docker_manifest,
+                            "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                                       "digest": cfg, "size": 78}, "layers": []}).encode()
+        child_digest, _ = reg.put_manifest("team/multi", "sha256:" + hashlib.sha256(child).hexdigest(), child,
+                                           docker_manifest)
+        for mt in (docker_list, "application/vnd.oci.image.index.v1+json"):
+            index = json.dumps({"schemaVersion": 2, "mediaType": mt, "manifests": [
+                {"mediaType": docker_manifest, "digest": child_digest, "size": len(child),
+                 "platform": {"architecture": "arm64", "os": "linux"}}]}, indent=3).encode()
+            d, _ = reg.put_manifest("team/multi", "multi", index, mt)
+            assert reg.get_manifest("team/multi", "multi") == (index, mt, d)
+            with pytest.raises(ValueError, match="image index"):
+                reg.pull("localhost/team/multi:multi")
+            orphan = index.replace(child_digest.encode(), b"sha256:" + b"4" * 64)
+            with pytest.raises(ManifestBlobUnknown):
+                reg.put_manifest("team/multi", "orphan", orphan, mt)
+        assert reg.pull(f"localhost/team/multi@{child_digest}").config.architecture == "arm64"
+        with pytest.raises(ManifestInvalid, match="differs"):  # a Content-Type that contradicts mediaType
+            reg.put_manifest("team/multi", "x", child, "application/vnd.oci.image.manifest.v1+json")
+        with pytest.raises(ManifestInvalid, match="has 78"):  # a descriptor whose size is wrong
+            reg.put_manifest("team/multi", "x", child.replace(b'"size": 78', b'"size": 77'), docker_manifest)

@@ -227,12 +227,13 @@ class _Parsed:
     media_type: str
     blobs: tuple[str, ...]
     children: tuple[str, ...]
+    sizes: Mapping[str, int]
     subject: str | None
     artifact_type: str | None
     annotations: Mapping[str, str] | None
 
 
-def _descriptor_digest(d: Any, where: str) -> str:
+def _descriptor_digest(d: Any, where: str, sizes: dict[str, int] | None = None) -> str:
     if not isinstance(d, dict):
         raise ManifestInvalid(f"{where}: a descriptor must be a JSON object")
     digest = d.get("digest")
@@ -243,6 +244,9 @@ def _descriptor_digest(d: Any, where: str) -> str:
         raise ManifestInvalid(f"{where}: descriptor {digest} has a bad size {size!r}")
     if not _DIGEST_RE.fullmatch(digest):
         raise ManifestInvalid(f"{where}: unsupported or malformed digest {digest!r}")
+    if sizes is not None:
+        if sizes.setdefault(digest, size) != size:
+            raise ManifestInvalid(f"{where}: {digest} is described with two sizes, {sizes[digest]} and {size}")
     return digest
 
 
@@ -276,10 +280,11 @@ def parse_manifest(data: bytes, content_type: str | None) -> _Parsed:
         media_type = MT_INDEX if isinstance(doc.get("manifests"), list) else MT_MANIFEST
     blobs: list[str] = []
     children: list[str] = []
+    sizes: dict[str, int] = {}
     if (media_type in MANIFEST_MEDIA_TYPES or media_type in INDEX_MEDIA_TYPES) and doc.get("schemaVersion") != 2:
         raise ManifestInvalid(f"manifest schemaVersion must be 2, got {doc.get('schemaVersion')!r}")
     if media_type in MANIFEST_MEDIA_TYPES:
-        blobs.append(_descriptor_digest(doc.get("config"), "config"))
+        blobs.append(_descriptor_digest(doc.get("config"), "config", sizes))
         layers = doc.get("layers")
         if not isinstance(layers, list):
             raise ManifestInvalid("manifest has no layers list")
@@ -287,12 +292,12 @@ def parse_manifest(data: bytes, content_type: str | None) -> _Parsed:
             if isinstance(d, dict) and d.get("urls"):
                 _descriptor_digest(d, f"layers[{i}]")  # a foreign layer: its blob lives elsewhere
                 continue
-            blobs.append(_descriptor_digest(d, f"layers[{i}]"))
+            blobs.append(_descriptor_digest(d, f"layers[{i}]", sizes))
     elif media_type in INDEX_MEDIA_TYPES:
         ms = doc.get("manifests")
         if not isinstance(ms, list):
             raise ManifestInvalid("index has no manifests list")
-        children = [_descriptor_digest(d, f"manifests[{i}]") for i, d in enumerate(ms)]
+        children = [_descriptor_digest(d, f"manifests[{i}]", sizes) for i, d in enumerate(ms)]
     subject = None
     if doc.get("subject") is not None:
         subject = _descriptor_digest(doc["subject"], "subject")
@@ -300,7 +305,7 @@ def parse_manifest(data: bytes, content_type: str | None) -> _Parsed:
     if art is None and media_type in MANIFEST_MEDIA_TYPES and isinstance(doc.get("config"), dict):
         art = doc["config"].get("mediaType")  # image-spec: artifactType falls back to config.mediaType
     ann = doc.get("annotations")
-    return _Parsed(media_type, tuple(blobs), tuple(children), subject,
+    return _Parsed(media_type, tuple(blobs), tuple(children), types.MappingProxyType(sizes), subject,
                    art if isinstance(art, str) else None,
                    types.MappingProxyType(dict(ann)) if isinstance(ann, dict) else None)
 
@@ -1393,12 +1398,18 @@ class Registry:
         p = parse_manifest(data, content_type)
         with self._mutating() as st:
             for b in p.blobs:
-                if st.blob_size(b) is None or not st.repo_has_blob(repo, b):
+                size = st.blob_size(b)
+                if size is None or not st.repo_has_blob(repo, b):
                     raise ManifestBlobUnknown(f"the manifest names blob {b}, which repository {repo!r} does not have", b)
+                if size != p.sizes[b]:
+                    raise ManifestInvalid(f"the manifest says blob {b} has {p.sizes[b]} bytes; it has {size}")
             held = st.repo_manifests(repo)
             for c in p.children:
                 if c not in held:
                     raise ManifestBlobUnknown(f"the index names manifest {c}, which repository {repo!r} does not have", c)
+                child = st.manifest_bytes(c)
+                if child is not None and len(child) != p.sizes[c]:
+                    raise ManifestInvalid(f"the index says manifest {c} has {p.sizes[c]} bytes; it has {len(child)}")
             st.manifest_put(digest, data)
             st.repo_manifest_add(repo, digest, p.media_type)
             for b in p.blobs:
