@@ -244,9 +244,8 @@ def _descriptor_digest(d: Any, where: str, sizes: dict[str, int] | None = None) 
         raise ManifestInvalid(f"{where}: descriptor {digest} has a bad size {size!r}")
     if not _DIGEST_RE.fullmatch(digest):
         raise ManifestInvalid(f"{where}: unsupported or malformed digest {digest!r}")
-    if sizes is not None:
-        if sizes.setdefault(digest, size) != size:
-            raise ManifestInvalid(f"{where}: {digest} is described with two sizes, {sizes[digest]} and {size}")
+    if sizes is not None and sizes.setdefault(digest, size) != size:
+        raise ManifestInvalid(f"{where}: {digest} is described with two sizes, {sizes[digest]} and {size}")
     return digest
 
 
