@@ -220,12 +220,22 @@ def test_docker_manifest_lists_and_oci_indexes_need_their_children(tmp_path: Pat
                  "platform": {"architecture": "arm64", "os": "linux"}}]}, indent=3).encode()
             d, _ = reg.put_manifest("team/multi", "multi", index, mt)
             assert reg.get_manifest("team/multi", "multi") == (index, mt, d)
-            with pytest.raises(ValueError, match="image index"):
-                reg.pull("localhost/team/multi:multi")
+            assert reg.pull("localhost/team/multi:multi").config.architecture == "arm64"  # its only image
+            assert reg.pull("localhost/team/multi:multi", platform="linux/arm64").config.architecture == "arm64"
+            with pytest.raises(KeyError, match="linux/amd64"):
+                reg.pull("localhost/team/multi:multi", platform="linux/amd64")
             orphan = index.replace(child_digest.encode(), b"sha256:" + b"4" * 64)
             with pytest.raises(ManifestBlobUnknown):
                 reg.put_manifest("team/multi", "orphan", orphan, mt)
         assert reg.pull(f"localhost/team/multi@{child_digest}").config.architecture == "arm64"
+        two = json.dumps({"schemaVersion": 2, "mediaType": docker_list, "manifests": [
+            {"mediaType": docker_manifest, "digest": child_digest, "size": len(child),
+             "platform": {"architecture": a, "os": "linux", **({"variant": "v8"} if a == "arm64" else {})}}
+            for a in ("amd64", "arm64")]}).encode()
+        reg.put_manifest("team/multi", "two", two, docker_list)
+        with pytest.raises(ValueError, match="linux/amd64, linux/arm64/v8"):
+            reg.pull("localhost/team/multi:two")
+        assert reg.pull("localhost/team/multi:two", platform="linux/arm64/v8").digest == child_digest
         with pytest.raises(ManifestInvalid, match="differs"):  # a Content-Type that contradicts mediaType
             reg.put_manifest("team/multi", "x", child, "application/vnd.oci.image.manifest.v1+json")
         with pytest.raises(ManifestInvalid, match="has 78"):  # a descriptor whose size is wrong

@@ -1044,20 +1044,26 @@ class Registry:
         finally:
             tmp.unlink(missing_ok=True)
 
-    def pull(self, ref: RefLike) -> Image:
+    def pull(self, ref: RefLike, platform: str | None = None) -> Image:
         """The image ``ref`` names (by digest, else tag, else ``latest``).
 
-        The image shares the registry's stored layer objects; pulling twice gives the
-        same object (on disk: while the first is still referenced).
+        When that is an image index (or Docker manifest list), ``platform``
+        (``"os/arch[/variant]"``, e.g. ``"linux/arm64"``) picks its image; it may be left
+        out when the index lists one image only. The image shares the registry's stored
+        layer objects; pulling twice gives the same object (on disk: while the first is
+        still referenced).
 
         Raises:
-            UnknownName: an unknown repository, tag or digest (a KeyError naming it).
-            ValueError: the manifest is an index or an artifact, not an image.
+            UnknownName: an unknown repository, tag or digest (a KeyError naming it), or
+                no image of that platform in the index.
+            ValueError: an artifact, not an image; an index with several images and no
+                ``platform`` (the message lists them).
         """
         r = self._ref(ref)
         repo = _key(r)
         with self._lock:
             digest = self._lookup(repo, self._reference_of(r))
+            digest = self._select_platform(repo, digest, platform)
             img = self._images.get(digest)
             if img is not None:
                 return img
@@ -1069,6 +1075,33 @@ class Registry:
         img = self._read_image(repo, digest)
         with self._lock:
             return self._images.setdefault(digest, img)
+
+    def _select_platform(self, repo: str, digest: str, platform: str | None, depth: int = 0) -> str:
+        """``digest`` itself, or for an index the digest of its image for ``platform``."""
+        mt = self._store.repo_manifests(repo).get(digest)
+        data = self._store.manifest_bytes(digest)
+        if data is None or mt not in INDEX_MEDIA_TYPES or depth > 8:
+            return digest
+        children = [d for d in json.loads(data).get("manifests", []) if isinstance(d, dict)
+                    and d.get("mediaType") in (MANIFEST_MEDIA_TYPES | INDEX_MEDIA_TYPES)
+                    and (d.get("annotations") or {}).get("vnd.docker.reference.type") != "attestation-manifest"]
+
+        def name(d: Mapping[str, Any]) -> str:
+            p = d.get("platform") or {}
+            return "/".join(str(p[k]) for k in ("os", "architecture", "variant") if p.get(k)) or str(d["digest"])
+
+        if platform is None:
+            if len(children) != 1:
+                raise ValueError(f"{repo}@{digest} is an image index of {len(children)} images; pass platform= one "
+                                 f"of {', '.join(name(d) for d in children) or 'none'}")
+            return self._select_platform(repo, str(children[0]["digest"]), None, depth + 1)
+        want = platform.lower().split("/")
+        for d in children:
+            got = name(d).lower().split("/")
+            if got[:2] == want[:2] and (len(want) < 3 or got[2:3] == want[2:3]):
+                return self._select_platform(repo, str(d["digest"]), platform, depth + 1)
+        raise ManifestUnknown(f"{repo}@{digest}: no image for platform {platform!r} "
+                              f"(platforms: {', '.join(name(d) for d in children)})")
 
     def _read_image(self, repo: str, digest: str) -> Image:
         data = self._store.manifest_bytes(digest)
