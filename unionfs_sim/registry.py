@@ -849,6 +849,8 @@ class Upload:
         Raises:
             UploadInvalid: the upload is busy with another request, or ``start`` is wrong.
         """
+        if self._file is None:
+            raise UploadUnknown(f"upload {self.id} is finished or cancelled")
         if self.busy:
             raise UploadInvalid(f"upload {self.id} is busy with another request", self.offset)
         if start is not None and start != self.offset:

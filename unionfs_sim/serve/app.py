@@ -263,8 +263,13 @@ class _App:
             check_digest(digest)
         up = self.reg.start_upload(name)
         if digest is not None:
-            await self._receive(request, up, None)
-            await asyncio.to_thread(up.finish, digest)
+            try:
+                await self._receive(request, up, None)
+                with up.writing(None):
+                    await asyncio.to_thread(up.finish, digest)
+            except BaseException:
+                up.cancel()  # a single-request upload has no session to go on with
+                raise
             return web.Response(status=201, headers={**_API_HEADER, "Location": f"/v2/{name}/blobs/{digest}",
                                                      "Docker-Content-Digest": digest})
         return web.Response(status=202, headers=self._upload_headers(up))
@@ -319,7 +324,8 @@ class _App:
             raise DigestInvalid("PUT of an upload needs ?digest=")
         check_digest(digest)
         await self._receive(request, up, request.headers.get("Content-Range"))
-        await asyncio.to_thread(up.finish, digest)
+        with up.writing(None):  # a second PUT at once is 416, one after this is 404
+            await asyncio.to_thread(up.finish, digest)
         return web.Response(status=201, headers={**_API_HEADER, "Location": f"/v2/{a['name']}/blobs/{digest}",
                                                  "Docker-Content-Digest": digest})
 
