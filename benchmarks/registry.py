@@ -50,6 +50,17 @@ def make_layout(path: Path, total_mb: int, layers: int = 5) -> str:
     return image.digest
 
 
+PIDS: dict[str, int] = {}
+
+
+def peak_rss_mb(host: str) -> float:
+    """The peak resident memory (VmHWM) of the server process listening at ``host``."""
+    for line in Path(f"/proc/{PIDS[host]}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 @contextlib.contextmanager
 def ours(tmp: Path) -> Iterator[str]:
     """``unionfs-sim serve`` on a free port: yields ``host:port``."""
@@ -67,6 +78,7 @@ def ours(tmp: Path) -> Iterator[str]:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("unionfs-sim serve did not start") from None
                 time.sleep(0.05)
+        PIDS[f"127.0.0.1:{port}"] = proc.pid
         yield f"127.0.0.1:{port}"
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -77,6 +89,7 @@ def ours(tmp: Path) -> Iterator[str]:
 def theirs(tmp: Path) -> Iterator[str]:
     """docker-registry 2.8.2 (tests/daemons.py starts it): yields ``host:port``."""
     with daemons.start_registry() as r:
+        PIDS[r.host] = r.proc.pid
         yield r.host
 
 
@@ -180,6 +193,7 @@ def main() -> None:
         peers: tuple[tuple[str, Callable[[Path], contextlib.AbstractContextManager[str]]], ...] = (
             ("unionfs-sim", ours), ("docker-registry 2.8.2", theirs))
         pushes: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in peers}
+        rss: dict[str, float] = {}
         for r in range(a.repeats):
             # A new, empty registry each time: else skopeo mounts the blobs it pushed before.
             for name, start in peers:
@@ -187,6 +201,7 @@ def main() -> None:
                 d.mkdir()
                 with start(d) as host:
                     pushes[name].append(push_pull(host, big, tmp))
+                    rss[name] = peak_rss_mb(host)
                 shutil.rmtree(d)
         for name, start in peers:
             push, pull = min(x[0] for x in pushes[name]), min(x[1] for x in pushes[name])
@@ -195,12 +210,13 @@ def main() -> None:
                 p50, p99, rps = heads(host, small, a.heads, a.threads)
             results[name] = {"push MB/s": a.push_mb / push, "pull MB/s": a.push_mb / pull,
                              f"{a.clients} pulls MB/s": a.clients * a.pull_mb / many,
-                             "HEAD p50 ms": p50, "HEAD p99 ms": p99, "HEAD req/s": rps}
+                             "HEAD p50 ms": p50, "HEAD p99 ms": p99, "HEAD req/s": rps,
+                             "peak RSS MB (push+pull)": rss[name]}
             print(f"{name}: " + ", ".join(f"{k} {v:.2f}" for k, v in results[name].items()), flush=True)
         o, t = results["unionfs-sim"], results["docker-registry 2.8.2"]
         print(f"\n{'':24} {'unionfs-sim':>12} {'2.8.2':>12} {'ratio':>7}")
         for k in o:
-            ratio = o[k] / t[k] if "ms" not in k else t[k] / o[k]  # > 1: ours is better
+            ratio = o[k] / t[k] if " ms" not in k and "MB (" not in k else t[k] / o[k]  # > 1: ours is better
             print(f"{k:24} {o[k]:12.2f} {t[k]:12.2f} {ratio:6.2f}x")
         print(f"\n(push {a.push_mb} MB / pull of it with skopeo; {a.clients} concurrent pulls of {a.pull_mb} MB; "
               f"{a.heads} HEADs from {a.threads} threads; best of {a.repeats}; ratio > 1: unionfs-sim better)")
