@@ -159,7 +159,7 @@ class _App:
                     raise ApiError(405, "UNSUPPORTED", f"{request.method} is not allowed on {kind}")
                 resp: web.StreamResponse = await handler(request, args)
                 return resp
-            raise ApiError(404, "NOT_FOUND", f"no such endpoint: {raw[:200]}")
+            raise ApiError(404, "UNSUPPORTED", f"no such endpoint: {raw[:200]}")
         except PermissionError as e:
             return _error_response(ApiError(401, "UNAUTHORIZED", str(e),
                                             {"WWW-Authenticate": 'Basic realm="unionfs-sim"'}))
