@@ -13,7 +13,7 @@ Each figure is the best of ``--repeats`` runs (push and pull: each run on a new,
 registry, so skopeo cannot mount blobs it pushed before). Ratios are ours / docker-registry throughput
 (> 1: ours is faster).
 
-    python benchmarks/registry.py [--push-mb 200] [--pull-mb 50] [--heads 2000] [--repeats 3]
+    python benchmarks/registry.py [--push-mb 200] [--pull-mb 50] [--heads 2000] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -177,7 +177,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--heads", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=8)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     a = ap.parse_args()
     for tool, why in (("skopeo", "apt-get install skopeo"),):
         if shutil.which(tool) is None:
