@@ -162,3 +162,26 @@ def test_an_upload_over_the_bound_is_refused_and_rolled_back() -> None:
         r = s.put(loc, params={"digest": digest(b"a" * 60_000)})
         assert r.status_code == 201
         assert reg.stat_blob("team/app", digest(b"a" * 60_000)) == 60_000
+
+
+def test_the_core_needs_no_serve_extra() -> None:
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('aiohttp', 'bcrypt', 'requests'):\n"
+        "            raise ImportError('blocked: ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import unionfs_sim as ufs, unionfs_sim.registry, unionfs_sim.cli\n"
+        "reg = ufs.Registry()\n"
+        "reg.push(ufs.Image.from_layers([ufs.Layer.from_dict({'a': b'x'})]), 'localhost/a:1')\n"
+        "try:\n"
+        "    reg.serve()\n"
+        "except ImportError as e:\n"
+        "    assert 'unionfs_sim[serve]' in str(e), e\n"
+        "else:\n"
+        "    raise AssertionError('serve() without aiohttp')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
+                       env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode == 0, r.stderr

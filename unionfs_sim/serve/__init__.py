@@ -54,8 +54,13 @@ class Server:
         """Check the options (nothing listens until :meth:`start` or ``with``).
 
         Raises:
+            ImportError: aiohttp (the ``serve`` extra) is not installed.
             ValueError: a public address without auth, or only one of tls_cert/tls_key.
         """
+        try:
+            import aiohttp  # noqa: F401 - only checked here; used by the server thread
+        except ImportError as e:
+            raise ImportError("serving a registry needs the serve extra: pip install 'unionfs_sim[serve]'") from e
         host, port = address
         if not _is_loopback(host) and htpasswd is None and not insecure_public:
             raise ValueError(f"refusing to serve on {host!r} (not loopback) without --htpasswd; "
