@@ -240,3 +240,15 @@ def test_docker_manifest_lists_and_oci_indexes_need_their_children(tmp_path: Pat
             reg.put_manifest("team/multi", "x", child, "application/vnd.oci.image.manifest.v1+json")
         with pytest.raises(ManifestInvalid, match="has 78"):  # a descriptor whose size is wrong
             reg.put_manifest("team/multi", "x", child.replace(b'"size": 78', b'"size": 77'), docker_manifest)
+
+
+def test_stale_temporary_files_are_removed_at_open(tmp_path: Path) -> None:
+    reg = Registry(root=tmp_path)
+    reg.push(sample_image(), "localhost/team/app:1")
+    old, new = tmp_path / "repositories/team/app/_tags/.tmp-old", tmp_path / "blobs/sha256/.tmp-new"
+    old.write_bytes(b"left by a killed process")
+    new.write_bytes(b"being written right now")
+    os.utime(old, (1, 1))
+    Registry(root=tmp_path)
+    assert not old.exists() and new.exists()
+    assert Registry(root=tmp_path).tags("localhost/team/app") == ["1"]

@@ -585,10 +585,15 @@ class _DiskStore(_Store):
                         continue  # its process is alive
                     raise
                 shutil.rmtree(d, ignore_errors=True)
-        for sub in ("blobs/sha256", "manifests/sha256"):
-            for f2 in (self.root / sub).glob(".tmp-*"):
-                if time.time() - f2.stat().st_mtime > 3600:
-                    f2.unlink(missing_ok=True)
+        # Temporary files of atomic writes a killed process left (no write takes an hour).
+        for sub in ("blobs/sha256", "manifests/sha256", "repositories"):
+            for dirpath, _, names in os.walk(self.root / sub):
+                for n in names:
+                    if n.startswith(".tmp-"):
+                        f2 = Path(dirpath, n)
+                        with contextlib.suppress(FileNotFoundError):
+                            if time.time() - f2.stat().st_mtime > 3600:
+                                f2.unlink()
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
