@@ -144,12 +144,9 @@ class Ufs(Backend):
         self.requests: list[int] = []
 
     def unavailable(self) -> str | None:
-        try:
-            from unionfs_sim.mounting import load_fuse
-            load_fuse()
-        except Exception as e:  # noqa: BLE001 - the reason is printed
-            return f"{type(e).__name__}: {e}"
-        return None
+        from unionfs_sim.fuse import fuse_unavailable
+
+        return fuse_unavailable()
 
     @contextlib.contextmanager
     def mounted(self, work: str) -> Iterator[str]:

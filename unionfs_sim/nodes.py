@@ -253,10 +253,3 @@ Entry = Union[File, Dir, Symlink, Fifo, Socket, Device, Whiteout]
 
 def _fields(n: Any) -> tuple[Any, ...]:
     return attrs.astuple(n, recurse=False)
-
-
-def node_type(n: Entry) -> int:
-    """The S_IF* type bits of an entry (0 for a whiteout)."""
-    if isinstance(n, Whiteout):
-        return 0
-    return _stat.S_IFMT(n.st_mode)

@@ -1527,6 +1527,27 @@ class Registry:
 
         return Server(self, address, **options)
 
+    def _repr_html_(self) -> str:
+        """Repositories with their tags and manifests, and the blob store's size, for notebooks."""
+        from ._html import human, section, short, table
+
+        with self._lock:
+            st = self._store
+            rows: list[list[object]] = []
+            names = sorted(st.repo_names())
+            for name in names:
+                by_digest: dict[str, list[str]] = {}
+                for t, d in st.repo_tags(name).items():
+                    by_digest.setdefault(d, []).append(t)
+                for d in sorted(st.repo_manifests(name)):
+                    raw = st.manifest_bytes(d)
+                    layers = json.loads(raw).get("layers") if raw is not None else None
+                    rows.append([name, ", ".join(sorted(by_digest.get(d, []))), short(d),
+                                 len(layers) if isinstance(layers, list) else "-"])
+            blobs = st.blob_sizes()
+        return section(f"Registry: {len(names)} repositories, {len(blobs)} blobs, {human(sum(blobs.values()))}",
+                       table(["repository", "tags", "manifest", "layers"], rows, right=(3,), limit=200))
+
 
 def _check_reference(reference: str) -> str:
     if is_digest(reference):
@@ -1544,4 +1565,3 @@ def sha256_file(path: Path) -> str:
 
 
 __all__ += ["check_digest", "check_name", "is_digest", "parse_manifest", "sha256_file"]
-

@@ -70,7 +70,6 @@ import collections
 import contextlib
 import ctypes
 import errno
-import itertools
 import logging
 import os
 import re
@@ -95,6 +94,7 @@ from .. import errors
 from ..errors import FuseUnavailable, MountError
 from ..fs import FileSystem, Handle
 from ..linux import abort_connection, mounts_at
+from .semantics import OPEN_FLAGS, Handles, as_caller, check_access, statfs, still_mounted
 
 # --- file names: bytes that are not UTF-8 survive as surrogates, as os.fsdecode does -----
 
@@ -119,16 +119,11 @@ codecs.register(_codec_search)
 
 # --- constants ------------------------------------------------------------------------
 
-_OPEN_FLAGS = (os.O_ACCMODE | os.O_APPEND | os.O_NONBLOCK | os.O_TRUNC | os.O_DIRECTORY | os.O_NOFOLLOW
-               | os.O_CREAT | os.O_EXCL | os.O_SYNC | os.O_DSYNC)
-"""The open flags passed on to the model (the kernel adds O_LARGEFILE, FMODE_EXEC ...)."""
 _HIDDEN = re.compile(r"\.fuse_hidden[0-9a-f]{16}")
 """The names libfuse2 (without ``hard_remove``) hides unlinked open files under."""
 _MISSING = object()
 _UTIME_NOW = (1 << 30) - 1
 _UTIME_OMIT = (1 << 30) - 2
-STATFS_BLOCKS = 1 << 32
-"""What statfs reports as total and free blocks (of 4 KiB): the model has no size limit."""
 
 
 def _ns(ns: int | None, seconds: float) -> int:
@@ -263,9 +258,8 @@ class OverlayOperations(_fusepy.Operations if _fusepy is not None else object): 
         self.fs = fs.unbounded()
         self.readonly = readonly or fs.readonly
         self.no_open = no_open and self.readonly
-        self._handles: dict[int, Handle] = {}
+        self._handles = Handles()
         self._hidden: dict[str, Handle | None] = {}  # libfuse's hidden names -> the open file
-        self._next_fh = itertools.count(1)
         self.calls: collections.Counter[str] = collections.Counter()
         self.unexpected: list[BaseException] = []
         self.initialized = threading.Event()
@@ -302,24 +296,14 @@ class OverlayOperations(_fusepy.Operations if _fusepy is not None else object): 
         """Create as the calling process: its uid/gid, and no second umask."""
         fs = self.fs
         uid, gid, _pid = _fusepy.fuse_get_context()
-        with fs.lock:
-            saved = fs.umask, fs.uid, fs.gid
-            fs.umask, fs.uid, fs.gid = 0, uid, gid
-            try:
-                yield
-            finally:
-                fs.umask, fs.uid, fs.gid = saved
+        with fs.lock, as_caller(fs, uid, gid):
+            yield
 
     def _add(self, h: Handle) -> int:
-        fh = next(self._next_fh)
-        self._handles[fh] = h
-        return fh
+        return self._handles.add(h)
 
     def _handle(self, fi: Any) -> Handle:
-        try:
-            return self._handles[fi.fh]
-        except KeyError:
-            raise errors.BadFileDescriptor(None) from None
+        return self._handles[fi.fh]
 
     @property
     def open_handles(self) -> int:
@@ -334,10 +318,7 @@ class OverlayOperations(_fusepy.Operations if _fusepy is not None else object): 
 
     def destroy(self, path: str) -> None:
         """Close every handle still open (the session ends)."""
-        for fh in list(self._handles):
-            h = self._handles.pop(fh, None)
-            if h is not None:
-                h.close()
+        self._handles.close_all()
 
     # --- attributes ----------------------------------------------------------------------
 
@@ -359,11 +340,7 @@ class OverlayOperations(_fusepy.Operations if _fusepy is not None else object): 
 
     def access(self, path: str, amode: int) -> int:
         """access(2) for root (the kernel checks modes itself with default_permissions)."""
-        st = self.fs.lstat(path)
-        if amode & os.W_OK and self.readonly:
-            raise errors.ReadOnly(path)
-        if amode & os.X_OK and not _stat.S_ISDIR(st.st_mode) and not st.st_mode & 0o111:
-            raise errors.AccessDenied(path)
+        check_access(self.fs.lstat(path), amode, self.readonly)
         return 0
 
     def chmod(self, path: str, mode: int) -> int:
@@ -412,11 +389,7 @@ class OverlayOperations(_fusepy.Operations if _fusepy is not None else object): 
 
     def statfs(self, path: str) -> dict[str, int]:
         """Sizes for df: unlimited space, 255-byte names."""
-        free = 0 if self.readonly else STATFS_BLOCKS
-        return {
-            "f_bsize": 4096, "f_frsize": 4096, "f_blocks": STATFS_BLOCKS, "f_bfree": free, "f_bavail": free,
-            "f_files": STATFS_BLOCKS, "f_ffree": free, "f_favail": free, "f_namemax": 255,
-        }
+        return statfs(self.readonly)
 
     # --- xattrs ------------------------------------------------------------------------
 
@@ -504,7 +477,7 @@ class OverlayOperations(_fusepy.Operations if _fusepy is not None else object): 
                 return 0
             ino = fs.lstat(old).st_ino
             keep = None
-            for h in list(self._handles.values()):
+            for h in self._handles.values():
                 if not h.closed and h.stat().st_ino == ino:
                     keep = h
                     break
@@ -535,7 +508,7 @@ class OverlayOperations(_fusepy.Operations if _fusepy is not None else object): 
         """Create and open a regular file (O_CREAT, with the caller's flags)."""
         self._writable(path)
         with self._as_caller():
-            h = self.fs.os_open(path, (fi.flags & _OPEN_FLAGS) | os.O_CREAT, mode & 0o7777)
+            h = self.fs.os_open(path, (fi.flags & OPEN_FLAGS) | os.O_CREAT, mode & 0o7777)
         fi.fh = self._add(h)
         return 0
 
@@ -543,7 +516,7 @@ class OverlayOperations(_fusepy.Operations if _fusepy is not None else object): 
         """Open a file (opening for writing copies it up, as overlayfs does)."""
         if self.no_open:
             raise errors.error(errno.ENOSYS, path)
-        flags = fi.flags & _OPEN_FLAGS
+        flags = fi.flags & OPEN_FLAGS
         if self.readonly and (flags & os.O_ACCMODE != os.O_RDONLY or flags & os.O_TRUNC):
             raise errors.ReadOnly(path)
         fi.fh = self._add(self.fs.os_open(path, flags))
@@ -573,7 +546,7 @@ class OverlayOperations(_fusepy.Operations if _fusepy is not None else object): 
 
     def release(self, path: str | None, fi: Any) -> int:
         """The last descriptor of an open file closed: drop its handle."""
-        h = self._handles.pop(fi.fh, None)
+        h = self._handles.pop(fi.fh)
         if h is not None:
             h.close()
         return 0
@@ -765,9 +738,7 @@ class LibfuseSession(_fusepy.FUSE if _fusepy is not None else object):  # type: 
 
     def mounted(self) -> bool:
         """True while the kernel mount of this session exists."""
-        if self.mount_id is None:
-            return self.serving
-        return any(mid == self.mount_id for mid, _d, _t in mounts_at(self.realpath))
+        return still_mounted(self.mount_id, self.realpath, self.serving)
 
     def join(self, timeout: float | None) -> bool:
         """Wait for the loop to end; True if it did."""

@@ -25,13 +25,13 @@ if TYPE_CHECKING:
     from ..container import Container
     from ..fs import FileSystem
     from ..image import Image
-    from . import libfuse, server
+    from .semantics import Session
 
 MountSource = Union["Container", "Image", "FileSystem"]
 """What can be mounted: a container (read-write), an image (read-only) or a facade."""
 
-__all__ = ["FuseUnavailable", "Mount", "MountError", "MountSource", "choose_backend", "default_options", "fs_of",
-           "fuse_unavailable", "fusepy_missing", "load_fuse", "mount"]
+__all__ = ["FuseUnavailable", "Mount", "MountError", "MountSource", "choose_backend", "default_options",
+           "explain_mountpoint", "fs_of", "fuse_unavailable", "fusepy_missing", "mount"]
 
 
 def fusepy_missing() -> str | None:
@@ -90,13 +90,6 @@ def fuse_unavailable() -> str | None:
     if importlib.util.find_spec("fuse") is None:
         return f"{why}, and fusepy is not installed; pip install 'unionfs-sim[fuse]'"
     return None
-
-
-def load_fuse() -> Any:
-    """The :mod:`unionfs_sim.fuse` package (kept for callers of the old ``mounting.load_fuse``)."""
-    from .. import fuse
-
-    return fuse
 
 
 @contextlib.contextmanager
@@ -161,6 +154,32 @@ def mount(source: MountSource, mountpoint: str | os.PathLike[str], *, readonly: 
         m.unmount()
 
 
+
+
+def explain_mountpoint(path: str) -> str | None:
+    """Why ``path`` cannot be mounted on, saying what to do about it; None if it can.
+
+    A FUSE mount whose server died stays behind: stat(2) of it fails with ENOTCONN
+    ("transport endpoint is not connected"); it is cleared with ``fusermount3 -u`` (or
+    ``umount -l`` as root), which this says.
+    """
+    import shlex
+    import stat as _stat
+
+    try:
+        st = os.stat(path)
+        os.statvfs(path)  # stat may answer from the kernel's cache; statfs asks the server
+    except OSError as e:
+        q = shlex.quote(path)
+        if e.errno == errno.ENOTCONN:
+            return (f"{path}: a FUSE mount whose server is gone is still there (transport endpoint is not"
+                    f" connected); clear it with: fusermount3 -u {q}   (or as root: umount -l {q})")
+        if e.errno == errno.ENOENT:
+            return f"{path}: no such directory (the mountpoint must be an existing directory)"
+        return f"{path}: {e.strerror}"
+    if not _stat.S_ISDIR(st.st_mode):
+        return f"{path}: not a directory (the mountpoint must be a directory)"
+    return None
 
 
 def choose_backend(backend: str = "auto") -> str:
@@ -257,7 +276,7 @@ class Mount:
             self._opts["ro"] = True
         self.options = option_list(self._opts)
         self._threads = threads
-        self._session: libfuse.LibfuseSession | server.Session | None = None
+        self._session: Session | None = None
         self._pid = os.getpid()  # a forked child must not unmount its parent's mount
 
     def start(self, timeout: float = 10.0) -> None:
@@ -270,9 +289,10 @@ class Mount:
         """
         if not os.path.exists("/dev/fuse"):
             raise FuseUnavailable("/dev/fuse does not exist (no FUSE in this kernel or container; modprobe fuse)")
-        if not os.path.isdir(self.mountpoint):
-            raise NotADirectoryError(errno.ENOTDIR, "mountpoint is not a directory", self.mountpoint)
-        s: libfuse.LibfuseSession | server.Session
+        why = explain_mountpoint(self.mountpoint)
+        if why is not None:
+            raise MountError(why)
+        s: Session
         if self.backend == "kernel":
             from . import server
 

@@ -71,11 +71,29 @@ from .. import errors
 from ..errors import FuseUnavailable, MountError
 from ..fs import FileSystem, Handle
 from ..linux import (
-    MS_DIRSYNC, MS_LAZYTIME, MS_NOATIME, MS_NODEV, MS_NODIRATIME, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_RELATIME,
-    MS_STRICTATIME, MS_SYNCHRONOUS, RENAME_EXCHANGE, RENAME_NOREPLACE, RENAME_WHITEOUT, abort_connection, fusectl,
-    libc, mounts_at, renameat2, set_readahead,
+    MS_DIRSYNC,
+    MS_LAZYTIME,
+    MS_NOATIME,
+    MS_NODEV,
+    MS_NODIRATIME,
+    MS_NOEXEC,
+    MS_NOSUID,
+    MS_RDONLY,
+    MS_RELATIME,
+    MS_STRICTATIME,
+    MS_SYNCHRONOUS,
+    RENAME_EXCHANGE,
+    RENAME_NOREPLACE,
+    RENAME_WHITEOUT,
+    abort_connection,
+    fusectl,
+    libc,
+    mounts_at,
+    renameat2,
+    set_readahead,
 )
 from ..overlay import Loc
+from .semantics import OPEN_FLAGS, Handles, as_caller, check_access, statfs, still_mounted
 
 log = logging.getLogger(__name__)
 
@@ -151,9 +169,6 @@ UNKNOWN_INO = 0xFFFFFFFF
 MAX_WRITE = 1 << 20
 """Largest READ/WRITE payload (``max_pages`` = 256)."""
 _BUFSIZE = MAX_WRITE + 4096 * 2
-_OPEN_FLAGS = (os.O_ACCMODE | os.O_APPEND | os.O_NONBLOCK | os.O_TRUNC | os.O_DIRECTORY | os.O_NOFOLLOW
-               | os.O_CREAT | os.O_EXCL | os.O_SYNC | os.O_DSYNC)
-STATFS_BLOCKS = 1 << 32
 FOREVER = 365 * 86400.0
 """The cache timeout that stands for "until told otherwise"."""
 
@@ -220,7 +235,7 @@ class StaleNode(OSError):
 class _Node:
     """A kernel inode: what the view holds under one or more names (hard links)."""
 
-    __slots__ = ("fmt", "handles", "id", "key", "listing", "lookups", "names", "obj", "sig")
+    __slots__ = ("fmt", "handles", "id", "key", "listing", "loc", "loc_gen", "lookups", "names", "obj", "sig")
 
     def __init__(self, nid: int, fmt: int) -> None:
         self.id = nid
@@ -232,6 +247,8 @@ class _Node:
         self.listing: list[tuple[str, int, int]] | None = None  # readdir: (name, ino, d_type)
         self.handles: set[int] = set()
         self.fmt = fmt  # the file type (S_IFMT bits): a kernel inode never changes type
+        self.loc: Loc | None = None  # its first name, resolved while the view was at generation loc_gen
+        self.loc_gen = -1
 
 
 class Server:
@@ -273,9 +290,8 @@ class Server:
         self._keys: dict[Any, int] = {}
         self._aliases: dict[int, set[int]] = {}  # id(upper inode) -> nodes that show it
         self._next_id = ROOT_ID + 1
-        self._handles: dict[int, Handle] = {}
+        self._handles = Handles()
         self._handle_node: dict[int, int] = {}
-        self._next_fh = 1
         self._fd = -1
         self._workers: set[int] = set()
         self._dirty = False  # changed from elsewhere since the last request
@@ -286,7 +302,7 @@ class Server:
             SYMLINK: self._symlink, MKNOD: self._mknod, MKDIR: self._mkdir, UNLINK: self._unlink,
             RMDIR: self._rmdir, RENAME: self._rename, RENAME2: self._rename2, LINK: self._link,
             OPEN: self._open, READ: self._read, WRITE: self._write, STATFS: self._statfs,
-            RELEASE: self._release, FSYNC: self._nothing, FSYNCDIR: self._nothing, SETXATTR: self._setxattr,
+            RELEASE: self._release, FSYNC: self._fsync, FSYNCDIR: self._fsync, SETXATTR: self._setxattr,
             GETXATTR: self._getxattr, LISTXATTR: self._listxattr, REMOVEXATTR: self._removexattr,
             ACCESS: self._access, CREATE: self._create, READDIR: self._readdir, READDIRPLUS: self._readdirplus,
         }
@@ -319,6 +335,23 @@ class Server:
         if p is None:
             raise errors.NotFound(None)
         return p
+
+    def _node_loc(self, node: _Node) -> Loc | None:
+        """The node's first name resolved in the view (None once it has no name left).
+
+        Kept until the view changes (``overlay.generation``), so LOOKUP and GETATTR of a
+        view that does not change never rebuild a path. Raises ENOENT (and the like) when
+        the name no longer resolves.
+        """
+        gen = self.fs.overlay.generation
+        if node.loc is not None and node.loc_gen == gen:
+            return node.loc
+        path = self._path(node)
+        if path is None:
+            return None
+        loc = self.fs.locate(path)
+        node.loc, node.loc_gen = loc, gen
+        return loc
 
     def _child_path(self, parent: _Node, name: str) -> str:
         base = self._need_path(parent)
@@ -398,6 +431,8 @@ class Server:
             self._unname(dkey)
             self._dentries[dkey] = node.id
             node.names.append(dkey)
+            if len(node.names) == 1:
+                node.loc = None
         node.lookups += 1
         return node
 
@@ -410,6 +445,7 @@ class Server:
         if node is not None:
             with contextlib.suppress(ValueError):
                 node.names.remove(dkey)
+            node.loc = None
         return node
 
     def _forget(self, nid: int, n: int) -> None:
@@ -428,13 +464,24 @@ class Server:
     # --- replies ----------------------------------------------------------------------------
 
     def _stat_loc(self, path: str) -> tuple[Loc, os.stat_result]:
-        fs = self.fs
-        loc = fs._get(path, False)
-        return loc, fs._stat(loc)
+        loc = self.fs.locate(path)
+        return loc, self.fs.stat_at(loc)
 
     def _entry(self, parent: _Node, name: str, path: str) -> bytes:
         loc, st = self._stat_loc(path)
         node = self._node_for(parent, name, loc, _stat.S_IFMT(st.st_mode))
+        return self._entry_bytes(node.id, st)
+
+    def _entry_at(self, parent: _Node, name: str) -> bytes:
+        """LOOKUP's answer: ``name`` looked up in the parent's directory, no path built."""
+        ploc = self._node_loc(parent)
+        if ploc is None:
+            raise errors.NotFound(None)
+        loc = self.fs.lookup(ploc, name)
+        st = self.fs.stat_at(loc)
+        node = self._node_for(parent, name, loc, _stat.S_IFMT(st.st_mode))
+        if node.names[0] == (parent.id, name):
+            node.loc, node.loc_gen = loc, self.fs.overlay.generation
         return self._entry_bytes(node.id, st)
 
     def _entry_bytes(self, nid: int, st: os.stat_result) -> bytes:
@@ -448,15 +495,16 @@ class Server:
 
     def _node_stat(self, node: _Node, fh: int | None = None) -> os.stat_result:
         """The node's attributes: through a name, else through an open handle (unlinked)."""
-        path = self._path(node)
-        if path is not None:
-            try:
-                loc, st = self._stat_loc(path)
+        try:
+            loc = self._node_loc(node)
+            if loc is not None:
+                st = self.fs.stat_at(loc)
                 self._check_same(node, loc, st)
-            except (FileNotFoundError, StaleNode):
-                if not node.handles:
-                    raise
-            else:
+        except (FileNotFoundError, StaleNode):
+            if not node.handles:
+                raise
+        else:
+            if loc is not None:
                 self._note_key(node, loc)
                 return st
         h = self._handles.get(fh) if fh else None
@@ -485,21 +533,11 @@ class Server:
         if self.readonly:
             raise errors.ReadOnly(None)
 
-    @contextlib.contextmanager
-    def _as_caller(self, ctx: tuple[int, int, int]) -> Any:
-        """Create as the calling process: its uid/gid, and no second umask."""
-        fs = self.fs
-        saved = fs.umask, fs.uid, fs.gid
-        fs.umask, fs.uid, fs.gid = 0, ctx[0], ctx[1]
-        try:
-            yield
-        finally:
-            fs.umask, fs.uid, fs.gid = saved
+    def _as_caller(self, ctx: tuple[int, int, int]) -> contextlib.AbstractContextManager[None]:
+        return as_caller(self.fs, ctx[0], ctx[1])
 
     def _add_handle(self, node: _Node, h: Handle) -> int:
-        fh = self._next_fh
-        self._next_fh += 1
-        self._handles[fh] = h
+        fh = self._handles.add(h)
         self._handle_node[fh] = node.id
         node.handles.add(fh)
         return fh
@@ -517,9 +555,8 @@ class Server:
 
     def _lookup(self, parent: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes:
         name = _decode(body[:-1])
-        path = self._child_path(parent, name)
         try:
-            return self._entry(parent, name, path)
+            return self._entry_at(parent, name)
         except FileNotFoundError:
             if self.negative_timeout == (0, 0):
                 raise
@@ -570,26 +607,28 @@ class Server:
     def _changed(self, node: _Node, path: str) -> None:
         """After a change through ``path``: the node's identity (copied up?), its aliases."""
         with contextlib.suppress(OSError):
-            self._note_key(node, self.fs._get(path, False))
+            self._note_key(node, self.fs.locate(path))
         self._touch(node)
 
     def _statfs(self, node: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes:
-        free = 0 if self.readonly else STATFS_BLOCKS
-        return _STATFS_OUT.pack(STATFS_BLOCKS, free, free, STATFS_BLOCKS, free, 4096, 255, 4096)
+        v = statfs(self.readonly)
+        return _STATFS_OUT.pack(v["f_blocks"], v["f_bfree"], v["f_bavail"], v["f_files"], v["f_ffree"],
+                                v["f_bsize"], v["f_namemax"], v["f_frsize"])
 
     def _access(self, node: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes:
         mask, _ = _ACCESS_IN.unpack_from(body)
-        st = self._node_stat(node)
-        if mask & os.W_OK and self.readonly:
-            raise errors.ReadOnly(None)
-        if mask & os.X_OK and not _stat.S_ISDIR(st.st_mode) and not st.st_mode & 0o111:
-            raise errors.AccessDenied(None)
+        check_access(self._node_stat(node), mask, self.readonly)
         return b""
 
     def _readlink(self, node: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes:
         return os.fsencode(self.fs.readlink(self._need_path(node)))
 
-    def _nothing(self, node: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes:
+    def _fsync(self, node: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes:
+        """FSYNC/FSYNCDIR: passed to a facade that keeps a durable copy (a write-through upperdir)."""
+        sync = getattr(self.fs, "fsync", None)
+        if sync is not None:
+            (fh,) = _RELEASE_IN.unpack_from(body)  # fuse_fsync_in starts with fh
+            sync(self._handles.get(fh), self._path(node))
         return b""
 
     # --- xattrs -----------------------------------------------------------------------------
@@ -724,14 +763,11 @@ class Server:
 
     def _dir_loc(self, node: _Node) -> Loc | None:
         """The directory the node names now (None once it is gone: it reads as empty)."""
-        path = self._path(node)
-        if path is None:
-            return None
         try:
-            d = self.fs._get(path, False)
+            d = self._node_loc(node)
         except OSError:
             return None
-        return d if d.is_dir else None
+        return d if d is not None and d.is_dir else None
 
     def _listing(self, node: _Node, offset: int, d: Loc | None) -> list[tuple[str, int, int]]:
         """The directory's entries (with ``.`` and ``..``), fresh when read from the start."""
@@ -781,8 +817,10 @@ class Server:
                 if c is None:
                     out += zero
                 else:
-                    st = fs._stat(c)
+                    st = fs.stat_at(c)
                     child = self._node_for(node, name, c, _stat.S_IFMT(st.st_mode))
+                    if child.names[0] == (node.id, name):
+                        child.loc, child.loc_gen = c, ov.generation
                     out += self._entry_bytes(child.id, st)
             out += _DIRENT.pack(ino, i + 1, len(raw), dtype) + raw + b"\0" * (padded - rec)
         return bytes(out)
@@ -795,7 +833,7 @@ class Server:
         self._writable()
         path = self._child_path(parent, name)
         with self._as_caller(ctx):
-            h = self.fs.os_open(path, (flags & _OPEN_FLAGS) | os.O_CREAT, mode & 0o7777)
+            h = self.fs.os_open(path, (flags & OPEN_FLAGS) | os.O_CREAT, mode & 0o7777)
         loc, st = self._stat_loc(path)
         node = self._node_for(parent, name, loc, _stat.S_IFMT(st.st_mode))
         fh = self._add_handle(node, h)
@@ -804,7 +842,7 @@ class Server:
 
     def _open(self, node: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes:
         flags, _ = _OPEN_IN.unpack_from(body)
-        flags &= _OPEN_FLAGS
+        flags &= OPEN_FLAGS
         writing = flags & os.O_ACCMODE != os.O_RDONLY or flags & os.O_TRUNC
         if writing and self.readonly:
             raise errors.ReadOnly(None)
@@ -821,10 +859,7 @@ class Server:
         return _OPEN_OUT.pack(fh, open_flags, 0)
 
     def _handle(self, node: _Node, fh: int) -> Handle:
-        h = self._handles.get(fh)
-        if h is None:
-            raise errors.BadFileDescriptor(None)
-        return h
+        return self._handles[fh]
 
     def _read(self, node: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes | memoryview:
         fh, offset, size, _ = _READ_IN.unpack_from(body)
@@ -842,7 +877,7 @@ class Server:
 
     def _release(self, node: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes:
         (fh,) = _RELEASE_IN.unpack_from(body)
-        h = self._handles.pop(fh, None)
+        h = self._handles.pop(fh)
         nid = self._handle_node.pop(fh, None)
         owner = self._nodes.get(nid) if nid is not None else None
         if owner is not None:
@@ -1049,10 +1084,7 @@ class Server:
     def close_all(self) -> None:
         """Close every handle still open (the session ended)."""
         with self._lock:
-            for h in self._handles.values():
-                with contextlib.suppress(Exception):
-                    h.close()
-            self._handles.clear()
+            self._handles.close_all()
             self._handle_node.clear()
 
 
@@ -1217,9 +1249,7 @@ class Session:
 
     def mounted(self) -> bool:
         """True while the kernel mount of this session exists."""
-        if self.mount_id is None:
-            return self.serving
-        return any(mid == self.mount_id for mid, _d, _t in mounts_at(self.realpath))
+        return still_mounted(self.mount_id, self.realpath, self.serving)
 
     def join(self, timeout: float | None) -> bool:
         """Wait for the request threads to end; True if they did."""
