@@ -37,8 +37,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import unionfs_sim as ufs
-from tests import daemons
+import unionfs_sim as ufs  # noqa: E402
+from tests import daemons  # noqa: E402
 
 
 def make_layout(path: Path, total_mb: int, layers: int = 5) -> str:

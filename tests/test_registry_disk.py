@@ -60,7 +60,8 @@ def test_the_store_outlives_the_registry_object(tmp_path: Path) -> None:
     assert pulled.digest == image.digest and fs_tree(pulled.fs) == fs_tree(image.fs)
     assert again.pull(f"example.com/team/app@{two.digest}").digest == two.digest  # untagged, still there
     # Pulls share layers: the second image's bottom layers are the first one's objects.
-    assert all(a is b for a, b in zip(pulled.layers, again.pull(f"example.com/team/app@{two.digest}").layers))
+    assert all(a is b for a, b in zip(pulled.layers, again.pull(f"example.com/team/app@{two.digest}").layers[:-1],
+                                      strict=True))
     assert pulled.layers[0].source_blob is not None  # re-saving copies the stored bytes
 
 
@@ -208,7 +209,8 @@ def test_docker_manifest_lists_and_oci_indexes_need_their_children(tmp_path: Pat
     docker_manifest = "application/vnd.docker.distribution.manifest.v2+json"
     docker_list = "application/vnd.docker.distribution.manifest.list.v2+json"
     for reg in (Registry(), Registry(root=tmp_path)):
-        cfg = upload(reg, "team/multi", b'{"architecture":"arm64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}')
+        cfg = upload(reg, "team/multi",
+                     b'{"architecture":"arm64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}')
         child = json.dumps({"schemaVersion": 2, "mediaType": docker_manifest,
                             "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
                                        "digest": cfg, "size": 78}, "layers": []}).encode()

@@ -16,12 +16,12 @@ requests = pytest.importorskip("requests")
 bcrypt = pytest.importorskip("bcrypt", reason="the serve extra (bcrypt) is not installed")
 pytest.importorskip("aiohttp", reason="the serve extra (aiohttp) is not installed")
 
-from unionfs_sim.registry import Registry
-from unionfs_sim.serve import Server
+from unionfs_sim.registry import Registry  # noqa: E402
+from unionfs_sim.serve import Server  # noqa: E402
 
-from . import daemons
-from .test_oci import fs_tree, sample_image
-from .test_serve_conformance import MT_MANIFEST, digest, err_code, push_blob
+from . import daemons  # noqa: E402
+from .test_oci import fs_tree, sample_image  # noqa: E402
+from .test_serve_conformance import MT_MANIFEST, digest, err_code, push_blob  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -91,7 +91,8 @@ def test_skopeo_with_auth_and_tls(tmp_path: Path) -> None:
         out = tmp_path / "out"
         done = subprocess.run(["skopeo", "copy", "--src-cert-dir", str(certs), "--src-creds", "alice:pw",
                                "--preserve-digests", "--dest-oci-accept-uncompressed-layers",
-                               f"docker://{server.netloc}/team/app:1", f"oci:{out}:1"], capture_output=True, text=True, check=False)
+                               f"docker://{server.netloc}/team/app:1", f"oci:{out}:1"],
+                              capture_output=True, text=True, check=False)
         assert done.returncode == 0, done.stderr
         bad = subprocess.run(["skopeo", "inspect", "--cert-dir", str(certs), "--creds", "alice:nope",
                               f"docker://{server.netloc}/team/app:1"], capture_output=True, text=True, check=False)
@@ -114,7 +115,8 @@ def test_public_address_needs_auth_or_insecure_public(tmp_path: Path) -> None:
 def test_cli_serves_until_sigterm_and_refuses_public_without_auth(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "unionfs_sim", "serve", "--root", str(tmp_path / "store")]
-    r = subprocess.run([*cmd, "--listen", "0.0.0.0:0"], env=env, capture_output=True, check=False, text=True, timeout=60)
+    r = subprocess.run([*cmd, "--listen", "0.0.0.0:0"], env=env, capture_output=True, check=False, text=True,
+                       timeout=60)
     assert r.returncode != 0 and "--insecure-public" in r.stderr and "Traceback" not in r.stderr
     r = subprocess.run([*cmd, "--listen", "nonsense"], env=env, capture_output=True, check=False, text=True, timeout=60)
     assert r.returncode != 0 and "HOST:PORT" in r.stderr and "Traceback" not in r.stderr

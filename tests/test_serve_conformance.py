@@ -68,9 +68,9 @@ import pytest
 requests = pytest.importorskip("requests")
 pytest.importorskip("aiohttp", reason="the serve extra (aiohttp) is not installed")
 
-from unionfs_sim.registry import Registry
+from unionfs_sim.registry import Registry  # noqa: E402
 
-from . import daemons
+from . import daemons  # noqa: E402
 
 MT_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MT_INDEX = "application/vnd.oci.image.index.v1+json"

@@ -21,11 +21,11 @@ import pytest
 requests = pytest.importorskip("requests")
 pytest.importorskip("aiohttp", reason="the serve extra (aiohttp) is not installed")
 
-from unionfs_sim.registry import Registry
+from unionfs_sim.registry import Registry  # noqa: E402
 
-from . import daemons
-from .test_oci import fs_tree, sample_image
-from .test_serve_conformance import MT_MANIFEST, digest, err_code, image_manifest, push_blob, raw
+from . import daemons  # noqa: E402
+from .test_oci import fs_tree, sample_image  # noqa: E402
+from .test_serve_conformance import MT_MANIFEST, digest, err_code, image_manifest, push_blob, raw  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,7 +48,8 @@ class Proc:
                     return
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"the server did not start: {self.proc.stderr.read() if self.proc.stderr else ''}")
+                    err = self.proc.stderr.read() if self.proc.stderr else b""
+                    raise AssertionError(f"the server did not start: {err!r}") from None
                 time.sleep(0.05)
 
     def kill(self) -> None:
@@ -203,7 +204,8 @@ def test_bad_requests_leave_the_store_unchanged(root: Path) -> None:
         assert r.status_code == 400 and err_code(r) == "DIGEST_INVALID"
         # Names outside the grammar and traversal attempts, sent raw.
         for path in ("/v2/../../etc/blobs/uploads/", "/v2/team/../../x/blobs/uploads/", "/v2/Team/App/blobs/uploads/",
-                     "/v2/team//app/blobs/uploads/", "/v2/team/%2e%2e/app/blobs/uploads/", f"/v2/{'a' * 256}/blobs/uploads/",
+                     "/v2/team//app/blobs/uploads/", "/v2/team/%2e%2e/app/blobs/uploads/",
+                     f"/v2/{'a' * 256}/blobs/uploads/",
                      "/v2/team/app/_layers/blobs/uploads/"):
             r = raw(url, "POST", path)
             assert r.status_code == 400 and err_code(r) == "NAME_INVALID", (path, r.status_code, r.text)

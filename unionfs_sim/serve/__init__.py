@@ -23,9 +23,10 @@ import os
 import ssl
 import threading
 import types
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
-from ..registry import Registry
+if TYPE_CHECKING:
+    from .app import Backend
 
 __all__ = ["Server"]
 
@@ -47,7 +48,7 @@ class Server:
     non-loopback host is refused without ``htpasswd`` unless ``insecure_public=True``.
     """
 
-    def __init__(self, registry: Registry, address: tuple[str, int] = ("127.0.0.1", 0), *,
+    def __init__(self, registry: Backend, address: tuple[str, int] = ("127.0.0.1", 0), *,
                  htpasswd: str | os.PathLike[str] | None = None, tls_cert: str | os.PathLike[str] | None = None,
                  tls_key: str | os.PathLike[str] | None = None, insecure_public: bool = False,
                  max_upload: int | None = None) -> None:
