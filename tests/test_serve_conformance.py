@@ -105,11 +105,13 @@ DIFFERENCES: dict[str, str] = {
     "push-chunk-retry": "2.8.2 accepts a chunk repeated at an old offset with 202 and appends it "
                         "(registry/handlers/blobupload.go checks only the Content-Range start against 0 on a "
                         "fresh upload), so the blob would be corrupt; the spec wants 416",
-    "push-name-invalid-dotdot": "2.8.2's router does not match names with '..' and answers 404 (or "
-                                "its http server redirects the cleaned path with 301) instead of 400 NAME_INVALID",
+    "push-name-invalid-dotdot": "2.8.2 (Go's http.ServeMux path cleaning) answers 301 with Location "
+                                "/v2/errors/...: a dot segment redirects into another repository, where the spec "
+                                "wants 400 NAME_INVALID",
     "push-name-invalid-double-slash": "2.8.2 redirects '/v2/a//b/...' to the cleaned path (301) instead of "
                                       "400 NAME_INVALID",
-    "push-name-invalid-upper": "2.8.2's router does not match uppercase names: 404 instead of 400 NAME_INVALID",
+    "push-name-invalid-upper": "2.8.2's router does not match uppercase names: a plain-text '404 page not "
+                               "found' instead of 400 NAME_INVALID",
     "push-manifest-too-big": "2.8.2 answers 400 MANIFEST_INVALID for a manifest over 4 MiB; the spec says "
                              "413 Payload Too Large",
 }
