@@ -147,8 +147,18 @@ def test_sigkill_during_manifest_puts_leaves_a_consistent_store(root: Path) -> N
     for x in layers:
         push_blob(s, srv.url, "team/app", x)
     done: list[str] = []
+    # Killed with half a manifest received: after the restart it is not there.
+    half = image_manifest(config, layers[:1], annotations={"half": "sent"})
+    with socket.create_connection(("127.0.0.1", srv.port)) as c:
+        c.sendall(f"PUT /v2/team/app/manifests/half HTTP/1.1\r\nHost: x\r\nContent-Type: {MT_MANIFEST}\r\n"
+                  f"Content-Length: {len(half)}\r\n\r\n".encode() + half[: len(half) // 2])
+        time.sleep(0.2)
+        srv.kill()
+    srv = Proc(root)
+    assert s.get(f"{srv.url}/v2/team/app/manifests/half").status_code == 404
+    assert s.get(f"{srv.url}/v2/team/app/manifests/{digest(half)}").status_code == 404
     try:
-        for round_ in range(3):
+        for round_ in range(2):
             stop = threading.Event()
 
             def pusher(url: str, stop: threading.Event = stop, round_: int = round_) -> None:
@@ -186,7 +196,7 @@ def test_sigkill_during_manifest_puts_leaves_a_consistent_store(root: Path) -> N
             assert_content_addressed(root)
     finally:
         srv.stop()
-    assert len(done) > 4
+    assert len(done) > 2
 
 
 def test_bad_requests_leave_the_store_unchanged(root: Path) -> None:
