@@ -60,7 +60,7 @@ class NameInvalid(ValueError):
 
 
 class DigestInvalid(FormatError):
-    """A malformed digest or tag, or content that does not match its digest (DIGEST_INVALID)."""
+    """A malformed digest, or content that does not match its digest (DIGEST_INVALID)."""
 
 
 class TagInvalid(ValueError):
@@ -145,6 +145,11 @@ def is_digest(reference: str) -> bool:
 
 
 def check_tag(tag: str) -> str:
+    """``tag`` if it is a tag of the spec's grammar (safe as a file name: no ``/``, no leading ``.``).
+
+    Raises:
+        TagInvalid: naming it.
+    """
     if not isinstance(tag, str) or not _TAG_RE.fullmatch(tag):
         raise TagInvalid(f"invalid tag {tag[:200]!r}: [a-zA-Z0-9_][a-zA-Z0-9._-]{{0,127}} expected")
     return tag
