@@ -39,7 +39,7 @@ from ..distribution import (
 )
 from ..errors import DigestMismatch
 from ..mediatypes import MT_INDEX
-from .auth import Htpasswd
+from .auth import AuthFailed, Htpasswd
 
 __all__ = ["Backend", "UploadSession", "make_app"]
 
@@ -207,7 +207,7 @@ class _App:
                 resp: web.StreamResponse = await handler(request, args)
                 return resp
             raise ApiError(404, "UNSUPPORTED", f"no such endpoint: {raw[:200]}")
-        except PermissionError as e:
+        except AuthFailed as e:
             return _error_response(ApiError(401, "UNAUTHORIZED", str(e),
                                             {"WWW-Authenticate": 'Basic realm="unionfs-sim"'}))
         except Exception as e:  # noqa: BLE001 - the model's errors become the spec's
