@@ -187,3 +187,19 @@ def test_the_core_needs_no_serve_extra() -> None:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
                        env={**os.environ, "PYTHONPATH": str(REPO)})
     assert r.returncode == 0, r.stderr
+
+
+def test_a_store_failure_is_a_json_500_and_the_server_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    reg = Registry()
+
+    def full(repo: str) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with reg.serve() as server:
+        monkeypatch.setattr(reg, "start_upload", full)
+        r = requests.post(f"{server.url}/v2/team/app/blobs/uploads/")
+        assert r.status_code == 500 and err_code(r) == "UNKNOWN" and "No space left" in r.text
+        monkeypatch.undo()
+        assert requests.post(f"{server.url}/v2/team/app/blobs/uploads/").status_code == 202

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -92,6 +93,8 @@ class Backend(Protocol):
     def start_upload(self, repo: str) -> UploadSession: ...
     def get_upload(self, repo: str, uid: str) -> UploadSession: ...
     def referrers(self, repo: str, digest: str, artifact_type: str | None = None) -> list[dict[str, Any]]: ...
+
+_log = logging.getLogger(__name__)
 
 #: Default bound on one upload's bytes (every chunk together).
 MAX_UPLOAD = 64 << 30
@@ -213,8 +216,9 @@ class _App:
         except Exception as e:  # noqa: BLE001 - the model's errors become the spec's
             try:
                 return _error_response(_translate(e))
-            except Exception:  # noqa: BLE001 - not one of ours: let aiohttp answer 500
-                raise e from None
+            except Exception:  # noqa: BLE001 - not one of ours (a full disk, a bug): 500, logged
+                _log.exception("%s %s", request.method, raw[:200])
+                return _error_response(ApiError(500, "UNKNOWN", f"internal error: {type(e).__name__}: {e}"))
 
     # --- end-1: the API's root -------------------------------------------------------------
 
