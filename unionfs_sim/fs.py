@@ -335,9 +335,9 @@ class FileSystem:
             # Fast path: a plain path found in the index needs no component walk.
             key = path.strip("/")
             loc = self._ov.fast(key)
-            if loc and (not follow or loc.kind != "l") and (  # type: ignore[union-attr]
+            if loc is not None and (not follow or loc.kind != "l") and (
                     self.caller is None or self._chain_searchable(key.rpartition("/")[0])):
-                return loc  # type: ignore[return-value]
+                return loc
         r = self._resolve(path, follow)
         if r.loc is None:
             raise errors.NotFound(r.path)

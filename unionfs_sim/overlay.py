@@ -218,13 +218,13 @@ class Overlay:
             lo, lp = None, None
         return Loc(d, name, path, up, below, lo, lp)
 
-    def fast(self, key: str) -> Loc | None | bool:
+    def fast(self, key: str) -> Loc | None:
         """Look a normalised key up without building the chain of parent Locs.
 
-        Returns the Loc (its ``parent`` is None: for reading attributes only), ``False``
-        when the name certainly does not exist below real directories, or ``None`` when
-        the slow, component-by-component walk must decide (symlinks, whiteouts, opaque or
-        redirected directories on the way). This is what keeps stat cheap.
+        Returns the Loc (its ``parent`` is None: for reading attributes only), or ``None``
+        when the slow, component-by-component walk must decide (absent names, symlinks,
+        whiteouts, opaque or redirected directories on the way). This is what keeps stat
+        cheap.
         """
         lower = self.lower.nodes
         u = self.root

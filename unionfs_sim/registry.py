@@ -954,7 +954,7 @@ class Registry:
                     layer = read_layer(f, f"{where} layers[{i}] ({d})", diff_id, d, desc["size"], layers)[0]
                 path = self._store.blob_file(d)
                 if path is not None:
-                    layer._source_blob = BlobSource(str(path), d, desc["size"])  # type: ignore[attr-defined]  # see Layer.source_blob
+                    layer.record_source(BlobSource(str(path), d, desc["size"]))
                 layer = self._layers.setdefault(d, layer)
             layers.append(layer)
         return Image.from_parts(layers, config, data)
