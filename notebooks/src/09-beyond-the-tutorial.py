@@ -44,11 +44,14 @@ if reason:
     print(f"skipped: FUSE is not available here ({reason})")
 else:
     with tempfile.TemporaryDirectory() as mnt, ufs.mount(c, mnt):
-        print("$ ls -R", "(the mount)")
-        print(subprocess.run(["ls", "-R", "."], cwd=mnt, capture_output=True, text=True, check=True).stdout)
-        print("$ grep -rn 'port =' .")
-        grep = subprocess.run(["grep", "-rn", "port =", "."], cwd=mnt, capture_output=True, text=True, check=True)
-        print(grep.stdout)
+
+        def sh(*argv):
+            """Run a real program on the mount; show its output with the mount point as $MNT."""
+            out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+            print("$", " ".join(argv).replace(mnt, "$MNT"), "\n" + out.replace(mnt, "$MNT"))
+
+        sh("ls", "-R", mnt)
+        sh("grep", "-rn", "port =", mnt)
         with open(os.path.join(mnt, "etc/app.conf"), "a") as f:  # a real write(2) through the kernel
             f.write("debug = true\n")
         os.remove(os.path.join(mnt, "etc/motd"))
