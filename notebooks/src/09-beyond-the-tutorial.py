@@ -7,6 +7,7 @@
 
 # %%
 import os
+import shlex
 import subprocess
 import tempfile
 
@@ -48,7 +49,7 @@ else:
         def sh(*argv):
             """Run a real program on the mount; show its output with the mount point as $MNT."""
             out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
-            print("$", " ".join(argv).replace(mnt, "$MNT"), "\n" + out.replace(mnt, "$MNT"))
+            print("$", shlex.join(argv).replace(mnt, "$MNT"), "\n" + out.replace(mnt, "$MNT"))
 
         sh("ls", "-R", mnt)
         sh("grep", "-rn", "port =", mnt)
