@@ -44,7 +44,10 @@ reason = fuse_unavailable()
 if reason:
     print(f"skipped: FUSE is not available here ({reason})")
 else:
-    with tempfile.TemporaryDirectory() as mnt, ufs.mount(c, mnt):
+    # Without root the files (owned by uid 0) would be read-only to you; as in a rootless
+    # container, act as the container's root on your own mount (no one else can enter it).
+    rootless = {} if os.geteuid() == 0 else {"default_permissions": False}
+    with tempfile.TemporaryDirectory() as mnt, ufs.mount(c, mnt, **rootless):
 
         def sh(*argv):
             """Run a real program on the mount; show its output with the mount point as $MNT."""
