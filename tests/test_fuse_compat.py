@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 import unionfs_sim as ufs
-from unionfs_sim.fuse_overlay_compat import LOCK_NAME, Config, UsageError, lower_dirs, parse_options
+from unionfs_sim.cli.fuse_overlayfs import LOCK_NAME, Config, UsageError, lower_dirs, parse_options
 from unionfs_sim.mounting import fuse_unavailable
 from unionfs_sim.testing.compare import OsView, snapshot
 
@@ -38,7 +38,7 @@ if REASON is not None:
     print(f"test_fuse_compat: skipping the mounting tests, {REASON}", file=sys.stderr)
 
 REPO = str(Path(__file__).resolve().parent.parent)
-PROGRAM = [sys.executable, "-m", "unionfs_sim.fuse_overlay_compat"]
+PROGRAM = [sys.executable, "-m", "unionfs_sim.cli.fuse_overlayfs"]
 ENV = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 
@@ -195,6 +195,8 @@ def test_option_parsing(tmp_path: Path) -> None:
     assert (cfg.options.redirect_dir, cfg.options.index, cfg.options.metacopy) == (True, True, True)
     assert cfg.fuse_options["allow_other"] and cfg.fuse_options["dev"] and not cfg.readonly
     assert cfg.ignored == ["squash_to_root", "timeout"]
+    with pytest.raises(UsageError, match="unknown options bogus, upperdri .*known: .*lowerdir"):
+        Config(["m", "-o", f"lowerdir={tmp_path}/l,upperdri={tmp_path}/u,bogus=1"])
     assert Config([str(tmp_path / "m"), "-o", f"lowerdir={tmp_path}/l"]).readonly
     for bad in (["m"], ["m", "-o", "upperdir=/tmp"], ["m", "-o", f"lowerdir={tmp_path}/l,upperdir={tmp_path}/u"],
                 ["m", "-o", f"lowerdir={tmp_path}/l,metacopy=on,redirect_dir=off"],
@@ -222,9 +224,11 @@ def test_daemon_round_trip_matches_the_kernel(dirs: Dirs) -> None:
     assert sorted(os.listdir(dirs.mnt / "etc")) == ["attrs", "hostname"]
     change_things(dirs.mnt)
     ours = view(dirs.mnt)
+    # Written through: the upperdir on disk, as overlayfs keeps it, while still mounted.
+    up = ufs.Layer.from_directory(dirs.upper, format="overlay")
+    assert up["etc/hostname"].data == b"web1\n" and up["bin/sh"] is ufs.WHITEOUT
     unmount_and_wait(dirs)
     assert process_ends(pid)  # the daemon is gone
-    # The upperdir on disk, as overlayfs keeps it.
     up = ufs.Layer.from_directory(dirs.upper, format="overlay")
     assert up["bin/sh"] is ufs.WHITEOUT and up["var/lib"] is ufs.WHITEOUT and up["app/server.py"] is ufs.WHITEOUT
     assert "var/lib/state" not in up  # one whiteout for the whole tree
@@ -233,7 +237,8 @@ def test_daemon_round_trip_matches_the_kernel(dirs: Dirs) -> None:
     assert dict(up["etc/attrs"].xattrs) == {"user.origin": b"lower", "user.added": b"yes"}
     assert up["bin/busybox"].mode == 0o700 and isinstance(up["srv/fifo"], ufs.Fifo)
     assert up["var/cache/new"] is ufs.WHITEOUT and isinstance(up["var/cache/again"], ufs.Dir)
-    assert os.listdir(dirs.work) == [LOCK_NAME]  # the staging directory is gone
+    assert sorted(os.listdir(dirs.work)) == sorted([LOCK_NAME, "unionfs-sim"])
+    assert os.listdir(dirs.work / "unionfs-sim") == []  # nothing left staged
     # The kernel sees the same merged view in the same directories.
     with kernel_mount(dirs):
         assert view(dirs.mnt) == ours
@@ -311,7 +316,7 @@ def test_read_only_without_upperdir(dirs: Dirs) -> None:
     finally:
         subprocess.run(["umount", str(dirs.mnt)], check=True)
     deadline = time.monotonic() + 30
-    pattern = f"fuse_overlay_compat src {dirs.mnt}"
+    pattern = f"fuse_overlayfs src {dirs.mnt}"
     while subprocess.run(["pgrep", "-f", pattern], capture_output=True, check=False).returncode == 0:
         assert time.monotonic() < deadline
         time.sleep(0.05)
@@ -349,7 +354,7 @@ def test_mount_fuse_helper_calling_convention(dirs: Dirs) -> None:
     bindir = dirs.base / "bin"
     bindir.mkdir()
     wrapper = bindir / "unionfs-sim-fuse"
-    wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} -m unionfs_sim.fuse_overlay_compat \"$@\"\n")
+    wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} -m unionfs_sim.cli.fuse_overlayfs \"$@\"\n")
     wrapper.chmod(0o755)
     env = {**ENV, "PATH": f"{bindir}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
     r = subprocess.run([helper, "overlay", str(dirs.mnt), "-t", "fuse.unionfs-sim-fuse", "-o", dirs.options("rw")],

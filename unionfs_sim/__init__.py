@@ -5,7 +5,9 @@ private writable upper layer with copy-up and whiteouts, behind an os-style API 
 answers (and errnos) match the Linux kernel's overlayfs.
 """
 
+from . import analysis
 from ._version import __version__
+from .build import Builder
 from .container import Change, Container
 from .errors import DigestMismatch, FormatError, UnionFSError, UnsafePath
 from .formats import docker_archive, oci
@@ -19,9 +21,9 @@ from .reference import Reference
 from .registry import Registry
 
 __all__ = [
-    "WHITEOUT", "Change", "Container", "Device", "DigestMismatch", "Dir", "Fifo", "File",
+    "WHITEOUT", "Builder", "Change", "Container", "Device", "DigestMismatch", "Dir", "Fifo", "File",
     "FileSystem", "FormatError", "FuseUnavailable", "Hardlink", "History", "Image", "ImageConfig", "Layer",
     "MountError", "mount",
     "OverlayOptions", "Reference", "Registry", "Socket", "Symlink", "UnionFSError", "UnsafePath",
-    "Whiteout", "__version__", "docker_archive", "oci",
+    "Whiteout", "__version__", "analysis", "docker_archive", "oci",
 ]

@@ -261,7 +261,7 @@ class Layer(Mapping[str, Entry]):
     @classmethod
     def from_tar(
         cls,
-        fileobj: IO[bytes],
+        fileobj: IO[bytes] | str | os.PathLike[str],
         *,
         expected_diff_id: str | None = None,
         name: str = "layer",
@@ -275,8 +275,9 @@ class Layer(Mapping[str, Entry]):
         of the entries (the same for a tar this library wrote).
 
         Args:
+            fileobj: a binary file object, or the path of a tar file.
             expected_diff_id: ``sha256:<hex>`` the uncompressed bytes must hash to.
-            name: what to call the layer in error messages.
+            name: what to call the layer in error messages (default: the path, if given).
             lower_dirs_meta: metadata of lower directories, for an opaque marker whose
                 directory has no entry in the tar (see :func:`codec.tar.read`).
 
@@ -287,6 +288,11 @@ class Layer(Mapping[str, Entry]):
         """
         if expected_diff_id is not None:
             _tar.check_diff_id(expected_diff_id)  # a bad argument fails before reading
+        if isinstance(fileobj, (str, os.PathLike)):
+            path = os.fspath(fileobj)
+            with open(path, "rb") as f:
+                return cls.from_tar(f, expected_diff_id=expected_diff_id, name=path if name == "layer" else name,
+                                    lower_dirs_meta=lower_dirs_meta)
         entries, diff_id, _, _ = _tar.read_blob(fileobj, name=name, lower_dirs_meta=lower_dirs_meta)
         if expected_diff_id is not None:
             _tar.check_digest(expected_diff_id, diff_id, name)
@@ -328,6 +334,22 @@ class Layer(Mapping[str, Entry]):
         wrote) or a plain tree. See :func:`unionfs_sim.codec.overlaydir.read`."""
 
         return cls(overlaydir.read(path, format=format, **kwargs))  # type: ignore[arg-type]
+
+    def _repr_html_(self) -> str:
+        """The layer's entries as a table (path, kind, mode, size), for notebooks."""
+        from ._html import human, section, short, table
+
+        links = self.links()
+        rows = []
+        for k in _tar.canonical_order(self._entries):
+            n = self._entries[k]
+            kind = "whiteout" if isinstance(n, Whiteout) else ("hardlink -> /" + links[k]) if k in links else type(n).__name__
+            if isinstance(n, Dir) and n.opaque:
+                kind += " (opaque)"
+            mode = "" if isinstance(n, Whiteout) else f"{n.mode:04o}"
+            rows.append(["/" + k, kind, mode, 0 if k in links or isinstance(n, Whiteout) else n.size])
+        return section(f"Layer {short(self.digest)}: {len(self)} entries, {human(self.size)}",
+                       table(["path", "kind", "mode", "size"], rows, right=(3,), limit=200))
 
 
 def _copy(node: Any) -> Any:

@@ -4,51 +4,42 @@ Same calling convention as fuse-overlayfs::
 
     unionfs-sim-fuse [-f] [-d] [-o OPTIONS] [SOURCE] MOUNTPOINT
     unionfs-sim-fuse -o lowerdir=L1:L2,upperdir=U,workdir=W /merged
+    unionfs-sim-fuse --umount MOUNTPOINT
 
 The lower directories are read as layers in the overlayfs on-disk format (the leftmost
-is the top, as for the kernel), the upperdir's content becomes the container's upper
-layer, and the mount serves the model's merged view. When the mount ends (``umount``,
-``fusermount -u``, SIGTERM or SIGINT) the upper layer is written back into the upperdir
-in the overlayfs format, the same way the kernel would have left it, so the same
-directories can be mounted by the kernel (``mount -t overlay``) or by fuse-overlayfs
-afterwards. Without ``upperdir`` the mount is read-only.
+is the top, as for the kernel); their file data is read from disk when first needed.
+The upperdir's content becomes the container's upper layer, and the mount serves the
+model's merged view. **Every change is written to the upperdir as it happens**, before
+the system call returns, in the overlayfs format the kernel would leave (copy-up,
+char-device 0/0 whiteouts, ``trusted.overlay.opaque``, ``trusted.overlay.redirect``,
+``trusted.overlay.metacopy``), as fuse-overlayfs and the kernel do; a client's fsync is
+an fsync of the upper file. So the directories can be mounted by the kernel
+(``mount -t overlay``) or by fuse-overlayfs at any moment, also after the daemon was
+killed (see :mod:`unionfs_sim.fuse.writethrough`). Without ``upperdir`` the mount is
+read-only.
 
-**The upperdir is written when the mount ends, not while it runs.** Until then it holds
-its previous state; if the daemon is killed with SIGKILL, the changes made through this
-mount are lost. A plain ``umount`` returns before the write-back is done (the kernel
-waits for no FUSE daemon); three ways to wait for it:
-
-- ``unionfs-sim-fuse --umount MOUNTPOINT`` unmounts and returns once the upperdir is
-  complete (as ``umount`` of fuse-overlayfs or of the kernel's overlayfs does). Linked
-  as umount(8)'s helper ``/sbin/umount.fuse.unionfs-sim-fuse`` it is run by ``umount
-  SOURCE``; ``umount MOUNTPOINT`` takes the type from statfs(2), which only says
-  ``fuse``, and runs ``/sbin/umount.fuse``: linked there too, it passes the other FUSE
-  mounts to ``umount -i`` unchanged;
-- ``flock WORKDIR/unionfs-sim-fuse.lock true``: the daemon holds that lock, with its pid
-  in the file, until the upperdir is complete;
-- mount again: a new ``unionfs-sim-fuse`` whose upperdir, workdir or one of whose
-  lowerdirs is the upperdir or workdir of an unmounted daemon still writing back waits
-  for it (the daemons register in ``/run/unionfs-sim-fuse``, see :class:`Registration`).
-
-Options (``-o``, comma-separated, ``\\,`` for a comma in a value):
+Options (``-o``, comma-separated, ``\\,`` for a comma in a value); an option not listed
+here is refused, with the list, as the kernel refuses unknown overlay options:
 
 - ``lowerdir=A:B`` (required; ``\\:`` for a colon in a path), ``upperdir=``, ``workdir=``
-  (required with ``upperdir``; it must be on the upperdir's filesystem: the new upper is
-  staged there and swapped in with ``renameat2(RENAME_EXCHANGE)``);
+  (required with ``upperdir``; on the upperdir's filesystem: new objects are staged in
+  ``WORKDIR/unionfs-sim`` and renamed into place, as the kernel stages copy-ups in
+  ``WORKDIR/work``);
 - ``redirect_dir=on|off|follow|nofollow``, ``index=on|off``, ``metacopy=on|off``: the
   :class:`~unionfs_sim.options.OverlayOptions` (``follow``/``nofollow`` count as off: they
   only allow reading redirects, which the model always does);
-- ``allow_other``, ``allow_root``, ``default_permissions``, ``ro`` and the generic
-  mount flags (``dev``, ``suid``, ``exec``, ``noatime`` and their opposites): passed to
-  FUSE. Run by root, the mount is always ``allow_other,default_permissions`` (as
+- ``fsync=0``: do not fsync on the client's fsync (fuse-overlayfs's option);
+- ``allow_other``, ``allow_root``, ``default_permissions``, ``ro``/``rw`` and the generic
+  mount flags (``dev``, ``suid``, ``exec``, ``noatime`` ... and their opposites): passed
+  to FUSE. Run by root, the mount is always ``allow_other,default_permissions`` (as
   fuse-overlayfs does): other users get in, the kernel checking their permissions;
 - ``fsname=``: what /proc/mounts shows (default: SOURCE);
-- anything else (``rw``, ``squash_to_root``, ``uidmapping``, ``timeout`` ...) is
-  ignored, as fuse-overlayfs ignores what it does not know.
+- accepted and ignored, as in fuse-overlayfs or the kernel's overlay: see :data:`IGNORED`.
 
 ``-f`` stays in the foreground; otherwise the program returns once the mount serves,
 leaving a daemon behind (as fuse-overlayfs does, and as ``mount.fuse`` expects).
-``-d`` logs every request to stderr (implies ``-f``).
+``-d`` logs every request to stderr (implies ``-f``). ``--umount MOUNTPOINT`` unmounts
+(as ``fusermount3 -u``; a plain ``umount`` does as well: nothing is left to write).
 
 To use it through ``mount -t fuse.unionfs-sim-fuse`` (or fstab type
 ``fuse.unionfs-sim-fuse``): mount(8) runs ``mount.fuse``, which runs
@@ -61,25 +52,21 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import fcntl
-import json
 import logging
 import os
-import re
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
-import time
-import types
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from ..container import Container
 from ..codec import overlaydir
-from ..linux import RENAME_EXCHANGE, renameat2
+from ..container import Container
+from ..fs import FileSystem
 from ..image import Image
 from ..layer import Layer
 from ..nodes import Dir, Entry
@@ -91,12 +78,39 @@ PROG = "unionfs-sim-fuse"
 _FUSE_PASS = ("allow_other", "allow_root", "default_permissions", "ro", "dev", "nodev", "suid", "nosuid", "exec",
               "noexec", "atime", "noatime", "sync", "async", "dirsync")
 """Options handed to FUSE as they are (mount.fuse adds ``dev,suid`` for root)."""
+OWN = ("lowerdir", "upperdir", "workdir", "redirect_dir", "index", "metacopy", "fsname", "fsync")
+"""Options this program acts on itself."""
+IGNORED = (
+    # the kernel's overlay options with no effect on the model, and generic mount flags
+    "rw", "xino", "uuid", "nfs_export", "volatile", "userxattr", "verity", "relatime", "norelatime",
+    "strictatime", "nostrictatime", "nodiratime", "diratime", "lazytime", "nolazytime", "silent", "loud",
+    "iversion", "noiversion", "mand", "nomand",
+    # fuse-overlayfs's own
+    "squash_to_root", "squash_to_uid", "squash_to_gid", "uidmapping", "gidmapping", "timeout", "threaded",
+    "fast_ino", "writeback", "noxattrs", "plugins", "static_nlink", "noacl", "xattr_permissions",
+    # FUSE's
+    "nonempty", "subtype", "max_read", "blksize", "kernel_cache", "auto_cache", "direct_io", "user",
+)
+"""Options accepted and ignored (fuse-overlayfs's, the overlay's and FUSE's that change nothing here)."""
+KNOWN = frozenset((*OWN, *_FUSE_PASS, *IGNORED))
 
 log = logging.getLogger("unionfs_sim.cli.fuse_overlayfs")
 
 
 class UsageError(Exception):
     """Bad arguments or options (the message says which)."""
+
+
+def check_options(opts: Mapping[str, str | bool]) -> None:
+    """Refuse options this program does not know (the kernel's overlay refuses them too).
+
+    Raises:
+        UsageError: naming the unknown options and listing the known ones.
+    """
+    unknown = sorted(k for k in opts if k not in KNOWN)
+    if unknown:
+        raise UsageError(f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}"
+                         f" (known: {', '.join(sorted(KNOWN))})")
 
 
 # --- options ------------------------------------------------------------------------
@@ -186,7 +200,7 @@ def overlay_options(opts: Mapping[str, str | bool]) -> OverlayOptions:
         raise UsageError(str(e)) from None
 
 
-# --- the upper layer in and out -------------------------------------------------------------
+# --- the upper layer --------------------------------------------------------------
 
 
 def read_upperdir(path: str, image: Image) -> dict[str, Entry]:
@@ -198,7 +212,7 @@ def read_upperdir(path: str, image: Image) -> dict[str, Entry]:
 
 
 def upper_entries(container: Container) -> dict[str, Entry]:
-    """What to write into the upperdir: the upper layer in overlayfs form, root included.
+    """The upper layer in overlayfs form, root included (e.g. to write a whole upperdir).
 
     With index=on, lower names of a hard-link group that was copied up through another
     name are included (the kernel keeps them in its index directory, which is not
@@ -214,241 +228,29 @@ def upper_entries(container: Container) -> dict[str, Entry]:
         return entries
 
 
-def write_upperdir(entries: Mapping[str, Entry], upperdir: str, workdir: str) -> None:
-    """Replace the content of ``upperdir`` with ``entries`` (overlayfs format), atomically.
-
-    The new tree is written into a staging directory in ``workdir`` (same filesystem),
-    then exchanged with ``upperdir`` in one ``renameat2(RENAME_EXCHANGE)``; the old tree
-    is removed afterwards. Where that is impossible (upperdir is a mount point, or the
-    filesystem has no RENAME_EXCHANGE) the old content is removed and the new moved in,
-    name by name.
-    """
-    stage = tempfile.mkdtemp(prefix=".unionfs-sim-upper.", dir=workdir)
-    new = os.path.join(stage, "upper")
-    try:
-        overlaydir.write(entries, new, format="overlay")
-        try:
-            renameat2(new, upperdir, RENAME_EXCHANGE)
-        except OSError as e:
-            log.debug("RENAME_EXCHANGE %s <-> %s failed (%s); replacing names one by one",
-                      new, upperdir, e.strerror)
-            _replace_contents(new, upperdir)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-
-
-def _replace_contents(new: str, upperdir: str) -> None:
-    for name in os.listdir(upperdir):
-        p = os.path.join(upperdir, name)
-        if os.path.isdir(p) and not os.path.islink(p):
-            shutil.rmtree(p)
-        else:
-            os.unlink(p)
-    for name in os.listdir(new):
-        os.rename(os.path.join(new, name), os.path.join(upperdir, name))
-    st = os.lstat(new)
-    os.chown(upperdir, st.st_uid, st.st_gid)
-    os.chmod(upperdir, st.st_mode & 0o7777)
-    for n in os.listxattr(upperdir):
-        os.removexattr(upperdir, n)
-    for n in os.listxattr(new):
-        os.setxattr(upperdir, n, os.getxattr(new, n))
-    os.utime(upperdir, ns=(st.st_atime_ns, st.st_mtime_ns))
-
-
-# --- umount waits for the write-back ------------------------------------------------------
-
-RUN_DIR = "/run/unionfs-sim-fuse"
-"""Where the daemon of each writable mount registers itself (run by root; otherwise
-``$XDG_RUNTIME_DIR/unionfs-sim-fuse``; ``$UNIONFS_SIM_FUSE_RUNDIR`` overrides both)."""
-WAIT_TIMEOUT = 600.0
-"""Seconds to wait for another daemon's write-back before giving up on it."""
-
-
-def run_dir() -> str:
-    """The registry directory (see :data:`RUN_DIR`)."""
-    d = os.environ.get("UNIONFS_SIM_FUSE_RUNDIR")
-    if d:
-        return d
-    if os.geteuid() == 0:
-        return RUN_DIR
-    return os.path.join(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir(), f"unionfs-sim-fuse-{os.geteuid()}")
-
-
-def _mounted() -> set[tuple[str, str]]:
-    """(``major:minor``, mount point) of every mount this process can see."""
-    out = set()
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-        for line in f:
-            fields = line.split()
-            mp = fields[4]
-            if "\\" in mp:  # mount(8)'s escapes: \040 for a space, \134 for a backslash ...
-                mp = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), mp)
-            out.add((fields[2], mp))
-    return out
-
-
-class Registration:
-    """A daemon's entry in :func:`run_dir`: ``PID.json``, locked until its upperdir is written.
-
-    Holds ``pid``, ``dev`` (the mount's ``major:minor``), ``mountpoint``, ``upperdir`` and
-    ``workdir``. Other processes wait on the lock: the umount helper (so that ``umount``
-    returns once the upperdir is complete, as with fuse-overlayfs, which writes through)
-    and a new mount that is to read that upperdir, as its upper or as a lower layer (the
-    suite's mount cycling: ``umount``, then ``mount`` the same directories at once).
-    """
-
-    def __init__(self, record: dict[str, Any]) -> None:
-        d = run_dir()
-        os.makedirs(d, mode=0o755, exist_ok=True)
-        self.path = os.path.join(d, f"{os.getpid()}.json")
-        # Written and locked under a temporary name, then renamed into place: whoever
-        # sees PID.json finds it complete and locked (an unlocked one is left over).
-        fd, tmp = tempfile.mkstemp(prefix=".reg.", dir=d)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            os.write(fd, json.dumps(record).encode())
-            os.fchmod(fd, 0o644)
-            os.rename(tmp, self.path)
-        except BaseException:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        self.fd = fd
-
-    @classmethod
-    def for_mount(cls, cfg: Config) -> Registration:
-        st = os.stat(cfg.mountpoint)
-        return cls({"pid": os.getpid(), "dev": f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}",
-                    "mountpoint": cfg.mountpoint, "upperdir": cfg.upperdir, "workdir": cfg.workdir})
-
-    def release(self) -> None:
-        """The upperdir is written: unregister and let the waiters go."""
-        if self.fd < 0:
-            return
-        with contextlib.suppress(OSError):
-            os.unlink(self.path)
-        os.close(self.fd)
-        self.fd = -1
-
-
-def registrations() -> list[tuple[int, dict[str, Any]]]:
-    """(open fd, record) of each registered daemon still running; the caller closes the fds.
-
-    Entries whose lock is free (their daemon was killed) are removed.
-    """
-    d = run_dir()
-    try:
-        names = os.listdir(d)
-    except OSError:
-        return []
-    out = []
-    for name in names:
-        if not name.endswith(".json"):
-            continue
-        path = os.path.join(d, name)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            try:
-                with os.fdopen(os.dup(fd), "rb") as f:
-                    out.append((fd, json.loads(f.read())))
-                continue
-            except ValueError:
-                pass
-        else:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-        os.close(fd)
-    return out
-
-
-def _wait_lock(fd: int, timeout: float) -> bool:
-    """Wait until the registration open at ``fd`` is released; False on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            return True
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.01)
-
-
-def wait_for_write_backs(dirs: Sequence[str], timeout: float = WAIT_TIMEOUT) -> None:
-    """Wait for daemons that were unmounted and still write an upperdir we are to read.
-
-    A daemon whose upperdir or workdir is one of ``dirs`` and whose mount is gone (a plain
-    ``umount``, without the umount helper, returns before the write-back) is waited for;
-    one still mounted is not (its workdir lock then says that the directories are in use).
-    """
-    want = {os.path.realpath(d) for d in dirs if d}
-    regs = registrations()
-    try:
-        mounted = _mounted()
-        for fd, rec in regs:
-            mine = {os.path.realpath(str(rec[k])) for k in ("upperdir", "workdir") if rec.get(k)}
-            if not mine & want or (str(rec.get("dev")), str(rec.get("mountpoint"))) in mounted:
-                continue
-            log.debug("waiting for %s (pid %s) to write %s", PROG, rec.get("pid"), rec.get("upperdir"))
-            if not _wait_lock(fd, timeout):
-                log.warning("%s (pid %s) is still writing %s after %.0fs", PROG, rec.get("pid"),
-                            rec.get("upperdir"), timeout)
-    finally:
-        for fd, _rec in regs:
-            os.close(fd)
-
-
 def umount_main(argv: Sequence[str]) -> int:
-    """``umount.fuse.unionfs-sim-fuse TARGET [-flnrv] [-t TYPE]``: umount(8)'s helper.
+    """``unionfs-sim-fuse --umount MOUNTPOINT``: unmount (``fusermount3 -u``, or umount(2) as root).
 
-    Unmounts with ``umount -i`` (no helper) and then waits until the daemon has written
-    the upperdir, so that ``umount`` returns when the directories are complete, as with
-    fuse-overlayfs and the kernel. Install as ``/sbin/umount.fuse.unionfs-sim-fuse`` (a
-    link to ``unionfs-sim-fuse``), where umount(8) looks for helpers. A lazy unmount
-    (``-l``) does not wait.
+    Nothing waits for a write-back: every change is in the upperdir already.
     """
-    flags: list[str] = []
-    target = None
-    it = iter(argv)
-    for a in it:
-        if a == "-t":
-            next(it, None)
-        elif a.startswith("-t") or a == "--umount":
-            continue
-        elif a.startswith("-") and len(a) > 1:
-            flags.append(a)
-        elif target is None:
-            target = a
-        else:
-            sys.stderr.write(f"{PROG}: umount: too many arguments\n")
-            return 2
-    if target is None:
-        sys.stderr.write(f"{PROG}: umount: no mount point given\n")
+    targets = [a for a in argv if a != "--umount" and not a.startswith("-")]
+    if len(targets) != 1:
+        sys.stderr.write(f"{PROG}: usage: {PROG} --umount MOUNTPOINT\n")
         return 2
-    mp = os.path.abspath(target)
-    lazy = any(f.startswith("-") and not f.startswith("--") and "l" in f[1:] for f in flags) or "--lazy" in flags
-    regs = registrations()
-    try:
-        mounted = _mounted()
-        waiters = [(fd, rec) for fd, rec in regs
-                   if rec.get("mountpoint") == mp and (str(rec.get("dev")), mp) in mounted]
-        umount = shutil.which("umount", path="/usr/bin:/bin:/usr/sbin:/sbin") or "umount"
-        code = subprocess.call([umount, "-i", *flags, target])
-        if code == 0 and not lazy:
-            for fd, rec in waiters:
-                if not _wait_lock(fd, WAIT_TIMEOUT):
-                    sys.stderr.write(f"{PROG}: pid {rec.get('pid')} still writes {rec.get('upperdir')}\n")
-        return code
-    finally:
-        for fd, _rec in regs:
-            os.close(fd)
+    target = os.path.abspath(targets[0])
+    if os.geteuid() == 0:
+        from ..linux import unmount
+
+        err = unmount(target, lazy=False)
+        if err:
+            sys.stderr.write(f"{PROG}: {target}: {os.strerror(err)}\n")
+            return 1
+        return 0
+    helper = shutil.which("fusermount3") or shutil.which("fusermount")
+    if helper is None:
+        sys.stderr.write(f"{PROG}: cannot unmount {target}: not root and no fusermount3\n")
+        return 1
+    return subprocess.call([helper, "-u", target])
 
 
 # --- the program --------------------------------------------------------------------------
@@ -456,11 +258,14 @@ def umount_main(argv: Sequence[str]) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description="Mount an overlay (lowerdir/upperdir/workdir) served by the"
-                                " unionfs_sim model, as fuse-overlayfs does.")
+                                " unionfs_sim model, as fuse-overlayfs does. Every change is written to the"
+                                " upperdir before the call returns.")
     p.add_argument("-o", dest="options", action="append", default=[], metavar="OPTIONS",
-                   help="lowerdir=A:B,upperdir=U,workdir=W,redirect_dir=on,index=on,metacopy=on,allow_other,...")
+                   help="lowerdir=A:B,upperdir=U,workdir=W,redirect_dir=on,index=on,metacopy=on,allow_other,..."
+                   " (unknown options are refused)")
     p.add_argument("-f", dest="foreground", action="store_true", help="stay in the foreground")
     p.add_argument("-d", "--debug", action="store_true", help="log every request to stderr (implies -f)")
+    p.add_argument("--umount", metavar="MOUNTPOINT", help="unmount MOUNTPOINT (as fusermount3 -u) and exit")
     p.add_argument("--version", action="store_true", help="print the version and exit")
     p.add_argument("paths", nargs="*", metavar="[SOURCE] MOUNTPOINT")
     return p
@@ -487,6 +292,7 @@ class Config:
         self.debug = bool(a.debug)
         self.foreground = bool(a.foreground) or self.debug
         opts = parse_options(a.options)
+        check_options(opts)
         self.opts = opts
         if "lowerdir" not in opts or opts["lowerdir"] is True:
             raise UsageError("no lowerdir= given")
@@ -498,8 +304,9 @@ class Config:
             raise UsageError("upperdir= needs workdir=")
         for d in [*self.lowers, *(x for x in (self.upperdir, self.workdir) if x)]:
             if not os.path.isdir(d):
-                raise UsageError(f"{d}: not a directory")
+                raise UsageError(f"{d}: not a directory" if os.path.exists(d) else f"{d}: no such directory")
         self.options = overlay_options(opts)
+        self.fsync = opts.get("fsync", "1") not in ("0", "off", "no", "false")
         self.readonly = self.upperdir is None or opts.get("ro") is True
         self.fuse_options: dict[str, Any] = {k: True for k in _FUSE_PASS if opts.get(k) is True}
         if os.geteuid() == 0:
@@ -507,9 +314,7 @@ class Config:
             # checking permissions (default_permissions), as on the kernel's overlayfs.
             self.fuse_options["allow_other"] = True
         self.fuse_options["fsname"] = str(opts.get("fsname") or self.source).replace(",", "_")
-        ignored = sorted(set(opts) - {"lowerdir", "upperdir", "workdir", "redirect_dir", "index", "metacopy",
-                                      "fsname", *_FUSE_PASS})
-        self.ignored = ignored
+        self.ignored = sorted(k for k in opts if k in IGNORED)
 
 
 class _Ready:
@@ -538,7 +343,7 @@ class _Ready:
 
 @contextlib.contextmanager
 def _workdir_lock(workdir: str | None) -> Iterator[None]:
-    """Hold ``WORKDIR/unionfs-sim-fuse.lock`` (pid inside) while mounted and writing back."""
+    """Hold ``WORKDIR/unionfs-sim-fuse.lock`` (pid inside) while mounted: one server per upperdir."""
     if workdir is None:
         yield
         return
@@ -557,37 +362,27 @@ def _workdir_lock(workdir: str | None) -> Iterator[None]:
 
 
 def serve(cfg: Config, ready: _Ready | None = None) -> int:
-    """Build the model, mount, serve until unmounted or signalled, write the upper back."""
+    """Build the model, mount, serve until unmounted or signalled."""
     from .. import fuse
+    from ..fuse.writethrough import UpperDir, WriteThroughFS
 
     if cfg.debug:
         logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, format=f"{PROG}: %(message)s")
     for name in cfg.ignored:
         log.debug("ignoring option %s", name)
-    writes_back = cfg.upperdir is not None and cfg.workdir is not None and not cfg.readonly
-    # A daemon just unmounted may still be writing an upperdir we are to read.
-    wait_for_write_backs([*cfg.lowers, *(d for d in (cfg.upperdir, cfg.workdir) if d)])
-    registered: list[Registration] = []  # released last, after the workdir lock
-    try:
-        _serve(cfg, fuse, ready, registered if writes_back else None)
-    finally:
-        for r in registered:
-            r.release()
-    return 0
-
-
-def _serve(cfg: Config, fuse: types.ModuleType, ready: _Ready | None, registered: list[Registration] | None) -> None:
     with _workdir_lock(cfg.workdir):
         layers = [Layer.from_directory(d, format="overlay") for d in reversed(cfg.lowers)]
         image = Image.from_layers(layers)
-        container: Container | None = None
-        if cfg.upperdir is not None:
+        fs: FileSystem
+        if cfg.upperdir is not None and cfg.workdir is not None:
             container = Container.from_upper(image, read_upperdir(cfg.upperdir, image), cfg.options)
-            fs = container.fs
+            upper = UpperDir(container.overlay, cfg.upperdir, cfg.workdir, fsync=cfg.fsync)
+            fs = WriteThroughFS(container.overlay, upper)
+            if cfg.readonly:
+                fs = container.fs
         else:
             fs = image.fs
-        immutable = container is None
-        opts = fuse.default_options(immutable=immutable, readonly=cfg.readonly,
+        opts = fuse.default_options(immutable=fs.readonly, readonly=cfg.readonly,
                                     allow_other=bool(cfg.fuse_options.get("allow_other")),
                                     default_permissions=True if cfg.fuse_options.get("default_permissions") else None)
         opts.update(cfg.fuse_options)
@@ -605,12 +400,6 @@ def _serve(cfg: Config, fuse: types.ModuleType, ready: _Ready | None, registered
             signal.signal(sig, on_signal)
         m.start()
         try:
-            if registered is not None:
-                try:
-                    registered.append(Registration.for_mount(cfg))
-                except OSError as e:  # nobody will wait for the write-back: say so, go on
-                    log.warning("cannot register in %s (%s): umount will not wait for the write-back",
-                                run_dir(), e)
             if ready is not None:
                 ready.child_says("ready\n")
                 _detach_stdio()
@@ -618,8 +407,7 @@ def _serve(cfg: Config, fuse: types.ModuleType, ready: _Ready | None, registered
                 m.wait(0.25)
         finally:
             m.unmount()
-        if container is not None and cfg.upperdir is not None and cfg.workdir is not None and not cfg.readonly:
-            write_upperdir(upper_entries(container), cfg.upperdir, cfg.workdir)
+    return 0
 
 
 def _detach_stdio() -> None:
@@ -629,11 +417,19 @@ def _detach_stdio() -> None:
     os.close(devnull)
 
 
+def _error(e: BaseException) -> str:
+    from ..fuse.mounting import explain_mountpoint
+
+    if isinstance(e, OSError) and e.errno in (errno.ENOTCONN, errno.ENOENT, errno.ENOTDIR) and e.filename:
+        return explain_mountpoint(str(e.filename)) or str(e)
+    return str(e)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``unionfs-sim-fuse`` console script."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if (argv is None and os.path.basename(sys.argv[0]).startswith("umount.")) or args[:1] == ["--umount"]:
-        return umount_main(args)
+    if "--umount" in args or any(a.startswith("--umount=") for a in args):
+        return umount_main([a.split("=", 1)[1] if a.startswith("--umount=") else a for a in args])
     try:
         cfg = Config(args)
     except UsageError as e:
@@ -644,11 +440,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"{PROG} (unionfs_sim) {__version__}")
         return 0
+    from ..fuse.mounting import explain_mountpoint
+
+    why = explain_mountpoint(cfg.mountpoint)
+    if why is not None:
+        sys.stderr.write(f"{PROG}: {why}\n")
+        return 1
     if cfg.foreground:
         try:
             return serve(cfg)
         except (UsageError, OSError, RuntimeError, ValueError) as e:
-            sys.stderr.write(f"{PROG}: {e}\n")
+            if cfg.debug:
+                log.exception("failed")
+            sys.stderr.write(f"{PROG}: {_error(e)}\n")
             return 1
     ready = _Ready()
     pid = os.fork()
@@ -662,7 +466,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.chdir("/")
         code = serve(cfg, ready)
     except BaseException as e:  # noqa: BLE001 - reported to the parent, then exit
-        ready.child_says(f"{PROG}: {e}\n")
+        ready.child_says(f"{PROG}: {_error(e)}\n")
     finally:
         ready.child_says(f"{PROG}: exited before the mount was ready\n")
         os._exit(code)

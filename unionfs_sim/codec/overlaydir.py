@@ -54,8 +54,9 @@ TRUSTED = "trusted.overlay."
 """The overlay xattr namespace of a normal (privileged) mount."""
 USER = "user.overlay."
 """The overlay xattr namespace of a ``-o userxattr`` (unprivileged) mount."""
-_ESCAPE = "overlay."
+ESCAPE = "overlay."
 """An escaped entry xattr: ``trusted.overlay.overlay.X`` on disk is ``trusted.overlay.X``."""
+_ESCAPE = ESCAPE
 
 _RDONLY = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -413,4 +414,4 @@ def _read_data(full: str, st: os.stat_result) -> bytes:
         os.close(fd)
 
 
-__all__ = ["TRUSTED", "USER", "Format", "read", "write"]
+__all__ = ["ESCAPE", "TRUSTED", "USER", "Format", "read", "write"]

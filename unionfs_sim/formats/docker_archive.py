@@ -349,16 +349,25 @@ def load(source: str | os.PathLike[str] | IO[bytes], tag: str | None = None) -> 
     """
     with _open_tar(source) as (tf, label):
         members: dict[str, tarfile.TarInfo] = {}
-        for ti in tf.getmembers():
-            n = _normal(ti.name)
-            if n is not None:
-                members[n] = ti  # a later entry of the same name wins, as on extraction
+        last_name: str | None = None
+        try:
+            for ti in tf:
+                last_name = ti.name
+                n = _normal(ti.name)
+                if n is not None:
+                    members[n] = ti  # a later entry of the same name wins, as on extraction
+        except (tarfile.TarError, EOFError, OSError) as e:
+            last = f" after member {last_name!r}" if last_name is not None else ""
+            raise FormatError(f"{label}: truncated or corrupt archive{last} ({e})") from e
         # Members of an uncompressed archive named by path stay readable at their offsets.
         plain = isinstance(source, (str, os.PathLike)) and isinstance(tf.fileobj, io.BufferedReader)
         archive = _Archive(tf, members, label, os.path.abspath(source) if plain else None)  # type: ignore[arg-type]
         items = archive.manifest()
         item = _select(items, tag, archive)
-        return archive.image(item)
+        try:
+            return archive.image(item)
+        except (tarfile.TarError, EOFError) as e:
+            raise FormatError(f"{label}: truncated or corrupt archive ({e})") from e
 
 
 def _tarfile(label: str, path: str | None = None, fileobj: IO[bytes] | None = None) -> tarfile.TarFile:

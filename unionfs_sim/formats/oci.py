@@ -21,6 +21,7 @@ Digests, verified streams and blob files are :mod:`.blobs`, shared with
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -267,7 +268,12 @@ def load(path: str | os.PathLike[str], tag: str | None = None, platform: str | N
 
 
 def _read_layout_header(root: Path) -> dict[str, Any]:
-    """Read and check ``root/oci-layout``."""
+    """Read and check ``root/oci-layout``; a path that is no directory is named as such."""
+    if not root.is_dir():
+        if root.exists():
+            raise NotADirectoryError(errno.ENOTDIR, "not an OCI image layout directory (a file: a docker save"
+                                     " archive is read with docker_archive.load)", str(root))
+        raise FileNotFoundError(errno.ENOENT, "no such OCI image layout directory", str(root))
     f = root / "oci-layout"
     doc = parse_json(_read_small_file(f), str(f))
     version = doc.get("imageLayoutVersion")

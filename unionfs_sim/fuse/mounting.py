@@ -30,8 +30,8 @@ if TYPE_CHECKING:
 MountSource = Union["Container", "Image", "FileSystem"]
 """What can be mounted: a container (read-write), an image (read-only) or a facade."""
 
-__all__ = ["FuseUnavailable", "Mount", "MountError", "MountSource", "choose_backend", "default_options", "fs_of",
-           "fuse_unavailable", "fusepy_missing", "mount"]
+__all__ = ["FuseUnavailable", "Mount", "MountError", "MountSource", "choose_backend", "default_options",
+           "explain_mountpoint", "fs_of", "fuse_unavailable", "fusepy_missing", "mount"]
 
 
 def fusepy_missing() -> str | None:
@@ -156,6 +156,32 @@ def mount(source: MountSource, mountpoint: str | os.PathLike[str], *, readonly: 
 
 
 
+def explain_mountpoint(path: str) -> str | None:
+    """Why ``path`` cannot be mounted on, saying what to do about it; None if it can.
+
+    A FUSE mount whose server died stays behind: stat(2) of it fails with ENOTCONN
+    ("transport endpoint is not connected"); it is cleared with ``fusermount3 -u`` (or
+    ``umount -l`` as root), which this says.
+    """
+    import shlex
+    import stat as _stat
+
+    try:
+        st = os.stat(path)
+        os.statvfs(path)  # stat may answer from the kernel's cache; statfs asks the server
+    except OSError as e:
+        q = shlex.quote(path)
+        if e.errno == errno.ENOTCONN:
+            return (f"{path}: a FUSE mount whose server is gone is still there (transport endpoint is not"
+                    f" connected); clear it with: fusermount3 -u {q}   (or as root: umount -l {q})")
+        if e.errno == errno.ENOENT:
+            return f"{path}: no such directory (the mountpoint must be an existing directory)"
+        return f"{path}: {e.strerror}"
+    if not _stat.S_ISDIR(st.st_mode):
+        return f"{path}: not a directory (the mountpoint must be a directory)"
+    return None
+
+
 def choose_backend(backend: str = "auto") -> str:
     """``"kernel"`` (:mod:`unionfs_sim.fuse.server`) or ``"libfuse"`` (fusepy).
 
@@ -263,8 +289,9 @@ class Mount:
         """
         if not os.path.exists("/dev/fuse"):
             raise FuseUnavailable("/dev/fuse does not exist (no FUSE in this kernel or container; modprobe fuse)")
-        if not os.path.isdir(self.mountpoint):
-            raise NotADirectoryError(errno.ENOTDIR, "mountpoint is not a directory", self.mountpoint)
+        why = explain_mountpoint(self.mountpoint)
+        if why is not None:
+            raise MountError(why)
         s: Session
         if self.backend == "kernel":
             from . import server

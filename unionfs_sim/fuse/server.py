@@ -235,7 +235,7 @@ class StaleNode(OSError):
 class _Node:
     """A kernel inode: what the view holds under one or more names (hard links)."""
 
-    __slots__ = ("fmt", "handles", "id", "key", "listing", "lookups", "names", "obj", "sig")
+    __slots__ = ("fmt", "handles", "id", "key", "listing", "loc", "loc_gen", "lookups", "names", "obj", "sig")
 
     def __init__(self, nid: int, fmt: int) -> None:
         self.id = nid
@@ -247,6 +247,8 @@ class _Node:
         self.listing: list[tuple[str, int, int]] | None = None  # readdir: (name, ino, d_type)
         self.handles: set[int] = set()
         self.fmt = fmt  # the file type (S_IFMT bits): a kernel inode never changes type
+        self.loc: Loc | None = None  # its first name, resolved while the view was at generation loc_gen
+        self.loc_gen = -1
 
 
 class Server:
@@ -300,7 +302,7 @@ class Server:
             SYMLINK: self._symlink, MKNOD: self._mknod, MKDIR: self._mkdir, UNLINK: self._unlink,
             RMDIR: self._rmdir, RENAME: self._rename, RENAME2: self._rename2, LINK: self._link,
             OPEN: self._open, READ: self._read, WRITE: self._write, STATFS: self._statfs,
-            RELEASE: self._release, FSYNC: self._nothing, FSYNCDIR: self._nothing, SETXATTR: self._setxattr,
+            RELEASE: self._release, FSYNC: self._fsync, FSYNCDIR: self._fsync, SETXATTR: self._setxattr,
             GETXATTR: self._getxattr, LISTXATTR: self._listxattr, REMOVEXATTR: self._removexattr,
             ACCESS: self._access, CREATE: self._create, READDIR: self._readdir, READDIRPLUS: self._readdirplus,
         }
@@ -333,6 +335,23 @@ class Server:
         if p is None:
             raise errors.NotFound(None)
         return p
+
+    def _node_loc(self, node: _Node) -> Loc | None:
+        """The node's first name resolved in the view (None once it has no name left).
+
+        Kept until the view changes (``overlay.generation``), so LOOKUP and GETATTR of a
+        view that does not change never rebuild a path. Raises ENOENT (and the like) when
+        the name no longer resolves.
+        """
+        gen = self.fs.overlay.generation
+        if node.loc is not None and node.loc_gen == gen:
+            return node.loc
+        path = self._path(node)
+        if path is None:
+            return None
+        loc = self.fs.locate(path)
+        node.loc, node.loc_gen = loc, gen
+        return loc
 
     def _child_path(self, parent: _Node, name: str) -> str:
         base = self._need_path(parent)
@@ -412,6 +431,8 @@ class Server:
             self._unname(dkey)
             self._dentries[dkey] = node.id
             node.names.append(dkey)
+            if len(node.names) == 1:
+                node.loc = None
         node.lookups += 1
         return node
 
@@ -424,6 +445,7 @@ class Server:
         if node is not None:
             with contextlib.suppress(ValueError):
                 node.names.remove(dkey)
+            node.loc = None
         return node
 
     def _forget(self, nid: int, n: int) -> None:
@@ -442,13 +464,24 @@ class Server:
     # --- replies ----------------------------------------------------------------------------
 
     def _stat_loc(self, path: str) -> tuple[Loc, os.stat_result]:
-        fs = self.fs
-        loc = fs._get(path, False)
-        return loc, fs._stat(loc)
+        loc = self.fs.locate(path)
+        return loc, self.fs.stat_at(loc)
 
     def _entry(self, parent: _Node, name: str, path: str) -> bytes:
         loc, st = self._stat_loc(path)
         node = self._node_for(parent, name, loc, _stat.S_IFMT(st.st_mode))
+        return self._entry_bytes(node.id, st)
+
+    def _entry_at(self, parent: _Node, name: str) -> bytes:
+        """LOOKUP's answer: ``name`` looked up in the parent's directory, no path built."""
+        ploc = self._node_loc(parent)
+        if ploc is None:
+            raise errors.NotFound(None)
+        loc = self.fs.lookup(ploc, name)
+        st = self.fs.stat_at(loc)
+        node = self._node_for(parent, name, loc, _stat.S_IFMT(st.st_mode))
+        if node.names[0] == (parent.id, name):
+            node.loc, node.loc_gen = loc, self.fs.overlay.generation
         return self._entry_bytes(node.id, st)
 
     def _entry_bytes(self, nid: int, st: os.stat_result) -> bytes:
@@ -462,15 +495,16 @@ class Server:
 
     def _node_stat(self, node: _Node, fh: int | None = None) -> os.stat_result:
         """The node's attributes: through a name, else through an open handle (unlinked)."""
-        path = self._path(node)
-        if path is not None:
-            try:
-                loc, st = self._stat_loc(path)
+        try:
+            loc = self._node_loc(node)
+            if loc is not None:
+                st = self.fs.stat_at(loc)
                 self._check_same(node, loc, st)
-            except (FileNotFoundError, StaleNode):
-                if not node.handles:
-                    raise
-            else:
+        except (FileNotFoundError, StaleNode):
+            if not node.handles:
+                raise
+        else:
+            if loc is not None:
                 self._note_key(node, loc)
                 return st
         h = self._handles.get(fh) if fh else None
@@ -521,9 +555,8 @@ class Server:
 
     def _lookup(self, parent: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes:
         name = _decode(body[:-1])
-        path = self._child_path(parent, name)
         try:
-            return self._entry(parent, name, path)
+            return self._entry_at(parent, name)
         except FileNotFoundError:
             if self.negative_timeout == (0, 0):
                 raise
@@ -574,7 +607,7 @@ class Server:
     def _changed(self, node: _Node, path: str) -> None:
         """After a change through ``path``: the node's identity (copied up?), its aliases."""
         with contextlib.suppress(OSError):
-            self._note_key(node, self.fs._get(path, False))
+            self._note_key(node, self.fs.locate(path))
         self._touch(node)
 
     def _statfs(self, node: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes:
@@ -590,7 +623,12 @@ class Server:
     def _readlink(self, node: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes:
         return os.fsencode(self.fs.readlink(self._need_path(node)))
 
-    def _nothing(self, node: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes:
+    def _fsync(self, node: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes:
+        """FSYNC/FSYNCDIR: passed to a facade that keeps a durable copy (a write-through upperdir)."""
+        sync = getattr(self.fs, "fsync", None)
+        if sync is not None:
+            (fh,) = _RELEASE_IN.unpack_from(body)  # fuse_fsync_in starts with fh
+            sync(self._handles.get(fh), self._path(node))
         return b""
 
     # --- xattrs -----------------------------------------------------------------------------
@@ -725,14 +763,11 @@ class Server:
 
     def _dir_loc(self, node: _Node) -> Loc | None:
         """The directory the node names now (None once it is gone: it reads as empty)."""
-        path = self._path(node)
-        if path is None:
-            return None
         try:
-            d = self.fs._get(path, False)
+            d = self._node_loc(node)
         except OSError:
             return None
-        return d if d.is_dir else None
+        return d if d is not None and d.is_dir else None
 
     def _listing(self, node: _Node, offset: int, d: Loc | None) -> list[tuple[str, int, int]]:
         """The directory's entries (with ``.`` and ``..``), fresh when read from the start."""
@@ -782,8 +817,10 @@ class Server:
                 if c is None:
                     out += zero
                 else:
-                    st = fs._stat(c)
+                    st = fs.stat_at(c)
                     child = self._node_for(node, name, c, _stat.S_IFMT(st.st_mode))
+                    if child.names[0] == (node.id, name):
+                        child.loc, child.loc_gen = c, ov.generation
                     out += self._entry_bytes(child.id, st)
             out += _DIRENT.pack(ino, i + 1, len(raw), dtype) + raw + b"\0" * (padded - rec)
         return bytes(out)

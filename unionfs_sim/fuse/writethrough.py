@@ -1,0 +1,572 @@
+"""Write-through upperdirs: a view whose every change lands in an overlayfs upperdir at once.
+
+:class:`WriteThroughFS` is a :class:`~unionfs_sim.fs.FileSystem` facade over a container's
+overlay that, inside each call and before it returns, makes an on-disk upperdir
+(:class:`UpperDir`) equal to the overlay's upper tree in the kernel's format: copy-up,
+char-device 0/0 whiteouts, ``trusted.overlay.opaque``, ``trusted.overlay.redirect``,
+``trusted.overlay.metacopy``, escaped ``trusted.overlay.overlay.*`` xattrs, owners,
+modes and times. The model stays the source of truth for reads; the directory is its
+durable copy, valid for the kernel's overlayfs (or fuse-overlayfs) at every moment.
+
+It lives here, beside the FUSE server, because the mounts are its users (the
+fuse-overlayfs drop-in, ``unionfs-sim mount --upper``) and the client's fsync only
+exists there; it sits above :mod:`~unionfs_sim.fs` and :mod:`~unionfs_sim.overlay`,
+so it cannot be a codec. It drives everything from outside the overlay: each facade
+call knows which names it changed, and :meth:`UpperDir.sync` makes the disk entry at a
+name equal to the model's, non-recursively.
+
+As the kernel does (ovl_copy_up_locked, ovl_do_whiteout with RENAME_WHITEOUT), objects
+are built in a private staging directory in the workdir (same filesystem) and renamed
+into place, so a process killed mid-operation leaves either the old or the new entry,
+never a half-copied file. Data written through an open file is written to the upper
+file with pwrite(2) before the write returns; the client's fsync is an fsync(2) of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import itertools
+import os
+import shutil
+import stat as _stat
+from typing import Any
+
+from ..codec.overlaydir import ESCAPE, TRUSTED
+from ..fs import FileSystem, Handle, PathArg
+from ..linux import RENAME_EXCHANGE, RENAME_WHITEOUT, renameat2
+from ..nodes import WHITEOUT, Whiteout
+from ..overlay import Inode, Overlay
+from ..paths import join, split
+
+STAGE = "unionfs-sim"
+"""The staging directory inside the workdir (the kernel's own is ``work``)."""
+_COPY = 1 << 20
+_KIND = {_stat.S_IFREG: "f", _stat.S_IFDIR: "d", _stat.S_IFLNK: "l", _stat.S_IFIFO: "p", _stat.S_IFSOCK: "s",
+         _stat.S_IFCHR: "c", _stat.S_IFBLK: "b"}
+_FMT = {v: k for k, v in _KIND.items()}
+
+
+def _lstat(path: str) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
+
+
+def _kind(st: os.stat_result) -> str:
+    return _KIND.get(_stat.S_IFMT(st.st_mode), "?")
+
+
+def _is_whiteout(st: os.stat_result | None) -> bool:
+    return st is not None and _stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+class UpperDir:
+    """An overlayfs upperdir kept equal to an :class:`~unionfs_sim.overlay.Overlay`'s upper tree.
+
+    Call :meth:`sync` with the key of every name an operation changed (under the view's
+    lock); :meth:`moved` and :meth:`linked` for renames and links, which must move or
+    link the existing disk objects rather than copy them.
+
+    Args:
+        overlay: the view whose upper tree is mirrored (loaded from ``upperdir`` already).
+        upperdir: the directory to keep current.
+        workdir: a directory on the same filesystem, for staging (the mount's workdir).
+        fsync: fsync(2) on the client's fsync (fuse-overlayfs's ``fsync=0`` turns it off).
+    """
+
+    def __init__(self, overlay: Overlay, upperdir: str, workdir: str, *, ns: str = TRUSTED,
+                 fsync: bool = True) -> None:
+        self.ov = overlay
+        self.fsync = fsync
+        self.root = os.path.abspath(upperdir)
+        self.stage = os.path.join(os.path.abspath(workdir), STAGE)
+        self.ns = ns
+        self._n = itertools.count()
+        os.makedirs(self.stage, mode=0o700, exist_ok=True)
+        for name in os.listdir(self.stage):  # left by a killed server: never part of the upper
+            self._rm(os.path.join(self.stage, name))
+        self._dirs: set[str] = set()  # keys whose times a change on disk disturbed
+
+    # --- names --------------------------------------------------------------------------
+
+    def full(self, k: str) -> str:
+        """The disk path of key ``k``."""
+        return os.path.join(self.root, k) if k else self.root
+
+    def entry(self, k: str) -> Inode | Whiteout | None:
+        """The upper tree's entry at ``k`` (None: nothing there, the lower layers show through)."""
+        d = self.ov.root
+        if d is None:
+            return None
+        if not k:
+            return d
+        names = k.split("/")
+        for name in names[:-1]:
+            e = d.entries.get(name) if d.entries is not None else None
+            if not isinstance(e, Inode) or e.entries is None:
+                return None
+            d = e
+        return d.entries.get(names[-1]) if d.entries is not None else None
+
+    def on_disk(self, k: str) -> bool:
+        """True if the upper object at ``k`` is on disk there (so a move can move it)."""
+        e = self.entry(k)
+        if not isinstance(e, Inode):
+            return False
+        st = _lstat(self.full(k))
+        return st is not None and _kind(st) == e.kind
+
+    # --- making the disk equal to the model ------------------------------------------------
+
+    def sync(self, k: str) -> None:
+        """Make the disk entry at ``k`` what the upper tree has there (its parents first)."""
+        e = self.entry(k)
+        full = self.full(k)
+        st = _lstat(full)
+        if e is None:
+            if st is not None and k:
+                self._discard(full, st)
+                self._dirs.add(split(k)[0])
+            return
+        if k:
+            self._parents(k)
+        if isinstance(e, Whiteout):
+            if not _is_whiteout(st):
+                self._place(k, st, self._whiteout)
+            return
+        if st is None or _kind(st) != e.kind:
+            if not k:
+                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), full)
+            self._place(k, st, lambda tmp: self._make(tmp, e))
+            return
+        self._meta(full, e, st)
+
+    def finish(self) -> None:
+        """Restore the times of directories whose names changed on disk during the call."""
+        while self._dirs:
+            k = self._dirs.pop()
+            e = self.entry(k)
+            if isinstance(e, Inode) and e.kind == "d":
+                st = _lstat(self.full(k))
+                if st is not None and _kind(st) == "d":
+                    self._times(self.full(k), e, st)
+
+    def _parents(self, k: str) -> None:
+        p = split(k)[0]
+        if not p:
+            return
+        st = _lstat(self.full(p))
+        if st is None or not _stat.S_ISDIR(st.st_mode):
+            self.sync(p)
+
+    def _tmp(self) -> str:
+        return os.path.join(self.stage, f"#{next(self._n):x}")
+
+    def _place(self, k: str, st: os.stat_result | None, make: Any) -> None:
+        """Build the new object in the staging dir, then swap it in with one rename."""
+        full = self.full(k)
+        tmp = self._tmp()
+        make(tmp)
+        if st is not None and (_stat.S_ISDIR(st.st_mode) or _stat.S_ISDIR(os.lstat(tmp).st_mode)):
+            renameat2(tmp, full, RENAME_EXCHANGE)
+            self._rm(tmp)
+        else:
+            os.rename(tmp, full)
+        self._dirs.add(split(k)[0])
+
+    def _discard(self, full: str, st: os.stat_result) -> None:
+        if _stat.S_ISDIR(st.st_mode):
+            tmp = self._tmp()
+            os.rename(full, tmp)
+            self._rm(tmp)
+        else:
+            os.unlink(full)
+
+    @staticmethod
+    def _rm(path: str) -> None:
+        st = _lstat(path)
+        if st is None:
+            return
+        if _stat.S_ISDIR(st.st_mode):
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
+
+    @staticmethod
+    def _whiteout(tmp: str) -> None:
+        os.mknod(tmp, _stat.S_IFCHR | 0o000, os.makedev(0, 0))
+
+    def _make(self, tmp: str, e: Inode) -> None:
+        kind = e.kind
+        if kind == "d":
+            os.mkdir(tmp, 0o700)
+        elif kind == "f":
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            try:
+                if e.metacopy:
+                    os.ftruncate(fd, e.size)
+                else:
+                    self._write_data(fd, e)
+            finally:
+                os.close(fd)
+        elif kind == "l":
+            assert e.target is not None
+            os.symlink(e.target, tmp)
+        elif kind == "p":
+            os.mkfifo(tmp, 0o600)
+        else:
+            os.mknod(tmp, _FMT[kind] | 0o600, e.rdev)
+        self._meta(tmp, e, None)
+
+    @staticmethod
+    def _write_data(fd: int, e: Inode) -> None:
+        data = e.data
+        assert data is not None
+        off = 0
+        while off < data.size:
+            chunk = data.view(off, _COPY)
+            n = os.pwrite(fd, chunk, off)
+            off += n
+        os.ftruncate(fd, data.size)
+
+    def _xattrs(self, e: Inode) -> dict[str, bytes]:
+        """The xattrs the disk object should carry: its own (escaped) and the overlay ones."""
+        ns = self.ns
+        out = {}
+        for name, value in e.xattrs.items():
+            if name.startswith(ns):
+                name = ns + ESCAPE + name[len(ns):]
+            out[name] = value
+        if e.kind == "d":
+            if e.opaque:
+                out[ns + "opaque"] = b"y"
+            if e.redirect is not None:
+                out[ns + "redirect"] = os.fsencode("/" + e.redirect)
+        elif e.kind == "f" and e.metacopy:
+            out[ns + "metacopy"] = b""
+        return out
+
+    def _meta(self, full: str, e: Inode, st: os.stat_result | None) -> None:
+        """Owner, mode (after chown, which clears setuid), data size, xattrs, then times."""
+        nf = {"follow_symlinks": False}
+        chowned = st is None or (st.st_uid, st.st_gid) != (e.uid, e.gid)
+        if chowned:
+            os.chown(full, e.uid, e.gid, **nf)
+        if e.kind != "l" and (chowned or st is None or _stat.S_IMODE(st.st_mode) != e.mode):
+            os.chmod(full, e.mode)
+        want = self._xattrs(e)
+        have = set(os.listxattr(full, **nf))
+        meta_name = self.ns + "metacopy"
+        if e.kind == "f" and st is not None:
+            assert e.data is not None
+            if meta_name in have and not e.metacopy:
+                # The data is copied up now (ovl_copy_up_meta_inode_data): data first, then
+                # the xattr goes, so a kill between leaves a valid metacopy file.
+                fd = os.open(full, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                try:
+                    self._write_data(fd, e)
+                finally:
+                    os.close(fd)
+            elif not e.metacopy and st.st_size != e.data.size:
+                os.truncate(full, e.data.size)
+        for name, value in want.items():
+            if name not in have or os.getxattr(full, name, **nf) != value:
+                os.setxattr(full, name, value, **nf)
+        for name in have - want.keys():
+            if name.startswith(self.ns) and not name.startswith(self.ns + ESCAPE) \
+                    and name[len(self.ns):] not in ("opaque", "redirect", "metacopy"):
+                continue  # the kernel's own bookkeeping (origin, impure, ...): left as it is
+            with contextlib.suppress(OSError):
+                os.removexattr(full, name, **nf)
+        self._times(full, e, None if chowned or e.kind == "f" else st)
+
+    @staticmethod
+    def _times(full: str, e: Inode, st: os.stat_result | None) -> None:
+        if st is None or st.st_mtime_ns != e.mtime_ns or st.st_atime_ns != e.atime_ns:
+            os.utime(full, ns=(e.atime_ns, e.mtime_ns), follow_symlinks=False)
+
+    # --- moves and links -------------------------------------------------------------------
+
+    def moved(self, src: str, dst: str, had_src: bool, had_dst: bool, exchange: bool) -> None:
+        """After a rename (or exchange) of ``src`` to ``dst`` in the model: the same on disk.
+
+        ``had_src``/``had_dst``: :meth:`on_disk` of each before the rename. An object on
+        disk is moved, never copied (its hard links and open files stay with it).
+        """
+        fs, fd = self.full(src), self.full(dst)
+        if exchange and had_src and had_dst:
+            renameat2(fs, fd, RENAME_EXCHANGE)
+        elif had_src:
+            self._parents(dst)
+            dst_st = _lstat(fd)
+            if dst_st is not None and _stat.S_ISDIR(dst_st.st_mode):
+                renameat2(fs, fd, RENAME_EXCHANGE)  # the old dir goes to src, removed below
+            elif self.entry(src) is WHITEOUT:
+                try:  # move and leave the whiteout in one step, as ovl_rename does
+                    renameat2(fs, fd, RENAME_WHITEOUT)
+                except OSError as e:
+                    if e.errno not in (errno.EINVAL, errno.EPERM, errno.ENOSYS):
+                        raise
+                    os.rename(fs, fd)
+            else:
+                os.rename(fs, fd)
+        elif exchange and had_dst:
+            self._parents(src)
+            os.rename(fd, fs)
+        self._dirs.update((split(src)[0], split(dst)[0]))
+        self.sync(dst)
+        self.sync(src)
+        self.sync(split(src)[0])
+        self.sync(split(dst)[0])
+
+    def linked(self, src: str, dst: str) -> None:
+        """After ``link(src, dst)`` in the model: a hard link on disk (``src`` copied up first)."""
+        self.sync(src)
+        self._parents(dst)
+        tmp = self._tmp()
+        os.link(self.full(src), tmp, follow_symlinks=False)
+        os.rename(tmp, self.full(dst))  # over a whiteout, if there is one
+        self._dirs.add(split(dst)[0])
+        self.sync(dst)
+        self.sync(src)
+        self.sync(split(dst)[0])
+
+    def changed(self, *keys: str) -> None:
+        """After an operation on the names ``keys``: sync each and its directory."""
+        for k in keys:
+            self.sync(k)
+            if k:
+                self.sync(split(k)[0])
+        self.finish()
+
+
+class WriteThroughHandle(Handle):
+    """An open file of a :class:`WriteThroughFS`: writes and truncates also go to the upper file."""
+
+    _wt_fd = -1
+    _wt: UpperDir
+
+    def write(self, b: Any) -> int:
+        """As :meth:`Handle.write`, then the same bytes at the same offset on disk."""
+        with self._fs.lock:
+            n = super().write(b)
+            o = self._inode
+            if self._wt_fd >= 0 and o is not None and n:
+                os.pwrite(self._wt_fd, memoryview(b).cast("B")[:n], self._pos - n)
+                os.utime(self._wt_fd, ns=(o.atime_ns, o.mtime_ns))
+            return n
+
+    def truncate(self, size: int | None = None) -> int:
+        """As :meth:`Handle.truncate`, on disk too."""
+        with self._fs.lock:
+            size = super().truncate(size)
+            o = self._inode
+            if self._wt_fd >= 0 and o is not None:
+                os.ftruncate(self._wt_fd, size)
+                os.utime(self._wt_fd, ns=(o.atime_ns, o.mtime_ns))
+            return size
+
+    def sync(self) -> None:
+        """fsync(2) the upper file (the client's fsync)."""
+        if self._wt_fd >= 0 and self._wt.fsync:
+            os.fsync(self._wt_fd)
+
+    def close(self) -> None:
+        """Close the handle and its upper file."""
+        fd, self._wt_fd = self._wt_fd, -1
+        if fd >= 0:
+            os.close(fd)
+        super().close()
+
+
+class WriteThroughFS(FileSystem):
+    """A container's view whose every change is also written to an upperdir before it returns.
+
+    Build it over the overlay the upperdir was loaded into
+    (``Container.from_upper(image, overlaydir.read(upper, ...))``)::
+
+        fs = WriteThroughFS(c.overlay, UpperDir(c.overlay, upper, work))
+    """
+
+    def __init__(self, overlay: Overlay, upper: UpperDir) -> None:
+        super().__init__(overlay)
+        self.upper = upper
+
+    def _name_key(self, path: PathArg) -> str | None:
+        """The key of the last name of ``path`` (not followed), or None if it cannot resolve."""
+        try:
+            r = self._resolve(path, False, parent_only=True)
+        except (OSError, ValueError):
+            return None
+        if r.name in ("", ".", ".."):
+            return r.loc.path if r.loc is not None else None
+        return join(r.parent.path, r.name)
+
+    def _target_key(self, path: PathArg, follow: bool) -> str | None:
+        try:
+            r = self._resolve(path, follow)
+        except (OSError, ValueError):
+            return None
+        return r.loc.path if r.loc is not None else None
+
+    def _after(self, *keys: str | None) -> None:
+        self.upper.changed(*(k for k in keys if k is not None))
+
+    # --- names ---------------------------------------------------------------------------
+
+    def mkdir(self, path: PathArg, mode: int = 0o777) -> None:
+        """As :meth:`FileSystem.mkdir`, written through."""
+        with self._lock:
+            k = self._name_key(path)
+            super().mkdir(path, mode)
+            self._after(k)
+
+    def rmdir(self, path: PathArg) -> None:
+        """As :meth:`FileSystem.rmdir`, written through."""
+        with self._lock:
+            k = self._name_key(path)
+            super().rmdir(path)
+            self._after(k)
+
+    def symlink(self, target: PathArg, path: PathArg, target_is_directory: bool = False) -> None:
+        """As :meth:`FileSystem.symlink`, written through."""
+        with self._lock:
+            k = self._name_key(path)
+            super().symlink(target, path, target_is_directory)
+            self._after(k)
+
+    def mknod(self, path: PathArg, mode: int = 0o600, device: int = 0) -> None:
+        """As :meth:`FileSystem.mknod`, written through."""
+        with self._lock:
+            k = self._name_key(path)
+            super().mknod(path, mode, device)
+            self._after(k)
+
+    def unlink(self, path: PathArg) -> None:
+        """As :meth:`FileSystem.unlink`, written through."""
+        with self._lock:
+            k = self._name_key(path)
+            super().unlink(path)
+            self._after(k)
+
+    remove = unlink
+
+    def link(self, src: PathArg, dst: PathArg, *, follow_symlinks: bool = False) -> None:
+        """As :meth:`FileSystem.link`, written through (a hard link on disk too)."""
+        with self._lock:
+            s = self._target_key(src, follow_symlinks)
+            d = self._name_key(dst)
+            super().link(src, dst, follow_symlinks=follow_symlinks)
+            if s is None or d is None:
+                self._after(s, d)
+                return
+            self.upper.linked(s, d)
+            self.upper.finish()
+
+    def rename(self, src: PathArg, dst: PathArg, *, noreplace: bool = False, exchange: bool = False) -> None:
+        """As :meth:`FileSystem.rename`, written through (the disk object moves with it)."""
+        with self._lock:
+            s, d = self._name_key(src), self._name_key(dst)
+            had_s = s is not None and self.upper.on_disk(s)
+            had_d = d is not None and self.upper.on_disk(d)
+            gen = self._ov.generation
+            super().rename(src, dst, noreplace=noreplace, exchange=exchange)
+            if self._ov.generation == gen:
+                return  # a rename to itself
+            if s is None or d is None:
+                self._after(s, d)
+                return
+            self.upper.moved(s, d, had_s, had_d, exchange)
+            self.upper.finish()
+
+    replace = rename
+
+    # --- attributes ------------------------------------------------------------------------
+
+    def chmod(self, path: PathArg, mode: int, *, follow_symlinks: bool = True) -> None:
+        """As :meth:`FileSystem.chmod`, written through."""
+        with self._lock:
+            super().chmod(path, mode, follow_symlinks=follow_symlinks)
+            self._after(self._target_key(path, follow_symlinks))
+
+    def chown(self, path: PathArg, uid: int, gid: int, *, follow_symlinks: bool = True) -> None:
+        """As :meth:`FileSystem.chown`, written through."""
+        with self._lock:
+            super().chown(path, uid, gid, follow_symlinks=follow_symlinks)
+            self._after(self._target_key(path, follow_symlinks))
+
+    def utime(self, path: PathArg, times: tuple[float, float] | None = None, *,
+              ns: tuple[int, int] | None = None, follow_symlinks: bool = True) -> None:
+        """As :meth:`FileSystem.utime`, written through."""
+        with self._lock:
+            super().utime(path, times, ns=ns, follow_symlinks=follow_symlinks)
+            self._after(self._target_key(path, follow_symlinks))
+
+    def truncate(self, path: PathArg, length: int) -> None:
+        """As :meth:`FileSystem.truncate`, written through."""
+        with self._lock:
+            super().truncate(path, length)
+            self._after(self._target_key(path, True))
+
+    def setxattr(self, path: PathArg, attribute: str | bytes, value: bytes, flags: int = 0, *,
+                 follow_symlinks: bool = True) -> None:
+        """As :meth:`FileSystem.setxattr`, written through."""
+        with self._lock:
+            super().setxattr(path, attribute, value, flags, follow_symlinks=follow_symlinks)
+            self._after(self._target_key(path, follow_symlinks))
+
+    def removexattr(self, path: PathArg, attribute: str | bytes, *, follow_symlinks: bool = True) -> None:
+        """As :meth:`FileSystem.removexattr`, written through."""
+        with self._lock:
+            super().removexattr(path, attribute, follow_symlinks=follow_symlinks)
+            self._after(self._target_key(path, follow_symlinks))
+
+    # --- files -----------------------------------------------------------------------------
+
+    def os_open(self, path: PathArg, flags: int, mode: int = 0o777) -> Handle:
+        """As :meth:`FileSystem.os_open`; a handle open for writing writes through."""
+        with self._lock:
+            gen = self._ov.generation
+            h = super().os_open(path, flags, mode)
+            writing = flags & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR)
+            if self._ov.generation == gen and not writing:
+                return h
+            follow = not flags & (os.O_NOFOLLOW | os.O_EXCL)
+            k = self._target_key(path, bool(follow))
+            if k is None:
+                return h
+            try:
+                self._after(k)
+                inode = h._inode
+                if writing and inode is not None and inode.kind == "f":
+                    fd = os.open(self.upper.full(k), os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                    h.__class__ = WriteThroughHandle  # same layout; adds the disk side
+                    assert isinstance(h, WriteThroughHandle)
+                    h._wt_fd = fd
+                    h._wt = self.upper
+            except BaseException:
+                h.close()
+                raise
+            return h
+
+    def fsync(self, handle: Handle | None, path: str | None) -> None:
+        """The client's fsync: of the open file's upper file, or of the directory at ``path``."""
+        if isinstance(handle, WriteThroughHandle):
+            handle.sync()
+            return
+        if not self.upper.fsync:
+            return
+        with self._lock:
+            k = self._target_key(path, False) if path is not None else None
+            if k is None or not self.upper.on_disk(k):
+                return
+            fd = os.open(self.upper.full(k), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+__all__ = ["STAGE", "UpperDir", "WriteThroughFS", "WriteThroughHandle"]
