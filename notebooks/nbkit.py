@@ -131,7 +131,7 @@ def describe(e: Any) -> str:
 
 def changeset(layer: Mapping[str, Any], caption: str | None = None) -> HTML:
     """A layer as a table: every path it adds, changes or deletes."""
-    rows = [("/" + k, kind(e), describe(e)) for k, e in sorted(layer.items(), key=lambda kv: kv[0].split("/")) if k]
+    rows = [("/" + k, kind(e), describe(e)) for k, e in sorted(layer.items(), key=lambda kv: kv[0].split("/"))]
     return table(rows, ["path", "entry", "content"], caption=caption,
                  highlight={i: "#fde2e2" for i, r in enumerate(rows) if r[1] in ("whiteout", "opaque dir")})
 

@@ -81,6 +81,8 @@ def flatten_v1(layers):
     for layer in layers:
         for key in sorted(layer, key=lambda k: k.split("/")):
             entry = layer[key]
+            if key == "":  # the root directory itself
+                continue
             if entry is ufs.WHITEOUT:
                 tree = {p: k for p, k in tree.items() if p != key and not p.startswith(key + "/")}
             else:
@@ -134,10 +136,9 @@ nbkit.table([("flatten_v1", sorted(flatten_v1(bad.layers).items())), ("the model
 # - an **opaque directory** hides everything the layers below have under it;
 # - a file (or symlink, or whiteout) that replaces a **directory** removes its contents;
 # - a layer may hold `a/b` without an entry for `a`: the parent is then a directory,
-#   replacing a file `a` of a lower layer;
-# - a layer may carry the root directory itself (key `""`), which is metadata, not a path.
+#   replacing a file `a` of a lower layer.
 #
-# The second version handles them all:
+# The second version handles all three:
 
 # %%
 def flatten_v2(layers):
@@ -149,7 +150,7 @@ def flatten_v2(layers):
 
     for layer in layers:
         for key in sorted(layer, key=lambda k: k.split("/")):
-            if key == "":                                     # the root itself: only its metadata
+            if key == "":                                     # the root directory itself
                 continue
             entry, parts = layer[key], key.split("/")
             for i in range(1, len(parts)):                    # parents become directories
