@@ -16,8 +16,9 @@
 import json
 
 import matplotlib.pyplot as plt
-
 import nbkit
+from IPython.display import display
+
 import unionfs_sim as ufs
 
 nbkit.fixed_clock()  # every timestamp is 2024-01-01 00:00 UTC, so the outputs never change
