@@ -69,7 +69,7 @@ from ..container import Container
 from ..fs import FileSystem
 from ..image import Image
 from ..layer import Layer
-from ..nodes import Dir, Entry
+from ..nodes import Content, Dir, Entry, File
 from ..options import OverlayOptions
 
 LOCK_NAME = "unionfs-sim-fuse.lock"
@@ -205,7 +205,10 @@ def overlay_options(opts: Mapping[str, str | bool]) -> OverlayOptions:
 
 def read_upperdir(path: str, image: Image) -> dict[str, Entry]:
     """An upperdir as layer entries, root included; a metacopy file gets its lower data."""
-    def metacopy_data(k: str) -> bytes:
+    def metacopy_data(k: str) -> Content:
+        node = image.lower.nodes.get(k)
+        if isinstance(node, File):
+            return node.data  # shared, not read: a lazy lower's DiskBytes stays lazy
         return image.fs.read_bytes("/" + k)
 
     return overlaydir.read(path, format="overlay", include_root=True, metacopy=metacopy_data)
@@ -371,7 +374,9 @@ def serve(cfg: Config, ready: _Ready | None = None) -> int:
     for name in cfg.ignored:
         log.debug("ignoring option %s", name)
     with _workdir_lock(cfg.workdir):
-        layers = [Layer.from_directory(d, format="overlay") for d in reversed(cfg.lowers)]
+        # Lazy lowers: file bytes are read from disk when a client reads or copies them up,
+        # so mounting costs no file I/O and the server holds no lower data.
+        layers = [Layer.from_directory(d, format="overlay", lazy=True) for d in reversed(cfg.lowers)]
         image = Image.from_layers(layers)
         fs: FileSystem
         if cfg.upperdir is not None and cfg.workdir is not None:

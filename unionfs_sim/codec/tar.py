@@ -80,7 +80,7 @@ from typing import IO, Any, Literal, Protocol
 import attrs
 
 from ..errors import DigestMismatch, FormatError, UnsafePath
-from ..nodes import WHITEOUT, Device, Dir, Entry, Fifo, File, Socket, Symlink, Whiteout
+from ..nodes import WHITEOUT, Device, Dir, DiskBytes, Entry, Fifo, File, Socket, Symlink, Whiteout
 from ..paths import components, join, parents, split
 
 WHITEOUT_PREFIX = ".wh."
@@ -226,7 +226,8 @@ def _write_tar(entries: Mapping[str, Entry], fileobj: _Writable) -> None:
                     tf.addfile(ti)
                     continue
                 first_name[id(node)] = name
-                tf.addfile(ti, io.BytesIO(node.data))
+                data = node.data
+                tf.addfile(ti, data.reader() if isinstance(data, DiskBytes) else io.BytesIO(data))
             else:
                 tf.addfile(ti)
 
