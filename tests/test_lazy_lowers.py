@@ -180,6 +180,10 @@ def test_the_drop_in_mounts_without_reading_lower_data(tmp_path: Path) -> None:
         with open(mnt / "big", "ab") as f:  # copy-up streams from the lower file
             f.write(b"!")
         assert (upper / "big").stat().st_size == size + 1
+        with open(upper / "big", "rb") as u, open(lower / "big", "rb") as lo:
+            u.seek(size - (1 << 20))
+            lo.seek(size - (1 << 20))
+            assert u.read() == lo.read() + b"!"
         assert _rss_hwm(p.pid) < size
     finally:
         subprocess.run(["umount", str(mnt)], capture_output=True)

@@ -156,6 +156,11 @@ class DiskBytes:
     def _changed(self, why: str) -> OSError:
         return OSError(errno.EIO, f"lower file {why} since it was read as a layer", self.path)
 
+    def open_fd(self) -> int:
+        """A new read-only descriptor of the file (the caller closes it); EIO if it was
+        removed or replaced since it was read as a layer."""
+        return self._open()
+
     def _open(self) -> int:
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)

@@ -35,7 +35,7 @@ from typing import Any
 from ..codec.overlaydir import ESCAPE, TRUSTED
 from ..fs import FileSystem, Handle, PathArg
 from ..linux import RENAME_EXCHANGE, RENAME_WHITEOUT, renameat2
-from ..nodes import WHITEOUT, Whiteout
+from ..nodes import WHITEOUT, DiskBytes, Whiteout
 from ..overlay import Inode, Overlay
 from ..paths import join, split
 
@@ -224,6 +224,21 @@ class UpperDir:
     def _write_data(fd: int, e: Inode) -> None:
         data = e.data
         assert data is not None
+        base = data.base
+        if isinstance(base, DiskBytes) and not data.chunks and data.base_len == data.size == len(base):
+            # Untouched lower data on disk: copied in the kernel (copy_file_range, as
+            # ovl_copy_up_data does), never through this process's memory.
+            src = base.open_fd()
+            try:
+                off = 0
+                while off < data.size:
+                    n = os.copy_file_range(src, fd, min(_COPY << 4, data.size - off), off, off)
+                    if n == 0:
+                        raise OSError(errno.EIO, "lower file got shorter while copied up", base.path)
+                    off += n
+            finally:
+                os.close(src)
+            return
         off = 0
         while off < data.size:
             chunk = data.view(off, _COPY)
