@@ -556,7 +556,7 @@ class _Stream:
             if f is None or ti.size == 0:
                 return b""
             if ti.size <= _CHUNK:
-                data = f.read(ti.size)
+                data: bytes = f.read(ti.size)
                 if len(data) != ti.size:
                     raise tarfile.ReadError("unexpected end of data")
                 return data
