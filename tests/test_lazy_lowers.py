@@ -57,9 +57,18 @@ def test_a_lazy_layer_reads_no_file_data_and_equals_the_eager_one(tmp_path: Path
             reads.append(1)
         return real_open(path, flags, *a, **k)  # type: ignore[arg-type]
 
+    listed: list[str] = []
+    real_listxattr = os.listxattr
+
+    def counting_listxattr(path: str, *a: object, **k: object) -> list[str]:
+        listed.append(path)
+        return real_listxattr(path, *a, **k)  # type: ignore[arg-type]
+
     monkeypatch.setattr(os, "open", counting_open)
+    monkeypatch.setattr(os, "listxattr", counting_listxattr)
     lazy = ufs.Layer.from_directory(d, lazy=True)
     assert reads == [], "reading a lazy layer opened a regular file"
+    assert all(os.path.isdir(p) for p in listed), f"xattrs of non-directories listed at once: {listed}"
     monkeypatch.undo()
     assert list(lazy) == list(eager) == canonical_order(eager), "not in canonical order"
     f = lazy["a/x"]
@@ -110,6 +119,9 @@ def test_a_change_on_disk_after_reading_is_defined(tmp_path: Path) -> None:
         with pytest.raises(OSError) as e:
             fs.read_bytes("/" + name)
         assert e.value.errno == errno.EIO and e.value.filename == str(d / name), e.value
+    with pytest.raises(OSError) as e:  # its xattrs, read when first asked for, too
+        fs.listxattr("/rm")
+    assert e.value.errno == errno.EIO and e.value.filename == str(d / "rm"), e.value
 
 
 def test_disk_bytes_slices_and_reader(tmp_path: Path) -> None:

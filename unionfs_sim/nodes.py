@@ -14,7 +14,7 @@ import os
 import stat as _stat
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar, Union
 
 import attrs
@@ -23,11 +23,29 @@ import attrs
 class FrozenDict(Mapping[str, bytes]):
     """A hashable, read-only mapping of xattr names to values."""
 
-    __slots__ = ("_d", "_h")
+    __slots__ = ("_loaded", "_h", "_load")
 
     def __init__(self, items: Mapping[str, bytes] | None = None) -> None:
-        self._d: dict[str, bytes] = dict(sorted((items or {}).items()))
+        self._loaded: dict[str, bytes] | None = dict(sorted((items or {}).items()))
         self._h: int | None = None
+        self._load: Callable[[], Mapping[str, bytes]] | None = None
+
+    @classmethod
+    def lazy(cls, load: Callable[[], Mapping[str, bytes]]) -> FrozenDict:
+        """A FrozenDict whose items ``load()`` gives on first use (a lazy lower file's
+        xattrs: listing them at mount would cost a syscall per file)."""
+        fd = cls.__new__(cls)
+        fd._loaded, fd._h, fd._load = None, None, load
+        return fd
+
+    @property
+    def _d(self) -> dict[str, bytes]:
+        d = self._loaded
+        if d is None:
+            assert self._load is not None
+            d = self._loaded = dict(sorted(self._load().items()))
+            self._load = None
+        return d
 
     def __getitem__(self, k: str) -> bytes:
         return self._d[k]
@@ -56,10 +74,10 @@ EMPTY_XATTRS = FrozenDict()
 
 
 def _xattrs(value: Mapping[str, bytes | str] | None) -> FrozenDict:
+    if isinstance(value, FrozenDict):
+        return value  # before the test for empty, which would load a lazy one
     if not value:
         return EMPTY_XATTRS
-    if isinstance(value, FrozenDict):
-        return value
     out = {}
     for k, v in value.items():
         if not isinstance(k, str) or not k:

@@ -35,6 +35,7 @@ Known limits (the on-disk format or Linux cannot say more):
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import stat as _stat
 from collections.abc import Callable, Iterator, Mapping
@@ -43,7 +44,7 @@ from typing import Any, Literal
 import attrs
 
 from ..errors import FormatError
-from ..nodes import WHITEOUT, Content, Device, Dir, DiskBytes, Entry, Fifo, File, Socket, Symlink, Whiteout
+from ..nodes import WHITEOUT, Content, Device, Dir, DiskBytes, Entry, Fifo, File, FrozenDict, Socket, Symlink, Whiteout
 from ..paths import confine, key, parents, split
 from .tar import canonical_order
 
@@ -325,33 +326,7 @@ class _Reader:
         return iter(children), (k + "/" if k else ""), over.get("opaque") == b"x"
 
     def _xattrs(self, full: str) -> tuple[dict[str, bytes], dict[str, bytes]]:
-        """The entry's own xattrs, and the overlay ones (namespace stripped)."""
-        try:
-            names = os.listxattr(full, follow_symlinks=False)
-        except OSError as e:
-            if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
-                return {}, {}
-            raise
-        own: dict[str, bytes] = {}
-        over: dict[str, bytes] = {}
-        for name in names:
-            try:
-                value = os.getxattr(full, name, follow_symlinks=False)
-            except OSError as e:
-                if e.errno == errno.ENODATA:  # removed meanwhile
-                    continue
-                raise
-            for ns in self.ns:
-                if name.startswith(ns):
-                    rest = name[len(ns) :]
-                    if rest.startswith(_ESCAPE):
-                        own[ns + rest[len(_ESCAPE) :]] = value
-                    else:
-                        over.setdefault(rest, value)
-                    break
-            else:
-                own[name] = value
-        return own, over
+        return _read_xattrs(full, self.ns)
 
     def _dir(self, k: str, full: str, st: os.stat_result, own: dict[str, bytes], over: dict[str, bytes]) -> Dir:
         redirect = None
@@ -380,7 +355,15 @@ class _Reader:
         ident = (st.st_dev, st.st_ino)
         if st.st_nlink > 1 and ident in self.inodes:
             return self.inodes[ident]
-        own, over = self._xattrs(full)
+        own: Mapping[str, bytes]
+        over: dict[str, bytes]
+        if self.lazy and self.metacopy is None and not (xwhiteouts and fmt == _stat.S_IFREG and st.st_size == 0):
+            # Listed when first asked for (getxattr, copy-up), not now: no overlay xattr
+            # of a non-directory matters here, and its own ones are rarely asked for.
+            own = FrozenDict.lazy(functools.partial(_lazy_xattrs, full, (st.st_dev, st.st_ino), self.ns))
+            over = {}
+        else:
+            own, over = self._xattrs(full)
         if xwhiteouts and fmt == _stat.S_IFREG and st.st_size == 0 and "whiteout" in over:
             return WHITEOUT
         meta: dict[str, Any] = {
@@ -414,6 +397,48 @@ class _Reader:
         if st.st_nlink > 1:
             self.inodes[ident] = node
         return node
+
+
+def _read_xattrs(full: str, namespaces: tuple[str, ...]) -> tuple[dict[str, bytes], dict[str, bytes]]:
+    """The entry's own xattrs, and the overlay ones (namespace stripped)."""
+    try:
+        names = os.listxattr(full, follow_symlinks=False)
+    except OSError as e:
+        if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+            return {}, {}
+        raise
+    own: dict[str, bytes] = {}
+    over: dict[str, bytes] = {}
+    for name in names:
+        try:
+            value = os.getxattr(full, name, follow_symlinks=False)
+        except OSError as e:
+            if e.errno == errno.ENODATA:  # removed meanwhile
+                continue
+            raise
+        for ns in namespaces:
+            if name.startswith(ns):
+                rest = name[len(ns) :]
+                if rest.startswith(_ESCAPE):
+                    own[ns + rest[len(_ESCAPE) :]] = value
+                else:
+                    over.setdefault(rest, value)
+                break
+        else:
+            own[name] = value
+    return own, over
+
+
+def _lazy_xattrs(full: str, ident: tuple[int, int], namespaces: tuple[str, ...]) -> dict[str, bytes]:
+    """A lazy lower entry's own xattrs, read when first asked for: EIO naming it if it is
+    no longer the entry that was read (as :class:`~unionfs_sim.nodes.DiskBytes` does)."""
+    try:
+        st = os.lstat(full)
+        if (st.st_dev, st.st_ino) == ident:
+            return _read_xattrs(full, namespaces)[0]
+    except FileNotFoundError:
+        pass
+    raise OSError(errno.EIO, "lower file removed or replaced since it was read as a layer", full)
 
 
 def _write_all(fd: int, data: Content) -> None:
