@@ -15,11 +15,13 @@ so it cannot be a codec. It drives everything from outside the overlay: each fac
 call knows which names it changed, and :meth:`UpperDir.sync` makes the disk entry at a
 name equal to the model's, non-recursively.
 
-As the kernel does (ovl_copy_up_locked, ovl_do_whiteout with RENAME_WHITEOUT), objects
-are built in a private staging directory in the workdir (same filesystem) and renamed
-into place, so a process killed mid-operation leaves either the old or the new entry,
-never a half-copied file. Data written through an open file is written to the upper
-file with pwrite(2) before the write returns; the client's fsync is an fsync(2) of it.
+As the kernel does (ovl_copy_up_locked, ovl_do_whiteout with RENAME_WHITEOUT), copy-ups
+and objects that replace something (a whiteout, another object) are built in a private
+staging directory in the workdir (same filesystem) and renamed into place, so a process
+killed mid-operation leaves either the old or the new entry, never a half-copied file; a
+new object where the upperdir has nothing is made in place (ovl_create_upper). Data
+written through an open file is written to the upper file with pwrite(2) before the
+write returns; the client's fsync is an fsync(2) of it.
 """
 
 from __future__ import annotations
@@ -139,6 +141,14 @@ class UpperDir:
         if st is None or _kind(st) != e.kind:
             if not k:
                 raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), full)
+            if st is None and e.origin is None:
+                # A new object where the disk has nothing: made in place, as the kernel's
+                # ovl_create_upper does. Only what replaces something (a whiteout, another
+                # object) or copies a lower one up is staged, so a kill never leaves half
+                # a copy-up shadowing a lower file.
+                self._make(full, e)
+                self._dirs.add(split(k)[0])
+                return
             self._place(k, st, lambda tmp: self._make(tmp, e))
             return
         self._meta(full, e, st)
