@@ -90,6 +90,9 @@ class UpperDir:
         for name in os.listdir(self.stage):  # left by a killed server: never part of the upper
             self._rm(os.path.join(self.stage, name))
         self._dirs: set[str] = set()  # keys whose times a change on disk disturbed
+        self._euid, self._egid = os.geteuid(), os.getegid()
+        self._keep: str | None = None  # changed(keep=k): a file made at k stays open ...
+        self._kept: int | None = None  # ... here (saves reopening it for the write handle)
 
     # --- names --------------------------------------------------------------------------
 
@@ -146,12 +149,13 @@ class UpperDir:
                 # ovl_create_upper does. Only what replaces something (a whiteout, another
                 # object) or copies a lower one up is staged, so a kill never leaves half
                 # a copy-up shadowing a lower file.
-                self._make(full, e)
+                self._make(full, e, keep=k == self._keep)
                 self._dirs.add(split(k)[0])
                 return
             self._place(k, st, lambda tmp: self._make(tmp, e))
             return
         self._meta(full, e, st)
+        self._dirs.discard(k)  # its times were just set; a later change on disk re-adds it
 
     def finish(self) -> None:
         """Restore the times of directories whose names changed on disk during the call."""
@@ -208,7 +212,7 @@ class UpperDir:
     def _whiteout(tmp: str) -> None:
         os.mknod(tmp, _stat.S_IFCHR | 0o000, os.makedev(0, 0))
 
-    def _make(self, tmp: str, e: Inode) -> None:
+    def _make(self, tmp: str, e: Inode, keep: bool = False) -> None:
         kind = e.kind
         if kind == "d":
             os.mkdir(tmp, 0o700)
@@ -218,9 +222,16 @@ class UpperDir:
                 if e.metacopy:
                     os.ftruncate(fd, e.size)
                 else:
-                    self._write_data(fd, e)
-            finally:
+                    self._write_data(fd, e, fresh=True)
+                self._meta(tmp, e, None)
+            except BaseException:
                 os.close(fd)
+                raise
+            if keep:
+                self._kept = fd
+            else:
+                os.close(fd)
+            return
         elif kind == "l":
             assert e.target is not None
             os.symlink(e.target, tmp)
@@ -231,7 +242,8 @@ class UpperDir:
         self._meta(tmp, e, None)
 
     @staticmethod
-    def _write_data(fd: int, e: Inode) -> None:
+    def _write_data(fd: int, e: Inode, fresh: bool = False) -> None:
+        """The file's data into ``fd`` (``fresh``: a new, empty file, so no truncate)."""
         data = e.data
         assert data is not None
         base = data.base
@@ -254,7 +266,8 @@ class UpperDir:
             chunk = data.view(off, _COPY)
             n = os.pwrite(fd, chunk, off)
             off += n
-        os.ftruncate(fd, data.size)
+        if not fresh:
+            os.ftruncate(fd, data.size)
 
     def _xattrs(self, e: Inode) -> dict[str, bytes]:
         """The xattrs the disk object should carry: its own (escaped) and the overlay ones."""
@@ -277,12 +290,16 @@ class UpperDir:
         """Owner, mode (after chown, which clears setuid), data size, xattrs, then times."""
         nf = {"follow_symlinks": False}
         chowned = st is None or (st.st_uid, st.st_gid) != (e.uid, e.gid)
-        if chowned:
+        # Made just now (st None), it is ours, with a group the model also gave it (the
+        # parent's under setgid, which the model mirrors): no chown needed then.
+        if chowned and not (st is None and (e.uid, e.gid) == (self._euid, self._egid)):
             os.chown(full, e.uid, e.gid, **nf)
         if e.kind != "l" and (chowned or st is None or _stat.S_IMODE(st.st_mode) != e.mode):
             os.chmod(full, e.mode)
         want = self._xattrs(e)
-        have = set(os.listxattr(full, **nf))
+        # A new object has only what it inherited (a default ACL, a security label), which
+        # the kernel's overlayfs leaves on a new upper object too.
+        have = set(os.listxattr(full, **nf)) if st is not None else set()
         meta_name = self.ns + "metacopy"
         if e.kind == "f" and st is not None:
             assert e.data is not None
@@ -358,13 +375,27 @@ class UpperDir:
         self.sync(src)
         self.sync(split(dst)[0])
 
-    def changed(self, *keys: str) -> None:
-        """After an operation on the names ``keys``: sync each and its directory."""
-        for k in keys:
-            self.sync(k)
-            if k:
-                self.sync(split(k)[0])
-        self.finish()
+    def changed(self, *keys: str, keep: str | None = None) -> int | None:
+        """After an operation on the names ``keys``: sync each and its directory.
+
+        With ``keep=k``: if a regular file is made at ``k`` now, it is left open and its
+        write descriptor returned (for the open file's handle), else None.
+        """
+        self._keep = keep
+        try:
+            for k in keys:
+                self.sync(k)
+                if k:
+                    self.sync(split(k)[0])
+            self.finish()
+        except BaseException:
+            if self._kept is not None:
+                os.close(self._kept)
+            raise
+        finally:
+            self._keep = None
+            kept, self._kept = self._kept, None
+        return kept
 
 
 class WriteThroughHandle(Handle):
@@ -562,16 +593,23 @@ class WriteThroughFS(FileSystem):
             k = self._target_key(path, bool(follow))
             if k is None:
                 return h
+            fd: int | None = None
             try:
-                self._after(k)
+                fd = self.upper.changed(k, keep=k if writing else None)
                 inode = h._inode
+                if fd is not None and not (inode is not None and inode.kind == "f"):
+                    os.close(fd)
+                    fd = None
                 if writing and inode is not None and inode.kind == "f":
-                    fd = os.open(self.upper.full(k), os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                    if fd is None:
+                        fd = os.open(self.upper.full(k), os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
                     h.__class__ = WriteThroughHandle  # same layout; adds the disk side
                     assert isinstance(h, WriteThroughHandle)
-                    h._wt_fd = fd
+                    h._wt_fd, fd = fd, None
                     h._wt = self.upper
             except BaseException:
+                if fd is not None:
+                    os.close(fd)
                 h.close()
                 raise
             return h
