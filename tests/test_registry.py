@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,14 @@ from .test_oci import fs_tree, sample_image
 REPO = "example.com/team/app"
 
 
+@pytest.fixture(params=["memory", "disk"])
+def new_registry(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Registry]:
+    """Makes the registry under test: in memory, or kept in a directory (every test runs on both)."""
+    if request.param == "memory":
+        return Registry
+    return lambda: Registry(root=tmp_path / "store")
+
+
 @pytest.fixture
 def images() -> tuple[Image, Image]:
     """Two images sharing their two bottom layers (same Layer objects)."""
@@ -26,9 +35,9 @@ def images() -> tuple[Image, Image]:
     return one, two
 
 
-def test_push_pull_resolve(images: tuple[Image, Image]) -> None:
+def test_push_pull_resolve(new_registry: Callable[[], Registry], images: tuple[Image, Image]) -> None:
     one, two = images
-    reg = Registry()
+    reg = new_registry()
     assert reg.push(one, f"{REPO}:1.0") == one.digest
     assert reg.push(two, Reference.parse(REPO)) == two.digest  # no tag: latest
     assert reg.pull(f"{REPO}:1.0") is one  # its layers are the stored ones: the same object
@@ -42,9 +51,9 @@ def test_push_pull_resolve(images: tuple[Image, Image]) -> None:
     assert reg.manifests(REPO) == sorted([one.digest, two.digest])
 
 
-def test_push_by_digest(images: tuple[Image, Image]) -> None:
+def test_push_by_digest(new_registry: Callable[[], Registry], images: tuple[Image, Image]) -> None:
     one, two = images
-    reg = Registry()
+    reg = new_registry()
     assert reg.push(one, f"{REPO}@{one.digest}") == one.digest
     with pytest.raises(KeyError):
         reg.tags("docker.io/library/nothing")
@@ -56,9 +65,9 @@ def test_push_by_digest(images: tuple[Image, Image]) -> None:
     assert reg.tags(REPO) == ["2"]
 
 
-def test_names_are_normalised(images: tuple[Image, Image]) -> None:
+def test_names_are_normalised(new_registry: Callable[[], Registry], images: tuple[Image, Image]) -> None:
     one, _ = images
-    reg = Registry()
+    reg = new_registry()
     reg.push(one, "nginx")
     assert reg.repositories() == ["docker.io/library/nginx"]
     assert reg.pull("docker.io/library/nginx:latest") is one
@@ -68,9 +77,9 @@ def test_names_are_normalised(images: tuple[Image, Image]) -> None:
         reg.push(one, "Not/Valid")
 
 
-def test_retag_keeps_the_old_image_pullable_by_digest(images: tuple[Image, Image]) -> None:
+def test_retag_keeps_the_old_image_pullable_by_digest(new_registry: Callable[[], Registry], images: tuple[Image, Image]) -> None:
     one, two = images
-    reg = Registry()
+    reg = new_registry()
     reg.push(one, f"{REPO}:1.0")
     reg.push(two, f"{REPO}:1.0")  # the tag moves
     assert reg.pull(f"{REPO}:1.0") is two
@@ -87,9 +96,9 @@ def test_retag_keeps_the_old_image_pullable_by_digest(images: tuple[Image, Image
         reg.tag(f"{REPO}:1.0", f"{REPO}@{one.digest}")
 
 
-def test_unknown_names_raise_key_error_naming_them(images: tuple[Image, Image]) -> None:
+def test_unknown_names_raise_key_error_naming_them(new_registry: Callable[[], Registry], images: tuple[Image, Image]) -> None:
     one, two = images
-    reg = Registry()
+    reg = new_registry()
     reg.push(one, f"{REPO}:1.0")
     with pytest.raises(KeyError, match="example.com/nope"):
         reg.pull("example.com/nope:1.0")
@@ -112,9 +121,9 @@ def test_unknown_names_raise_key_error_naming_them(images: tuple[Image, Image]) 
         reg.pull("example.com/nope")
 
 
-def test_shared_blobs_are_stored_once(images: tuple[Image, Image]) -> None:
+def test_shared_blobs_are_stored_once(new_registry: Callable[[], Registry], images: tuple[Image, Image]) -> None:
     one, two = images
-    reg = Registry()
+    reg = new_registry()
     reg.push(one, f"{REPO}:1")
     reg.push(two, "example.com/elsewhere:2")
     reg.push(one, "example.com/third:1")
@@ -136,9 +145,9 @@ def test_shared_blobs_are_stored_once(images: tuple[Image, Image]) -> None:
         reg.blobs["x"] = 1  # type: ignore[index]
 
 
-def test_delete_and_gc(images: tuple[Image, Image]) -> None:
+def test_delete_and_gc(new_registry: Callable[[], Registry], images: tuple[Image, Image]) -> None:
     one, two = images
-    reg = Registry()
+    reg = new_registry()
     reg.push(one, f"{REPO}:1")
     reg.push(one, f"{REPO}:stable")
     reg.push(two, f"{REPO}:2")
@@ -168,9 +177,9 @@ def test_delete_and_gc(images: tuple[Image, Image]) -> None:
     assert dict(reg.blobs) == {}
 
 
-def test_delete_keeps_manifests_other_repositories_hold(images: tuple[Image, Image]) -> None:
+def test_delete_keeps_manifests_other_repositories_hold(new_registry: Callable[[], Registry], images: tuple[Image, Image]) -> None:
     one, _ = images
-    reg = Registry()
+    reg = new_registry()
     reg.push(one, "example.com/a:1")
     reg.push(one, "example.com/b:1")
     reg.delete(f"example.com/a@{one.digest}")
@@ -178,11 +187,11 @@ def test_delete_keeps_manifests_other_repositories_hold(images: tuple[Image, Ima
     assert reg.pull("example.com/b:1") is one
 
 
-def test_compressed_images_keep_their_blob_digests(tmp_path: Path, images: tuple[Image, Image]) -> None:
+def test_compressed_images_keep_their_blob_digests(new_registry: Callable[[], Registry], tmp_path: Path, images: tuple[Image, Image]) -> None:
     one, _ = images
     oci.save(one, tmp_path / "l", tag="gz", compression="gzip")
     gz = oci.load(tmp_path / "l", tag="gz")
-    reg = Registry()
+    reg = new_registry()
     assert reg.push(gz, f"{REPO}:gz") == gz.digest
     sizes = {d["digest"]: d["size"] for d in gz.layer_descriptors}
     assert {d: s for d, s in reg.blobs.items() if d != gz.id} == sizes
@@ -190,8 +199,8 @@ def test_compressed_images_keep_their_blob_digests(tmp_path: Path, images: tuple
     assert pulled is gz and fs_tree(pulled.fs) == fs_tree(one.fs)
 
 
-def test_thread_safety() -> None:
-    reg = Registry()
+def test_thread_safety(new_registry: Callable[[], Registry]) -> None:
+    reg = new_registry()
     base = Layer.from_dict({"base": b"b"})
     imgs = [Image.from_layers([base, Layer.from_dict({f"f{i}": str(i).encode()})]) for i in range(40)]
     errors: list[BaseException] = []

@@ -5,6 +5,8 @@ private writable upper layer with copy-up and whiteouts, behind an os-style API 
 answers (and errnos) match the Linux kernel's overlayfs.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__
 from .container import Change, Container
 from .errors import DigestMismatch, FormatError, UnionFSError, UnsafePath
@@ -19,9 +21,29 @@ from .reference import Reference
 from .registry import Registry
 
 __all__ = [
-    "WHITEOUT", "Change", "Container", "Device", "DigestMismatch", "Dir", "Fifo", "File",
+    "WHITEOUT", "Builder", "Change", "Container", "Device", "DigestMismatch", "Dir", "Fifo", "File",
     "FileSystem", "FormatError", "FuseUnavailable", "Hardlink", "History", "Image", "ImageConfig", "Layer",
     "MountError", "mount",
     "OverlayOptions", "Reference", "Registry", "Socket", "Symlink", "UnionFSError", "UnsafePath",
-    "Whiteout", "__version__", "docker_archive", "oci",
+    "Whiteout", "__version__", "analysis", "docker_archive", "oci",
 ]
+
+if TYPE_CHECKING:
+    from . import analysis
+    from .build import Builder
+
+_LAZY = {"analysis": (".analysis", None), "Builder": (".build", "Builder")}
+"""Names whose packages load on first use, so ``import unionfs_sim`` stays light."""
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    module, attr = _LAZY[name]
+    value = importlib.import_module(module, __name__)
+    if attr is not None:
+        value = getattr(value, attr)
+    globals()[name] = value
+    return value

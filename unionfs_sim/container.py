@@ -85,7 +85,7 @@ class Container:
     @property
     def upper(self) -> Layer:
         """A snapshot of the upper layer in overlayfs form (redirect dirs kept as such)."""
-        with self.fs.lock:
+        with self.overlay.lock:
             return Layer(self._upper_entries())
 
     def _upper_entries(self, *, with_index: bool = False) -> dict[str, Entry]:
@@ -106,7 +106,7 @@ class Container:
         contents (OCI layers have no redirects), and whiteouts inside opaque directories,
         which hide nothing, are left out (the kernel would list them, see docs/fidelity.md).
         """
-        with self.fs.lock:
+        with self.overlay.lock:
             entries = self._upper_entries(with_index=True)
             lower = self.overlay.lower
             redirected = sorted((k for k, e in entries.items() if isinstance(e, Dir) and e.redirect is not None),
@@ -199,7 +199,7 @@ class Container:
 
         A file whose data was never copied up (metacopy) counts 0; hard links count once.
         """
-        with self.fs.lock:
+        with self.overlay.lock:
             seen: set[int] = set()
             total = 0
             for _k, e in self.overlay.walk_upper():
@@ -208,6 +208,19 @@ class Container:
                     if not e.metacopy and e.data is not None:
                         total += e.data.size
             return total
+
+    def _repr_html_(self) -> str:
+        """The image's layers with the writable layer on top (a stacked picture) and ``docker diff``."""
+        from ._html import human, section, short, stack_svg, table
+
+        img = self.image
+        steps = [h.created_by or "" for h in img.history if not h.empty_layer]
+        up = self.upper
+        pic = stack_svg([(f"{i} {short(d, 8)} {steps[i][:30]}", x.size)
+                         for i, (x, d) in enumerate(zip(img.layers, img.diff_ids, strict=True))],
+                        upper=("upper (writable)", up.size))
+        changes = table(["", "path"], [[c.kind, c.path] for c in self.diff()], limit=100)
+        return section(f"Container of image {short(img.id)}: upper {len(up)} entries, {human(up.size)}", pic, changes)
 
 
 _DEFAULT_OPTIONS = OverlayOptions()

@@ -18,6 +18,8 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any, TypeVar
 
+import attrs
+
 from . import errors
 from .content import MAX_SIZE
 from .nodes import Device, Dir, File, Node, Symlink
@@ -39,6 +41,40 @@ XATTR_CREATE = getattr(os, "XATTR_CREATE", 1)
 XATTR_REPLACE = getattr(os, "XATTR_REPLACE", 2)
 _XATTR_NAMESPACES = ("user.", "trusted.", "security.", "system.")
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR
+MAY_EXEC, MAY_WRITE, MAY_READ = 1, 2, 4
+"""The kernel's permission mask bits (include/linux/fs.h), in the positions of rwx."""
+
+
+@attrs.frozen
+class Credentials:
+    """Who a non-root view acts as: fsuid, fsgid and supplementary groups, no capabilities.
+
+    The rules are the kernel's for a caller without CAP_DAC_OVERRIDE, CAP_FOWNER,
+    CAP_CHOWN or CAP_FSETID (fs/namei.c, fs/attr.c, fs/xattr.c); root (uid 0) is not a
+    Credentials but ``FileSystem.caller is None``, which bypasses them all.
+    """
+
+    uid: int
+    gid: int
+    groups: frozenset[int] = frozenset()
+
+    def in_group(self, gid: int) -> bool:
+        """``in_group_p``: the fsgid or a supplementary group."""
+        return gid == self.gid or gid in self.groups
+
+    def permits(self, obj: Inode | Node, mask: int) -> bool:
+        """``generic_permission`` without ACLs: the owner's bits if the caller owns ``obj``,
+        else the group's if it is in the group, else the others'."""
+        mode = obj.mode
+        if obj.uid == self.uid:
+            mode >>= 6
+        elif obj.gid == self.gid or obj.gid in self.groups:
+            mode >>= 3
+        return mode & mask == mask
+
+    def owns(self, obj: Inode | Node) -> bool:
+        """``inode_owner_or_capable`` for a caller without CAP_FOWNER."""
+        return obj.uid == self.uid
 
 
 class _Resolved:
@@ -89,17 +125,40 @@ class FileSystem:
     Attributes:
         umask: applied to the mode of new files and directories (default 0o022).
         uid, gid: the credentials new files and directories are owned by (default root).
+        caller: whose permissions are checked: None for root (every capability, no
+            checks: the default), or the :class:`Credentials` :meth:`as_user` set.
         path_max: paths of this many bytes or more fail with ENAMETOOLONG (PATH_MAX,
             as a system call checks them); None for no limit (see :meth:`unbounded`).
     """
 
     def __init__(self, overlay: Overlay) -> None:
         self._ov = overlay
-        self._lock = threading.RLock()
+        self._lock = overlay.lock
         self.umask = 0o022
         self.uid = 0
         self.gid = 0
+        self.caller: Credentials | None = None
         self.path_max: int | None = PATH_MAX
+        self._searchable: tuple[int, dict[str, bool]] = (-1, {})
+
+    def as_user(self, uid: int, gid: int, groups: Iterable[int] = ()) -> FileSystem:
+        """A facade on the same view (same overlay, lock and open-file semantics) that acts
+        as the process with fsuid ``uid``, fsgid ``gid`` and supplementary ``groups``.
+
+        Every call then passes the kernel's DAC checks (search permission on each
+        directory of a path, read/write on the object, write+search on the parent to
+        create or remove, the sticky bit, owner-only chmod/utime, root-only chown ...)
+        with the errno the kernel picks; new objects are owned by ``uid`` and ``gid`` (or
+        a setgid directory's group). Its umask starts at 0o022. ``uid`` 0 is root: no
+        checks, as the default facade. Copy-up still happens with the mounter's (root's)
+        rights, as overlayfs does it.
+        """
+        other = copy.copy(self)
+        other.uid, other.gid = uid, gid
+        other.umask = 0o022
+        other.caller = None if uid == 0 else Credentials(uid, gid, frozenset(groups))
+        other._searchable = (-1, {})
+        return other
 
     def unbounded(self) -> "FileSystem":
         """A second facade on the same view and lock, without the PATH_MAX check.
@@ -110,7 +169,76 @@ class FileSystem:
         """
         other = copy.copy(self)
         other.path_max = None
+        other._searchable = (-1, {})
         return other
+
+    # --- permission checks (no-ops for root) -------------------------------------------
+
+    def _need(self, obj: Inode | Node, mask: int, path: str) -> None:
+        """EACCES unless the caller has ``mask`` on ``obj`` (``inode_permission``)."""
+        c = self.caller
+        if c is not None and not c.permits(obj, mask):
+            raise errors.AccessDenied(path)
+
+    def _may_create(self, d: Loc, path: str) -> None:
+        """``may_create``: write and search permission on the directory ``d``."""
+        if self.caller is not None:
+            self._need(self._ov.effective(d), MAY_WRITE | MAY_EXEC, path)
+
+    def _may_delete(self, d: Loc, victim: Loc, path: str) -> None:
+        """``may_delete`` (its permission part): write+search on ``d`` (EACCES), then the
+        sticky bit: only the owner of the victim or of the directory (EPERM)."""
+        c = self.caller
+        if c is None:
+            return
+        dobj = self._ov.effective(d)
+        self._need(dobj, MAY_WRITE | MAY_EXEC, path)
+        if dobj.mode & _stat.S_ISVTX and not c.owns(self._ov.effective(victim)) and not c.owns(dobj):
+            raise errors.NotPermitted(path)
+
+    def _drop_sgid(self, obj: Inode | Node) -> bool:
+        """``setattr_should_drop_sgid``: setgid goes on a change of a group-executable file
+        by anyone, or of any file by a caller outside its group (root: CAP_FSETID)."""
+        if not obj.mode & _stat.S_ISGID:
+            return False
+        if obj.mode & _stat.S_IXGRP:
+            return True
+        c = self.caller
+        return c is not None and not c.in_group(obj.gid)
+
+    def _kill_privs(self, obj: Inode | Node) -> int | None:
+        """``file_remove_privs`` before a write or truncate: the mode without setuid (and
+        setgid, see :meth:`_drop_sgid`), or None if nothing goes (root keeps them)."""
+        if self.caller is None or obj.kind != "f":
+            return None
+        mode = obj.mode
+        if mode & _stat.S_ISUID:
+            mode &= ~_stat.S_ISUID
+        if self._drop_sgid(obj):
+            mode &= ~_stat.S_ISGID
+        return mode if mode != obj.mode else None
+
+    def _chain_searchable(self, key: str) -> bool:
+        """True if every directory from the root down to the directory ``key`` (a plain
+        key the fast lookup found) lets the caller search it; cached per view change."""
+        gen = self._ov.generation
+        cached_gen, cache = self._searchable
+        if cached_gen != gen:
+            cache = {}
+            self._searchable = (gen, cache)
+        ok = cache.get(key)
+        if ok is None:
+            try:
+                r = self._resolve("/" + key)
+                ok = r.loc is not None and r.loc.is_dir and self._may_search(r.loc)
+            except OSError:
+                ok = False
+            cache[key] = ok
+        return ok
+
+    def _may_search(self, d: Loc) -> bool:
+        c = self.caller
+        return c is None or c.permits(self._ov.effective(d), MAY_EXEC)
 
     @property
     def overlay(self) -> Overlay:
@@ -124,7 +252,7 @@ class FileSystem:
 
     @property
     def lock(self) -> threading.RLock:
-        """The lock that serialises operations on this view."""
+        """The lock that serialises operations on this view: the overlay's own."""
         return self._lock
 
     # --- path resolution -------------------------------------------------------------
@@ -148,9 +276,12 @@ class FileSystem:
         name = ""
         cur: Loc | None = root
         parent = root
+        caller = self.caller
         while todo:
             comp = todo.pop()
             d = stack[-1]
+            if caller is not None and not caller.permits(ov.effective(d), MAY_EXEC):
+                raise errors.AccessDenied(p)  # may_lookup, before every component
             if comp == ".":
                 parent, name, cur = (d.parent or d), ".", d
                 continue
@@ -202,9 +333,11 @@ class FileSystem:
         if fast and type(path) is str and 0 < len(path) < 1024 and path[-1] != "/" and "//" not in path \
                 and path[0] != "." and ("/." not in path or not _UNUSUAL.search(path)):
             # Fast path: a plain path found in the index needs no component walk.
-            loc = self._ov.fast(path.strip("/"))
-            if loc and (not follow or loc.kind != "l"):  # type: ignore[union-attr]
-                return loc  # type: ignore[return-value]
+            key = path.strip("/")
+            loc = self._ov.fast(key)
+            if loc is not None and (not follow or loc.kind != "l") and (
+                    self.caller is None or self._chain_searchable(key.rpartition("/")[0])):
+                return loc
         r = self._resolve(path, follow)
         if r.loc is None:
             raise errors.NotFound(r.path)
@@ -332,6 +465,8 @@ class FileSystem:
         loc = self._get(path, True)
         if not loc.is_dir:
             raise errors.NotADirectory(to_str(path))
+        if self.caller is not None:
+            self._need(self._ov.effective(loc), MAY_READ, to_str(path))  # may_open of the dir
         return loc
 
     def listdir(self, path: PathArg = "/") -> list[str]:
@@ -408,6 +543,7 @@ class FileSystem:
             loc = r.loc
             if loc is None:
                 raise errors.NotFound(r.path)
+            self._may_delete(r.parent, loc, r.path)
             if not loc.is_dir:
                 raise errors.NotADirectory(r.path)
             if not self._ov.is_empty(loc):
@@ -417,18 +553,24 @@ class FileSystem:
     # --- creating --------------------------------------------------------------------
 
     def _owner(self, parent: Inode | Node) -> tuple[int, int, bool]:
+        """``inode_init_owner``: the caller's ids, or a setgid directory's group."""
         sgid = bool(parent.mode & _stat.S_ISGID)
         return self.uid, (parent.gid if sgid else self.gid), sgid
 
-    def _create(self, r: _Resolved, kind: str, perm: int) -> Inode:
+    def _create(self, r: _Resolved, kind: str, perm: int, *, target: str | None = None, rdev: int = 0) -> Inode:
         """Create a new object at the (absent) last name of ``r``; ``r.loc`` becomes its Loc."""
         if len(r.name) > NAME_MAX // 4 and len(os.fsencode(r.name)) > NAME_MAX:
             raise errors.NameTooLong(r.path)
         ov = self._ov
-        uid, gid, sgid = self._owner(ov.effective(r.parent))
+        pobj = ov.effective(r.parent)
+        self._may_create(r.parent, r.path)
+        uid, gid, sgid = self._owner(pobj)
         if kind == "d" and sgid:
             perm |= _stat.S_ISGID
-        node = ov.new_inode(kind, perm, uid, gid)
+        elif (sgid and perm & _stat.S_ISGID and perm & _stat.S_IXGRP and self.caller is not None
+              and not self.caller.in_group(pobj.gid)):
+            perm &= ~_stat.S_ISGID  # mode_strip_sgid: not in the setgid directory's group
+        node = ov.new_inode(kind, perm, uid, gid, target=target, rdev=rdev)
         r.loc = ov.add(r.parent, r.name, node)
         return node
 
@@ -446,8 +588,7 @@ class FileSystem:
             if r.slash:
                 raise errors.NotFound(r.path)
             self._check_writable(r.path)
-            node = self._create(r, "l", 0o777)
-            node.target = t
+            self._create(r, "l", 0o777, target=t)
 
     def mknod(self, path: PathArg, mode: int = 0o600, device: int = 0) -> None:
         """As :func:`os.mknod`: a regular file, FIFO, socket or device node."""
@@ -462,11 +603,14 @@ class FileSystem:
             if r.slash:
                 raise errors.NotFound(r.path)
             self._check_writable(r.path)
+            if self.caller is not None:
+                self._may_create(r.parent, r.path)
+                if fmt in (_stat.S_IFCHR, _stat.S_IFBLK):
+                    raise errors.NotPermitted(r.path)  # vfs_mknod: a device needs CAP_MKNOD
             if fmt == _stat.S_IFCHR and device == 0:
                 raise errors.NotPermitted(r.path)  # ovl_mknod: a 0/0 char device is a whiteout
-            node = self._create(r, kinds[fmt], _stat.S_IMODE(mode) & ~self.umask)
-            if fmt in (_stat.S_IFCHR, _stat.S_IFBLK):
-                node.rdev = device
+            rdev = device if fmt in (_stat.S_IFCHR, _stat.S_IFBLK) else 0
+            self._create(r, kinds[fmt], _stat.S_IMODE(mode) & ~self.umask, rdev=rdev)
 
     def mkfifo(self, path: PathArg, mode: int = 0o666) -> None:
         """As :func:`os.mkfifo`."""
@@ -487,13 +631,27 @@ class FileSystem:
             if r.slash:
                 raise errors.NotFound(r.path)
             self._check_writable(r.path)
+            c = self.caller
+            if c is not None:
+                obj = self._ov.effective(s)
+                if not c.owns(obj) and not self._safe_hardlink_source(obj):
+                    raise errors.NotPermitted(to_str(src))  # may_linkat, protected_hardlinks=1
+                self._may_create(r.parent, r.path)
             if s.is_dir:
                 raise errors.NotPermitted(to_str(src))
             if len(r.name) > NAME_MAX // 4 and len(os.fsencode(r.name)) > NAME_MAX:
                 raise errors.NameTooLong(r.path)
-            inode = self._ov.copy_up(s, meta_only=True)
-            inode.ctime_ns = now_ns()
-            self._ov.add(r.parent, r.name, inode)
+            self._ov.link(s, r.parent, r.name)
+
+    def _safe_hardlink_source(self, obj: Inode | Node) -> bool:
+        """``safe_hardlink_source``: a regular file, neither setuid nor setgid-executable,
+        that the caller may read and write."""
+        m = obj.mode
+        if obj.kind != "f" or m & _stat.S_ISUID:
+            return False
+        if m & (_stat.S_ISGID | _stat.S_IXGRP) == _stat.S_ISGID | _stat.S_IXGRP:
+            return False
+        return self.caller is None or self.caller.permits(obj, MAY_READ | MAY_WRITE)
 
     # --- removing and renaming ---------------------------------------------------------
 
@@ -507,10 +665,11 @@ class FileSystem:
             loc = r.loc
             if loc is None:
                 raise errors.NotFound(r.path)
+            if r.slash:
+                raise (errors.IsADirectory if loc.is_dir else errors.NotADirectory)(r.path)
+            self._may_delete(r.parent, loc, r.path)
             if loc.is_dir:
                 raise errors.IsADirectory(r.path)
-            if r.slash:
-                raise errors.NotADirectory(r.path)
             self._ov.remove(loc)
 
     remove = unlink
@@ -553,13 +712,23 @@ class FileSystem:
                 if exchange:
                     raise errors.InvalidArgument(rs.path, rd.path)
                 raise errors.NotEmpty(rs.path, rd.path)
-            if d is not None:
+            if d is not None and self._same(s, d):
+                return  # vfs_rename: source and target are one inode, nothing to check
+            self._may_delete(rs.parent, s, rs.path)
+            if d is None:
+                self._may_create(rd.parent, rd.path)
+            else:
+                self._may_delete(rd.parent, d, rd.path)
                 if not exchange and s.is_dir and not d.is_dir:
                     raise errors.NotADirectory(rs.path, rd.path)
                 if not exchange and not s.is_dir and d.is_dir:
                     raise errors.IsADirectory(rs.path, rd.path)
-                if self._same(s, d):
-                    return
+            if self.caller is not None and rs.parent.path != rd.parent.path:
+                # A directory moving to another parent: its ".." changes, so write on it.
+                if s.is_dir:
+                    self._need(self._ov.effective(s), MAY_WRITE, rs.path)
+                if exchange and d is not None and d.is_dir:
+                    self._need(self._ov.effective(d), MAY_WRITE, rd.path)
             if len(rd.name) > NAME_MAX // 4 and len(os.fsencode(rd.name)) > NAME_MAX:
                 raise errors.NameTooLong(rd.path)
             ov = self._ov
@@ -613,28 +782,41 @@ class FileSystem:
             loc, p = self._meta_target(path, follow_symlinks)
             if loc.kind == "l":
                 raise errors.NotSupported(p)
-            inode = self._ov.copy_up(loc, meta_only=True)
-            inode.mode = _stat.S_IMODE(mode)
-            inode.ctime_ns = now_ns()
-            self._ov.generation += 1
+            new = _stat.S_IMODE(mode)
+            c = self.caller
+            if c is not None:  # setattr_prepare
+                obj = self._ov.effective(loc)
+                if not c.owns(obj):
+                    raise errors.NotPermitted(p)
+                if not c.in_group(obj.gid):
+                    new &= ~_stat.S_ISGID
+            self._ov.setattr(loc, mode=new)
 
     def chown(self, path: PathArg, uid: int, gid: int, *, follow_symlinks: bool = True) -> None:
         """As :func:`os.chown`; -1 leaves an id unchanged. Clears setuid/setgid as Linux does."""
         with self._lock:
-            loc, _p = self._meta_target(path, follow_symlinks)
-            inode = self._ov.copy_up(loc, meta_only=True)
-            if uid != -1:
-                inode.uid = uid
-            if gid != -1:
-                inode.gid = gid
-            if inode.kind != "d":
-                # Linux drops setuid, and setgid when group-executable, on any chown
-                # of a non-directory, even by root (notify_change ATTR_KILL_S*ID).
-                inode.mode &= ~_stat.S_ISUID
-                if inode.mode & _stat.S_IXGRP:
-                    inode.mode &= ~_stat.S_ISGID
-            inode.ctime_ns = now_ns()
-            self._ov.generation += 1
+            loc, p = self._meta_target(path, follow_symlinks)
+            obj = self._ov.effective(loc)
+            new_mode = None
+            if loc.kind != "d":
+                # chown_common: any chown of a non-directory, even by root and with
+                # uid = gid = -1, drops setuid, and setgid as setattr_should_drop_sgid
+                # says (notify_change turns ATTR_KILL_S*ID into a mode change).
+                m = obj.mode & ~_stat.S_ISUID
+                if self._drop_sgid(obj):
+                    m &= ~_stat.S_ISGID
+                if m != obj.mode:
+                    new_mode = m
+            c = self.caller
+            if c is not None:  # setattr_prepare: chown_ok, chgrp_ok, then the mode change
+                owner = c.owns(obj)
+                if uid != -1 and not (owner and uid == obj.uid):
+                    raise errors.NotPermitted(p)
+                if gid != -1 and not (owner and (gid == obj.gid or c.in_group(gid))):
+                    raise errors.NotPermitted(p)
+                if new_mode is not None and not owner:
+                    raise errors.NotPermitted(p)
+            self._ov.setattr(loc, mode=new_mode, uid=None if uid == -1 else uid, gid=None if gid == -1 else gid)
 
     def lchown(self, path: PathArg, uid: int, gid: int) -> None:
         """As :func:`os.lchown`."""
@@ -646,7 +828,16 @@ class FileSystem:
         if times is not None and ns is not None:
             raise ValueError("utime: you may specify either 'times' or 'ns' but not both")
         with self._lock:
-            loc, _p = self._meta_target(path, follow_symlinks)
+            loc, p = self._meta_target(path, follow_symlinks)
+            c = self.caller
+            if c is not None:
+                obj = self._ov.effective(loc)
+                if c.owns(obj):
+                    pass
+                elif times is None and ns is None:
+                    self._need(obj, MAY_WRITE, p)  # may_setattr: ATTR_TOUCH needs write
+                else:
+                    raise errors.NotPermitted(p)  # setattr_prepare: explicit times, owner only
             t = now_ns()
             if ns is not None:
                 at, mt = ns
@@ -654,9 +845,7 @@ class FileSystem:
                 at, mt = int(times[0] * 1e9), int(times[1] * 1e9)
             else:
                 at = mt = t
-            inode = self._ov.copy_up(loc, meta_only=True)
-            inode.atime_ns, inode.mtime_ns, inode.ctime_ns = at, mt, t
-            self._ov.generation += 1
+            self._ov.setattr(loc, atime_ns=at, mtime_ns=mt)
 
     def truncate(self, path: PathArg, length: int) -> None:
         """As :func:`os.truncate`: cut or extend a regular file (copy-up of data)."""
@@ -670,13 +859,11 @@ class FileSystem:
             self._check_writable(p)
             if length < 0:
                 raise errors.InvalidArgument(p)
+            obj = self._ov.effective(loc)
+            self._need(obj, MAY_WRITE, p)
             if length > MAX_SIZE:
                 raise errors.FileTooBig(p)
-            inode = self._ov.copy_up(loc)
-            assert inode.data is not None
-            inode.data.truncate(length)
-            inode.mtime_ns = inode.ctime_ns = now_ns()
-            self._ov.generation += 1
+            self._ov.setattr(loc, size=length, mode=self._kill_privs(obj))
 
     # --- xattrs ----------------------------------------------------------------------
 
@@ -691,12 +878,22 @@ class FileSystem:
             raise errors.InvalidArgument(path)  # a namespace with no name
         return n
 
-    def _xattr_target(self, loc: Loc) -> Inode:
-        """The upper inode an xattr change goes to. ovl_xattr_set copies up only an inode
-        with no upper at all: an index=on alias changes the shared inode in place."""
-        if loc.up is None and loc.ix is not None:
-            return loc.ix
-        return self._ov.copy_up(loc, meta_only=True)
+    def _xattr_permission(self, loc: Loc, name: str, write: bool, path: str) -> None:
+        """``xattr_permission`` for a non-root caller: ``trusted.*`` is root's (EPERM to
+        write, ENODATA to read); ``user.*`` only on regular files and directories, and
+        in a sticky directory only for its owner; then read or write permission."""
+        c = self.caller
+        if c is None or name.startswith(("security.", "system.")):
+            return
+        obj = self._ov.effective(loc)
+        if name.startswith("trusted."):
+            raise (errors.NotPermitted if write else errors.NoData)(path)
+        if name.startswith("user."):
+            if obj.kind not in ("f", "d"):
+                raise (errors.NotPermitted if write else errors.NoData)(path)
+            if write and obj.kind == "d" and obj.mode & _stat.S_ISVTX and not c.owns(obj):
+                raise errors.NotPermitted(path)
+        self._need(obj, MAY_WRITE if write else MAY_READ, path)
 
     def getxattr(self, path: PathArg, attribute: str | bytes, *, follow_symlinks: bool = True) -> bytes:
         """As :func:`os.getxattr`; overlayfs's own ``trusted.overlay.*`` names are hidden."""
@@ -704,16 +901,21 @@ class FileSystem:
             p = to_str(path)
             name = self._xname(p, attribute)
             loc = self._get(path, follow_symlinks)
+            self._xattr_permission(loc, name, False, p)
             v = self._ov.effective(loc).xattrs.get(name)
             if v is None:
                 raise errors.NoData(p)
             return bytes(v)
 
     def listxattr(self, path: PathArg = "/", *, follow_symlinks: bool = True) -> list[str]:
-        """As :func:`os.listxattr`."""
+        """As :func:`os.listxattr`; a non-root caller does not see ``trusted.*`` names
+        (ovl_can_list lists them for CAP_SYS_ADMIN only)."""
         with self._lock:
             loc = self._get(path, follow_symlinks)
-            return list(self._ov.effective(loc).xattrs)
+            names = list(self._ov.effective(loc).xattrs)
+            if self.caller is not None:
+                names = [n for n in names if not n.startswith("trusted.")]
+            return names
 
     def setxattr(self, path: PathArg, attribute: str | bytes, value: bytes, flags: int = 0, *,
                  follow_symlinks: bool = True) -> None:
@@ -727,15 +929,13 @@ class FileSystem:
             loc, p = self._meta_target(path, follow_symlinks)
             if name.startswith("user.") and loc.kind not in ("f", "d"):
                 raise errors.NotPermitted(p)
+            self._xattr_permission(loc, name, True, p)
             have = name in self._ov.effective(loc).xattrs
             if flags & XATTR_CREATE and have:
                 raise errors.Exists(p)
             if flags & XATTR_REPLACE and not have:
                 raise errors.NoData(p)
-            inode = self._xattr_target(loc)
-            inode.xattrs[name] = v
-            inode.ctime_ns = now_ns()
-            self._ov.generation += 1
+            self._ov.set_xattr(loc, name, v)
 
     def removexattr(self, path: PathArg, attribute: str | bytes, *, follow_symlinks: bool = True) -> None:
         """As :func:`os.removexattr`."""
@@ -743,12 +943,10 @@ class FileSystem:
             p = to_str(path)
             name = self._xname(p, attribute)
             loc, p = self._meta_target(path, follow_symlinks)
+            self._xattr_permission(loc, name, True, p)
             if name not in self._ov.effective(loc).xattrs:
                 raise errors.NoData(p)
-            inode = self._xattr_target(loc)
-            del inode.xattrs[name]
-            inode.ctime_ns = now_ns()
-            self._ov.generation += 1
+            self._ov.set_xattr(loc, name, None)
 
     # --- open ------------------------------------------------------------------------
 
@@ -785,12 +983,20 @@ class FileSystem:
                 raise errors.TooManyLinks(r.path)  # O_NOFOLLOW on a symlink
             if flags & os.O_DIRECTORY and kind != "d":
                 raise errors.NotADirectory(r.path)
+            trunc = bool(flags & os.O_TRUNC)
+            # may_open: O_TRUNC asks for write permission too (build_open_flags)
+            mask = (MAY_READ if acc != os.O_WRONLY else 0) | (MAY_WRITE if writing or trunc else 0)
             if kind == "d":
-                if writing or creat:
+                if writing or creat or trunc:
                     raise errors.IsADirectory(r.path)
+                self._need(self._ov.effective(loc), mask, r.path)
                 return Handle(self, r.path, loc, None, flags)
             if r.slash:
                 raise errors.NotADirectory(r.path)
+            if self.caller is not None:
+                if writing or trunc:
+                    self._check_writable(r.path)  # inode_permission: EROFS before EACCES
+                self._need(self._ov.effective(loc), mask, r.path)
             if kind == "s":
                 raise errors.error(6, r.path)  # ENXIO: a socket cannot be opened
             if kind != "f":
@@ -800,15 +1006,11 @@ class FileSystem:
                 if kind == "p" and acc == os.O_WRONLY and flags & os.O_NONBLOCK:
                     raise errors.error(6, r.path)
                 return Handle(self, r.path, loc, loc.up if loc.up is not None else loc.ix, flags)
-            trunc = bool(flags & os.O_TRUNC)
             if writing or trunc:
                 self._check_writable(r.path)
                 inode = self._ov.copy_up(loc)
-                if trunc:
-                    assert inode.data is not None
-                    inode.data.truncate(0)
-                    inode.mtime_ns = inode.ctime_ns = now_ns()
-                    self._ov.generation += 1
+                if trunc:  # handle_truncate: do_truncate, which drops setuid/setgid too
+                    self._ov.setattr(inode, size=0, mode=self._kill_privs(inode))
                 return Handle(self, r.path, loc, inode, flags)
             return Handle(self, r.path, loc, loc.up if loc.up is not None else loc.ix, flags)
 
@@ -860,16 +1062,19 @@ class FileSystem:
         return len(data)
 
     def access(self, path: PathArg, mode: int = os.F_OK) -> bool:
-        """As :func:`os.access` for root: existence, and write access on a read-only view."""
+        """As :func:`os.access`: existence, then the caller's read/write/execute permission
+        (root: anything but executing a file with no execute bit); no write on a read-only view."""
         try:
-            st = self.stat(path)
+            with self._lock:
+                loc = self._get(path, True)
+                obj = self._ov.effective(loc)
         except (OSError, ValueError):
             return False
         if mode & os.W_OK and self.readonly:
             return False
-        if mode & os.X_OK and not _stat.S_ISDIR(st.st_mode) and not st.st_mode & 0o111:
-            return False
-        return True
+        if self.caller is not None:
+            return self.caller.permits(obj, mode & 7)
+        return not (mode & os.X_OK and obj.kind != "d" and not obj.mode & 0o111)
 
 
 def _has_slash(path: PathArg) -> bool:
@@ -1072,11 +1277,12 @@ class Handle(io.RawIOBase):
             n = len(memoryview(b).cast("B"))
             if self._pos + n > MAX_SIZE:
                 raise errors.FileTooBig(self.name)
-            o.data.write(self._pos, b)
-            self._pos += n
             if n:
-                o.mtime_ns = o.ctime_ns = now_ns()
-            self._fs.overlay.generation += 1
+                kill = self._fs._kill_privs(o)  # file_remove_privs: before a non-empty write
+                if kill is not None:
+                    self._fs.overlay.setattr(o, mode=kill)
+            self._fs.overlay.write(o, self._pos, b)
+            self._pos += n
             return n
 
     def seek(self, pos: int, whence: int = os.SEEK_SET) -> int:
@@ -1112,9 +1318,7 @@ class Handle(io.RawIOBase):
                 raise errors.InvalidArgument(self.name)
             o = self._inode
             assert o is not None and o.data is not None
-            o.data.truncate(size)
-            o.mtime_ns = o.ctime_ns = now_ns()
-            self._fs.overlay.generation += 1
+            self._fs.overlay.setattr(o, size=size, mode=self._fs._kill_privs(o))
             return size
 
     def stat(self) -> os.stat_result:

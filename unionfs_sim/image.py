@@ -87,6 +87,21 @@ _KNOWN_CONFIG = frozenset({"User", "ExposedPorts", "Env", "Entrypoint", "Cmd", "
 _PLATFORM_EXTRA = ("os.version", "os.features")
 
 
+def _env(v: Mapping[str, str] | Iterable[str] | None) -> tuple[str, ...]:
+    """``KEY=value`` entries from a mapping or from strings; an entry without ``=`` is refused."""
+    if not v:
+        return ()
+    if isinstance(v, Mapping):
+        return tuple(f"{k}={x}" for k, x in v.items())
+    if isinstance(v, str):
+        v = (v,)
+    out = tuple(v)
+    for e in out:
+        if not isinstance(e, str) or "=" not in e:
+            raise ValueError(f"env entry {e!r} is not of the form KEY=value")
+    return out
+
+
 def _labels(v: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((v or {}).items()))
 
@@ -97,7 +112,8 @@ class ImageConfig:
 
     cmd: tuple[str, ...] | None = attrs.field(default=None, converter=_strs)
     entrypoint: tuple[str, ...] | None = attrs.field(default=None, converter=_strs)
-    env: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
+    env: tuple[str, ...] = attrs.field(default=(), converter=_env)
+    """``KEY=value`` strings; a mapping ``{"PATH": "/bin"}`` is taken too."""
     working_dir: str = ""
     user: str = ""
     labels: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_labels)
@@ -475,3 +491,28 @@ class Image:
             img._descriptors = (*self.layer_descriptors, {"mediaType": MT_LAYER, "digest": layer.digest,
                                                           "size": layer.tar_size})
         return img
+
+    # --- looking inside (unionfs_sim.analysis) -------------------------------------------
+
+    def inspect(self, repo_tags: Iterable[str] = (), repo_digests: Iterable[str] = (), **kwargs: Any) -> dict[str, Any]:
+        """A dict shaped like ``docker image inspect`` (Id, RepoTags, RepoDigests, Created,
+        Config, RootFS, Size ...); see :func:`unionfs_sim.analysis.inspect`.
+
+        A thin call into the analysis package, imported here when called: the computation
+        lives above the core, which never imports it at load time.
+        """
+        from .analysis.inspect import inspect
+
+        return inspect(self, repo_tags, repo_digests, **kwargs)
+
+    def _repr_html_(self) -> str:
+        """The layers as a table (digest, size, created_by) and a stacked picture, for notebooks."""
+        from ._html import esc, human, section, short, stack_svg, table
+
+        steps = [h.created_by or "" for h in self.history if not h.empty_layer]
+        pairs = list(enumerate(zip(self.layers, self.diff_ids, strict=True)))
+        rows = [[i, short(d), human(x.size), steps[i][:80]] for i, (x, d) in pairs]
+        pic = stack_svg([(f"{i} {short(d, 8)} {steps[i][:30]}", x.size) for i, (x, d) in pairs])
+        return section(f"Image {short(self.id)} ({len(self.layers)} layers, {esc(self.config.os)}/"
+                       f"{esc(self.config.architecture)})",
+                       table(["#", "diff_id", "size", "created by"], list(reversed(rows)), right=(0, 2)), pic)

@@ -98,6 +98,8 @@ class Layer(Mapping[str, Entry]):
         self._tar_size: int | None = None
         self._size: int | None = None
         self._nlink: dict[int, int] | None = None
+        self._source_diff_id: str | None = None
+        self._source_blob: BlobSource | None = None
 
     # --- construction -------------------------------------------------------------
 
@@ -297,7 +299,7 @@ class Layer(Mapping[str, Entry]):
         if expected_diff_id is not None:
             _tar.check_digest(expected_diff_id, diff_id, name)
         layer = cls(entries)
-        layer._source_diff_id = diff_id  # type: ignore[attr-defined]  # a slot only from_tar sets
+        layer._source_diff_id = diff_id
         return layer
 
     @property
@@ -307,7 +309,7 @@ class Layer(Mapping[str, Entry]):
         It differs from :attr:`digest` when the source tar was not canonical (another
         tool's ordering, uname fields, padding ...): keep it to refer to the original blob.
         """
-        return getattr(self, "_source_diff_id", None)
+        return self._source_diff_id
 
     @property
     def source_blob(self) -> BlobSource | None:
@@ -318,7 +320,15 @@ class Layer(Mapping[str, Entry]):
         still have that digest), so an unchanged image keeps its digests even when its tars
         are not the canonical ones this library writes.
         """
-        return getattr(self, "_source_blob", None)
+        return self._source_blob
+
+    def record_source(self, blob: BlobSource) -> Layer:
+        """Note where the blob this layer was just read from lies (loaders call it once); ``self``.
+
+        Provenance, not part of the layer's value: digest, equality and entries are unchanged.
+        """
+        self._source_blob = blob
+        return self
 
     def to_directory(self, path: str | os.PathLike[str], format: str = "overlay", **kwargs: Any) -> None:
         """Write the layer into an empty directory: an overlayfs lower/upperdir or a plain tree.
@@ -334,6 +344,25 @@ class Layer(Mapping[str, Entry]):
         wrote) or a plain tree. See :func:`unionfs_sim.codec.overlaydir.read`."""
 
         return cls(overlaydir.read(path, format=format, **kwargs))  # type: ignore[arg-type]
+
+    def _repr_html_(self) -> str:
+        """The layer's entries as a table (path, kind, mode, size), for notebooks."""
+        from ._html import human, section, short, table
+
+        links = self.links()
+        rows = []
+        for k in _tar.canonical_order(self._entries):
+            n = self._entries[k]
+            if isinstance(n, Whiteout):
+                kind = "whiteout"
+            else:
+                kind = ("hardlink -> /" + links[k]) if k in links else type(n).__name__
+            if isinstance(n, Dir) and n.opaque:
+                kind += " (opaque)"
+            mode = "" if isinstance(n, Whiteout) else f"{n.mode:04o}"
+            rows.append(["/" + k, kind, mode, 0 if k in links or isinstance(n, Whiteout) else n.size])
+        return section(f"Layer {short(self.digest)}: {len(self)} entries, {human(self.size)}",
+                       table(["path", "kind", "mode", "size"], rows, right=(3,), limit=200))
 
 
 def _copy(node: Any) -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import stat as _stat
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Union
@@ -139,11 +140,13 @@ class Overlay:
 
     Every mutating method expects the caller (the fs facade) to have checked the
     preconditions that produce errno values; the methods here only apply overlayfs's
-    rules (copy-up, whiteouts, opaque directories, redirects, index).
+    rules (copy-up, whiteouts, opaque directories, redirects, index). All changes to the
+    upper tree, its inodes' metadata and the ``generation`` counter go through them;
+    callers hold :attr:`lock` around a whole operation.
     """
 
     __slots__ = ("lower", "options", "root", "readonly", "_next_ino", "_index", "_copied",
-                 "_generation", "watchers", "copy_watchers", "__weakref__")
+                 "_generation", "watchers", "copy_watchers", "lock", "__weakref__")
 
     def __init__(self, lower: Lower, options: OverlayOptions | None = None, *, readonly: bool = False) -> None:
         self.lower = lower
@@ -154,6 +157,8 @@ class Overlay:
         self._index: dict[int, Inode] | None = None
         self._copied: dict[tuple[int, str], Inode] | None = None
         self._generation = 0
+        self.lock = threading.RLock()
+        """Serialises operations on this view (every facade and server of it takes it)."""
         self.watchers: list[Callable[[], None]] = []
         self.copy_watchers: list[Callable[[Loc], None]] = []
         """Called with the Loc of each object copied up: a FUSE server drops what the
@@ -167,9 +172,9 @@ class Overlay:
         """
         return self._generation
 
-    @generation.setter
-    def generation(self, value: int) -> None:
-        self._generation = value
+    def changed(self) -> None:
+        """Count one change of the view: bump :attr:`generation` and call the watchers."""
+        self._generation += 1
         for w in self.watchers:
             w()
 
@@ -213,13 +218,13 @@ class Overlay:
             lo, lp = None, None
         return Loc(d, name, path, up, below, lo, lp)
 
-    def fast(self, key: str) -> Loc | None | bool:
+    def fast(self, key: str) -> Loc | None:
         """Look a normalised key up without building the chain of parent Locs.
 
-        Returns the Loc (its ``parent`` is None: for reading attributes only), ``False``
-        when the name certainly does not exist below real directories, or ``None`` when
-        the slow, component-by-component walk must decide (symlinks, whiteouts, opaque or
-        redirected directories on the way). This is what keeps stat cheap.
+        Returns the Loc (its ``parent`` is None: for reading attributes only), or ``None``
+        when the slow, component-by-component walk must decide (absent names, symlinks,
+        whiteouts, opaque or redirected directories on the way). This is what keeps stat
+        cheap.
         """
         lower = self.lower.nodes
         u = self.root
@@ -345,14 +350,17 @@ class Overlay:
         self._next_ino += 1
         return self._next_ino
 
-    def new_inode(self, kind: str, mode: int, uid: int, gid: int) -> Inode:
-        """A fresh upper object (not yet linked anywhere)."""
+    def new_inode(self, kind: str, mode: int, uid: int, gid: int, *, target: str | None = None,
+                  rdev: int = 0) -> Inode:
+        """A fresh upper object (not yet linked anywhere); ``target`` for a symlink, ``rdev`` for a device."""
         n = Inode(kind, mode, uid, gid, self._new_ino(), now_ns())
         n.nlink = 0
         if kind == "d":
             n.entries = {}
         elif kind == "f":
             n.data = Data()
+        n.target = target
+        n.rdev = rdev
         return n
 
     def ensure_root(self) -> Inode:
@@ -434,7 +442,7 @@ class Overlay:
             if self._copied is None:
                 self._copied = {}
             self._copied[(id(node), loc.lpath)] = up
-        self.generation += 1
+        self.changed()
         for w in self.copy_watchers:
             w(loc)
         return up
@@ -462,7 +470,75 @@ class Overlay:
         return (self.options.index and loc.up is None and isinstance(loc.lo, File)
                 and self._lower_links(loc) > 1)
 
+    # --- attributes and data ------------------------------------------------------------
+
+    def setattr(self, target: Loc | Inode, *, mode: int | None = None, uid: int | None = None,
+                gid: int | None = None, atime_ns: int | None = None, mtime_ns: int | None = None,
+                size: int | None = None) -> Inode:
+        """Change attributes as ``ovl_setattr`` does: copy ``target`` up (its data too when
+        ``size`` is given, else its metadata only), apply the changes, set ctime to now.
+
+        A size change also sets mtime to now unless ``mtime_ns`` is given. Returns the
+        upper inode.
+        """
+        if isinstance(target, Loc):
+            inode = self.copy_up(target, meta_only=size is None)
+        else:
+            inode = target
+        t = now_ns()
+        if size is not None:
+            assert inode.data is not None
+            inode.data.truncate(size)
+            inode.mtime_ns = t
+        if mode is not None:
+            inode.mode = mode
+        if uid is not None:
+            inode.uid = uid
+        if gid is not None:
+            inode.gid = gid
+        if atime_ns is not None:
+            inode.atime_ns = atime_ns
+        if mtime_ns is not None:
+            inode.mtime_ns = mtime_ns
+        inode.ctime_ns = t
+        self.changed()
+        return inode
+
+    def write(self, inode: Inode, offset: int, b: bytes | bytearray | memoryview) -> int:
+        """Write ``b`` into an upper file's data at ``offset``; mtime and ctime move if any byte did."""
+        assert inode.data is not None
+        n = len(memoryview(b).cast("B"))
+        inode.data.write(offset, b)
+        if n:
+            inode.mtime_ns = inode.ctime_ns = now_ns()
+        self.changed()
+        return n
+
+    def _xattr_target(self, loc: Loc) -> Inode:
+        """The upper inode an xattr change goes to. ovl_xattr_set copies up only an inode
+        with no upper at all: an index=on alias changes the shared inode in place."""
+        if loc.up is None and loc.ix is not None:
+            return loc.ix
+        return self.copy_up(loc, meta_only=True)
+
+    def set_xattr(self, loc: Loc, name: str, value: bytes | None) -> None:
+        """Set (or with ``value`` None remove) an xattr of ``loc``, copying its metadata up."""
+        inode = self._xattr_target(loc)
+        if value is None:
+            del inode.xattrs[name]
+        else:
+            inode.xattrs[name] = value
+        inode.ctime_ns = now_ns()
+        self.changed()
+
     # --- names ---------------------------------------------------------------------
+
+    def link(self, src: Loc, d: Loc, name: str) -> Loc:
+        """A new name ``name`` in ``d`` for ``src`` (copied up first, metadata only, as
+        ovl_link does); the inode's ctime moves."""
+        inode = self.copy_up(src, meta_only=True)
+        inode.ctime_ns = now_ns()
+        return self.add(d, name, inode)
 
     def touch_dir(self, d: Inode, t: int | None = None) -> None:
         """A directory's names changed: bump its mtime and ctime."""
@@ -489,7 +565,7 @@ class Overlay:
         parent.entries[name] = inode
         inode.nlink += 1
         self.touch_dir(parent)
-        self.generation += 1
+        self.changed()
         return Loc(d, name, join(d.path, name), inode, below, None, None)
 
     def remove(self, loc: Loc) -> Inode | None:
@@ -511,7 +587,7 @@ class Overlay:
             up.nlink -= 1
             up.ctime_ns = now_ns()
         self.touch_dir(parent)
-        self.generation += 1
+        self.changed()
         return up
 
     def rename(self, src: Loc, dst_dir: Loc, name: str, dst: Loc | None) -> None:
@@ -543,7 +619,7 @@ class Overlay:
         inode.ctime_ns = t
         self.touch_dir(src_parent, t)
         self.touch_dir(dparent, t)
-        self.generation += 1
+        self.changed()
 
     def exchange(self, a: Loc, b: Loc) -> None:
         """Swap the objects at two existing names (renameat2's RENAME_EXCHANGE).
@@ -562,7 +638,7 @@ class Overlay:
         ia.ctime_ns = ib.ctime_ns = t
         self.touch_dir(pa, t)
         self.touch_dir(pb, t)
-        self.generation += 1
+        self.changed()
 
     def _copy_up_to_move(self, src: Loc, dst_dir: Loc) -> Inode:
         """Copy up ``src`` before it moves into ``dst_dir`` (ovl_rename).
@@ -682,7 +758,7 @@ class Overlay:
             inode.nlink += 1
             if isinstance(e, Dir):
                 dirs[k] = inode
-        self.generation += 1
+        self.changed()
 
     def _implicit_upper_dirs(self, dirs: dict[str, Inode], entries: Mapping[str, Entry], key: str) -> Inode:
         """The upper directory at ``key``, made (with its parents) where entries skip it."""

@@ -72,6 +72,8 @@ from typing import Any
 from ..codec import overlaydir
 from ..container import Container
 from ..fs import FileSystem
+from ..fuse import options
+from ..fuse.options import split_escaped
 from ..image import Image
 from ..layer import Layer
 from ..nodes import Content, Dir, Entry, File
@@ -121,60 +123,10 @@ def check_options(opts: Mapping[str, str | bool]) -> None:
 # --- options ------------------------------------------------------------------------
 
 
-def split_escaped(s: str, sep: str) -> list[str]:
-    r"""Split ``s`` at ``sep`` except where it is escaped as ``\sep``; unescape ``\x`` to ``x``.
-
-    >>> split_escaped(r"a\:b:c", ":")
-    ['a:b', 'c']
-    """
-    out, cur, i = [], [], 0
-    while i < len(s):
-        ch = s[i]
-        if ch == "\\" and i + 1 < len(s):
-            cur.append(s[i + 1])
-            i += 2
-            continue
-        if ch == sep:
-            out.append("".join(cur))
-            cur = []
-        else:
-            cur.append(ch)
-        i += 1
-    out.append("".join(cur))
-    return out
-
-
 def parse_options(values: Sequence[str]) -> dict[str, str | bool]:
-    r"""``["lowerdir=a:b,upperdir=u", "ro"]`` -> ``{"lowerdir": "a:b", "upperdir": "u", "ro": True}``.
-
-    Commas separate options unless escaped (``\,``); the value of ``lowerdir`` keeps
-    its ``\:`` escapes for :func:`lower_dirs`.
-    """
-    out: dict[str, str | bool] = {}
-    for value in values:
-        for part in _split_commas(value):
-            if not part:
-                continue
-            k, eq, v = part.partition("=")
-            out[k] = v if eq else True
-    return out
-
-
-def _split_commas(s: str) -> list[str]:
-    out, cur, i = [], [], 0
-    while i < len(s):
-        if s[i] == "\\" and i + 1 < len(s) and s[i + 1] == ",":
-            cur.append(",")
-            i += 2
-            continue
-        if s[i] == ",":
-            out.append("".join(cur))
-            cur = []
-        else:
-            cur.append(s[i])
-        i += 1
-    out.append("".join(cur))
-    return out
+    r"""``["lowerdir=a:b,upperdir=u", "ro"]`` -> ``{"lowerdir": "a:b", "upperdir": "u", "ro": True}``
+    (see :func:`unionfs_sim.fuse.options.parse`; ``lowerdir`` keeps its ``\:`` escapes)."""
+    return options.parse(values)
 
 
 def lower_dirs(value: str) -> list[str]:

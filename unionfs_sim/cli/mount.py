@@ -16,6 +16,7 @@ import click
 
 from ..container import Container
 from ..fs import FileSystem
+from ..fuse.options import parse as options_parse
 from ..image import Image
 from ..layer import Layer
 from ..options import OverlayOptions
@@ -34,16 +35,6 @@ def _parse_commit_to(value: str) -> tuple[str, str | None]:
     if sep and path and tag and "/" not in tag:
         return path, tag
     return value, None
-
-
-def _fuse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in pairs:
-        for part in item.split(","):
-            if part:
-                k, eq, v = part.partition("=")
-                out[k] = v if eq else True
-    return out
 
 
 def _compression(path: str) -> str | None:
@@ -157,10 +148,11 @@ def _mount(source: str, mountpoint: str, tag: str | None, platform: str | None, 
     def on_signal(signum: int, frame: Any) -> None:
         stop.set()
 
+    extra: dict[str, Any] = options_parse(options)
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         with mount(target, mountpoint, allow_other=allow_other, fsname=os.path.abspath(source).replace(",", "_"),
-                   **_fuse_options(options)) as m:
+                   **extra) as m:
             what = "read-only" if read_only else "read-write"
             click.echo(f"{source} ({len(image.layers)} layers) mounted {what} at {mountpoint};"
                        " Ctrl-C or umount ends it", err=True)

@@ -550,7 +550,7 @@ class _Archive:
                 layer, blob = read_layer(f, self.where(name), diff_id, "sha256:" + m.group(1) if m else None,
                                          ti.size, layers)
             if self.path is not None:
-                layer._source_blob = BlobSource(self.path, blob["digest"], ti.size, ti.offset_data)  # type: ignore[attr-defined]
+                layer.record_source(BlobSource(self.path, blob["digest"], ti.size, ti.offset_data))
             layers.append(layer)
             blob_descs.append(blob)
         manifest = self._oci_manifest(sha256(config), blob_descs)

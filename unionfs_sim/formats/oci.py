@@ -572,7 +572,7 @@ def _load_manifest(root: Path, desc: Mapping[str, Any], data: bytes, doc: dict[s
             if actual != d["size"]:
                 raise DigestMismatch(f"{f}: blob {d['digest']} is {actual} bytes, its descriptor says {d['size']}")
             layer = read_layer(fh, str(f), diff_id, d["digest"], d["size"], layers)[0]
-        layer._source_blob = BlobSource(str(f), d["digest"], d["size"])  # type: ignore[attr-defined]  # see Layer.source_blob
+        layer.record_source(BlobSource(str(f), d["digest"], d["size"]))
         layers.append(layer)
     try:
         return Image.from_parts(layers, config_bytes, data)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Self, Union
 
 from ..errors import FuseUnavailable, MountError
 from ..linux import unmount
+from . import options as fuse_options
 
 if TYPE_CHECKING:
     from ..container import Container
@@ -274,7 +275,7 @@ class Mount:
         self._opts = dict(options)
         if readonly:
             self._opts["ro"] = True
-        self.options = option_list(self._opts)
+        self.options = fuse_options.to_list(self._opts)
         self._threads = threads
         self._session: Session | None = None
         self._pid = os.getpid()  # a forked child must not unmount its parent's mount
@@ -372,16 +373,3 @@ def _unmount_all() -> None:
     for m in list(_live):
         with contextlib.suppress(Exception):
             m.unmount(timeout=2.0)
-
-
-def option_list(options: Mapping[str, Any]) -> list[str]:
-    """``{"ro": True, "attr_timeout": 0, "kernel_cache": False}`` -> ``["ro", "attr_timeout=0"]``."""
-    out = []
-    for k, v in options.items():
-        if v is True:
-            out.append(k)
-        elif v is False or v is None:
-            continue
-        else:  # libfuse's option parser takes \, for a comma in a value
-            out.append(f"{k}=" + str(v).replace("\\", "\\\\").replace(",", "\\,"))
-    return out

@@ -242,11 +242,21 @@ class _Worker:
                 conn.send(("err", RuntimeError(f"kernel worker: cannot return result of {op}: {e!r}")))
 
 
-def _chroot_and_serve(conn: Connection, root: str) -> None:
-    """In a worker: chroot into ``root``, say so, and serve requests until EOF."""
+Caller = tuple[int, int, tuple[int, ...]]
+"""(uid, gid, supplementary groups) a worker acts as."""
+
+
+def _chroot_and_serve(conn: Connection, root: str, caller: Caller | None = None) -> None:
+    """In a worker: chroot into ``root``, drop to ``caller``'s credentials if given
+    (setgroups, setresgid, setresuid: no capability is left), say so, serve until EOF."""
     try:
         os.chroot(root)
         os.chdir("/")
+        if caller is not None:
+            uid, gid, groups = caller
+            os.setgroups(list(groups))
+            os.setresgid(gid, gid, gid)
+            os.setresuid(uid, uid, uid)
     except OSError as e:
         conn.send(("chrootfail", e.errno))
         return
@@ -307,27 +317,33 @@ def _reap(pid: int, timeout: float = 5.0) -> None:
         time.sleep(0.005)
 
 
+def _start_chrooted(path: str, caller: Caller | None) -> KernelFS:
+    pid, conn, status, err = _fork_worker(lambda c: _chroot_and_serve(c, path, caller))
+    if status != "ready":
+        conn.close()
+        _reap(pid)
+        who = "" if caller is None else f" as {caller[0]}:{caller[1]}"
+        raise OSError(err, f"chroot into {path}{who} failed: {os.strerror(err)}")
+    return KernelFS(conn, root=path, pid=pid)
+
+
 @contextlib.contextmanager
-def chrooted(root: PathArg) -> Iterator[KernelFS]:
+def chrooted(root: PathArg, *, uid: int | None = None, gid: int | None = None,
+             groups: Sequence[int] = ()) -> Iterator[KernelFS]:
     """The os-style facade on any directory tree, for the conformance suite and machines.
 
     Calls run in a worker process chrooted into ``root``, so absolute symlinks and
     ``..`` resolve inside it as they do in a container: point it at a FUSE mount, an
-    unpacked rootfs or your own filesystem and compare it with the model. Needs root
-    (chroot).
+    unpacked rootfs or your own filesystem and compare it with the model. With ``uid``
+    (and ``gid``, ``groups``) the worker drops to those credentials after the chroot,
+    as a container process started with ``--user`` does. Needs root (chroot).
     """
-    path = os.fspath(root)
-    pid, conn, status, err = _fork_worker(lambda c: _chroot_and_serve(c, path))
-    if status != "ready":
-        conn.close()
-        _reap(pid)
-        raise OSError(err, f"chroot into {path} failed: {os.strerror(err)}")
-    fs = KernelFS(conn)
+    caller = None if uid is None else (uid, uid if gid is None else gid, tuple(groups))
+    fs = _start_chrooted(os.fspath(root), caller)
     try:
         yield fs
     finally:
         fs._close()
-        _reap(pid, 10.0)
 
 
 # --- the facade ----------------------------------------------------------------------
@@ -520,12 +536,27 @@ def _open_flags(mode: str) -> tuple[int, bool, bool, bool, str]:
 class KernelFS:
     """The os-style API of DESIGN.md, executed by ``os`` inside the real overlay mount."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, *, root: str | None = None, pid: int | None = None) -> None:
         self._conn: Connection | None = conn
         self._lock = threading.RLock()
         self._files: list[weakref.ref[Any]] = []
+        self._root = root
+        self._pid = pid  # the worker, when this facade owns it
+        self._users: list[KernelFS] = []
         self.umask: int = 0o022
         """Applied to new files and dirs, as a process's umask is."""
+
+    def as_user(self, uid: int, gid: int, groups: Sequence[int] = ()) -> KernelFS:
+        """A facade on the same tree whose calls run in a worker that chrooted into it and
+        then did ``setgroups(groups)``, ``setresgid(gid)`` and ``setresuid(uid)``: the
+        kernel checks every call as that process's. Closed with this facade."""
+        if self._root is None:
+            raise ValueError("this KernelFS does not know its root")
+        if self._conn is None:
+            raise ValueError("the KernelOverlay is closed")
+        other = _start_chrooted(self._root, (uid, gid, tuple(groups)))
+        self._users.append(other)
+        return other
 
     # --- plumbing ----------------------------------------------------------------------
 
@@ -547,7 +578,10 @@ class KernelFS:
         return value
 
     def _close(self) -> None:
-        """Close every file still open, then stop the worker."""
+        """Close every file still open, then stop the worker (and those of :meth:`as_user`)."""
+        for u in self._users:
+            u._close()
+        self._users.clear()
         for ref in reversed(self._files):
             f = ref()
             if f is not None:
@@ -563,6 +597,9 @@ class KernelFS:
                 except (EOFError, OSError):
                     pass
                 conn.close()
+        if self._pid is not None:
+            pid, self._pid = self._pid, None
+            _reap(pid, 10.0)
 
     @staticmethod
     def _p(path: PathArg) -> str:
@@ -994,7 +1031,7 @@ class KernelOverlay:
                 raise RuntimeError("the kernel-overlay worker died before it was ready")
             raise OSError(err, f"chroot into {self.mountpoint} failed: {os.strerror(err)}")
         self._mounted = True
-        self._fs = KernelFS(conn)
+        self._fs = KernelFS(conn, root=self.mountpoint)
 
     def _reap(self) -> None:
         """Wait for the worker (SIGKILL after 5 s)."""

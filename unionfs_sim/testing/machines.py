@@ -59,12 +59,16 @@ class DifferentialMachine(RuleBasedStateMachine):
 
     Class attributes a subclass may set:
         options: the OverlayOptions both sides run with.
+        caller: ``(uid, gid, groups)`` every operation runs as (the model through
+            ``fs.as_user``, the subject through its ``as_user``); None for root. The
+            merged trees are compared as root either way.
         compare_upper: also compare the upper layers when an example ends.
         renameat2: the subject's ``rename`` takes ``exchange=``/``noreplace=`` (renameat2's
             RENAME_EXCHANGE/RENAME_NOREPLACE); set False to leave that rule out.
     """
 
     options: ClassVar[OverlayOptions] = OverlayOptions()
+    caller: ClassVar[tuple[int, int, tuple[int, ...]] | None] = None
     compare_upper: ClassVar[bool] = True
     renameat2: ClassVar[bool] = True
 
@@ -73,6 +77,8 @@ class DifferentialMachine(RuleBasedStateMachine):
         self._stack = contextlib.ExitStack()
         self.model: Container | None = None
         self.subject: Any = None
+        self.model_fs: Any = None
+        self.subject_fs: Any = None
         self.image: Image | None = None
 
     # --- to implement ------------------------------------------------------------------
@@ -92,6 +98,11 @@ class DifferentialMachine(RuleBasedStateMachine):
         self.image = image
         self.model = image.container(self.options)
         self.subject = self._stack.enter_context(self.open_subject(image, self.options))
+        if self.caller is None:
+            self.model_fs, self.subject_fs = self.model.fs, self.subject
+        else:
+            self.model_fs = self.model.fs.as_user(*self.caller)
+            self.subject_fs = self.subject.as_user(*self.caller)
         self.check_trees()
 
     def teardown(self) -> None:
@@ -111,8 +122,8 @@ class DifferentialMachine(RuleBasedStateMachine):
     def same(self, model: Callable[[Any], Any], *, result: bool = False) -> None:
         """Run ``model(fs)`` on both sides; errnos (and, if ``result``, results) must agree."""
         assert self.model is not None
-        mine = outcome(lambda: model(self.model.fs))  # type: ignore[union-attr]
-        theirs = outcome(lambda: model(self.subject))
+        mine = outcome(lambda: model(self.model_fs))
+        theirs = outcome(lambda: model(self.subject_fs))
         if not result and mine[0] == theirs[0] == "ok":
             return
         assert mine == theirs, f"model gave {_show(mine)}, subject gave {_show(theirs)}"
@@ -194,13 +205,32 @@ class DifferentialMachine(RuleBasedStateMachine):
     def chmod(self, p: str, mode: int) -> None:
         self.same(lambda fs: fs.chmod(p, mode))
 
-    @rule(p=op_paths, uid=st.sampled_from([-1, 0, 1000]), gid=st.sampled_from([-1, 0, 1000]))
+    @rule(p=op_paths, uid=st.sampled_from([-1, 0, 1000, 1001, 1002]), gid=st.sampled_from([-1, 0, 1000, 1001, 1002]))
     def chown(self, p: str, uid: int, gid: int) -> None:
         self.same(lambda fs: fs.chown(p, uid, gid))
 
     @rule(p=op_paths, name=st.sampled_from(["user.a", "user.z", "trusted.t"]), value=st.binary(max_size=6))
     def setxattr(self, p: str, name: str, value: bytes) -> None:
         self.same(lambda fs: fs.setxattr(p, name, value))
+
+    @rule(p=op_paths, name=st.sampled_from(["user.a", "user.b", "trusted.t"]))
+    def xattrs(self, p: str, name: str) -> None:
+        self.same(lambda fs: fs.getxattr(p, name), result=True)
+        self.same(lambda fs: sorted(fs.listxattr(p)), result=True)
+
+    @rule(p=op_paths, name=st.sampled_from(["user.a", "user.b", "trusted.t"]))
+    def removexattr(self, p: str, name: str) -> None:
+        self.same(lambda fs: fs.removexattr(p, name))
+
+    @rule(p=op_paths, explicit=st.booleans(), follow=st.booleans())
+    def utime(self, p: str, explicit: bool, follow: bool) -> None:
+        times = (1_000_000_000, 2_000_000_000) if explicit else None
+        self.same(lambda fs: fs.utime(p, ns=times, follow_symlinks=follow) if times else
+                  fs.utime(p, follow_symlinks=follow))
+
+    @rule(p=op_paths, mode=st.sampled_from([os.R_OK, os.W_OK, os.X_OK, os.R_OK | os.W_OK]))
+    def access(self, p: str, mode: int) -> None:
+        self.same(lambda fs: fs.access(p, mode), result=True)
 
     @rule(p=op_paths)
     def read(self, p: str) -> None:

@@ -53,6 +53,30 @@ def modes() -> SearchStrategy[int]:
     return st.sampled_from([0o644, 0o600, 0o755, 0o700, 0o444, 0o4755, 0o2755, 0o1777, 0o000])
 
 
+def file_modes() -> SearchStrategy[int]:
+    """A regular file's bits: owner-only, group-writable, world-writable, setuid, setgid
+    with and without group execute (the kernel treats them differently)."""
+    return st.sampled_from([0o644, 0o600, 0o755, 0o700, 0o444, 0o664, 0o660, 0o666, 0o640,
+                            0o4755, 0o2755, 0o2745, 0o6775, 0o000])
+
+
+def dir_modes() -> SearchStrategy[int]:
+    """A directory's bits: searchable by all, by the group only, by nobody else, sticky
+    world-writable (``/tmp``), group-writable setgid (a shared project directory)."""
+    return st.sampled_from([0o755, 0o700, 0o750, 0o711, 0o777, 0o1777, 0o2755, 0o2775, 0o770, 0o1770, 0o555])
+
+
+UIDS = (0, 1000, 1001)
+"""Owners random entries get: root and two users (the callers tests act as are 1000-1002)."""
+GIDS = (0, 1000, 1001, 1002)
+"""Groups random entries get."""
+
+
+def owners() -> SearchStrategy[tuple[int, int]]:
+    """A ``(uid, gid)`` pair from :data:`UIDS` and :data:`GIDS`."""
+    return st.tuples(st.sampled_from(UIDS), st.sampled_from(GIDS))
+
+
 def xattr_sets() -> SearchStrategy[dict[str, bytes]]:
     """A small set of ``user.``/``trusted.`` xattrs."""
     return st.dictionaries(st.sampled_from(["user.a", "user.b", "trusted.t"]), st.binary(max_size=8), max_size=2)
@@ -60,16 +84,19 @@ def xattr_sets() -> SearchStrategy[dict[str, bytes]]:
 
 def _node(kind: str, draw: Any, key: str, link_targets: list[str]) -> Entry:
     if kind == "file":
-        return File(draw(contents()), mode=draw(modes()), uid=draw(st.sampled_from([0, 1000])),
-                    gid=draw(st.sampled_from([0, 1000])), mtime_ns=draw(st.sampled_from([0, 10**9, 1_500_000_000 * 10**9])),
-                    xattrs=draw(xattr_sets()))
+        uid, gid = draw(owners())
+        return File(draw(contents()), mode=draw(file_modes()), uid=uid, gid=gid,
+                    mtime_ns=draw(st.sampled_from([0, 10**9, 1_500_000_000 * 10**9])), xattrs=draw(xattr_sets()))
     if kind == "dir":
-        return Dir(mode=draw(st.sampled_from([0o755, 0o700, 0o1777, 0o2755])), uid=draw(st.sampled_from([0, 1000])),
-                   xattrs=draw(xattr_sets()))
+        uid, gid = draw(owners())
+        return Dir(mode=draw(dir_modes()), uid=uid, gid=gid, xattrs=draw(xattr_sets()))
     if kind == "opaque":
-        return Dir(opaque=True)
+        uid, gid = draw(owners())
+        return Dir(opaque=True, mode=draw(dir_modes()), uid=uid, gid=gid)
     if kind == "symlink":
-        return Symlink(draw(st.sampled_from(["a", "../a", "/a/b", "b/c", "d", ".", "/", "..", "a/b/c/d"])))
+        uid, gid = draw(owners())
+        return Symlink(draw(st.sampled_from(["a", "../a", "/a/b", "b/c", "d", ".", "/", "..", "a/b/c/d"])),
+                       uid=uid, gid=gid)
     if kind == "fifo":
         return Fifo()
     return WHITEOUT
@@ -78,8 +105,10 @@ def _node(kind: str, draw: Any, key: str, link_targets: list[str]) -> Entry:
 @st.composite
 def layers(draw: Any, /, max_entries: int = 8, max_depth: int = 3, alphabet: Sequence[str] = DEFAULT_NAMES,
            kinds: Sequence[str] = ("file", "file", "dir", "dir", "opaque", "symlink", "whiteout", "hardlink", "fifo"),
-           ) -> Layer:
-    """A valid layer: files, dirs, opaque dirs, symlinks, whiteouts, hard links, FIFOs.
+           root: bool = True) -> Layer:
+    """A valid layer: files, dirs, opaque dirs, symlinks, whiteouts, hard links, FIFOs,
+    with owners from :func:`owners` and modes from :func:`file_modes`/:func:`dir_modes`;
+    with ``root``, half the layers also set the root directory's owner and mode.
 
     Entries below a non-directory of the same layer are dropped, so every draw is a
     layer ``Layer.from_dict`` accepts.
@@ -104,6 +133,9 @@ def layers(draw: Any, /, max_entries: int = 8, max_depth: int = 3, alphabet: Seq
         for p in parents(k):
             if p in entries and not isinstance(entries[p], Dir):
                 entries[p] = Dir()
+    if root and draw(st.booleans()):
+        uid, gid = draw(owners())
+        entries[""] = Dir(mode=draw(st.sampled_from([0o755, 0o1777, 0o777, 0o775, 0o2775, 0o711])), uid=uid, gid=gid)
     return Layer(entries)
 
 
@@ -115,4 +147,5 @@ def images(draw: Any, /, min_layers: int = 1, max_layers: int = 4, **layer_kwarg
     return Image.from_layers(ls, config=ImageConfig(cmd=cmd))
 
 
-__all__ = ["contents", "images", "keys", "layers", "modes", "names", "paths", "xattr_sets"]
+__all__ = ["GIDS", "UIDS", "contents", "dir_modes", "file_modes", "images", "keys", "layers", "modes", "names",
+           "owners", "paths", "xattr_sets"]

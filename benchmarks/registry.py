@@ -1,0 +1,212 @@
+"""The registry over HTTP (``unionfs-sim serve``) against Debian's docker-registry 2.8.2, same run.
+
+Both run as processes of their own with a fresh store under the same temporary directory,
+on 127.0.0.1, without auth or TLS; the clients are the same for both:
+
+1. ``skopeo copy --preserve-digests`` of an OCI layout of N MB in 5 uncompressed layers
+   (random, incompressible) into the registry (push), then back out into a new layout (pull);
+2. 16 concurrent ``skopeo copy`` pulls of one image of M MB (5 layers) into 16 layouts;
+3. K blob HEADs from 8 threads, each with its own keep-alive connection: p50/p99 latency
+   and requests per second.
+
+Each figure is the best of ``--repeats`` runs (push and pull: each run on a new, empty
+registry, so skopeo cannot mount blobs it pushed before). Ratios are ours / docker-registry throughput
+(> 1: ours is faster).
+
+    python benchmarks/registry.py [--push-mb 200] [--pull-mb 50] [--heads 2000] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import unionfs_sim as ufs
+from tests import daemons
+
+
+def make_layout(path: Path, total_mb: int, layers: int = 5) -> str:
+    """An OCI layout of ``layers`` uncompressed layers of random bytes, ``total_mb`` in all; tag ``1``."""
+    per = (total_mb << 20) // layers
+    stack = [ufs.Layer.from_dict({f"data{i}.bin": os.urandom(per)}) for i in range(layers)]
+    image = ufs.Image.from_layers(stack)
+    ufs.oci.save(image, path, tag="1")
+    return image.digest
+
+
+@contextlib.contextmanager
+def ours(tmp: Path) -> Iterator[str]:
+    """``unionfs-sim serve`` on a free port: yields ``host:port``."""
+    port = daemons.free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "unionfs_sim", "serve", "--root", str(tmp / "ours"),
+                             "--listen", f"127.0.0.1:{port}"], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("unionfs-sim serve did not start") from None
+                time.sleep(0.05)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+
+
+@contextlib.contextmanager
+def theirs(tmp: Path) -> Iterator[str]:
+    """docker-registry 2.8.2 (tests/daemons.py starts it): yields ``host:port``."""
+    with daemons.start_registry() as r:
+        yield r.host
+
+
+def skopeo(*args: str) -> None:
+    subprocess.run(["skopeo", "copy", "-q", "--preserve-digests", *args], check=True, capture_output=True)
+
+
+def best(repeats: int, fn: Callable[[int], float]) -> float:
+    return min(fn(i) for i in range(repeats))
+
+
+def push_pull(host: str, layout: Path, tmp: Path) -> tuple[float, float]:
+    """Seconds for a push of ``layout`` into an empty registry, then a pull of it."""
+    t = time.perf_counter()
+    skopeo("--dest-tls-verify=false", f"oci:{layout}:1", f"docker://{host}/bench/push:1")
+    push = time.perf_counter() - t
+    out = tmp / f"pull-{host.replace(':', '_')}"
+    t = time.perf_counter()
+    skopeo("--src-tls-verify=false", "--dest-oci-accept-uncompressed-layers", f"docker://{host}/bench/push:1",
+           f"oci:{out}:1")
+    pull = time.perf_counter() - t
+    shutil.rmtree(out)
+    return push, pull
+
+
+def concurrent_pulls(host: str, layout: Path, tmp: Path, n: int, repeats: int) -> float:
+    """Seconds for ``n`` simultaneous pulls of one image (best of ``repeats``)."""
+    skopeo("--dest-tls-verify=false", f"oci:{layout}:1", f"docker://{host}/bench/many:1")
+
+    def once(i: int) -> float:
+        outs = [tmp / f"many-{host.replace(':', '_')}-{i}-{k}" for k in range(n)]
+        t = time.perf_counter()
+        procs = [subprocess.Popen(["skopeo", "copy", "-q", "--preserve-digests", "--src-tls-verify=false",
+                                   "--dest-oci-accept-uncompressed-layers", f"docker://{host}/bench/many:1",
+                                   f"oci:{o}:1"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for o in outs]
+        for p in procs:
+            if p.wait() != 0:
+                raise RuntimeError(f"skopeo failed: {p.stderr.read().decode() if p.stderr else ''}")
+        dt = time.perf_counter() - t
+        for o in outs:
+            shutil.rmtree(o)
+        return dt
+
+    return best(repeats, once)
+
+
+def heads(host: str, layout: Path, total: int, threads: int) -> tuple[float, float, float]:
+    """``total`` blob HEADs from ``threads`` threads: (p50 ms, p99 ms, requests/s)."""
+    digests = ["sha256:" + p.name for p in (layout / "blobs" / "sha256").iterdir()]
+    hostname, port = host.split(":")
+    lat: list[float] = []
+    lock = threading.Lock()
+
+    def worker(k: int) -> None:
+        conn = http.client.HTTPConnection(hostname, int(port), timeout=30)
+        mine = []
+        for j in range(total // threads):
+            d = digests[(k + j) % len(digests)]
+            t = time.perf_counter()
+            conn.request("HEAD", f"/v2/bench/many/blobs/{d}")
+            r = conn.getresponse()
+            r.read()
+            mine.append(time.perf_counter() - t)
+            if r.status not in (200, 404):
+                raise RuntimeError(f"HEAD {d}: {r.status}")
+        conn.close()
+        with lock:
+            lat.extend(mine)
+
+    t = time.perf_counter()
+    ts = [threading.Thread(target=worker, args=(k,)) for k in range(threads)]
+    for x in ts:
+        x.start()
+    for x in ts:
+        x.join()
+    wall = time.perf_counter() - t
+    lat.sort()
+    return statistics.median(lat) * 1e3, lat[int(len(lat) * 0.99) - 1] * 1e3, len(lat) / wall
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--push-mb", type=int, default=200)
+    ap.add_argument("--pull-mb", type=int, default=50)
+    ap.add_argument("--clients", type=int, default=16)
+    ap.add_argument("--heads", type=int, default=2000)
+    ap.add_argument("--threads", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=3)
+    a = ap.parse_args()
+    for tool, why in (("skopeo", "apt-get install skopeo"),):
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} is needed ({why})")
+    if daemons.registry_unavailable():
+        sys.exit(daemons.registry_unavailable())
+    tmp = Path(tempfile.mkdtemp(prefix="ufs-bench-registry-"))
+    try:
+        big, small = tmp / "big", tmp / "small"
+        make_layout(big, a.push_mb)
+        make_layout(small, a.pull_mb)
+        results: dict[str, dict[str, float]] = {}
+        peers: tuple[tuple[str, Callable[[Path], contextlib.AbstractContextManager[str]]], ...] = (
+            ("unionfs-sim", ours), ("docker-registry 2.8.2", theirs))
+        pushes: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in peers}
+        for r in range(a.repeats):
+            # A new, empty registry each time: else skopeo mounts the blobs it pushed before.
+            for name, start in peers:
+                d = tmp / f"{name.split()[0]}-{r}"
+                d.mkdir()
+                with start(d) as host:
+                    pushes[name].append(push_pull(host, big, tmp))
+                shutil.rmtree(d)
+        for name, start in peers:
+            push, pull = min(x[0] for x in pushes[name]), min(x[1] for x in pushes[name])
+            with start(tmp / f"{name.split()[0]}-many") as host:
+                many = concurrent_pulls(host, small, tmp, a.clients, a.repeats)
+                p50, p99, rps = heads(host, small, a.heads, a.threads)
+            results[name] = {"push MB/s": a.push_mb / push, "pull MB/s": a.push_mb / pull,
+                             f"{a.clients} pulls MB/s": a.clients * a.pull_mb / many,
+                             "HEAD p50 ms": p50, "HEAD p99 ms": p99, "HEAD req/s": rps}
+            print(f"{name}: " + ", ".join(f"{k} {v:.2f}" for k, v in results[name].items()), flush=True)
+        o, t = results["unionfs-sim"], results["docker-registry 2.8.2"]
+        print(f"\n{'':24} {'unionfs-sim':>12} {'2.8.2':>12} {'ratio':>7}")
+        for k in o:
+            ratio = o[k] / t[k] if "ms" not in k else t[k] / o[k]  # > 1: ours is better
+            print(f"{k:24} {o[k]:12.2f} {t[k]:12.2f} {ratio:6.2f}x")
+        print(f"\n(push {a.push_mb} MB / pull of it with skopeo; {a.clients} concurrent pulls of {a.pull_mb} MB; "
+              f"{a.heads} HEADs from {a.threads} threads; best of {a.repeats}; ratio > 1: unionfs-sim better)")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,480 @@
+"""Layer efficiency: how many bytes an image carries that its merged filesystem does not show.
+
+Two methods:
+
+- ``"reclaimable"`` (the default) counts what squashing the image into one layer would
+  really save, in file-content bytes (each hard-link group once per layer, as a layer's
+  tar size counts them): every copy of a file that no longer shows in the merged view
+  because a later layer overwrote it, deleted it (a whiteout of it or of a directory
+  above it), hid it under an opaque directory, or replaced a directory above it. The
+  copy that stays is not waste; a hard-link group that still shows under one of its
+  names is not waste; a chmod/chown-only change that copied a whole file up counts the
+  lower copy; the same layer stacked twice counts its lower copy. Whiteouts that hide
+  nothing are reported (0 bytes). ``score`` is the squashed size over the stored size.
+- ``"dive"`` reproduces dive 0.13's numbers exactly (see :mod:`._dive` for what dive
+  does and where it is wrong), so a CI gate moved from dive keeps its thresholds.
+
+Both give ``reclaimable_bytes`` (the true saving) next to their own ``wasted_bytes``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
+
+import attrs
+
+from .._html import human, section, short, table
+from ..layer import Layer
+from ..lower import Lower
+from ..nodes import Dir, File, Whiteout
+from ..paths import parents
+from . import _dive
+from .scan import ImageLike, same_content
+from .sizes import content_size
+
+Method = Literal["reclaimable", "dive"]
+METHODS: tuple[Method, ...] = ("reclaimable", "dive")
+
+
+@attrs.frozen
+class Finding:
+    """Bytes at one path that the image stores but does not show.
+
+    ``layers``: indexes (bottom = 0) of the layers with an entry at the path (the copies,
+    and the layer that overwrote, deleted or hid them); ``steps``: their ``created_by``;
+    ``kind``: why (``overwritten``, ``metadata-only``, ``duplicate``, ``deleted``,
+    ``opaque``, ``replaced``, ``whiteout-hides-nothing``; ``dive`` for dive's list).
+    """
+
+    path: str
+    count: int
+    bytes: int
+    layers: tuple[int, ...]
+    steps: tuple[str, ...]
+    kind: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The finding as a JSON object."""
+        return {"path": self.path, "count": self.count, "bytes": self.bytes, "layers": list(self.layers),
+                "steps": list(self.steps), "kind": self.kind}
+
+
+@attrs.frozen
+class LayerUse:
+    """One layer's share: its size and the bytes of it the merged view does not show."""
+
+    index: int
+    digest: str
+    created_by: str
+    size: int
+    wasted_bytes: int
+
+
+@attrs.frozen
+class Efficiency:
+    """The result of :func:`efficiency` (see the module docs for the two methods)."""
+
+    method: str
+    score: float
+    wasted_bytes: int
+    user_wasted_percent: float
+    reclaimable_bytes: int
+    size_bytes: int
+    user_size_bytes: int
+    findings: tuple[Finding, ...]
+    layers: tuple[LayerUse, ...]
+
+    @property
+    def files(self) -> list[tuple[str, int, int]]:
+        """``(path, count, bytes)`` of each finding, largest first (dive's "Inefficient Files")."""
+        return [(f.path, f.count, f.bytes) for f in self.findings]
+
+    def to_json(self) -> dict[str, Any]:
+        """The result as a JSON object (NaN/inf percentages as null)."""
+        pct = self.user_wasted_percent
+        return {
+            "method": self.method, "score": self.score, "wasted_bytes": self.wasted_bytes,
+            "user_wasted_percent": pct if math.isfinite(pct) else None,
+            "reclaimable_bytes": self.reclaimable_bytes, "size_bytes": self.size_bytes,
+            "user_size_bytes": self.user_size_bytes, "findings": [f.to_json() for f in self.findings],
+            "layers": [attrs.asdict(x) for x in self.layers],
+        }
+
+    def _repr_html_(self) -> str:
+        """Score, wasted bytes, the layers with their wasted share, and the findings."""
+        return efficiency_html(self)
+
+    def plot(self, ax: Any = None) -> Any:
+        """Each layer's shown and not-shown bytes as a matplotlib chart (see :func:`layer_chart`)."""
+        return layer_chart(self, ax)
+
+
+def steps_of(image: ImageLike) -> list[str]:
+    """The ``created_by`` of the history step that made each layer (bottom first)."""
+    return [h.created_by or "" for h in image.history if not h.empty_layer]
+
+
+def efficiency(image: ImageLike, method: Method = "reclaimable") -> Efficiency:
+    """How efficiently ``image`` stores its files (see the module docs).
+
+    Raises:
+        ValueError: an unknown ``method``.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r} (choose one of: {', '.join(METHODS)})")
+    layers = image.layers
+    steps = steps_of(image)
+    sizes = [content_size(x) for x in layers]
+    dead, findings = _reclaimable(layers, image.lower, steps)
+    reclaimable = sum(dead)
+    total = sum(sizes)
+    user = total - (sizes[0] if sizes else 0)
+    uses = tuple(LayerUse(i, d, steps[i], sizes[i], dead[i]) for i, d in enumerate(image.diff_ids))
+    if method == "dive":
+        d = _dive.analyze(layers)
+        dive_findings = tuple(Finding(f.path, len(f.layers), f.cumulative_size, f.layers,
+                                      tuple(steps[i] for i in f.layers), "dive") for f in d.inefficiencies)
+        return Efficiency("dive", d.efficiency, d.wasted_bytes, d.wasted_user_percent, reclaimable,
+                          d.size_bytes, d.user_size_bytes, dive_findings, uses)
+    score = 1.0 if total == 0 else (total - reclaimable) / total
+    return Efficiency("reclaimable", score, reclaimable, reclaimable / user if user else 0.0, reclaimable,
+                      total, user, findings, uses)
+
+
+def _cause(layers: Sequence[Layer], i: int, k: str, node: File) -> tuple[int, str]:
+    """The first layer above ``i`` that hides ``k``, and how."""
+    anc = parents(k)
+    for j in range(i + 1, len(layers)):
+        x = layers[j]
+        e = x.get(k)
+        if e is not None:
+            if isinstance(e, Whiteout):
+                return j, "deleted"
+            if isinstance(e, File) and same_content(e, node):
+                same_meta = (e.mode, e.uid, e.gid, e.xattrs) == (node.mode, node.uid, node.gid, node.xattrs)
+                return j, "duplicate" if same_meta else "metadata-only"
+            return j, "overwritten"
+        for a in anc:
+            e = x.get(a)
+            if e is None:
+                continue
+            if isinstance(e, Whiteout):
+                return j, "deleted"
+            if isinstance(e, Dir):
+                if e.opaque or e.redirect is not None:
+                    return j, "opaque"
+                continue
+            return j, "replaced"
+    return len(layers), "hidden"
+
+
+def _whiteouts_hiding_nothing(layers: Sequence[Layer]) -> list[tuple[int, str]]:
+    """``(layer, key)`` of each whiteout with nothing at its path in the layers below.
+
+    One pass over the stack keeping only which paths exist (a whiteout deletes a subtree,
+    an opaque directory empties one, a non-directory replaces one), so the check costs
+    one walk of the entries, not a flattening of every prefix of the stack.
+    """
+    present: set[str] = {""}
+    kids: dict[str, set[str]] = {}
+    out: list[tuple[int, str]] = []
+
+    def drop_below(k: str, keep: bool) -> None:
+        stack = [k]
+        while stack:
+            p = stack.pop()
+            if p != k or not keep:
+                present.discard(p)
+            stack.extend(kids.pop(p, ()))
+        if not keep and k:
+            kids.get(k.rpartition("/")[0] if "/" in k else "", set()).discard(k)
+
+    def add(k: str) -> None:
+        parent = k.rpartition("/")[0] if "/" in k else ""
+        if parent not in present:
+            add(parent)
+        present.add(k)
+        kids.setdefault(parent, set()).add(k)
+
+    for j, layer in enumerate(layers):
+        for k in sorted(layer, key=lambda k: k.split("/")):
+            e = layer[k]
+            if isinstance(e, Whiteout):
+                if k in present:
+                    drop_below(k, keep=False)
+                else:
+                    out.append((j, k))
+                continue
+            if not k:
+                continue
+            if not isinstance(e, Dir) or e.opaque or e.redirect is not None:
+                drop_below(k, keep=isinstance(e, Dir))
+            add(k)
+    return out
+
+
+def _reclaimable(layers: Sequence[Layer], lower: Lower, steps: Sequence[str]) -> tuple[list[int], tuple[Finding, ...]]:
+    """Dead bytes per layer, and the findings (grouped by path)."""
+    dead = [0] * len(layers)
+    by_path: dict[str, tuple[list[int], int, list[str]]] = {}
+
+    def note(path: str, idxs: Sequence[int], nbytes: int, kind: str) -> None:
+        got = by_path.get(path)
+        if got is None:
+            got = by_path[path] = ([], 0, [])
+        ls, b, kinds = got
+        ls.extend(i for i in idxs if i not in ls)
+        if kind not in kinds:
+            kinds.append(kind)
+        by_path[path] = (ls, b + nbytes, kinds)
+
+    nodes, where = lower.nodes, lower.where
+    for i, layer in enumerate(layers):
+        groups: dict[int, list[Any]] = {}
+        for k, e in layer.items():
+            if not isinstance(e, File):
+                continue
+            g = groups.get(id(e))
+            if g is None:
+                g = groups[id(e)] = [k, e, False]
+            elif k.split("/") < g[0].split("/"):
+                g[0] = k
+            if not g[2] and where.get(k) == i and nodes.get(k) is e:
+                g[2] = True
+        for k, e, alive in groups.values():
+            if alive or not e.size:
+                continue
+            dead[i] += e.size
+            j, kind = _cause(layers, i, k, e)
+            note("/" + k, [i] + ([j] if j < len(layers) else []), e.size, kind)
+    for j, k in _whiteouts_hiding_nothing(layers):
+        note("/" + k, [j], 0, "whiteout-hides-nothing")
+    findings = []
+    for path, (ls, b, kinds) in by_path.items():
+        idxs = tuple(sorted(ls))
+        findings.append(Finding(path, len(idxs), b, idxs, tuple(steps[i] for i in idxs), "+".join(kinds)))
+    findings.sort(key=lambda f: (-f.bytes, f.path))
+    return dead, tuple(findings)
+
+
+# --- dive's CI gate (runtime/ci/rule.go) ---------------------------------------------------
+
+CI_DEFAULTS: Mapping[str, str] = {"lowestEfficiency": "0.9", "highestWastedBytes": "disabled",
+                                  "highestUserWastedPercent": "0.1"}
+"""dive's rule names and default thresholds (``cmd/root.go``)."""
+
+_SIZES = {"b": 1, "kib": 1 << 10, "kb": 10**3, "mib": 1 << 20, "mb": 10**6, "gib": 1 << 30, "gb": 10**9,
+          "tib": 1 << 40, "tb": 10**12, "pib": 1 << 50, "pb": 10**15, "eib": 1 << 60, "eb": 10**18,
+          "": 1, "ki": 1 << 10, "k": 10**3, "mi": 1 << 20, "m": 10**6, "gi": 1 << 30, "g": 10**9,
+          "ti": 1 << 40, "t": 10**12, "pi": 1 << 50, "p": 10**15, "ei": 1 << 60, "e": 10**18}
+
+
+def parse_bytes(text: str) -> int:
+    """go-humanize ``ParseBytes``: ``"20MB"``, ``"1.5 GiB"``, ``"1,000"`` -> bytes."""
+    s = text.strip()
+    n = 0
+    while n < len(s) and (s[n].isdigit() or s[n] in ".,"):
+        n += 1
+    num, unit = s[:n].replace(",", ""), s[n:].strip().lower()
+    if unit not in _SIZES:
+        raise ValueError(f"unhandled size name: {unit}")
+    try:
+        f = float(num)
+    except ValueError:
+        raise ValueError(f'strconv.ParseFloat: parsing "{num}": invalid syntax') from None
+    v = f * _SIZES[unit]
+    if v >= 2.0**64:
+        raise ValueError(f"too large: {text}")
+    return int(v)
+
+
+def _go_float(x: float) -> str:
+    """A float as Go's ``%v`` prints it."""
+    if math.isnan(x):
+        return "NaN"
+    if math.isinf(x):
+        return "+Inf" if x > 0 else "-Inf"
+    r = repr(x)
+    if "e" in r:
+        mant, exp = r.split("e")
+        sign = exp[0] if exp[0] in "+-" else "+"
+        digits = exp.lstrip("+-").rjust(2, "0")
+        return f"{mant}e{sign}{digits}"
+    return r[:-2] if r.endswith(".0") and abs(x) < 1e21 else r
+
+
+def _valid_bytes(value: str) -> int:
+    try:
+        return parse_bytes(value)
+    except ValueError as e:
+        raise ValueError(f"invalid config value ('{value}'): {e}") from None
+
+
+def _unit_float(name: str, value: str) -> float:
+    try:
+        f = float(value)
+    except ValueError:
+        raise ValueError(f"invalid config value ('{value}'): "
+                         f"strconv.ParseFloat: parsing \"{value}\": invalid syntax") from None
+    if f < 0 or f > 1:
+        raise ValueError(f"{name} config value is outside allowed range (0-1), given '{value}'")
+    return f
+
+
+@attrs.frozen
+class RuleResult:
+    """One CI rule's verdict: ``status`` is PASS, FAIL or SKIP; MISCONFIGURED or CONFIGURED when a rule is wrong."""
+
+    name: str
+    status: str
+    message: str
+
+
+@attrs.frozen
+class CIResult:
+    """dive's CI evaluation: ``passed`` (the exit code is 0 exactly then) and each rule's result."""
+
+    passed: bool
+    misconfigured: bool
+    rules: tuple[RuleResult, ...]
+
+    @property
+    def exit_code(self) -> int:
+        """What ``dive --ci`` exits with."""
+        return 0 if self.passed else 1
+
+    def to_json(self) -> dict[str, Any]:
+        """The verdict as a JSON object."""
+        return {"passed": self.passed, "misconfigured": self.misconfigured,
+                "rules": [attrs.asdict(r) for r in self.rules]}
+
+
+def read_ci_config(text: str, where: str = ".dive-ci") -> dict[str, str]:
+    """The ``rules:`` of a ``.dive-ci`` file (YAML: ``rules:`` then ``  name: value`` lines)."""
+    out: dict[str, str] = {}
+    in_rules = False
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#", 1)[0].rstrip()
+        if not line.strip():
+            continue
+        if not line.startswith((" ", "\t")):
+            key, sep, rest = line.partition(":")
+            if not sep:
+                raise ValueError(f"{where}:{n}: expected 'key: value', got {raw!r}")
+            in_rules = key.strip() == "rules" and not rest.strip()
+            continue
+        if not in_rules:
+            continue
+        key, sep, value = line.strip().partition(":")
+        if not sep:
+            raise ValueError(f"{where}:{n}: expected 'name: value', got {raw!r}")
+        out[key.strip()] = value.strip().strip("'\"")
+    return out
+
+
+def evaluate_ci(result: Efficiency, rules: Mapping[str, str] | None = None) -> CIResult:
+    """Apply dive's CI rules (``rules`` over :data:`CI_DEFAULTS`) to ``result``, as ``dive --ci``."""
+    config = {**CI_DEFAULTS, **{k: str(v) for k, v in (rules or {}).items() if k in CI_DEFAULTS}}
+    checks: dict[str, Callable[[str], tuple[bool, str]]] = {}
+
+    def lowest(value: str) -> tuple[bool, str]:
+        t = _unit_float("lowestEfficiency", value)
+        if t > result.score:
+            return False, (f"image efficiency is too low (efficiency={_go_float(result.score)} "
+                           f"< threshold={_go_float(t)})")
+        return True, ""
+
+    def wasted(value: str) -> tuple[bool, str]:
+        t = _valid_bytes(value)
+        if result.wasted_bytes > t:
+            return False, f"too many bytes wasted (wasted-bytes={result.wasted_bytes} > threshold={t})"
+        return True, ""
+
+    def user(value: str) -> tuple[bool, str]:
+        t = _unit_float("highestUserWastedPercent", value)
+        if t < result.user_wasted_percent:
+            return False, ("too many bytes wasted, relative to the user bytes added "
+                           f"(%-user-wasted-bytes={_go_float(result.user_wasted_percent)} > threshold={_go_float(t)})")
+        return True, ""
+
+    checks = {"lowestEfficiency": lowest, "highestWastedBytes": wasted, "highestUserWastedPercent": user}
+    validate: dict[str, Callable[[str], object]] = {
+        "lowestEfficiency": lambda v: _unit_float("lowestEfficiency", v),
+        "highestWastedBytes": _valid_bytes,
+        "highestUserWastedPercent": lambda v: _unit_float("highestUserWastedPercent", v),
+    }
+    # dive validates every enabled rule first; if one is wrong it evaluates none
+    # (runtime/ci/evaluator.go: the others stay "CONFIGURED", disabled ones too).
+    problems: dict[str, str] = {}
+    for name in checks:
+        if config[name] != "disabled":
+            try:
+                validate[name](config[name])
+            except ValueError as e:
+                problems[name] = str(e)
+    out: list[RuleResult] = []
+    misconfigured = bool(problems)
+    for name in sorted(checks):
+        value = config[name]
+        if misconfigured:
+            if name in problems:
+                out.append(RuleResult(name, "MISCONFIGURED", problems[name]))
+            else:
+                out.append(RuleResult(name, "CONFIGURED", "rule disabled" if value == "disabled" else "test"))
+            continue
+        if value == "disabled":
+            out.append(RuleResult(name, "SKIP", "rule disabled"))
+            continue
+        ok, msg = checks[name](value)
+        out.append(RuleResult(name, "PASS" if ok else "FAIL", msg))
+    passed = not misconfigured and all(r.status != "FAIL" for r in out)
+    return CIResult(passed, misconfigured, tuple(out))
+
+
+# --- views: HTML for notebooks, a chart through matplotlib (optional) ---------------------
+
+
+def efficiency_html(e: Efficiency) -> str:
+    """Score, wasted bytes, the layers with their wasted share, and the findings."""
+    pct = e.user_wasted_percent
+    head = table(["method", "score", "wasted", "user wasted", "reclaimable", "size"],
+                 [[e.method, f"{e.score:.4f}", human(e.wasted_bytes),
+                   f"{pct * 100:.2f} %" if math.isfinite(pct) else str(pct),
+                   human(e.reclaimable_bytes), human(e.size_bytes)]])
+    layers = table(["#", "layer", "size", "not shown", "created by"],
+                   [[x.index, short(x.digest), human(x.size), human(x.wasted_bytes), x.created_by[:80]]
+                    for x in reversed(e.layers)], right=(0, 2, 3))
+    files = table(["path", "count", "bytes", "layers", "kind"],
+                  [[f.path, f.count, f.bytes, ",".join(map(str, f.layers)), f.kind] for f in e.findings],
+                  right=(1, 2), limit=50)
+    return section("Efficiency", head, layers, files)
+
+
+MATPLOTLIB_MISSING = "charts need matplotlib: pip install matplotlib"
+
+
+def layer_chart(result: Efficiency, ax: Any = None) -> Any:
+    """Horizontal bars, one per layer (bottom layer at the bottom): shown and not-shown bytes.
+
+    Returns the matplotlib Axes (a new figure's when ``ax`` is None).
+
+    Raises:
+        ImportError: matplotlib is not installed.
+    """
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        raise ImportError(MATPLOTLIB_MISSING) from e
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 0.45 * max(len(result.layers), 2) + 1))
+    labels = [f"{x.index}: {x.created_by[:40] or x.digest[7:19]}" for x in result.layers]
+    shown = [x.size - x.wasted_bytes for x in result.layers]
+    wasted = [x.wasted_bytes for x in result.layers]
+    ax.barh(labels, shown, color="#4e79a7", label="shown")
+    ax.barh(labels, wasted, left=shown, color="#e15759", label="not shown (reclaimable)")
+    ax.set_xlabel("bytes")
+    ax.set_title(f"score {result.score:.3f}, {result.reclaimable_bytes} bytes reclaimable")
+    ax.legend(loc="lower right")
+    return ax
