@@ -1264,7 +1264,9 @@ class Handle(io.RawIOBase):
             o = self._obj()
             if isinstance(o, Inode):
                 return o.data.view(offset, n) if o.data is not None else b""
-            return memoryview(o.data)[offset : offset + n] if isinstance(o, File) else b""
+            if not isinstance(o, File):
+                return b""
+            return memoryview(o.data)[offset : offset + n] if isinstance(o.data, bytes) else o.data[offset : offset + n]
 
     def readall(self) -> bytes:
         """Everything from the offset to the end."""
