@@ -34,7 +34,7 @@ if HERE not in sys.path:
 # The repository root comes last, so an installed (or PYTHONPATH) unionfs_sim wins.
 sys.path.append(os.path.dirname(HERE))
 
-import tree
+import tree  # noqa: E402 - benchmarks/tree.py, importable once HERE is on sys.path
 
 perf = time.perf_counter
 MiB = 1 << 20
@@ -483,7 +483,8 @@ def workload1(args: argparse.Namespace, ufs: Any, why: dict[str, str | None]) ->
 
     def copyup_cell(name: str, t: Timing) -> Cell:
         after = backends[name].size(last[name], copy_paths[0])
-        note = f"{len(copy_paths):,} files; size of {copy_paths[0]}: {before[name]} -> {after} after {args.repeats} repeats"
+        note = (f"{len(copy_paths):,} files; size of {copy_paths[0]}: {before[name]} -> {after} "
+                f"after {args.repeats} repeats")
         return Cell(t.rate, note=note, extra={"size_before": before[name], "size_after": after})
 
     collect("copyup", race({n: copyup_job(n, bk) for n, bk in backends.items()}, args.repeats), copyup_cell)
@@ -628,7 +629,8 @@ def workload3(args: argparse.Namespace, ufs: Any, why: dict[str, str | None]) ->
             return Cell(
                 per,
                 extra={"bytes": mem, "count": args.containers, "cold": cold},
-                note=f"image.container(); the image's first container + first lstat took {cold * 1e3:,.1f} ms (not counted)",
+                note=f"image.container(); the image's first container + first lstat took {cold * 1e3:,.1f} ms "
+                "(not counted)",
             )
 
         def used() -> Cell:
@@ -746,14 +748,14 @@ class Out:
         else:
             widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
             print(title)
-            line = "  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()
+            line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()
             print(line)
             print("-" * len(line))
             for r in rows:
                 print(
                     "  ".join(
                         c.ljust(w) if i == 0 or headers[i] in ("notes", "target") else c.rjust(w)
-                        for i, (c, w) in enumerate(zip(r, widths))
+                        for i, (c, w) in enumerate(zip(r, widths, strict=False))
                     ).rstrip()
                 )
         for n in notes:
@@ -814,7 +816,8 @@ def report1(out: Out, r: dict[str, Any], unavailable: dict[str, str | None]) -> 
     headers = ["workload", "unit", US, MEM, MULTI, FAKE, "vs MemoryFS", "vs MultiFS", "vs pyfakefs", "target", "met"]
     notes = [
         (
-            f"Image (fingerprint {st['fingerprint']}): 5 layers, {st['merged entries']:,} entries in the merged view ({st['host entries']:,} read from the host), "
+            f"Image (fingerprint {st['fingerprint']}): 5 layers, {st['merged entries']:,} entries in the merged "
+            f"view ({st['host entries']:,} read from the host), "
             f"layer sizes {st['layer sizes']}, {st['bytes (merged files)'] / MiB:,.0f} MiB of file data; upper layers: "
             f"{st['overwritten']} files overwritten, {st['added']} added, {st['deleted files']} deleted, "
             f"{st['deleted dirs']} whole dirs deleted, {st['opaque dirs']} opaque dir."
@@ -892,7 +895,8 @@ def report2(out: Out, r: dict[str, Any], unavailable: dict[str, str | None]) -> 
     ratio = u500.value / base_us.value if u500 and base_us and u500.value and base_us.value and counts[0] == 1 else None
     notes = [
         (
-            f"lstat of files only in the bottom layer ({r['probes']:,} different files, cycled); each upper layer adds 3 "
+            f"lstat of files only in the bottom layer ({r['probes']:,} different files, cycled); "
+            "each upper layer adds 3 "
             "unrelated files in a dir of its own. unionfs_sim: image.container().fs.lstat; MultiFS (one MemoryFS child "
             "per layer + write_fs): getinfo(path, ['details'])."
         ),
@@ -947,7 +951,8 @@ def report3(out: Out, r: dict[str, Any], args: argparse.Namespace, unavailable: 
         table.append([f"{b} ({c.extra['count']:,})", f"{per_us:,.2f}", f"{bytes_:,.0f}", vs or "-", met, c.note])
     notes = [
         (
-            f"Image of {args.wide_files:,} files in 5 layers; containers kept alive in a list while measured. Time: best "
+            f"Image of {args.wide_files:,} files in 5 layers; containers kept alive in a list while measured. "
+            "Time: best "
             "of the repeats / count; memory: tracemalloc delta over a separate pass / count."
         ),
         (

@@ -10,8 +10,9 @@ import pytest
 
 pytest.register_assert_rewrite("unionfs_sim.testing.conformance")
 
-import unionfs_sim as ufs
-from unionfs_sim.testing.conformance import OverlayConformance, PermissionConformance
+# After register_assert_rewrite, so the conformance module's asserts are rewritten.
+import unionfs_sim as ufs  # noqa: E402
+from unionfs_sim.testing.conformance import OverlayConformance, PermissionConformance  # noqa: E402
 
 
 class TestModelConformance(OverlayConformance):

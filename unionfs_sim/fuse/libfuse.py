@@ -81,6 +81,12 @@ from collections.abc import Iterator
 from functools import partial
 from typing import Any
 
+from .. import errors
+from ..errors import FuseUnavailable, MountError
+from ..fs import FileSystem, Handle
+from ..linux import abort_connection, mounts_at
+from .semantics import OPEN_FLAGS, Handles, as_caller, check_access, listable_xattrs, statfs, still_mounted
+
 try:
     import fuse as _fusepy  # fusepy; this is the only module that imports it
 except (ImportError, OSError) as _e:  # fusepy missing, or no libfuse2 for it to load
@@ -89,12 +95,6 @@ except (ImportError, OSError) as _e:  # fusepy missing, or no libfuse2 for it to
 else:
     FUSEPY_MISSING = None
 """Why the libfuse backend cannot run here (fusepy or libfuse2 missing), or None."""
-
-from .. import errors
-from ..errors import FuseUnavailable, MountError
-from ..fs import FileSystem, Handle
-from ..linux import abort_connection, mounts_at
-from .semantics import OPEN_FLAGS, Handles, as_caller, check_access, listable_xattrs, statfs, still_mounted
 
 # --- file names: bytes that are not UTF-8 survive as surrogates, as os.fsdecode does -----
 

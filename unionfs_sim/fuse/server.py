@@ -1125,7 +1125,7 @@ def parse_options(options: Mapping[str, Any]) -> dict[str, Any]:
 def mount_flags(opts: Mapping[str, Any]) -> int:
     """mount(2) flags from ``-o`` options (nosuid and nodev unless asked otherwise, as libfuse)."""
     flags = MS_NOSUID | MS_NODEV
-    for k, on, off in (("suid", 0, MS_NOSUID), ("dev", 0, MS_NODEV)):
+    for k, _on, off in (("suid", 0, MS_NOSUID), ("dev", 0, MS_NODEV)):
         if opts.get(k):
             flags &= ~off
     table = {"ro": MS_RDONLY, "noexec": MS_NOEXEC, "sync": MS_SYNCHRONOUS, "dirsync": MS_DIRSYNC,
