@@ -71,8 +71,8 @@ def docker_run(name: str, *args: str) -> tuple[ufs.Container, list[str], list[tu
     steps.append(("resolve", f"{name!r} means {ref}"))
     image = local_images.get(str(ref))                   # 2. look in the local image store
     if image is None:
-        steps.append(("pull", f"not found locally: pulling {ref.familiar} ({len(hub.pull(ref).layers)} layers)"))
         image = local_images[str(ref)] = hub.pull(ref)
+        steps.append(("pull", f"not found locally: pulled {ref.familiar} ({len(image.layers)} layers)"))
     else:
         steps.append(("local", "found in the local image store: no pull"))
     c = image.container()                                # 3. create the container

@@ -92,10 +92,10 @@ assert doc["Size"] == sum(ufs.analysis.layer_sizes(app1.layers))
 # %% [markdown]
 # ## `docker history`: which step made which bytes
 #
-# One row per step, newest first. Steps that only change the config (`LABEL`, `CMD`,
-# `WORKDIR` under the classic builder) made no layer and show 0 B. Rows other than the
-# top say `<missing>`: those intermediate images are not in the local image store (they
-# never are with BuildKit, nor after a pull).
+# One row per step, newest first. Steps that only change the config (`LABEL`, `CMD`)
+# made no layer and show 0 B. Rows other than the top say `<missing>`: those
+# intermediate images are not in the local image store (they never are with BuildKit,
+# nor after a pull).
 
 # %%
 rows = ufs.analysis.history(app1, tags=["app:1"])
