@@ -1,8 +1,16 @@
-"""FUSE benchmark: a container mounted with ``unionfs_sim.mount`` against fuse-overlayfs
-and the kernel's overlayfs, on the same 5-layer tree, in the same run.
+"""FUSE benchmark: a container mounted with ``unionfs_sim.mount``, and the fuse-overlayfs
+drop-in ``unionfs-sim-fuse``, against fuse-overlayfs and the kernel's overlayfs, on the
+same 5-layer tree, in the same run.
 
     sudo python benchmarks/mounts.py            # full sizes: 21,000 entries, 256 MiB file
     sudo python benchmarks/mounts.py --quick    # 5,000 entries, 64 MiB
+    sudo python benchmarks/mounts.py --systems drop-in,fuse-overlayfs   # just those two
+
+The drop-in gets the lower dirs on disk, as a fuse-overlayfs user has them, and an
+upperdir it writes through (every change on disk before the call returns). For it and
+fuse-overlayfs (both run with ``-f``, so the server is the child we started) the run also
+reports the mount time (command started -> the mountpoint answers a listdir) and the
+server's peak RSS (VmHWM) after the cold walk and the full reads of the big file.
 
 Every backend gets a fresh mount (and a fresh, empty upper) for every repeat; the
 backends take turns, repeat by repeat. The workloads run in a separate client process
@@ -31,7 +39,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(1, REPO)
 
 STEPS = [
     ("walk_cold", "walk + lstat, fresh mount", "entries/s"),
@@ -39,8 +48,13 @@ STEPS = [
     ("read_cold", "sequential read after drop_caches", "MiB/s"),
     ("read_cached", "sequential read, again (cached)", "MiB/s"),
     ("copyup", "copy-up: append 1 byte to lower files", "files/s"),
+    ("chmod", "copy-up: chmod lower files", "files/s"),
+    ("create", "create+write 4 KiB+close", "files/s"),
+    ("unlink", "unlink those files", "files/s"),
     ("churn", "create+write 4 KiB+close, unlink", "files/s"),
 ]
+SYSTEMS = ("unionfs_sim", "drop-in", "fuse-overlayfs", "kernel overlayfs", "unionfs_sim (image, ro)",
+           "unionfs_sim backend=libfuse")
 
 # --- the client: runs in its own process, on a mountpoint -------------------------------
 
@@ -76,12 +90,21 @@ def client(spec: dict[str, Any]) -> dict[str, list[float]]:
                 f.write(b"x")
         return len(spec["copyup"])
 
-    def churn() -> float:
+    def chmod() -> float:
+        for k in spec["chmod"]:
+            os.chmod(os.path.join(root, k), 0o600)
+        return len(spec["chmod"])
+
+    paths = [os.path.join(root, spec["churn_dir"], f"churn-{j:05d}.tmp") for j in range(spec["churn"])]
+
+    def create() -> float:
         block = b"c" * 4096
-        paths = [os.path.join(root, spec["churn_dir"], f"churn-{j:05d}.tmp") for j in range(spec["churn"])]
         for p in paths:
             with open(p, "wb") as f:
                 f.write(block)
+        return len(paths)
+
+    def unlink() -> float:
         for p in paths:
             os.unlink(p)
         return len(paths)
@@ -102,9 +125,15 @@ def client(spec: dict[str, Any]) -> dict[str, list[float]]:
             drop_caches()
             timed("read_cold", read)
         timed("read_cached", read)
+    if spec.get("server_pid"):  # the issue's moment: after the cold walk and the full reads
+        with open(f"/proc/{spec['server_pid']}/status") as f:
+            out["rss_after_reads"] = [next(int(ln.split()[1]) * 1024 for ln in f if ln.startswith("VmHWM:"))]
     if spec["write"]:
         timed("copyup", copyup)
-        timed("churn", churn)
+        timed("chmod", chmod)
+        timed("create", create)
+        timed("unlink", unlink)
+        out["churn"] = [out["create"][0], out["create"][1] + out["unlink"][1]]
     return out
 
 
@@ -160,18 +189,44 @@ class Ufs(Backend):
             self.requests.append(sum(m.operations.calls.values()))
 
 
+def _peak_rss(pid: int) -> int:
+    """VmHWM of process ``pid`` in bytes (its peak resident set)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmHWM for {pid}")
+
+
 class OnDisk(Backend):
-    """fuse-overlayfs or the kernel on the layers written out in the overlay format."""
+    """fuse-overlayfs, the kernel, or the drop-in, on the layers written out in the overlay
+    format; the FUSE servers run in the foreground (``-f``) as our child, so their mount
+    time and peak RSS can be taken."""
 
     def __init__(self, name: str, lowers: list[str]) -> None:
         self.name, self.lowers = name, lowers
+        self.mount_times: list[float] = []
+        self.rss_reads: list[int] = []  # peak RSS after the cold walk and the reads
+        self.rss: list[int] = []  # peak RSS at the end (after the writes too)
+        self.pid: int | None = None
 
     def unavailable(self) -> str | None:
         if os.geteuid() != 0:
             return "needs root"
         if self.name == "fuse-overlayfs" and not shutil.which("fuse-overlayfs"):
             return "fuse-overlayfs is not installed (apt-get install fuse-overlayfs)"
+        if self.name == "drop-in":
+            from unionfs_sim.fuse import fuse_unavailable
+
+            return fuse_unavailable()
         return None
+
+    def command(self, opts: str, mnt: str) -> list[str]:
+        if self.name == "fuse-overlayfs":
+            return ["fuse-overlayfs", "-f", "-o", opts, mnt]
+        if self.name == "drop-in":
+            return [sys.executable, "-m", "unionfs_sim.cli.fuse_overlayfs", "-f", "-o", opts, "bench", mnt]
+        return ["mount", "-t", "overlay", "overlay", "-o", opts, mnt]
 
     @contextlib.contextmanager
     def mounted(self, work: str) -> Iterator[str]:
@@ -179,15 +234,40 @@ class OnDisk(Backend):
         for p in (up, wk, mnt):
             os.mkdir(p)
         opts = f"lowerdir={':'.join(reversed(self.lowers))},upperdir={up},workdir={wk}"
-        if self.name == "fuse-overlayfs":
-            cmd = ["fuse-overlayfs", "-o", opts, mnt]
-        else:
-            cmd = ["mount", "-t", "overlay", "overlay", "-o", opts, mnt]
-        subprocess.run(cmd, check=True, capture_output=True)
+        if self.name == "kernel overlayfs":
+            subprocess.run(self.command(opts, mnt), check=True, capture_output=True)
+            try:
+                yield mnt
+            finally:
+                subprocess.run(["umount", mnt], check=True)
+            return
+        env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        t0 = time.perf_counter()
+        server = subprocess.Popen(self.command(opts, mnt), env=env, stderr=subprocess.PIPE)
         try:
+            deadline = time.monotonic() + 120
+            while True:
+                if server.poll() is not None:
+                    raise RuntimeError(f"{self.name} exited: {server.communicate()[1].decode()[-2000:]}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{self.name} did not mount")
+                if os.path.ismount(mnt):
+                    with contextlib.suppress(OSError):
+                        os.listdir(mnt)
+                        break
+                time.sleep(0.0005)
+            self.mount_times.append(time.perf_counter() - t0)
+            self.pid = server.pid
             yield mnt
+            self.rss.append(_peak_rss(server.pid))
         finally:
-            subprocess.run(["umount", mnt], check=True)
+            if os.path.ismount(mnt):
+                subprocess.run(["umount", mnt], check=True)
+            try:
+                server.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
 
 
 # --- the run ----------------------------------------------------------------------------
@@ -206,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="drop_caches + cold read + cached read cycles per repeat (default 3)")
     p.add_argument("--json", help="also write the raw numbers there")
     p.add_argument("--dir", help="where to write the layers (default: a temp dir in /var/tmp, on disk)")
+    p.add_argument("--systems", help=f"comma-separated subset of: {', '.join(SYSTEMS)} (default: all)")
     a = p.parse_args(argv)
     if a.client:
         print(json.dumps(client(json.loads(a.client))))
@@ -223,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"[fuse] building the tree ({entries:,} entries, {big_mib} MiB file) ...", file=sys.stderr)
     t0 = time.perf_counter()
-    host = tree.host_image(entries=entries, big_mib=big_mib, copyup=n_copyup)
+    host = tree.host_image(entries=entries, big_mib=big_mib, copyup=2 * n_copyup)
     image = tree.to_ufs_image(host.layers, ufs)
     work = tempfile.mkdtemp(prefix="ufs-fuse-bench-", dir=a.dir or "/var/tmp")
     try:
@@ -234,11 +315,18 @@ def main(argv: list[str] | None = None) -> int:
             lowers.append(d)
         print(f"[fuse] built and written in {time.perf_counter() - t0:.1f}s: {host.stats}", file=sys.stderr)
         backends: list[Backend] = [
-            Ufs(image), OnDisk("fuse-overlayfs", lowers), OnDisk("kernel overlayfs", lowers),
+            Ufs(image), OnDisk("drop-in", lowers), OnDisk("fuse-overlayfs", lowers), OnDisk("kernel overlayfs", lowers),
             Ufs(image, readonly=True), Ufs(image, backend="libfuse"),
         ]
+        if a.systems:
+            wanted = a.systems.split(",")
+            unknown = set(wanted) - set(SYSTEMS)
+            if unknown:
+                p.error(f"unknown systems {sorted(unknown)}; known: {', '.join(SYSTEMS)}")
+            backends = [b for b in backends if b.name in wanted]
         why = {b.name: b.unavailable() for b in backends}
-        spec = {"big": host.big_file, "copyup": host.copyup[:n_copyup], "churn_dir": host.churn_dir,
+        spec = {"big": host.big_file, "copyup": host.copyup[:n_copyup], "chmod": host.copyup[n_copyup:2 * n_copyup],
+                "churn_dir": host.churn_dir,
                 "churn": n_churn, "drop_caches": os.geteuid() == 0, "read_cycles": a.read_cycles}
         best: dict[str, dict[str, float]] = {b.name: {} for b in backends}
         samples: dict[str, dict[str, list[float]]] = {b.name: {} for b in backends}
@@ -251,21 +339,29 @@ def main(argv: list[str] | None = None) -> int:
                 run = tempfile.mkdtemp(dir=work)
                 try:
                     with b.mounted(run) as mnt:
-                        res = run_client({**spec, "root": mnt, "write": b.write})
+                        res = run_client({**spec, "root": mnt, "write": b.write,
+                                          "server_pid": getattr(b, "pid", None)})
                 except Exception as e:  # noqa: BLE001 - a failing backend is reported, the rest go on
                     why[b.name] = f"{type(e).__name__}: {e}"
                     continue
                 finally:
                     shutil.rmtree(run, ignore_errors=True)
+                rss = res.pop("rss_after_reads", None)
+                if rss and isinstance(b, OnDisk):
+                    b.rss_reads.append(int(rss[0]))
                 for step, (amount, *secs) in res.items():
                     amounts.setdefault(step, amount)
                     samples[b.name].setdefault(step, []).extend(secs)
                     best[b.name][step] = min(samples[b.name][step])
         report(backends, best, samples, amounts, why, entries, big_mib, repeats, a.read_cycles)
+        servers = {b.name: {"mount_seconds": b.mount_times, "peak_rss_after_reads": b.rss_reads,
+                            "peak_rss_at_end": b.rss}
+                   for b in backends if isinstance(b, OnDisk) and b.mount_times}
+        report_servers(servers, big_mib)
         if a.json:
             with open(a.json, "w") as f:
-                json.dump({"best_seconds": best, "seconds": samples, "amounts": amounts, "unavailable": why},
-                          f, indent=1)
+                json.dump({"best_seconds": best, "seconds": samples, "amounts": amounts, "unavailable": why,
+                           "servers": servers, "tree": host.stats}, f, indent=1)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
@@ -278,8 +374,11 @@ def report(backends: list[Backend], best: dict[str, dict[str, float]], samples: 
     print(f"\nFUSE benchmark: {entries:,}-entry 5-layer tree, {big_mib} MiB file, best of {repeats} repeats"
           f" ({repeats * cycles} for the reads; rates, higher is better)\n")
     w = max(len(n) for n in names) + 2
+    ratios = [(ours, ref) for ours in ("unionfs_sim", "drop-in") for ref in ("fuse-overlayfs", "kernel overlayfs")
+              if ours in names and ref in names]
+    rw = 27
     head = f"{'step':40}{'unit':>10}" + "".join(f"{n:>{w}}" for n in names)
-    head += f"{'ufs / fuse-overlayfs':>{w}}{'ufs / kernel':>{w - 8}}"
+    head += "".join(f"{(o + ' / ' + r.replace(' overlayfs', '')):>{rw}}" for o, r in ratios)
     print(head)
     print("-" * len(head))
     for step, label, unit in STEPS:
@@ -288,9 +387,9 @@ def report(backends: list[Backend], best: dict[str, dict[str, float]], samples: 
         rates = {n: amounts[step] / best[n][step] if step in best[n] else None for n in names}
         row = f"{label:40}{unit:>10}"
         row += "".join(f"{rates[n]:>{w},.0f}" if rates[n] else f"{'-':>{w}}" for n in names)
-        ours, fo, k = rates["unionfs_sim"], rates.get("fuse-overlayfs"), rates.get("kernel overlayfs")
-        row += f"{ours / fo:>{w}.2f}x" if ours and fo else f"{'-':>{w}}"
-        row += f"{ours / k:>{w - 8}.2f}x" if ours and k else f"{'-':>{w - 8}}"
+        for o, r in ratios:
+            ours, ref = rates.get(o), rates.get(r)
+            row += f"{ours / ref:>{rw - 1}.2f}x" if ours and ref else f"{'-':>{rw}}"
         print(row)
     med = {n: statistics.median(samples[n]["read_cached"]) for n in names if samples[n].get("read_cached")}
     if med:
@@ -302,6 +401,23 @@ def report(backends: list[Backend], best: dict[str, dict[str, float]], samples: 
     for n, reason in why.items():
         if reason:
             print(f"{n}: n/a ({reason})")
+
+
+def report_servers(servers: dict[str, dict[str, list[Any]]], big_mib: int) -> None:
+    """Mount time and peak RSS of the FUSE servers run as processes."""
+    if not servers:
+        return
+    print("\nservers as processes: mount = command started until the mountpoint answers (best, median);"
+          f" peak RSS (VmHWM, max over repeats) after the cold walk and the {big_mib} MiB reads, and at the end"
+          " (after the writes too)")
+
+    def mib(xs: list[int]) -> str:
+        return f"{max(xs) / (1 << 20):,.1f} MiB" if xs else "-"
+
+    for name, r in servers.items():
+        ts = r["mount_seconds"]
+        print(f"  {name:16} mount {min(ts):.3f} s, {statistics.median(ts):.3f} s"
+              f"   peak RSS {mib(r['peak_rss_after_reads'])} after reads, {mib(r['peak_rss_at_end'])} at the end")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,14 @@
 """Data: the mutable bytes of a file in a writable upper layer, copy-on-write over a blob.
 
 Copy-up must not copy a large file's bytes, and a write must copy only what it
-touches: Data starts as a view of the lower file's immutable ``bytes`` and keeps only
+touches: Data starts as a view of the lower file's immutable ``bytes`` (or its
+:class:`~unionfs_sim.nodes.DiskBytes`, read from disk on demand) and keeps only
 the chunks that were written as private ``bytearray``s.
 """
 
 from __future__ import annotations
+
+from .nodes import Content
 
 CHUNK = 1 << 16
 """Granularity of copy-on-write: a write privatises the 64 KiB chunks it touches."""
@@ -25,7 +28,7 @@ class Data:
 
     __slots__ = ("base", "base_len", "chunks", "size")
 
-    def __init__(self, base: bytes = b"") -> None:
+    def __init__(self, base: Content = b"") -> None:
         self.base = base
         self.base_len = len(base)
         self.chunks: dict[int, bytearray] = {}
@@ -69,14 +72,18 @@ class Data:
         """As :meth:`read`, but a view of the shared base where no chunk was written."""
         end = min(self.size, offset + n)
         if not self.chunks and offset < end <= self.base_len:
-            return memoryview(self.base)[offset:end]
+            base = self.base
+            return memoryview(base)[offset:end] if isinstance(base, bytes) else base[offset:end]
         return self.read(offset, n)
 
     def _own(self, i: int) -> bytearray:
         c = self.chunks.get(i)
         if c is None:
             start = i * CHUNK
-            c = bytearray(self.base[start : min(start + CHUNK, self.base_len)]) if start < self.base_len else bytearray()
+            if start < self.base_len:
+                c = bytearray(self.base[start : min(start + CHUNK, self.base_len)])
+            else:
+                c = bytearray()
             self.chunks[i] = c
         return c
 
@@ -113,7 +120,7 @@ class Data:
                 del c[size % CHUNK :]
         self.size = size
 
-    def freeze(self) -> bytes:
+    def freeze(self) -> Content:
         """The whole content as immutable bytes; the base blob itself when untouched."""
         if not self.chunks and self.base_len == len(self.base) == self.size:
             return self.base

@@ -8,8 +8,13 @@ names of a hard-link group. :class:`Hardlink` only appears in input to
 
 from __future__ import annotations
 
+import errno
+import io
+import os
 import stat as _stat
-from collections.abc import Iterator, Mapping
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar, Union
 
 import attrs
@@ -18,11 +23,29 @@ import attrs
 class FrozenDict(Mapping[str, bytes]):
     """A hashable, read-only mapping of xattr names to values."""
 
-    __slots__ = ("_d", "_h")
+    __slots__ = ("_loaded", "_h", "_load")
 
     def __init__(self, items: Mapping[str, bytes] | None = None) -> None:
-        self._d: dict[str, bytes] = dict(sorted((items or {}).items()))
+        self._loaded: dict[str, bytes] | None = dict(sorted((items or {}).items()))
         self._h: int | None = None
+        self._load: Callable[[], Mapping[str, bytes]] | None = None
+
+    @classmethod
+    def lazy(cls, load: Callable[[], Mapping[str, bytes]]) -> FrozenDict:
+        """A FrozenDict whose items ``load()`` gives on first use (a lazy lower file's
+        xattrs: listing them at mount would cost a syscall per file)."""
+        fd = cls.__new__(cls)
+        fd._loaded, fd._h, fd._load = None, None, load
+        return fd
+
+    @property
+    def _d(self) -> dict[str, bytes]:
+        d = self._loaded
+        if d is None:
+            assert self._load is not None
+            d = self._loaded = dict(sorted(self._load().items()))
+            self._load = None
+        return d
 
     def __getitem__(self, k: str) -> bytes:
         return self._d[k]
@@ -51,10 +74,10 @@ EMPTY_XATTRS = FrozenDict()
 
 
 def _xattrs(value: Mapping[str, bytes | str] | None) -> FrozenDict:
+    if isinstance(value, FrozenDict):
+        return value  # before the test for empty, which would load a lazy one
     if not value:
         return EMPTY_XATTRS
-    if isinstance(value, FrozenDict):
-        return value
     out = {}
     for k, v in value.items():
         if not isinstance(k, str) or not k:
@@ -76,8 +99,183 @@ def _id(value: int) -> int:
     return value
 
 
-def _bytes(value: bytes | bytearray | memoryview) -> bytes:
-    if isinstance(value, bytes):
+class _Fds:
+    """A few open read-only descriptors of lower files, least recently used closed first.
+
+    Shared by every :class:`DiskBytes`: a mount serving 20,000 lower files must not hold
+    20,000 descriptors, yet a sequential read of one file should not reopen it per chunk.
+    """
+
+    MAX = 32
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.fds: OrderedDict[tuple[str, int, int], int] = OrderedDict()
+
+    def pread(self, blob: DiskBytes, n: int, offset: int) -> bytes:
+        # pread under the lock: an evicting thread must not close an fd in use (the
+        # GIL serialises the Python side anyway; the read itself is one syscall).
+        ident = (blob.path, blob.dev, blob.ino)
+        with self.lock:
+            fd = self.fds.get(ident)
+            if fd is None:
+                fd = blob._open()
+                self.fds[ident] = fd
+                if len(self.fds) > self.MAX:
+                    os.close(self.fds.popitem(last=False)[1])
+            else:
+                self.fds.move_to_end(ident)
+            return os.pread(fd, n, offset)
+
+    def clear(self) -> None:
+        """Close every cached descriptor."""
+        with self.lock:
+            while self.fds:
+                os.close(self.fds.popitem()[1])
+
+
+_FDS = _Fds()
+_READ = 1 << 20
+
+
+class DiskBytes:
+    """The bytes of a regular file on disk, read only when needed (a lazy lower file).
+
+    What ``Layer.from_directory(..., lazy=True)`` (the fuse-overlayfs drop-in's lowers) puts
+    in :attr:`File.data` instead of ``bytes``: it has the file's length and reads with
+    ``pread(2)`` on slicing, so a mount costs neither the time nor the memory of its lower
+    data, and copy-up shares it as it shares ``bytes``. It compares equal to bytes of the
+    same content (and hashes as they do), so layer digests and comparisons are unchanged.
+
+    The length is the one stat gave when the directory was read; the bytes are read live
+    from that inode, as fuse-overlayfs and the kernel read their lowers (the kernel calls
+    changing a lower under a mount undefined, overlayfs.rst "Changes to underlying
+    filesystems"). So a change in place that keeps the length shows; a file made shorter
+    fails the read with EIO naming the path; a file removed, or replaced by another inode,
+    fails with EIO when next opened (a descriptor still open in the small cache of
+    :class:`_Fds` keeps reading the inode that was read as the layer). Never zeros or
+    another file's data.
+    """
+
+    __slots__ = ("path", "size", "dev", "ino", "__weakref__")
+
+    def __init__(self, path: str, size: int, dev: int, ino: int) -> None:
+        self.path, self.size, self.dev, self.ino = path, size, dev, ino
+
+    @classmethod
+    def of(cls, path: str | os.PathLike[str]) -> DiskBytes:
+        """The content of the regular file at ``path`` as it is now (not following a symlink)."""
+        full = os.path.abspath(os.fspath(path))
+        st = os.lstat(full)
+        if not _stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", full)
+        return cls(full, st.st_size, st.st_dev, st.st_ino)
+
+    def _changed(self, why: str) -> OSError:
+        return OSError(errno.EIO, f"lower file {why} since it was read as a layer", self.path)
+
+    def open_fd(self) -> int:
+        """A new read-only descriptor of the file (the caller closes it); EIO if it was
+        removed or replaced since it was read as a layer."""
+        return self._open()
+
+    def _open(self) -> int:
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        except FileNotFoundError:
+            raise self._changed("was removed") from None
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise self._changed("was replaced by a symlink") from None
+            raise
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != (self.dev, self.ino) or not _stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise self._changed("was replaced")
+        return fd
+
+    def __len__(self) -> int:
+        return self.size
+
+    def read(self, offset: int, n: int) -> bytes:
+        """``n`` bytes from ``offset`` (fewer only past the end); EIO if the file got shorter."""
+        want = max(0, min(n, self.size - offset))
+        if want == 0:
+            return b""
+        b = _FDS.pread(self, want, offset)
+        if len(b) < want:
+            out = bytearray(b)
+            while len(out) < want:  # a short read is allowed; only EOF means shorter
+                more = _FDS.pread(self, want - len(out), offset + len(out))
+                if not more:
+                    raise self._changed("got shorter")
+                out += more
+            return bytes(out)
+        return b
+
+    def __getitem__(self, index: slice) -> bytes:
+        if not isinstance(index, slice):
+            raise TypeError("DiskBytes supports slices only")
+        start, stop, step = index.indices(self.size)
+        if step != 1:
+            raise ValueError("DiskBytes slices must have step 1")
+        return self.read(start, stop - start)
+
+    def chunks(self, size: int = _READ) -> Iterator[bytes]:
+        """The content in pieces of ``size`` bytes (bounded memory)."""
+        for off in range(0, self.size, size):
+            yield self.read(off, size)
+
+    def reader(self) -> io.BufferedReader:
+        """A binary file object reading the content from the start (for tarfile, copyfileobj)."""
+        return io.BufferedReader(_DiskReader(self), _READ)
+
+    def __bytes__(self) -> bytes:
+        return self.read(0, self.size)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, DiskBytes):
+            if (other.dev, other.ino, other.size) == (self.dev, self.ino, self.size):
+                return True
+            if other.size != self.size:
+                return False
+            return all(a == b for a, b in zip(self.chunks(), other.chunks(), strict=True))
+        if isinstance(other, (bytes, bytearray, memoryview)):
+            mv = memoryview(other).cast("B")
+            if len(mv) != self.size:
+                return False
+            return all(mv[o : o + len(b)] == b for o, b in zip(range(0, self.size, _READ), self.chunks(), strict=True))
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(bytes(self))  # as the equal bytes hash; reads the file (rarely needed)
+
+    def __repr__(self) -> str:
+        return f"DiskBytes({self.path!r}, size={self.size})"
+
+
+class _DiskReader(io.RawIOBase):
+    """Sequential raw reads of a :class:`DiskBytes`."""
+
+    def __init__(self, blob: DiskBytes) -> None:
+        self.blob, self.pos = blob, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        data = self.blob.read(self.pos, len(b))
+        b[: len(data)] = data
+        self.pos += len(data)
+        return len(data)
+
+
+Content = Union[bytes, DiskBytes]
+"""What :attr:`File.data` holds: bytes in memory, or a lazily read file on disk."""
+
+
+def _bytes(value: bytes | bytearray | memoryview | DiskBytes) -> Content:
+    if isinstance(value, (bytes, DiskBytes)):
         return value
     if isinstance(value, (bytearray, memoryview)):
         return bytes(value)
@@ -116,10 +314,12 @@ class _Base:
 class File(_Base):
     """A regular file: its bytes and metadata (mode includes setuid/setgid/sticky bits).
 
+    ``data`` is ``bytes``, or a :class:`DiskBytes` read from disk when needed.
+
     Compared by identity: two names holding the same File object are one hard-link group.
     """
 
-    data: bytes = attrs.field(default=b"", converter=_bytes)
+    data: Content = attrs.field(default=b"", converter=_bytes)
     kind: ClassVar[str] = "f"
     ifmt: ClassVar[int] = _stat.S_IFREG
 

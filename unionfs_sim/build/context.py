@@ -302,8 +302,8 @@ def _source_of(rel: str, full: str, st: os.stat_result) -> Source:
 
 def _source_of_node(path: str, v: Entry | Hardlink) -> Source:
     if isinstance(v, File):
-        data = v.data
-        return Source(path, "f", v.mode, len(data), uid=0, gid=0, mtime_ns=v.mtime_ns, data=lambda: data)
+        data = v.data  # bytes, or a DiskBytes (a lazily read lower file): bytes() reads it
+        return Source(path, "f", v.mode, len(data), uid=0, gid=0, mtime_ns=v.mtime_ns, data=lambda: bytes(data))
     if isinstance(v, Dir):
         return Source(path, "d", v.mode, mtime_ns=v.mtime_ns)
     if isinstance(v, Symlink):

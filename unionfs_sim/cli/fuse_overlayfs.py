@@ -7,7 +7,12 @@ Same calling convention as fuse-overlayfs::
     unionfs-sim-fuse --umount MOUNTPOINT
 
 The lower directories are read as layers in the overlayfs on-disk format (the leftmost
-is the top, as for the kernel); their file data is read from disk when first needed.
+is the top, as for the kernel). Mounting reads only their names and metadata: a file's
+bytes (and a non-directory's xattrs) are read from disk when a client first reads them or
+they are copied up (:class:`~unionfs_sim.nodes.DiskBytes`), so neither mount time nor the
+server's memory grows with the lower data. As with fuse-overlayfs and the kernel, lowers
+are read live: a change in place shows; a lower file made shorter, removed or replaced
+under the mount reads as EIO naming it (the kernel calls such changes undefined).
 The upperdir's content becomes the container's upper layer, and the mount serves the
 model's merged view. **Every change is written to the upperdir as it happens**, before
 the system call returns, in the overlayfs format the kernel would leave (copy-up,
@@ -71,7 +76,7 @@ from ..fuse import options
 from ..fuse.options import split_escaped
 from ..image import Image
 from ..layer import Layer
-from ..nodes import Dir, Entry
+from ..nodes import Content, Dir, Entry, File
 from ..options import OverlayOptions
 
 LOCK_NAME = "unionfs-sim-fuse.lock"
@@ -157,7 +162,10 @@ def overlay_options(opts: Mapping[str, str | bool]) -> OverlayOptions:
 
 def read_upperdir(path: str, image: Image) -> dict[str, Entry]:
     """An upperdir as layer entries, root included; a metacopy file gets its lower data."""
-    def metacopy_data(k: str) -> bytes:
+    def metacopy_data(k: str) -> Content:
+        node = image.lower.nodes.get(k)
+        if isinstance(node, File):
+            return node.data  # shared, not read: a lazy lower's DiskBytes stays lazy
         return image.fs.read_bytes("/" + k)
 
     return overlaydir.read(path, format="overlay", include_root=True, metacopy=metacopy_data)
@@ -323,7 +331,9 @@ def serve(cfg: Config, ready: _Ready | None = None) -> int:
     for name in cfg.ignored:
         log.debug("ignoring option %s", name)
     with _workdir_lock(cfg.workdir):
-        layers = [Layer.from_directory(d, format="overlay") for d in reversed(cfg.lowers)]
+        # Lazy lowers: file bytes are read from disk when a client reads or copies them up,
+        # so mounting costs no file I/O and the server holds no lower data.
+        layers = [Layer.from_directory(d, format="overlay", lazy=True) for d in reversed(cfg.lowers)]
         image = Image.from_layers(layers)
         fs: FileSystem
         if cfg.upperdir is not None and cfg.workdir is not None:

@@ -35,16 +35,17 @@ Known limits (the on-disk format or Linux cannot say more):
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import stat as _stat
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Literal
 
 import attrs
 
 from ..errors import FormatError
-from ..nodes import WHITEOUT, Device, Dir, Entry, Fifo, File, Socket, Symlink, Whiteout
-from ..paths import confine, join, key, parents, split
+from ..nodes import WHITEOUT, Content, Device, Dir, DiskBytes, Entry, Fifo, File, FrozenDict, Socket, Symlink, Whiteout
+from ..paths import confine, key, parents, split
 from .tar import canonical_order
 
 Format = Literal["overlay", "plain"]
@@ -171,9 +172,7 @@ class _Writer:
         if isinstance(node, File):
             fd = os.open(full, _CREATE, 0o600)
             try:
-                view = memoryview(node.data)
-                while view:
-                    view = view[os.write(fd, view) :]
+                _write_all(fd, node.data)
                 self._meta(fd, node, full)
             finally:
                 os.close(fd)
@@ -233,7 +232,8 @@ def read(
     format: Format = "overlay",
     userxattr: bool | None = None,
     include_root: bool = False,
-    metacopy: Callable[[str], bytes] | None = None,
+    metacopy: Callable[[str], Content] | None = None,
+    lazy: bool = False,
 ) -> dict[str, Entry]:
     """Read directory ``path`` back into ``{key: entry}`` (canonical order).
 
@@ -255,6 +255,10 @@ def read(
         include_root: also return the directory itself as key ``""``.
         metacopy: for a metacopy file (``<ns>metacopy``), called with its key to get the
             real data; without it the file's own (sparse, zero) bytes are returned.
+        lazy: give each regular file a :class:`~unionfs_sim.nodes.DiskBytes` (its bytes
+            read from disk when needed) instead of reading it now: reading costs no file
+            I/O, and the layer stays tied to the directory (see DiskBytes for what a
+            later change on disk does). For lowerdirs, as a mount uses them.
 
     Raises:
         FormatError: an unreadable redirect; the message names the file.
@@ -272,69 +276,57 @@ def read(
         namespaces = (TRUSTED, USER)
     else:
         namespaces = (USER,) if userxattr else (TRUSTED,)
-    r = _Reader(root, namespaces, metacopy)
+    r = _Reader(root, namespaces, metacopy, lazy)
     r.walk(st)
     out = r.out
     if not include_root:
         out.pop("", None)
-    return {k: out[k] for k in canonical_order(out)}
+    return out
+
+
+_Child = tuple[str, str, os.stat_result]
+"""A directory entry being read: name, full path, lstat."""
 
 
 class _Reader:
     """State of one :func:`read`: output entries and inodes seen (hard links)."""
 
-    def __init__(self, root: str, namespaces: tuple[str, ...], metacopy: Callable[[str], bytes] | None) -> None:
-        self.root = root
+    def __init__(self, root: str, namespaces: tuple[str, ...], metacopy: Callable[[str], Content] | None,
+                 lazy: bool = False) -> None:
+        self.root = os.path.abspath(root) if lazy else root
+        self.lazy = lazy
         self.ns = namespaces
         self.metacopy = metacopy
         self.out: dict[str, Entry] = {}
         self.inodes: dict[tuple[int, int], Entry] = {}
 
     def walk(self, root_st: os.stat_result) -> None:
-        stack: list[tuple[str, os.stat_result]] = [("", root_st)]
+        """Every entry into :attr:`out`, in canonical order (:func:`~.tar.canonical_order`):
+        depth first, names sorted, a directory's subtree right after its name."""
+        out = self.out
+        stack = [self._enter("", self.root, root_st)]
         while stack:
-            k, st = stack.pop()
-            full = os.path.join(self.root, k) if k else self.root
-            raw, over = self._xattrs(full)
-            self.out[k] = self._dir(k, full, st, raw, over)
-            xwhiteouts = over.get("opaque") == b"x"
-            with os.scandir(full) as it:
-                children = sorted((e.name, e.stat(follow_symlinks=False)) for e in it)
-            for name, cst in children:
-                ck = join(k, name)
+            it, prefix, xwhiteouts = stack[-1]
+            for name, cfull, cst in it:
+                ck = prefix + name
                 if _stat.S_ISDIR(cst.st_mode):
-                    stack.append((ck, cst))
-                else:
-                    self.out[ck] = self._nondir(ck, os.path.join(full, name), cst, xwhiteouts)
+                    stack.append(self._enter(ck, cfull, cst))
+                    break
+                out[ck] = self._nondir(ck, cfull, cst, xwhiteouts)
+            else:
+                stack.pop()
+
+    def _enter(self, k: str, full: str, st: os.stat_result) -> tuple[Iterator[_Child], str, bool]:
+        """Record directory ``k``; its children sorted by name, their key prefix, and
+        whether it holds xattr whiteouts."""
+        raw, over = self._xattrs(full)
+        self.out[k] = self._dir(k, full, st, raw, over)
+        with os.scandir(full) as it:
+            children = sorted((e.name, e.path, e.stat(follow_symlinks=False)) for e in it)
+        return iter(children), (k + "/" if k else ""), over.get("opaque") == b"x"
 
     def _xattrs(self, full: str) -> tuple[dict[str, bytes], dict[str, bytes]]:
-        """The entry's own xattrs, and the overlay ones (namespace stripped)."""
-        try:
-            names = os.listxattr(full, follow_symlinks=False)
-        except OSError as e:
-            if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
-                return {}, {}
-            raise
-        own: dict[str, bytes] = {}
-        over: dict[str, bytes] = {}
-        for name in names:
-            try:
-                value = os.getxattr(full, name, follow_symlinks=False)
-            except OSError as e:
-                if e.errno == errno.ENODATA:  # removed meanwhile
-                    continue
-                raise
-            for ns in self.ns:
-                if name.startswith(ns):
-                    rest = name[len(ns) :]
-                    if rest.startswith(_ESCAPE):
-                        own[ns + rest[len(_ESCAPE) :]] = value
-                    else:
-                        over.setdefault(rest, value)
-                    break
-            else:
-                own[name] = value
-        return own, over
+        return _read_xattrs(full, self.ns)
 
     def _dir(self, k: str, full: str, st: os.stat_result, own: dict[str, bytes], over: dict[str, bytes]) -> Dir:
         redirect = None
@@ -363,7 +355,15 @@ class _Reader:
         ident = (st.st_dev, st.st_ino)
         if st.st_nlink > 1 and ident in self.inodes:
             return self.inodes[ident]
-        own, over = self._xattrs(full)
+        own: Mapping[str, bytes]
+        over: dict[str, bytes]
+        if self.lazy and self.metacopy is None and not (xwhiteouts and fmt == _stat.S_IFREG and st.st_size == 0):
+            # Listed when first asked for (getxattr, copy-up), not now: no overlay xattr
+            # of a non-directory matters here, and its own ones are rarely asked for.
+            own = FrozenDict.lazy(functools.partial(_lazy_xattrs, full, (st.st_dev, st.st_ino), self.ns))
+            over = {}
+        else:
+            own, over = self._xattrs(full)
         if xwhiteouts and fmt == _stat.S_IFREG and st.st_size == 0 and "whiteout" in over:
             return WHITEOUT
         meta: dict[str, Any] = {
@@ -375,8 +375,11 @@ class _Reader:
         }
         node: Entry
         if fmt == _stat.S_IFREG:
+            data: Content
             if "metacopy" in over and self.metacopy is not None:
                 data = self.metacopy(k)
+            elif self.lazy:
+                data = DiskBytes(full, st.st_size, st.st_dev, st.st_ino)
             else:
                 data = _read_data(full, st)
             node = File(data, **meta)
@@ -394,6 +397,57 @@ class _Reader:
         if st.st_nlink > 1:
             self.inodes[ident] = node
         return node
+
+
+def _read_xattrs(full: str, namespaces: tuple[str, ...]) -> tuple[dict[str, bytes], dict[str, bytes]]:
+    """The entry's own xattrs, and the overlay ones (namespace stripped)."""
+    try:
+        names = os.listxattr(full, follow_symlinks=False)
+    except OSError as e:
+        if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+            return {}, {}
+        raise
+    own: dict[str, bytes] = {}
+    over: dict[str, bytes] = {}
+    for name in names:
+        try:
+            value = os.getxattr(full, name, follow_symlinks=False)
+        except OSError as e:
+            if e.errno == errno.ENODATA:  # removed meanwhile
+                continue
+            raise
+        for ns in namespaces:
+            if name.startswith(ns):
+                rest = name[len(ns) :]
+                if rest.startswith(_ESCAPE):
+                    own[ns + rest[len(_ESCAPE) :]] = value
+                else:
+                    over.setdefault(rest, value)
+                break
+        else:
+            own[name] = value
+    return own, over
+
+
+def _lazy_xattrs(full: str, ident: tuple[int, int], namespaces: tuple[str, ...]) -> dict[str, bytes]:
+    """A lazy lower entry's own xattrs, read when first asked for: EIO naming it if it is
+    no longer the entry that was read (as :class:`~unionfs_sim.nodes.DiskBytes` does)."""
+    try:
+        st = os.lstat(full)
+        if (st.st_dev, st.st_ino) == ident:
+            return _read_xattrs(full, namespaces)[0]
+    except FileNotFoundError:
+        pass
+    raise OSError(errno.EIO, "lower file removed or replaced since it was read as a layer", full)
+
+
+def _write_all(fd: int, data: Content) -> None:
+    """Write ``data`` to ``fd`` from its start (a DiskBytes piece by piece)."""
+    pieces = data.chunks() if isinstance(data, DiskBytes) else (data,)
+    for piece in pieces:
+        view = memoryview(piece)
+        while view:
+            view = view[os.write(fd, view) :]
 
 
 def _read_data(full: str, st: os.stat_result) -> bytes:

@@ -80,7 +80,7 @@ from typing import IO, Any, Literal, Protocol
 import attrs
 
 from ..errors import DigestMismatch, FormatError, UnsafePath
-from ..nodes import WHITEOUT, Device, Dir, Entry, Fifo, File, Socket, Symlink, Whiteout
+from ..nodes import WHITEOUT, Device, Dir, DiskBytes, Entry, Fifo, File, Socket, Symlink, Whiteout
 from ..paths import components, join, parents, split
 
 WHITEOUT_PREFIX = ".wh."
@@ -226,7 +226,8 @@ def _write_tar(entries: Mapping[str, Entry], fileobj: _Writable) -> None:
                     tf.addfile(ti)
                     continue
                 first_name[id(node)] = name
-                tf.addfile(ti, io.BytesIO(node.data))
+                data = node.data
+                tf.addfile(ti, data.reader() if isinstance(data, DiskBytes) else io.BytesIO(data))
             else:
                 tf.addfile(ti)
 
@@ -548,18 +549,45 @@ class _Stream:
             yield ti
 
     def data(self, ti: tarfile.TarInfo) -> bytes:
+        """The member's bytes, built in place: one allocation of its size, filled a
+        bounded piece at a time (``f.read()`` joins and slices: 3x a big file at peak)."""
         with self._guard():
             f = self.tf.extractfile(ti)
-            data = f.read() if f is not None else b""
-            if len(data) != ti.size:
-                raise tarfile.ReadError("unexpected end of data")
-            return data
+            if f is None or ti.size == 0:
+                return b""
+            if ti.size <= _CHUNK:
+                data: bytes = f.read(ti.size)
+                if len(data) != ti.size:
+                    raise tarfile.ReadError("unexpected end of data")
+                return data
+            return _read_exactly(f, ti.size)
 
     def finish(self) -> None:
         """Read to the end (trailer, padding, anything after): the digests cover it all."""
         with self._guard():
             self.tar.drain()
             self.src.drain()
+
+
+def _read_exactly(f: IO[bytes], size: int) -> bytes:
+    """``size`` bytes of ``f`` as one bytes object, with no whole-size temporary copy.
+
+    A BytesIO grown once to ``size`` lends its buffer for the reads; once the view is
+    released, ``getvalue()`` hands over that very buffer (CPython shares it when the sizes
+    match), so the peak is the file's size plus one piece.
+    """
+    buf = io.BytesIO()
+    buf.seek(size - 1)
+    buf.write(b"\0")
+    with buf.getbuffer() as view:
+        off = 0
+        while off < size:
+            piece = f.read(min(_CHUNK, size - off))
+            if not piece:
+                raise tarfile.ReadError("unexpected end of data")
+            view[off : off + len(piece)] = piece
+            off += len(piece)
+    return buf.getvalue()
 
 
 class _Guard:

@@ -15,11 +15,13 @@ so it cannot be a codec. It drives everything from outside the overlay: each fac
 call knows which names it changed, and :meth:`UpperDir.sync` makes the disk entry at a
 name equal to the model's, non-recursively.
 
-As the kernel does (ovl_copy_up_locked, ovl_do_whiteout with RENAME_WHITEOUT), objects
-are built in a private staging directory in the workdir (same filesystem) and renamed
-into place, so a process killed mid-operation leaves either the old or the new entry,
-never a half-copied file. Data written through an open file is written to the upper
-file with pwrite(2) before the write returns; the client's fsync is an fsync(2) of it.
+As the kernel does (ovl_copy_up_locked, ovl_do_whiteout with RENAME_WHITEOUT), copy-ups
+and objects that replace something (a whiteout, another object) are built in a private
+staging directory in the workdir (same filesystem) and renamed into place, so a process
+killed mid-operation leaves either the old or the new entry, never a half-copied file; a
+new object where the upperdir has nothing is made in place (ovl_create_upper). Data
+written through an open file is written to the upper file with pwrite(2) before the
+write returns; the client's fsync is an fsync(2) of it.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from typing import Any
 from ..codec.overlaydir import ESCAPE, TRUSTED
 from ..fs import FileSystem, Handle, PathArg
 from ..linux import RENAME_EXCHANGE, RENAME_WHITEOUT, renameat2
-from ..nodes import WHITEOUT, Whiteout
+from ..nodes import WHITEOUT, DiskBytes, Whiteout
 from ..overlay import Inode, Overlay
 from ..paths import join, split
 
@@ -88,6 +90,9 @@ class UpperDir:
         for name in os.listdir(self.stage):  # left by a killed server: never part of the upper
             self._rm(os.path.join(self.stage, name))
         self._dirs: set[str] = set()  # keys whose times a change on disk disturbed
+        self._euid, self._egid = os.geteuid(), os.getegid()
+        self._keep: str | None = None  # changed(keep=k): a file made at k stays open ...
+        self._kept: int | None = None  # ... here (saves reopening it for the write handle)
 
     # --- names --------------------------------------------------------------------------
 
@@ -139,9 +144,18 @@ class UpperDir:
         if st is None or _kind(st) != e.kind:
             if not k:
                 raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), full)
+            if st is None and e.origin is None:
+                # A new object where the disk has nothing: made in place, as the kernel's
+                # ovl_create_upper does. Only what replaces something (a whiteout, another
+                # object) or copies a lower one up is staged, so a kill never leaves half
+                # a copy-up shadowing a lower file.
+                self._make(full, e, keep=k == self._keep)
+                self._dirs.add(split(k)[0])
+                return
             self._place(k, st, lambda tmp: self._make(tmp, e))
             return
         self._meta(full, e, st)
+        self._dirs.discard(k)  # its times were just set; a later change on disk re-adds it
 
     def finish(self) -> None:
         """Restore the times of directories whose names changed on disk during the call."""
@@ -198,7 +212,7 @@ class UpperDir:
     def _whiteout(tmp: str) -> None:
         os.mknod(tmp, _stat.S_IFCHR | 0o000, os.makedev(0, 0))
 
-    def _make(self, tmp: str, e: Inode) -> None:
+    def _make(self, tmp: str, e: Inode, keep: bool = False) -> None:
         kind = e.kind
         if kind == "d":
             os.mkdir(tmp, 0o700)
@@ -208,9 +222,16 @@ class UpperDir:
                 if e.metacopy:
                     os.ftruncate(fd, e.size)
                 else:
-                    self._write_data(fd, e)
-            finally:
+                    self._write_data(fd, e, fresh=True)
+                self._meta(tmp, e, None)
+            except BaseException:
                 os.close(fd)
+                raise
+            if keep:
+                self._kept = fd
+            else:
+                os.close(fd)
+            return
         elif kind == "l":
             assert e.target is not None
             os.symlink(e.target, tmp)
@@ -221,15 +242,32 @@ class UpperDir:
         self._meta(tmp, e, None)
 
     @staticmethod
-    def _write_data(fd: int, e: Inode) -> None:
+    def _write_data(fd: int, e: Inode, fresh: bool = False) -> None:
+        """The file's data into ``fd`` (``fresh``: a new, empty file, so no truncate)."""
         data = e.data
         assert data is not None
+        base = data.base
+        if isinstance(base, DiskBytes) and not data.chunks and data.base_len == data.size == len(base):
+            # Untouched lower data on disk: copied in the kernel (copy_file_range, as
+            # ovl_copy_up_data does), never through this process's memory.
+            src = base.open_fd()
+            try:
+                off = 0
+                while off < data.size:
+                    n = os.copy_file_range(src, fd, min(_COPY << 4, data.size - off), off, off)
+                    if n == 0:
+                        raise OSError(errno.EIO, "lower file got shorter while copied up", base.path)
+                    off += n
+            finally:
+                os.close(src)
+            return
         off = 0
         while off < data.size:
             chunk = data.view(off, _COPY)
             n = os.pwrite(fd, chunk, off)
             off += n
-        os.ftruncate(fd, data.size)
+        if not fresh:
+            os.ftruncate(fd, data.size)
 
     def _xattrs(self, e: Inode) -> dict[str, bytes]:
         """The xattrs the disk object should carry: its own (escaped) and the overlay ones."""
@@ -252,12 +290,16 @@ class UpperDir:
         """Owner, mode (after chown, which clears setuid), data size, xattrs, then times."""
         nf = {"follow_symlinks": False}
         chowned = st is None or (st.st_uid, st.st_gid) != (e.uid, e.gid)
-        if chowned:
+        # Made just now (st None), it is ours, with a group the model also gave it (the
+        # parent's under setgid, which the model mirrors): no chown needed then.
+        if chowned and not (st is None and (e.uid, e.gid) == (self._euid, self._egid)):
             os.chown(full, e.uid, e.gid, **nf)
         if e.kind != "l" and (chowned or st is None or _stat.S_IMODE(st.st_mode) != e.mode):
             os.chmod(full, e.mode)
         want = self._xattrs(e)
-        have = set(os.listxattr(full, **nf))
+        # A new object has only what it inherited (a default ACL, a security label), which
+        # the kernel's overlayfs leaves on a new upper object too.
+        have = set(os.listxattr(full, **nf)) if st is not None else set()
         meta_name = self.ns + "metacopy"
         if e.kind == "f" and st is not None:
             assert e.data is not None
@@ -333,13 +375,27 @@ class UpperDir:
         self.sync(src)
         self.sync(split(dst)[0])
 
-    def changed(self, *keys: str) -> None:
-        """After an operation on the names ``keys``: sync each and its directory."""
-        for k in keys:
-            self.sync(k)
-            if k:
-                self.sync(split(k)[0])
-        self.finish()
+    def changed(self, *keys: str, keep: str | None = None) -> int | None:
+        """After an operation on the names ``keys``: sync each and its directory.
+
+        With ``keep=k``: if a regular file is made at ``k`` now, it is left open and its
+        write descriptor returned (for the open file's handle), else None.
+        """
+        self._keep = keep
+        try:
+            for k in keys:
+                self.sync(k)
+                if k:
+                    self.sync(split(k)[0])
+            self.finish()
+        except BaseException:
+            if self._kept is not None:
+                os.close(self._kept)
+            raise
+        finally:
+            self._keep = None
+            kept, self._kept = self._kept, None
+        return kept
 
 
 class WriteThroughHandle(Handle):
@@ -537,16 +593,23 @@ class WriteThroughFS(FileSystem):
             k = self._target_key(path, bool(follow))
             if k is None:
                 return h
+            fd: int | None = None
             try:
-                self._after(k)
+                fd = self.upper.changed(k, keep=k if writing else None)
                 inode = h._inode
+                if fd is not None and not (inode is not None and inode.kind == "f"):
+                    os.close(fd)
+                    fd = None
                 if writing and inode is not None and inode.kind == "f":
-                    fd = os.open(self.upper.full(k), os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                    if fd is None:
+                        fd = os.open(self.upper.full(k), os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
                     h.__class__ = WriteThroughHandle  # same layout; adds the disk side
                     assert isinstance(h, WriteThroughHandle)
-                    h._wt_fd = fd
+                    h._wt_fd, fd = fd, None
                     h._wt = self.upper
             except BaseException:
+                if fd is not None:
+                    os.close(fd)
                 h.close()
                 raise
             return h
