@@ -2,10 +2,11 @@
 
 :class:`DifferentialMachine` applies the same random operations (create, write, append,
 truncate, unlink, mkdir, rmdir, rename, renameat2's exchange and noreplace, symlink, link,
-chmod, chown, setxattr) to a container of the model and to a *subject* built from the
-same image, and after every
-step compares errno of failures and the merged trees; at the end it compares the upper
-layers. Subclass it and implement :meth:`~DifferentialMachine.open_subject` to test
+chmod, chown, utime, get/set/list/remove xattrs, access, read, listdir, stat) to a
+container of the model and to a *subject* built from the same image, optionally as a
+non-root caller (``caller``: the model through ``fs.as_user``, the subject through its
+``as_user``), and after every step compares errno of failures and the merged trees (as
+root); at the end it compares the upper layers. Subclass it and implement :meth:`~DifferentialMachine.open_subject` to test
 your own overlay implementation (a FUSE filesystem, a flattener ...) against the model;
 :class:`KernelMachine` is the subclass whose subject is the Linux kernel's overlayfs.
 
