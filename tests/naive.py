@@ -213,7 +213,7 @@ class Naive:
             if len(name.encode()) > 255:
                 raise Err(errno.ENAMETOOLONG)
             k = self.join(parent, name)
-            self.tree[k] = Obj("f", mode & ~self.umask & 0o7777)
+            self.tree[k] = Obj("f", mode & ~self.umask & 0o7777, 0, self.new_gid(parent))
         else:
             o = self.tree[k]
             if o.kind == "d":
@@ -257,6 +257,11 @@ class Naive:
             raise Err(errno.ENOTDIR)
         del self.tree[k]
 
+    def new_gid(self, parent: str) -> int:
+        """The group of a new entry: the directory's in a setgid directory (inode_init_owner), else root's."""
+        d = self.tree[parent]
+        return d.gid if d.mode & stat.S_ISGID else 0
+
     def mkdir(self, path: str, mode: int = 0o777) -> None:
         parent, name, k, _slash = self.resolve(path, False, True)
         if k is not None or name in (".", ".."):
@@ -296,7 +301,7 @@ class Naive:
             raise Err(errno.ENOENT)
         if len(name.encode()) > 255:
             raise Err(errno.ENAMETOOLONG)
-        self.tree[self.join(parent, name)] = Obj("l", 0o777, target=target)
+        self.tree[self.join(parent, name)] = Obj("l", 0o777, 0, self.new_gid(parent), target=target)
 
     def link(self, src: str, dst: str) -> None:
         s = self.get(src, False)  # link(2) does not follow a symlink at src
