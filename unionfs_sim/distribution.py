@@ -15,7 +15,21 @@ from typing import Any
 
 import attrs
 
-from .errors import FormatError, UnknownName
+from .errors import (  # noqa: F401 - the spec's errors, importable from here as before
+    BlobUnknown,
+    DigestInvalid,
+    FormatError,
+    ManifestBlobUnknown,
+    ManifestInvalid,
+    ManifestTooBig,
+    ManifestUnknown,
+    NameInvalid,
+    RepositoryUnknown,
+    TagInvalid,
+    UnknownName,
+    UploadInvalid,
+    UploadUnknown,
+)
 from .mediatypes import INDEX_MEDIA_TYPES, MANIFEST_MEDIA_TYPES, MT_INDEX, MT_MANIFEST
 
 __all__ = [
@@ -55,56 +69,26 @@ _DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
 # --- errors (each maps to one code of the distribution spec) -------------------------------
 
 
-class NameInvalid(ValueError):
-    """A repository name outside the distribution grammar (NAME_INVALID)."""
 
 
-class DigestInvalid(FormatError):
-    """A malformed digest, or content that does not match its digest (DIGEST_INVALID)."""
 
 
-class TagInvalid(ValueError):
-    """A tag outside ``[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}`` (TAG_INVALID)."""
 
 
-class ManifestInvalid(FormatError):
-    """A manifest that is not valid JSON of a known shape (MANIFEST_INVALID)."""
 
 
-class ManifestTooBig(ManifestInvalid):
-    """A manifest over :data:`MAX_MANIFEST_SIZE` bytes."""
 
 
-class ManifestBlobUnknown(ManifestInvalid):
-    """A manifest naming a blob or child manifest the repository lacks (MANIFEST_BLOB_UNKNOWN)."""
-
-    def __init__(self, message: str, digest: str) -> None:
-        super().__init__(message)
-        self.digest = digest
 
 
-class UploadInvalid(ValueError):
-    """A chunk at the wrong offset, or an upload busy with another request (416)."""
-
-    def __init__(self, message: str, offset: int) -> None:
-        super().__init__(message)
-        self.offset = offset
 
 
-class RepositoryUnknown(UnknownName):
-    """No such repository (NAME_UNKNOWN)."""
 
 
-class ManifestUnknown(UnknownName):
-    """No such manifest or tag in the repository (MANIFEST_UNKNOWN)."""
 
 
-class BlobUnknown(UnknownName):
-    """No such blob in the repository (BLOB_UNKNOWN)."""
 
 
-class UploadUnknown(UnknownName):
-    """No such upload session (BLOB_UPLOAD_UNKNOWN)."""
 
 
 # --- names ---------------------------------------------------------------------------------

@@ -1,8 +1,12 @@
-"""OSError subclasses carrying the errno the Linux kernel gives, plus project errors.
+"""Every error the project raises: the kernel's errnos, bad input, unknown names, mounts, builds.
 
 Every filesystem error the model raises is an :class:`OSError` whose ``errno`` is the
 one the kernel's overlayfs returns for the same call, so callers (and fusepy, which
-returns ``-e.errno``) can treat the model exactly like ``os``.
+returns ``-e.errno``) can treat the model exactly like ``os``. The others subclass the
+builtin a caller would catch: :class:`ValueError` for bad input (:class:`FormatError`
+names the file, member or line), :class:`KeyError`/:class:`LookupError` for unknown
+names (:class:`UnknownName`), :class:`RuntimeError` for mounts. Each is importable from
+here and from the module that raises it.
 """
 
 from __future__ import annotations
@@ -113,3 +117,110 @@ class FuseUnavailable(MountError):
 
     The message says which (tests may ``pytest.skip(str(e))`` on it).
     """
+
+
+# --- image references ----------------------------------------------------------------------
+
+
+class InvalidReference(ValueError):
+    """A string is not a valid image reference; the message quotes it and says why."""
+
+    def __init__(self, reference: str, reason: str, what: str = "reference") -> None:
+        self.reference = reference
+        self.reason = reason
+        self.what = what
+        super().__init__(f"invalid {what} {reference!r}: {reason}")
+
+    def __reduce__(self) -> tuple[type[InvalidReference], tuple[str, str, str]]:
+        return (type(self), (self.reference, self.reason, self.what))
+
+
+# --- the distribution API (each maps to one error code of the spec) -------------------------
+
+
+class NameInvalid(ValueError):
+    """A repository name outside the distribution grammar (NAME_INVALID)."""
+
+
+class DigestInvalid(FormatError):
+    """A malformed digest, or content that does not match its digest (DIGEST_INVALID)."""
+
+
+class TagInvalid(ValueError):
+    """A tag outside ``[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}`` (TAG_INVALID)."""
+
+
+class ManifestInvalid(FormatError):
+    """A manifest that is not valid JSON of a known shape (MANIFEST_INVALID)."""
+
+
+class ManifestTooBig(ManifestInvalid):
+    """A manifest over :data:`unionfs_sim.distribution.MAX_MANIFEST_SIZE` bytes."""
+
+
+class ManifestBlobUnknown(ManifestInvalid):
+    """A manifest naming a blob or child manifest the repository lacks (MANIFEST_BLOB_UNKNOWN)."""
+
+    def __init__(self, message: str, digest: str) -> None:
+        super().__init__(message)
+        self.digest = digest
+
+
+class UploadInvalid(ValueError):
+    """A chunk at the wrong offset, or an upload busy with another request (416)."""
+
+    def __init__(self, message: str, offset: int) -> None:
+        super().__init__(message)
+        self.offset = offset
+
+
+class RepositoryUnknown(UnknownName):
+    """No such repository (NAME_UNKNOWN)."""
+
+
+class ManifestUnknown(UnknownName):
+    """No such manifest or tag in the repository (MANIFEST_UNKNOWN)."""
+
+
+class BlobUnknown(UnknownName):
+    """No such blob in the repository (BLOB_UNKNOWN)."""
+
+
+class UploadUnknown(UnknownName):
+    """No such upload session (BLOB_UPLOAD_UNKNOWN)."""
+
+
+# --- builds ------------------------------------------------------------------------------
+
+
+class DockerfileError(ValueError):
+    """A Dockerfile (or a value in it) that Docker would refuse; says file, line and column."""
+
+    def __init__(self, message: str, file: str = "Dockerfile", line: int = 0, column: int = 0) -> None:
+        self.message, self.file, self.line, self.column = message, file, line, column
+        where = f"{file}:{line}:{column}" if line else file
+        super().__init__(f"{where}: {message}")
+
+
+class ContextError(ValueError):
+    """A context path that is missing, excluded, or climbs out of the context."""
+
+
+class UnsupportedCommand(Exception):
+    """The command or syntax is outside the python shell subset (use isolation="chroot")."""
+
+
+class BuildError(Exception):
+    """A build that failed: the message names file, line and what went wrong."""
+
+    def __init__(self, message: str, *, file: str = "Dockerfile", line: int = 0, exit_code: int | None = None,
+                 stderr: bytes = b"") -> None:
+        self.message, self.file, self.line, self.exit_code, self.stderr = message, file, line, exit_code, stderr
+        super().__init__(f"{file}:{line}: {message}" if line else f"{file}: {message}")
+
+
+# --- the kernel oracle ---------------------------------------------------------------------
+
+
+class KernelUnavailable(Exception):
+    """A real overlay mount is not possible here (not root, no overlayfs, not Linux)."""

@@ -160,7 +160,7 @@ class FileSystem:
         other._searchable = (-1, {})
         return other
 
-    def unbounded(self) -> "FileSystem":
+    def unbounded(self) -> FileSystem:
         """A second facade on the same view and lock, without the PATH_MAX check.
 
         For a server that receives whole paths from its root, such as FUSE: the kernel

@@ -64,7 +64,7 @@ class Inode:
         self.rdev = 0
         self.nlink = 1
         self.ino = ino
-        self.entries: dict[str, Union[Inode, Whiteout]] | None = None
+        self.entries: dict[str, Inode | Whiteout] | None = None
         self.opaque = False
         self.redirect: str | None = None
         self.metacopy = False

@@ -30,6 +30,8 @@ import re
 
 import attrs
 
+from .errors import InvalidReference
+
 __all__ = [
     "DEFAULT_DOMAIN",
     "DEFAULT_TAG",
@@ -95,17 +97,6 @@ _GO_DIGEST_RE = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+", re.
 _LOWER_HEX_RE = re.compile(r"[a-f0-9]+", re.ASCII)
 
 
-class InvalidReference(ValueError):
-    """A string is not a valid image reference; the message quotes it and says why."""
-
-    def __init__(self, reference: str, reason: str, what: str = "reference") -> None:
-        self.reference = reference
-        self.reason = reason
-        self.what = what
-        super().__init__(f"invalid {what} {reference!r}: {reason}")
-
-    def __reduce__(self) -> tuple[type[InvalidReference], tuple[str, str, str]]:
-        return (type(self), (self.reference, self.reason, self.what))
 
 
 # --- helpers ---------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from typing import Any
 import attrs
 
 from ..container import Container
+from ..errors import BuildError
 from ..fs import FileSystem
 from ..image import History, Image, ImageConfig
 from ..layer import Layer
@@ -64,13 +65,6 @@ _PROXY_ARGS = frozenset({"HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy
 _NO_VALUE = "\0"
 
 
-class BuildError(Exception):
-    """A build that failed: the message names file, line and what went wrong."""
-
-    def __init__(self, message: str, *, file: str = "Dockerfile", line: int = 0, exit_code: int | None = None,
-                 stderr: bytes = b"") -> None:
-        self.message, self.file, self.line, self.exit_code, self.stderr = message, file, line, exit_code, stderr
-        super().__init__(f"{file}:{line}: {message}" if line else f"{file}: {message}")
 
 
 @attrs.frozen

@@ -23,14 +23,13 @@ from collections.abc import Callable, Iterator, Mapping
 
 import attrs
 
+from ..errors import ContextError
 from ..nodes import Dir, Entry, File, Hardlink, Symlink
 
 _S_IFMT = {"f": 0o100000, "d": 0o040000, "l": 0o120000}
 _TYPEFLAG = {"f": "0", "d": "5", "l": "2"}
 
 
-class ContextError(ValueError):
-    """A context path that is missing, excluded, or climbs out of the context."""
 
 
 @attrs.frozen

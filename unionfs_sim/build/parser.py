@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 import attrs
 
+from ..errors import DockerfileError
+
 INSTRUCTIONS = frozenset({
     "FROM", "ARG", "ENV", "LABEL", "WORKDIR", "USER", "COPY", "ADD", "RUN", "CMD", "ENTRYPOINT",
     "EXPOSE", "VOLUME", "SHELL", "STOPSIGNAL", "HEALTHCHECK", "MAINTAINER", "ONBUILD",
@@ -27,13 +29,6 @@ _FLAGS = {
 _DIRECTIVE = re.compile(r"^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$")
 
 
-class DockerfileError(ValueError):
-    """A Dockerfile (or a value in it) that Docker would refuse; says file, line and column."""
-
-    def __init__(self, message: str, file: str = "Dockerfile", line: int = 0, column: int = 0) -> None:
-        self.message, self.file, self.line, self.column = message, file, line, column
-        where = f"{file}:{line}:{column}" if line else file
-        super().__init__(f"{where}: {message}")
 
 
 @attrs.frozen

@@ -19,11 +19,8 @@ from collections.abc import Callable, Mapping
 
 import attrs
 
+from ..errors import UnsupportedCommand
 from ..fs import FileSystem
-
-
-class UnsupportedCommand(Exception):
-    """The command or syntax is outside the python shell subset (use isolation="chroot")."""
 
 
 @attrs.define

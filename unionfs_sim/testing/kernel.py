@@ -37,6 +37,7 @@ from types import TracebackType
 from typing import IO, Any, Self, cast
 
 from ..codec import overlaydir
+from ..errors import KernelUnavailable
 from ..fs import walk_scandir
 from ..layer import Layer
 from ..linux import RENAME_EXCHANGE, RENAME_NOREPLACE, libc, mounts_at, renameat2
@@ -48,8 +49,6 @@ from .compare import OsView, snapshot
 PathArg = str | os.PathLike[str]
 
 
-class KernelUnavailable(Exception):
-    """A real overlay mount is not possible here (not root, no overlayfs, not Linux)."""
 
 
 # --- mounting ------------------------------------------------------------------------
