@@ -10,9 +10,9 @@ import pytest
 
 pytest.register_assert_rewrite("unionfs_sim.testing.conformance")
 
-from unionfs_sim import Layer, OverlayOptions
-from unionfs_sim.testing import KernelOverlay, KernelUnavailable
-from unionfs_sim.testing.conformance import OverlayConformance, PermissionConformance
+from unionfs_sim import Layer, OverlayOptions  # noqa: E402 - after the assert rewrite above
+from unionfs_sim.testing import KernelOverlay, KernelUnavailable  # noqa: E402
+from unionfs_sim.testing.conformance import OverlayConformance, PermissionConformance  # noqa: E402
 
 pytestmark = pytest.mark.kernel
 

@@ -35,8 +35,7 @@ if REASON is not None:
     print(f"test_permissions_fuse: skipping, {REASON}", file=sys.stderr)
     pytest.skip(f"FUSE unavailable: {REASON}", allow_module_level=True)
 
-from unionfs_sim.fuse import choose_backend
-from unionfs_sim.mounting import mount
+from unionfs_sim.fuse import choose_backend, mount  # noqa: E402 - only where FUSE can mount (skip above)
 
 CALLERS = {
     "uid1000": (1000, 1000, (1000,)),

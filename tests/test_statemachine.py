@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -41,7 +42,8 @@ def view(fs: FileSystem) -> dict[str, tuple[Any, ...]]:
             # A whiteout listed in a non-merged directory (the kernel's quirk, which the
             # kernel differential test checks); the naive model has no such names.
             return
-        xs = tuple(sorted((n, fs.getxattr(p, n, follow_symlinks=False)) for n in fs.listxattr(p, follow_symlinks=False)))
+        xs = tuple(sorted((n, fs.getxattr(p, n, follow_symlinks=False))
+                          for n in fs.listxattr(p, follow_symlinks=False)))
         mode = stat.S_IMODE(st_.st_mode)
         if stat.S_ISREG(st_.st_mode):
             out[p] = ("f", mode, st_.st_uid, st_.st_gid, fs.read_bytes(p), xs)

@@ -982,7 +982,8 @@ class FileSystem:
             writing = acc in (os.O_WRONLY, os.O_RDWR)
             creat = bool(flags & os.O_CREAT)
             excl = creat and bool(flags & os.O_EXCL)
-            r = self._resolve(path, follow=not (flags & os.O_NOFOLLOW) and not excl, parent_only=creat and _has_slash(path))
+            follow = not (flags & os.O_NOFOLLOW) and not excl
+            r = self._resolve(path, follow=follow, parent_only=creat and _has_slash(path))
             if creat and r.slash:
                 raise errors.IsADirectory(r.path)  # O_CREAT with a trailing slash, as Linux
             loc = r.loc

@@ -13,7 +13,6 @@ import stat as _stat
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Union
 
 from . import errors
 from .content import Data
@@ -88,7 +87,7 @@ class Inode:
         return f"<Inode {self.kind} ino={self.ino} mode={oct(self.mode)}>"
 
 
-UEntry = Union[Inode, Whiteout]
+UEntry = Inode | Whiteout
 
 
 class Loc:

@@ -6,8 +6,9 @@ chmod, chown, utime, get/set/list/remove xattrs, access, read, listdir, stat) to
 container of the model and to a *subject* built from the same image, optionally as a
 non-root caller (``caller``: the model through ``fs.as_user``, the subject through its
 ``as_user``), and after every step compares errno of failures and the merged trees (as
-root); at the end it compares the upper layers. Subclass it and implement :meth:`~DifferentialMachine.open_subject` to test
-your own overlay implementation (a FUSE filesystem, a flattener ...) against the model;
+root); at the end it compares the upper layers. Subclass it and implement
+:meth:`~DifferentialMachine.open_subject` to test your own overlay implementation (a FUSE
+filesystem, a flattener ...) against the model;
 :class:`KernelMachine` is the subclass whose subject is the Linux kernel's overlayfs.
 
     class MyFSMachine(DifferentialMachine):
