@@ -28,21 +28,13 @@ sys.path.insert(0, ROOT)
 
 import unionfs_sim as ufs  # noqa: E402
 from tests import daemons  # noqa: E402
-from tests.build_scenarios import SCENARIOS, Scenario  # noqa: E402
-
-
-def materialise(sc: Scenario, where: Path) -> Path:
-    ctx = where / "ctx"
-    for name, text in sc.files.items():
-        p = ctx / name
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(text.encode() if isinstance(text, str) else text)
-    return ctx
+from tests.build_scenarios import SCENARIOS, Scenario, materialise  # noqa: E402
+from unionfs_sim.build.run import chroot_unavailable  # noqa: E402
 
 
 def ours(sc: Scenario, base: ufs.Image, rules: str, isolation: str) -> float:
     with tempfile.TemporaryDirectory() as tmp:
-        ctx = materialise(sc, Path(tmp))
+        ctx = materialise(sc, Path(tmp) / "ctx")
         t0 = time.perf_counter()
         b = ufs.Builder(isolation=isolation)
         b.add(base, "busybox")
@@ -55,7 +47,7 @@ def ours(sc: Scenario, base: ufs.Image, rules: str, isolation: str) -> float:
 
 def docker_builds(docker: daemons.Docker, sc: Scenario, rules: str) -> float:
     with tempfile.TemporaryDirectory() as tmp:
-        ctx = materialise(sc, Path(tmp))
+        ctx = materialise(sc, Path(tmp) / "ctx")
         t0 = time.perf_counter()
         for v in sc.versions:
             if v.edit is not None:
@@ -81,7 +73,7 @@ def main() -> None:
     ap.add_argument("--only", default="")
     opts = ap.parse_args()
     scenarios = [s for s in SCENARIOS if opts.only in s.name]
-    chroot_ok = ufs.build.run.chroot_unavailable() is None
+    chroot_ok = chroot_unavailable() is None
     with daemons.start_docker() as docker, tempfile.TemporaryDirectory() as tmp:
         docker.run("save", "-o", f"{tmp}/bb.tar", docker.base)
         base = ufs.docker_archive.load(f"{tmp}/bb.tar")
@@ -100,7 +92,8 @@ def main() -> None:
     builds = sum(len(s.versions) for s in scenarios)
     print(f"{len(scenarios)} scenarios, {builds} builds per rule set, median of {opts.repeats} runs")
     for key, runs in totals.items():
-        print(f"  {key:18s} {statistics.median(runs):8.2f} s  ({statistics.median(runs) / builds * 1000:7.1f} ms/build)")
+        med = statistics.median(runs)
+        print(f"  {key:18s} {med:8.2f} s  ({med / builds * 1000:7.1f} ms/build)")
     for rules in ("classic", "buildkit"):
         d = statistics.median(totals[f"docker/{rules}"])
         for who in ("python", "chroot"):

@@ -7,13 +7,15 @@ on 127.0.0.1, without auth or TLS; the clients are the same for both:
    (random, incompressible) into the registry (push), then back out into a new layout (pull);
 2. 16 concurrent ``skopeo copy`` pulls of one image of M MB (5 layers) into 16 layouts;
 3. K blob HEADs from 8 threads, each with its own keep-alive connection: p50/p99 latency
-   and requests per second.
+   and requests per second;
+4. each server's peak RSS and the CPU time it spent (on a shared machine the CPU time is
+   the steadier figure: throughput there mostly measures the clients and the neighbours).
 
 Each figure is the best of ``--repeats`` runs (push and pull: each run on a new, empty
 registry, so skopeo cannot mount blobs it pushed before). Ratios are ours / docker-registry throughput
 (> 1: ours is faster).
 
-    python benchmarks/registry.py [--push-mb 200] [--pull-mb 50] [--heads 2000] [--repeats 3]
+    python benchmarks/registry.py [--push-mb 200] [--pull-mb 50] [--heads 2000] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import unionfs_sim as ufs
-from tests import daemons
+import unionfs_sim as ufs  # noqa: E402
+from tests import daemons  # noqa: E402
 
 
 def make_layout(path: Path, total_mb: int, layers: int = 5) -> str:
@@ -48,6 +50,23 @@ def make_layout(path: Path, total_mb: int, layers: int = 5) -> str:
     image = ufs.Image.from_layers(stack)
     ufs.oci.save(image, path, tag="1")
     return image.digest
+
+
+PIDS: dict[str, int] = {}
+
+
+def peak_rss_mb(host: str) -> float:
+    """The peak resident memory (VmHWM) of the server process listening at ``host``."""
+    for line in Path(f"/proc/{PIDS[host]}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def cpu_seconds(host: str) -> float:
+    """User + system CPU time the server process listening at ``host`` has used so far."""
+    fields = Path(f"/proc/{PIDS[host]}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @contextlib.contextmanager
@@ -67,6 +86,7 @@ def ours(tmp: Path) -> Iterator[str]:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("unionfs-sim serve did not start") from None
                 time.sleep(0.05)
+        PIDS[f"127.0.0.1:{port}"] = proc.pid
         yield f"127.0.0.1:{port}"
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -77,6 +97,7 @@ def ours(tmp: Path) -> Iterator[str]:
 def theirs(tmp: Path) -> Iterator[str]:
     """docker-registry 2.8.2 (tests/daemons.py starts it): yields ``host:port``."""
     with daemons.start_registry() as r:
+        PIDS[r.host] = r.proc.pid
         yield r.host
 
 
@@ -164,7 +185,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--heads", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=8)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     a = ap.parse_args()
     for tool, why in (("skopeo", "apt-get install skopeo"),):
         if shutil.which(tool) is None:
@@ -180,27 +201,38 @@ def main() -> None:
         peers: tuple[tuple[str, Callable[[Path], contextlib.AbstractContextManager[str]]], ...] = (
             ("unionfs-sim", ours), ("docker-registry 2.8.2", theirs))
         pushes: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in peers}
+        rss: dict[str, float] = {}
+        cpu: dict[str, list[float]] = {name: [] for name, _ in peers}
         for r in range(a.repeats):
             # A new, empty registry each time: else skopeo mounts the blobs it pushed before.
             for name, start in peers:
                 d = tmp / f"{name.split()[0]}-{r}"
                 d.mkdir()
                 with start(d) as host:
+                    c0 = cpu_seconds(host)
                     pushes[name].append(push_pull(host, big, tmp))
+                    cpu[name].append(cpu_seconds(host) - c0)
+                    rss[name] = peak_rss_mb(host)
                 shutil.rmtree(d)
         for name, start in peers:
             push, pull = min(x[0] for x in pushes[name]), min(x[1] for x in pushes[name])
             with start(tmp / f"{name.split()[0]}-many") as host:
+                c0 = cpu_seconds(host)
                 many = concurrent_pulls(host, small, tmp, a.clients, a.repeats)
+                many_cpu = (cpu_seconds(host) - c0) / a.repeats
                 p50, p99, rps = heads(host, small, a.heads, a.threads)
             results[name] = {"push MB/s": a.push_mb / push, "pull MB/s": a.push_mb / pull,
                              f"{a.clients} pulls MB/s": a.clients * a.pull_mb / many,
-                             "HEAD p50 ms": p50, "HEAD p99 ms": p99, "HEAD req/s": rps}
+                             "HEAD p50 ms": p50, "HEAD p99 ms": p99, "HEAD req/s": rps,
+                             "peak RSS MB (push+pull)": rss[name],
+                             "server CPU s, push+pull": min(cpu[name]),
+                             f"server CPU s, {a.clients} pulls": many_cpu}
             print(f"{name}: " + ", ".join(f"{k} {v:.2f}" for k, v in results[name].items()), flush=True)
         o, t = results["unionfs-sim"], results["docker-registry 2.8.2"]
         print(f"\n{'':24} {'unionfs-sim':>12} {'2.8.2':>12} {'ratio':>7}")
         for k in o:
-            ratio = o[k] / t[k] if "ms" not in k else t[k] / o[k]  # > 1: ours is better
+            lower_is_better = " ms" in k or "MB (" in k or "CPU" in k
+            ratio = t[k] / o[k] if lower_is_better else o[k] / t[k]  # > 1: ours is better
             print(f"{k:24} {o[k]:12.2f} {t[k]:12.2f} {ratio:6.2f}x")
         print(f"\n(push {a.push_mb} MB / pull of it with skopeo; {a.clients} concurrent pulls of {a.pull_mb} MB; "
               f"{a.heads} HEADs from {a.threads} threads; best of {a.repeats}; ratio > 1: unionfs-sim better)")

@@ -34,7 +34,7 @@ if HERE not in sys.path:
 # The repository root comes last, so an installed (or PYTHONPATH) unionfs_sim wins.
 sys.path.append(os.path.dirname(HERE))
 
-import tree
+import tree  # noqa: E402 - benchmarks/tree.py, importable once HERE is on sys.path
 
 perf = time.perf_counter
 MiB = 1 << 20
@@ -371,7 +371,9 @@ def workload1(args: argparse.Namespace, ufs: Any, why: dict[str, str | None]) ->
     churn_paths = [f"/{host.churn_dir}/churn-{j:05d}.tmp" for j in range(args.churn)]
     block = b"\xa5" * 4096
     expected = len(host.flat)
-    rows: dict[str, dict[str, Cell]] = {k: {} for k in ("walk", "walk_ro", "read", "copyup", "churn", "setup")}
+    rows: dict[str, dict[str, Cell]] = {
+        k: {} for k in ("walk", "walk_ro", "walk_user", "read", "copyup", "churn", "setup")
+    }
     semantics: dict[str, tuple[str, str]] = {}
 
     # Build every backend first (untimed); the workloads then run them in turns.
@@ -430,11 +432,20 @@ def workload1(args: argparse.Namespace, ufs: Any, why: dict[str, str | None]) ->
     jobs = {name: walk_job(bk, bk.fs) for name, bk in backends.items()}
     if US in backends:
         jobs[US + " ro"] = walk_job(backends[US], backends[US].ro)  # type: ignore[attr-defined]
+        # The same walk by a non-root caller: every lookup also checks search permission.
+        jobs[US + " user"] = walk_job(backends[US], lambda: backends[US].fs().as_user(1000, 1000, (1000,)))
     res = race(jobs, args.repeats)
     ro = res.pop(US + " ro", None)
+    user = res.pop(US + " user", None)
     collect("walk", res, walk_cell)
     if ro is not None:
         collect("walk_ro", {US: ro}, walk_cell)
+    if user is not None:
+        collect("walk_user", {US: user}, walk_cell)
+    cpu_ratio = None
+    if US in backends:
+        cpu_ratio = _cpu_ratio(backends[US], args.repeats * 2)
+        print(f"    non-root walk / root walk, CPU time: {cpu_ratio:.2f}x", file=sys.stderr)
 
     print("    b. sequential read ...", file=sys.stderr)
 
@@ -472,7 +483,8 @@ def workload1(args: argparse.Namespace, ufs: Any, why: dict[str, str | None]) ->
 
     def copyup_cell(name: str, t: Timing) -> Cell:
         after = backends[name].size(last[name], copy_paths[0])
-        note = f"{len(copy_paths):,} files; size of {copy_paths[0]}: {before[name]} -> {after} after {args.repeats} repeats"
+        note = (f"{len(copy_paths):,} files; size of {copy_paths[0]}: {before[name]} -> {after} "
+                f"after {args.repeats} repeats")
         return Cell(t.rate, note=note, extra={"size_before": before[name], "size_after": after})
 
     collect("copyup", race({n: copyup_job(n, bk) for n, bk in backends.items()}, args.repeats), copyup_cell)
@@ -499,7 +511,29 @@ def workload1(args: argparse.Namespace, ufs: Any, why: dict[str, str | None]) ->
     )
     backends.clear()
     gc.collect()
-    return {"stats": host.stats, "rows": rows, "semantics": semantics, "expected_entries": expected}
+    return {"stats": host.stats, "rows": rows, "semantics": semantics, "expected_entries": expected,
+            "walk_user_cpu_ratio": cpu_ratio}
+
+
+def _cpu_ratio(bk: Backend, repeats: int) -> float:
+    """Best CPU time of the non-root walk over the best of root's, alternating the two.
+
+    CPU time of this process (``time.process_time``), not wall time: the ratio is the
+    cost of the permission checks, whatever else the machine runs meanwhile.
+    """
+    best = [math.inf, math.inf]  # root, user
+    for _ in range(repeats):
+        for i in (0, 1):
+            fs = bk.fs() if i == 0 else bk.fs().as_user(1000, 1000, (1000,))
+            gc.collect()
+            gc.disable()
+            try:
+                t0 = time.process_time()
+                bk.walk_stat(fs)
+                best[i] = min(best[i], time.process_time() - t0)
+            finally:
+                gc.enable()
+    return best[1] / best[0]
 
 
 # --- workload 2 -------------------------------------------------------------------------
@@ -595,7 +629,8 @@ def workload3(args: argparse.Namespace, ufs: Any, why: dict[str, str | None]) ->
             return Cell(
                 per,
                 extra={"bytes": mem, "count": args.containers, "cold": cold},
-                note=f"image.container(); the image's first container + first lstat took {cold * 1e3:,.1f} ms (not counted)",
+                note=f"image.container(); the image's first container + first lstat took {cold * 1e3:,.1f} ms "
+                "(not counted)",
             )
 
         def used() -> Cell:
@@ -713,14 +748,14 @@ class Out:
         else:
             widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
             print(title)
-            line = "  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()
+            line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()
             print(line)
             print("-" * len(line))
             for r in rows:
                 print(
                     "  ".join(
                         c.ljust(w) if i == 0 or headers[i] in ("notes", "target") else c.rjust(w)
-                        for i, (c, w) in enumerate(zip(r, widths))
+                        for i, (c, w) in enumerate(zip(r, widths, strict=False))
                     ).rstrip()
                 )
         for n in notes:
@@ -747,6 +782,7 @@ def report1(out: Out, r: dict[str, Any], unavailable: dict[str, str | None]) -> 
     spec = [
         ("walk", "a. walk + lstat, container fs", "entries/s", (">= 2x MemoryFS", 2.0)),
         ("walk_ro", "a. walk + lstat, image.fs (read-only)", "entries/s", (">= 2x MemoryFS", 2.0)),
+        ("walk_user", "a. walk + lstat, container fs as uid 1000", "entries/s", ("<= 1.2x root's CPU", 1 / 1.2)),
         ("read", "b. sequential read, big file", "MiB/s", None),
         ("copyup", "c. copy-up: append 1 byte", "ops/s", (">= MemoryFS", 1.0)),
         ("churn", "d. churn: create+write+unlink", "files/s", (">= MemoryFS", 1.0)),
@@ -757,19 +793,22 @@ def report1(out: Out, r: dict[str, Any], unavailable: dict[str, str | None]) -> 
         line = [label, unit]
         for b in BACKENDS:
             c = rows[key].get(b)
-            if key == "walk_ro" and b != US:
+            if key in ("walk_ro", "walk_user") and b != US:
                 c = rows["walk"].get(b)
             line.append(cell_str(c))
             if c is not None and c.error:
                 errors.append(f"{b} / {label}: {c.error}")
         ours = value(key, US)
-        peer_key = "walk" if key == "walk_ro" else key
+        peer_key = "walk" if key in ("walk_ro", "walk_user") else key
         for b in (MEM, MULTI, FAKE):
             pc = rows[peer_key].get(b)
             line.append(fmt_ratio(ours, pc.value if pc and not pc.error else None))
         if tgt:
             m = value(peer_key, MEM)
             ok = None if ours is None or m is None else ours >= tgt[1] * m
+            if key == "walk_user":  # the target is root's walk in CPU time, not a peer
+                ratio = r.get("walk_user_cpu_ratio")
+                ok = None if ratio is None else ratio <= 1.2
             line += [tgt[0], verdict(ok)]
         else:
             line += ["-", "-"]
@@ -777,7 +816,8 @@ def report1(out: Out, r: dict[str, Any], unavailable: dict[str, str | None]) -> 
     headers = ["workload", "unit", US, MEM, MULTI, FAKE, "vs MemoryFS", "vs MultiFS", "vs pyfakefs", "target", "met"]
     notes = [
         (
-            f"Image (fingerprint {st['fingerprint']}): 5 layers, {st['merged entries']:,} entries in the merged view ({st['host entries']:,} read from the host), "
+            f"Image (fingerprint {st['fingerprint']}): 5 layers, {st['merged entries']:,} entries in the merged "
+            f"view ({st['host entries']:,} read from the host), "
             f"layer sizes {st['layer sizes']}, {st['bytes (merged files)'] / MiB:,.0f} MiB of file data; upper layers: "
             f"{st['overwritten']} files overwritten, {st['added']} added, {st['deleted files']} deleted, "
             f"{st['deleted dirs']} whole dirs deleted, {st['opaque dirs']} opaque dir."
@@ -785,6 +825,10 @@ def report1(out: Out, r: dict[str, Any], unavailable: dict[str, str | None]) -> 
         (
             "Rates: best of the repeats; 'vs' columns: unionfs_sim's rate / the peer's (>1 = unionfs_sim faster). "
             "The read-only row compares with the peers' only walk."
+        ),
+        (
+            "Non-root walk: the same container through fs.as_user(1000, 1000): every lookup checks search "
+            "permission on each directory (cached per view change); the target is root's walk of the same run."
         ),
         (
             "Walk: unionfs_sim fs.walk('/') + fs.lstat; pyfakefs os.walk + os.lstat (FakeOsModule); "
@@ -795,10 +839,18 @@ def report1(out: Out, r: dict[str, Any], unavailable: dict[str, str | None]) -> 
             "(applied by deleting from the lower MemoryFS children when it is built)."
         ),
     ]
-    for key in ("walk", "walk_ro", "copyup"):
+    for key in ("walk", "walk_ro", "walk_user", "copyup"):
         for b, c in rows[key].items():
-            if c.note and not c.error and key in ("walk", "walk_ro", "copyup"):
+            if c.note and not c.error:
                 notes.append(f"{key} / {b}: {c.note}")
+    root_walk, user_walk = value("walk", US), value("walk_user", US)
+    if root_walk and user_walk:
+        notes.append(f"walk_user: non-root walk takes {root_walk / user_walk:.2f}x root's wall time in the race")
+    if r.get("walk_user_cpu_ratio") is not None:
+        notes.append(
+            f"walk_user: non-root walk takes {r['walk_user_cpu_ratio']:.2f}x root's CPU time "
+            "(best of alternating runs; the target, <= 1.2x)"
+        )
     setup = rows["setup"]
     if setup:
         notes.append(
@@ -843,7 +895,8 @@ def report2(out: Out, r: dict[str, Any], unavailable: dict[str, str | None]) -> 
     ratio = u500.value / base_us.value if u500 and base_us and u500.value and base_us.value and counts[0] == 1 else None
     notes = [
         (
-            f"lstat of files only in the bottom layer ({r['probes']:,} different files, cycled); each upper layer adds 3 "
+            f"lstat of files only in the bottom layer ({r['probes']:,} different files, cycled); "
+            "each upper layer adds 3 "
             "unrelated files in a dir of its own. unionfs_sim: image.container().fs.lstat; MultiFS (one MemoryFS child "
             "per layer + write_fs): getinfo(path, ['details'])."
         ),
@@ -898,7 +951,8 @@ def report3(out: Out, r: dict[str, Any], args: argparse.Namespace, unavailable: 
         table.append([f"{b} ({c.extra['count']:,})", f"{per_us:,.2f}", f"{bytes_:,.0f}", vs or "-", met, c.note])
     notes = [
         (
-            f"Image of {args.wide_files:,} files in 5 layers; containers kept alive in a list while measured. Time: best "
+            f"Image of {args.wide_files:,} files in 5 layers; containers kept alive in a list while measured. "
+            "Time: best "
             "of the repeats / count; memory: tracemalloc delta over a separate pass / count."
         ),
         (

@@ -436,7 +436,7 @@ def wide_image(files: int = 50_000, n_layers: int = 5, per_dir: int = 100) -> Wi
     layers: list[dict[str, Any]] = []
     per_layer = -(-files // n_layers)
     n = 0
-    for li in range(n_layers):
+    for _li in range(n_layers):
         layer: dict[str, Any] = {"usr": ("dir", 0o755), "usr/share": ("dir", 0o755)}
         for _ in range(per_layer):
             if n == files:

@@ -131,7 +131,7 @@ def describe(e: Any) -> str:
 
 def changeset(layer: Mapping[str, Any], caption: str | None = None) -> HTML:
     """A layer as a table: every path it adds, changes or deletes."""
-    rows = [("/" + k, kind(e), describe(e)) for k, e in sorted(layer.items(), key=lambda kv: kv[0].split("/")) if k]
+    rows = [("/" + k, kind(e), describe(e)) for k, e in sorted(layer.items(), key=lambda kv: kv[0].split("/"))]
     return table(rows, ["path", "entry", "content"], caption=caption,
                  highlight={i: "#fde2e2" for i, r in enumerate(rows) if r[1] in ("whiteout", "opaque dir")})
 
@@ -258,3 +258,41 @@ def container_stack(c: ufs.Container, names: Sequence[str] | None = None, paths:
     names = list(names) if names is not None else [f"L{i} {short(x.digest, 8)}" for i, x in enumerate(img.layers)]
     labels = [f"L{i}" for i in range(len(img.layers))] + ["upper"]
     return stack([*img.layers, c.upper], [*names, "upper (container)"], c.fs, paths, title, labels)
+
+
+# --- build cache ----------------------------------------------------------------------------
+
+_VERDICT = {True: ("hit", "#d7f0d9"), False: ("built", "#f9d3d3"), None: ("-", "#f3f3f3")}
+
+
+def cache_grid(builds: Mapping[str, Sequence[Any]], caption: str | None = None) -> HTML:
+    """A table of cache verdicts: one row per instruction, one column per build.
+
+    ``builds`` maps a build's label to its ``BuildResult.steps`` (all of one Dockerfile):
+    a cell is "hit" (green), "built" (red, with the reason on hover) or "-" (no verdict:
+    the step only sets metadata, or FROM).
+    """
+    labels = list(builds)
+    first = builds[labels[0]]
+    parts = []
+    if caption:
+        parts.append(f'<div style="font-weight:bold;font-size:12px;margin-top:4px">{html.escape(caption)}</div>')
+    parts.append(f'<table style="{_TABLE_STYLE}"><tr><th style="{_CELL};background:#f3f3f3">instruction</th>')
+    parts += [f'<th style="{_CELL};background:#f3f3f3">{html.escape(x)}</th>' for x in labels]
+    parts.append("</tr>")
+    lines = [["instruction", *labels]]
+    for i, step in enumerate(first):
+        parts.append(f'<tr><td style="{_CELL}">{html.escape(step.instruction)}</td>')
+        row = [step.instruction]
+        for label in labels:
+            s = builds[label][i]
+            word, colour = _VERDICT[s.cached]
+            tip = f' title="{html.escape(s.reason)}"' if s.reason else ""
+            parts.append(f'<td style="{_CELL};background:{colour};text-align:center"{tip}>{word}</td>')
+            row.append(word)
+        parts.append("</tr>")
+        lines.append(row)
+    parts.append("</table>")
+    widths = [max(len(r[j]) for r in lines) for j in range(len(lines[0]))]
+    text = "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in lines)
+    return HTML("".join(parts), ((caption + "\n") if caption else "") + text)

@@ -42,6 +42,18 @@ class Scenario:
     """(rules, version index) -> why Docker's verdicts on that build are wrong (they must differ from ours)."""
 
 
+def materialise(sc: Scenario, ctx: Path) -> Path:
+    """Write a scenario's first context into ``ctx`` (a ``link.txt`` is a symlink to ``a.txt``)."""
+    for name, text in sc.files.items():
+        p = ctx / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if name.endswith("link.txt"):
+            p.symlink_to("a.txt")
+        else:
+            p.write_bytes(text.encode() if isinstance(text, str) else text)
+    return ctx
+
+
 def write(path: str, text: str | bytes) -> Edit:
     """An edit: write ``text`` to ``path`` in the context."""
     def edit(ctx: Path) -> None:
@@ -185,6 +197,20 @@ RUN echo "$OTHER" > ${TARGET}/other && `
     mkdir -p ${TARGET}/sub && cp ${TARGET}/a.txt ${TARGET}/sub/
 """
 
+LANGUAGE = """FROM busybox AS base
+ARG NODEF
+ARG WITHDEF=x
+ENV P1=/opt P2=${P1}/bin
+RUN echo "$NODEF-$WITHDEF-$P2" > /vars
+COPY link.txt sub /data/
+COPY --chown=nobody:nogroup a.txt /n
+FROM base
+COPY --from=base /vars /vars2
+HEALTHCHECK NONE
+ENTRYPOINT echo entry
+USER nobody:nogroup
+"""
+
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario("identical rebuild", {"Dockerfile": BASIC, "a.txt": "one\n"}, (V(), V())),
     Scenario("COPY source content changed", {"Dockerfile": BASIC, "a.txt": "one\n"}, (V(), V(write("a.txt", "two!\n"))),
@@ -265,4 +291,21 @@ SCENARIOS: tuple[Scenario, ...] = (
              (V(target="build"), V(write("a.txt", "b\n"), target="build"))),
     Scenario("scratch base", {"Dockerfile": "FROM scratch\nCOPY a.txt /a.txt\nCOPY b /b\n", "a.txt": "a\n",
                               "b/c": "c\n"}, (V(), V(write("b/c", "cc\n")))),
+    Scenario("ARGs without defaults, ENV chains, FROM a stage, symlink source, --chown by name",
+             {"Dockerfile": LANGUAGE, "a.txt": "a\n", "link.txt": b"", "sub/x": "x\n"},
+             (V(), V(write("sub/x", "y\n"), args={"NODEF": "set"}))),
+    Scenario("a RUN that changes nothing, a WORKDIR that exists",
+             {"Dockerfile": "FROM busybox\nWORKDIR /bin\nRUN true\nCOPY a.txt /a\n", "a.txt": "a\n"},
+             (V(), V(write("a.txt", "b\n")))),
+    Scenario(".dockerignore exceptions", {"Dockerfile": DOT, ".dockerignore": "docs\n*.md\n!README.md\n",
+                                          "README.md": "r\n", "NOTES.md": "n\n", "docs/a": "a\n", "a.txt": "a\n"},
+             (V(), V(write("NOTES.md", "nn\n")), V(write("README.md", "rr\n"))),
+             why={"both": "file README.md changed: content"}),
+    Scenario("relative WORKDIRs, an ENV overriding an ARG",
+             {"Dockerfile": "FROM busybox\nARG V=1\nENV V=2\nWORKDIR app\nWORKDIR sub\nRUN echo $V > v\n"
+                            "COPY a.txt .\n", "a.txt": "a\n"},
+             (V(), V(args={"V": "3"}))),
+    Scenario("proxy build args", {"Dockerfile": "FROM busybox\nARG https_proxy\nRUN echo hi > /hi\n"},
+             (V(), V(args={"HTTP_PROXY": "http://proxy:3128"}), V(args={"https_proxy": "http://proxy:3128"})),
+             why={"both": "ARG https_proxy changed"}),
 )

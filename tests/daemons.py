@@ -60,6 +60,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the test process dies (PR_SET_PDEATHSIG), so a
+    killed pytest never leaves a daemon behind."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+
+
 def _stop(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -147,7 +155,7 @@ def start_docker(timeout: float = 90) -> Iterator[Docker]:
          "--pidfile", f"{root}/dockerd.pid", "-H", f"unix://{root}/docker.sock",
          "--bridge=none", "--iptables=false", "--ip6tables=false", "--ip-masq=false",
          "--userland-proxy=false"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
     docker = Docker(root, proc)
     try:
         deadline = time.monotonic() + timeout
@@ -191,7 +199,7 @@ def start_registry(timeout: float = 30) -> Iterator[Registry]:
         f"http: {{addr: '127.0.0.1:{port}'}}\n")
     log = open(f"{root}/registry.log", "wb")
     proc = subprocess.Popen([REGISTRY, "serve", f"{root}/config.yml"], stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_die_with_parent)
     try:
         deadline = time.monotonic() + timeout
         while True:

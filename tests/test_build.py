@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import unionfs_sim as ufs
-from unionfs_sim.build import Builder, BuildError, DockerfileError, parse
+from unionfs_sim.build import Builder, BuildError, BuildResult, DockerfileError, parse
 from unionfs_sim.build.context import Context, ignored, read_dockerignore
 from unionfs_sim.build.parser import expand, expand_words
 from unionfs_sim.build.shell import UnsupportedCommand, run_script
@@ -28,7 +28,7 @@ def builder(**kw: object) -> Builder:
     return b
 
 
-def build(b: Builder, df: str, files: dict[str, str] | None = None, **kw: object) -> ufs.build.BuildResult:
+def build(b: Builder, df: str, files: dict[str, str] | None = None, **kw: object) -> BuildResult:
     ctx = {"Dockerfile": df, **(files or {})}
     return b.build(ctx, **kw)  # type: ignore[arg-type]
 
@@ -245,3 +245,13 @@ def test_copy_chown_chmod_glob_and_add_tar(tmp_path: Path) -> None:
     assert fs.read_bytes("/opt/pkg/x") == b"x\n" and fs.stat("/opt/pkg/x").st_uid == 7
     with pytest.raises(DockerfileError, match="--chmod option requires BuildKit"):
         b.build(tmp_path, rules="classic")
+
+
+def test_python_isolation_runs_as_the_user() -> None:
+    """USER applies to RUN in the shell subset: its files, and the kernel's EACCES elsewhere."""
+    b = builder()
+    r = build(b, "FROM base:1\nUSER app\nRUN echo hi > /tmp/mine\n")
+    st = r.image.fs.stat("/tmp/mine")
+    assert (st.st_uid, st.st_gid) == (1000, 1000)
+    with pytest.raises(BuildError, match="Permission denied"):
+        build(b, "FROM base:1\nUSER app\nRUN echo no > /etc/x\n")

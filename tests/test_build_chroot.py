@@ -17,7 +17,7 @@ import unionfs_sim as ufs
 from unionfs_sim.build.run import chroot_unavailable
 
 from . import daemons
-from .build_scenarios import SCENARIOS, Scenario
+from .build_scenarios import SCENARIOS, Scenario, materialise
 from .test_build_docker import tree
 
 _WHY = chroot_unavailable() or (None if shutil.which("busybox") else "busybox is not installed")
@@ -31,21 +31,18 @@ def busybox() -> ufs.Image:
                                  config=ufs.ImageConfig(env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}))
 
 
+@pytest.mark.parametrize("rules", ["classic", "buildkit"])
 @pytest.mark.parametrize("sc", SCENARIOS, ids=[s.name for s in SCENARIOS])
-def test_chroot_builds_what_the_python_subset_builds(busybox: ufs.Image, sc: Scenario, tmp_path: Path) -> None:
+def test_chroot_builds_what_the_python_subset_builds(busybox: ufs.Image, sc: Scenario, rules: str,
+                                                     tmp_path: Path) -> None:
     """Same verdicts, history and merged trees whichever way RUN executes (the key ignores it)."""
-    ctx = tmp_path / "ctx"
-    for name, text in sc.files.items():
-        p = ctx / name
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(text.encode() if isinstance(text, str) else text)
+    ctx = materialise(sc, tmp_path / "ctx")
     builders = {iso: ufs.Builder(isolation=iso) for iso in ("python", "chroot")}
     for b in builders.values():
         b.add(busybox, "busybox")
     for v in sc.versions:
         if v.edit is not None:
             v.edit(ctx)
-        rules = "classic" if len(sc.name) % 2 else "buildkit"
         rs = {iso: b.build(ctx, build_args=dict(v.args), no_cache=v.no_cache, target=v.target, rules=rules)
               for iso, b in builders.items()}
         py, ch = rs["python"], rs["chroot"]

@@ -25,7 +25,7 @@ import unionfs_sim as ufs
 from unionfs_sim.build import BuildResult
 
 from . import daemons
-from .build_scenarios import SCENARIOS, Scenario
+from .build_scenarios import SCENARIOS, Scenario, materialise
 
 _STEP = re.compile(r"^Step (\d+)/\d+ : ", re.M)
 _VERTEX = re.compile(r"^#(\d+) \[(?:(\S+) )?(\d+)/(\d+)\] ", re.M)
@@ -57,8 +57,10 @@ def buildkit_verdicts(out: str, r: BuildResult) -> dict[int, bool]:
     by_label: dict[tuple[str, int], int] = {}
     for stage in stages:
         label = "" if single else (stage if isinstance(stage, str) else f"stage-{stage}")
+        # FROM is a vertex only for an image: not for scratch, not for another stage
         vertex_steps = [s for s in r.steps if s.stage == stage and s.instruction.split(" ", 1)[0] in _LAYERED
-                        and s.instruction != "FROM scratch"]
+                        and not (s.instruction.startswith("FROM ")
+                                 and s.instruction.split()[1].lower() in {"scratch", *map(str, stages)})]
         for i, s in enumerate(vertex_steps, 1):
             by_label[(label, i)] = s.number
     verdicts: dict[int, bool] = {}
@@ -67,6 +69,8 @@ def buildkit_verdicts(out: str, r: BuildResult) -> dict[int, bool]:
         n = by_label.get(key)
         if n is None or r.steps[n - 1].instruction.startswith("FROM "):
             continue
+        shown = out[m.end():out.index("\n", m.end())]
+        assert shown == r.steps[n - 1].instruction, f"BuildKit names step {n} {shown!r}"
         verdicts[n] = int(m.group(1)) in cached
     return verdicts
 
@@ -145,10 +149,7 @@ def _reset(docker: daemons.Docker, tags: list[str]) -> None:
 def run_scenario(docker: daemons.Docker, base: ufs.Image, sc: Scenario, rules: str, tmp: Path) -> list[str]:
     """Build every version with both builders; return the notes on Docker's known-wrong verdicts."""
     ctx = tmp / "ctx"
-    for name, text in sc.files.items():
-        p = ctx / name
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(text.encode() if isinstance(text, str) else text)
+    materialise(sc, ctx)
     b = ufs.Builder(isolation="python")
     b.add(base, "busybox")
     tags: list[str] = []
@@ -184,6 +185,9 @@ def run_scenario(docker: daemons.Docker, base: ufs.Image, sc: Scenario, rules: s
                     assert s.reason, f"{where}: step {s.number} missed without a reason"
                     if s.caused_by is not None:
                         assert f"step {s.caused_by}" in s.reason
+                    elif vi:   # a miss of its own on a rebuild names the input that changed
+                        assert not s.reason.startswith(("not in the cache", "the cache key")), \
+                            f"{where}: step {s.number}: {s.reason}"
         assert r is not None and theirs is not None
         ours_tree, their_tree = tree(r.image), tree(theirs)
         if rules == "buildkit":

@@ -12,7 +12,7 @@ pytest.register_assert_rewrite("unionfs_sim.testing.conformance")
 
 from unionfs_sim import Layer, OverlayOptions
 from unionfs_sim.testing import KernelOverlay, KernelUnavailable
-from unionfs_sim.testing.conformance import OverlayConformance
+from unionfs_sim.testing.conformance import OverlayConformance, PermissionConformance
 
 pytestmark = pytest.mark.kernel
 
@@ -44,3 +44,17 @@ class TestKernelConformance(OverlayConformance):
     def open_readonly_view(self, layers: list[Layer]) -> Iterator[Any]:
         with KernelOverlay(layers, readonly=True) as k:
             yield k.fs
+
+
+class TestKernelPermissions(PermissionConformance):
+    """The same rules on a real overlay mount, each call made by a worker with dropped credentials."""
+
+    @contextlib.contextmanager
+    def open_view(self, layers: list[Layer], options: OverlayOptions) -> Iterator[Any]:
+        self.kernel = KernelOverlay(layers, options)
+        with self.kernel as k:
+            yield k.fs
+
+    def upper_of(self, fs: Any) -> Layer:
+        assert self.kernel.upper is not None
+        return self.kernel.upper

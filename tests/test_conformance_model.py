@@ -10,8 +10,9 @@ import pytest
 
 pytest.register_assert_rewrite("unionfs_sim.testing.conformance")
 
-import unionfs_sim as ufs
-from unionfs_sim.testing.conformance import OverlayConformance
+# After register_assert_rewrite, so the conformance module's asserts are rewritten.
+import unionfs_sim as ufs  # noqa: E402
+from unionfs_sim.testing.conformance import OverlayConformance, PermissionConformance  # noqa: E402
 
 
 class TestModelConformance(OverlayConformance):
@@ -27,3 +28,15 @@ class TestModelConformance(OverlayConformance):
 
     def open_readonly_view(self, layers: list[ufs.Layer]) -> contextlib.AbstractContextManager[Any]:
         return contextlib.nullcontext(ufs.Image.from_layers(layers).fs)
+
+
+class TestModelPermissions(PermissionConformance):
+    """The kernel's rules for non-root callers, on a container of the model via fs.as_user."""
+
+    @contextlib.contextmanager
+    def open_view(self, layers: list[ufs.Layer], options: ufs.OverlayOptions) -> Iterator[Any]:
+        self.container = ufs.Image.from_layers(layers).container(options)
+        yield self.container.fs
+
+    def upper_of(self, fs: Any) -> ufs.Layer:
+        return self.container.upper

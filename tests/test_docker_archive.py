@@ -88,7 +88,7 @@ def test_archive_layout(tmp_path: Path) -> None:
         "RepoTags": ["example.com/app:1.0", "nginx:latest", "nginx:1.25"],
         "Layers": [f"blobs/sha256/{d[7:]}" for d in img.diff_ids],
     }]
-    for d, layer in zip(img.diff_ids, img.layers):  # uncompressed layers, named by diff_id
+    for d, layer in zip(img.diff_ids, img.layers, strict=True):  # uncompressed layers, named by diff_id
         assert read_member(data, f"blobs/sha256/{d[7:]}") == layer_tar(layer)
     assert json.loads(read_member(data, "repositories")) == {
         "example.com/app": {"1.0": img.diff_ids[-1][7:]},
@@ -287,7 +287,7 @@ def legacy_archive(one: Image, two: Image) -> bytes:
     for img, tag in ((one, "one:1"), (two, "reg.example.com:5000/two:latest")):
         parent = ""
         layer_paths = []
-        for layer, diff_id in zip(img.layers, img.diff_ids):
+        for layer, diff_id in zip(img.layers, img.diff_ids, strict=True):
             v1 = hashlib.sha256(f"{tag} {diff_id} {parent}".encode()).hexdigest()
             files.append((f"{v1}/", None, {"mode": 0o755}))
             files.append((f"{v1}/VERSION", b"1.0", {}))
@@ -327,7 +327,8 @@ def current_archive(manifest: list[dict[str, Any]], extra: list[tuple[str, bytes
     return build_tar([("manifest.json", json.dumps(manifest).encode(), {}), *extra])
 
 
-@pytest.mark.parametrize("path", ["../../etc/passwd", "/etc/passwd", "blobs/../../../etc/passwd", "..\\..\\etc\\passwd"])
+@pytest.mark.parametrize("path", ["../../etc/passwd", "/etc/passwd", "blobs/../../../etc/passwd",
+                                  "..\\..\\etc\\passwd"])
 def test_path_traversal_in_layers(path: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     img = sample_image()
     cfg = img.config_bytes

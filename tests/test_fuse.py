@@ -746,7 +746,7 @@ def test_stress_threads_and_processes(mnt: str, tmp_path: Any) -> None:
         deadline = time.monotonic() + 240
         for t in ths:
             t.join(max(0.1, deadline - time.monotonic()))
-        for w, p in zip(workers[threads_n:], procs):
+        for w, p in zip(workers[threads_n:], procs, strict=True):
             try:
                 out, err = p.communicate(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:

@@ -32,11 +32,12 @@ from hypothesis.stateful import rule
 
 pytest.register_assert_rewrite("unionfs_sim.testing.conformance")
 
-import unionfs_sim as ufs
-from unionfs_sim.mounting import fuse_unavailable
-from unionfs_sim.testing.conformance import OverlayConformance
-from unionfs_sim.testing.kernel import KernelFS, chrooted
-from unionfs_sim.testing.machines import DifferentialMachine, op_paths
+# After register_assert_rewrite, so the conformance module's asserts are rewritten.
+import unionfs_sim as ufs  # noqa: E402
+from unionfs_sim.mounting import fuse_unavailable  # noqa: E402
+from unionfs_sim.testing.conformance import OverlayConformance  # noqa: E402
+from unionfs_sim.testing.kernel import KernelFS, chrooted  # noqa: E402
+from unionfs_sim.testing.machines import DifferentialMachine, op_paths  # noqa: E402
 
 pytestmark = pytest.mark.fuse
 
@@ -48,8 +49,8 @@ if REASON is not None:
     print(f"test_fuse_differential: skipping, {REASON}", file=sys.stderr)
     pytest.skip(f"FUSE unavailable: {REASON}", allow_module_level=True)
 
-from unionfs_sim.fuse import choose_backend
-from unionfs_sim.mounting import mount
+from unionfs_sim.fuse import choose_backend  # noqa: E402 - only once FUSE is known to be there
+from unionfs_sim.mounting import mount  # noqa: E402
 
 
 @contextlib.contextmanager

@@ -42,8 +42,8 @@ import shutil
 import stat
 import struct
 import subprocess
-import tempfile
 import tarfile
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path

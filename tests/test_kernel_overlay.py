@@ -333,3 +333,22 @@ def test_not_root_is_kernel_unavailable(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     with pytest.raises(KernelUnavailable, match="root"), KernelOverlay([BASE]):
         pass
+
+
+def test_caller_acts_with_dropped_credentials() -> None:
+    """KernelOverlay(caller=...): ``fs`` is a worker that chrooted into the mount and then
+    dropped to the caller's uid, gid and groups; ``root_fs`` stays root's; both go away
+    with the mount, and what the caller wrote lands in the upper with its owner."""
+    layer = Layer.from_dict({"p/": Dir(mode=0o700), "p/f": b"x", "g/": Dir(mode=0o770, gid=1000)})
+    with KernelOverlay([layer], caller=(1001, 1001, (1000,))) as k:
+        with pytest.raises(PermissionError) as e:
+            k.fs.stat("/p/f")
+        assert e.value.errno == errno.EACCES
+        assert k.root_fs.read_bytes("/p/f") == b"x"
+        k.fs.write_bytes("/g/mine", b"m")  # through the supplementary group 1000
+        with pytest.raises(PermissionError):
+            k.fs.as_user(1002, 1002).listdir("/g")
+        assert k.root_fs.stat("/g/mine").st_uid == 1001
+    assert k.upper is not None
+    mine = k.upper["g/mine"]
+    assert isinstance(mine, File) and (mine.uid, mine.gid, mine.data) == (1001, 1001, b"m")

@@ -415,7 +415,8 @@ def test_config_fields_the_model_does_not_know_survive_a_commit() -> None:
         "rootfs": {"type": "layers", "diff_ids": []},
     }
     config = ufs.ImageConfig.from_json(doc)
-    assert dict(config.extra) == {"ArgsEscaped": "true", "Healthcheck": '{"Interval": 30000000000, "Test": ["CMD", "true"]}',
+    assert dict(config.extra) == {"ArgsEscaped": "true",
+                                  "Healthcheck": '{"Interval": 30000000000, "Test": ["CMD", "true"]}',
                                   "Shell": '["/bin/bash", "-c"]'}
     image = ufs.Image.from_layers([L({"a": b"1"})], config)
     c = image.container()

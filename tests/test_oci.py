@@ -152,7 +152,8 @@ def put_blob(layout: Path, data: bytes) -> dict[str, Any]:
 
 def manifest_of(layout: Path, tag: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """(index.json descriptor, parsed manifest) of ``tag``."""
-    desc = next(d for d in read_index(layout)["manifests"] if d.get("annotations", {}).get(oci.ANNOTATION_REF_NAME) == tag)
+    desc = next(d for d in read_index(layout)["manifests"]
+                if d.get("annotations", {}).get(oci.ANNOTATION_REF_NAME) == tag)
     return desc, json.loads(blob(layout, desc["digest"]).read_bytes())
 
 
@@ -175,7 +176,7 @@ def test_round_trip_is_exact(tmp_path: Path) -> None:
     assert_same_image(got, img)
     assert got.config_bytes == img.config_bytes and got.manifest_bytes == img.manifest_bytes
     assert got.chain_ids == img.chain_ids
-    for a, b in zip(got.layers, img.layers):
+    for a, b in zip(got.layers, img.layers, strict=True):
         assert a.digest == b.digest and a.source_diff_id == b.digest
         assert dict(a.to_dict()).keys() == dict(b.to_dict()).keys()
 

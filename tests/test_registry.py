@@ -17,10 +17,11 @@ from unionfs_sim.registry import Registry
 from .test_oci import fs_tree, sample_image
 
 REPO = "example.com/team/app"
+NewRegistry = Callable[[], Registry]
 
 
 @pytest.fixture(params=["memory", "disk"])
-def new_registry(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Registry]:
+def new_registry(request: pytest.FixtureRequest, tmp_path: Path) -> NewRegistry:
     """Makes the registry under test: in memory, or kept in a directory (every test runs on both)."""
     if request.param == "memory":
         return Registry
@@ -35,7 +36,7 @@ def images() -> tuple[Image, Image]:
     return one, two
 
 
-def test_push_pull_resolve(new_registry: Callable[[], Registry], images: tuple[Image, Image]) -> None:
+def test_push_pull_resolve(new_registry: NewRegistry, images: tuple[Image, Image]) -> None:
     one, two = images
     reg = new_registry()
     assert reg.push(one, f"{REPO}:1.0") == one.digest
@@ -51,7 +52,7 @@ def test_push_pull_resolve(new_registry: Callable[[], Registry], images: tuple[I
     assert reg.manifests(REPO) == sorted([one.digest, two.digest])
 
 
-def test_push_by_digest(new_registry: Callable[[], Registry], images: tuple[Image, Image]) -> None:
+def test_push_by_digest(new_registry: NewRegistry, images: tuple[Image, Image]) -> None:
     one, two = images
     reg = new_registry()
     assert reg.push(one, f"{REPO}@{one.digest}") == one.digest
@@ -65,7 +66,7 @@ def test_push_by_digest(new_registry: Callable[[], Registry], images: tuple[Imag
     assert reg.tags(REPO) == ["2"]
 
 
-def test_names_are_normalised(new_registry: Callable[[], Registry], images: tuple[Image, Image]) -> None:
+def test_names_are_normalised(new_registry: NewRegistry, images: tuple[Image, Image]) -> None:
     one, _ = images
     reg = new_registry()
     reg.push(one, "nginx")
@@ -77,7 +78,7 @@ def test_names_are_normalised(new_registry: Callable[[], Registry], images: tupl
         reg.push(one, "Not/Valid")
 
 
-def test_retag_keeps_the_old_image_pullable_by_digest(new_registry: Callable[[], Registry], images: tuple[Image, Image]) -> None:
+def test_retag_keeps_the_old_image_pullable_by_digest(new_registry: NewRegistry, images: tuple[Image, Image]) -> None:
     one, two = images
     reg = new_registry()
     reg.push(one, f"{REPO}:1.0")
@@ -96,7 +97,7 @@ def test_retag_keeps_the_old_image_pullable_by_digest(new_registry: Callable[[],
         reg.tag(f"{REPO}:1.0", f"{REPO}@{one.digest}")
 
 
-def test_unknown_names_raise_key_error_naming_them(new_registry: Callable[[], Registry], images: tuple[Image, Image]) -> None:
+def test_unknown_names_raise_key_error_naming_them(new_registry: NewRegistry, images: tuple[Image, Image]) -> None:
     one, two = images
     reg = new_registry()
     reg.push(one, f"{REPO}:1.0")
@@ -121,13 +122,13 @@ def test_unknown_names_raise_key_error_naming_them(new_registry: Callable[[], Re
         reg.pull("example.com/nope")
 
 
-def test_shared_blobs_are_stored_once(new_registry: Callable[[], Registry], images: tuple[Image, Image]) -> None:
+def test_shared_blobs_are_stored_once(new_registry: NewRegistry, images: tuple[Image, Image]) -> None:
     one, two = images
     reg = new_registry()
     reg.push(one, f"{REPO}:1")
     reg.push(two, "example.com/elsewhere:2")
     reg.push(one, "example.com/third:1")
-    want = {d: x.tar_size for d, x in zip(two.diff_ids, two.layers)}
+    want = {d: x.tar_size for d, x in zip(two.diff_ids, two.layers, strict=True)}
     want[one.id] = len(one.config_bytes)
     want[two.id] = len(two.config_bytes)
     assert dict(reg.blobs) == want
@@ -137,7 +138,7 @@ def test_shared_blobs_are_stored_once(new_registry: Callable[[], Registry], imag
     reg.push(copy, "example.com/copy:1")
     pulled = reg.pull("example.com/copy:1")
     assert pulled.digest == one.digest
-    assert all(a is b for a, b in zip(pulled.layers, one.layers))
+    assert all(a is b for a, b in zip(pulled.layers, one.layers, strict=True))
     assert reg.pull("example.com/elsewhere:2").layers[0] is reg.pull(f"{REPO}:1").layers[0]
     assert reg.blob(one.diff_ids[0]) is one.layers[0]
     assert reg.blob(one.id) == one.config_bytes
@@ -145,7 +146,7 @@ def test_shared_blobs_are_stored_once(new_registry: Callable[[], Registry], imag
         reg.blobs["x"] = 1  # type: ignore[index]
 
 
-def test_delete_and_gc(new_registry: Callable[[], Registry], images: tuple[Image, Image]) -> None:
+def test_delete_and_gc(new_registry: NewRegistry, images: tuple[Image, Image]) -> None:
     one, two = images
     reg = new_registry()
     reg.push(one, f"{REPO}:1")
@@ -177,7 +178,7 @@ def test_delete_and_gc(new_registry: Callable[[], Registry], images: tuple[Image
     assert dict(reg.blobs) == {}
 
 
-def test_delete_keeps_manifests_other_repositories_hold(new_registry: Callable[[], Registry], images: tuple[Image, Image]) -> None:
+def test_delete_keeps_manifests_other_repositories_hold(new_registry: NewRegistry, images: tuple[Image, Image]) -> None:
     one, _ = images
     reg = new_registry()
     reg.push(one, "example.com/a:1")
@@ -187,7 +188,8 @@ def test_delete_keeps_manifests_other_repositories_hold(new_registry: Callable[[
     assert reg.pull("example.com/b:1") is one
 
 
-def test_compressed_images_keep_their_blob_digests(new_registry: Callable[[], Registry], tmp_path: Path, images: tuple[Image, Image]) -> None:
+def test_compressed_images_keep_their_blob_digests(new_registry: NewRegistry, tmp_path: Path,
+                                                   images: tuple[Image, Image]) -> None:
     one, _ = images
     oci.save(one, tmp_path / "l", tag="gz", compression="gzip")
     gz = oci.load(tmp_path / "l", tag="gz")

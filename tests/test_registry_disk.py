@@ -16,6 +16,7 @@ from unionfs_sim.layer import Layer
 from unionfs_sim.registry import (
     DigestInvalid,
     ManifestBlobUnknown,
+    ManifestInvalid,
     NameInvalid,
     Registry,
     TagInvalid,
@@ -59,7 +60,8 @@ def test_the_store_outlives_the_registry_object(tmp_path: Path) -> None:
     assert pulled.digest == image.digest and fs_tree(pulled.fs) == fs_tree(image.fs)
     assert again.pull(f"example.com/team/app@{two.digest}").digest == two.digest  # untagged, still there
     # Pulls share layers: the second image's bottom layers are the first one's objects.
-    assert all(a is b for a, b in zip(pulled.layers, again.pull(f"example.com/team/app@{two.digest}").layers))
+    assert all(a is b for a, b in zip(pulled.layers, again.pull(f"example.com/team/app@{two.digest}").layers[:-1],
+                                      strict=True))
     assert pulled.layers[0].source_blob is not None  # re-saving copies the stored bytes
 
 
@@ -201,3 +203,54 @@ def test_push_of_an_image_with_gzip_layers_to_disk(tmp_path: Path) -> None:
         assert (tmp_path / "store" / "blobs" / "sha256" / d["digest"][7:]).read_bytes() == \
             (tmp_path / "l" / "blobs" / "sha256" / d["digest"][7:]).read_bytes()
     assert fs_tree(Registry(root=tmp_path / "store").pull("localhost/team/app:gz").fs) == fs_tree(image.fs)
+
+
+def test_docker_manifest_lists_and_oci_indexes_need_their_children(tmp_path: Path) -> None:
+    docker_manifest = "application/vnd.docker.distribution.manifest.v2+json"
+    docker_list = "application/vnd.docker.distribution.manifest.list.v2+json"
+    for reg in (Registry(), Registry(root=tmp_path)):
+        cfg = upload(reg, "team/multi",
+                     b'{"architecture":"arm64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}')
+        child = json.dumps({"schemaVersion": 2, "mediaType": docker_manifest,
+                            "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                                       "digest": cfg, "size": 78}, "layers": []}).encode()
+        child_digest, _ = reg.put_manifest("team/multi", "sha256:" + hashlib.sha256(child).hexdigest(), child,
+                                           docker_manifest)
+        for mt in (docker_list, "application/vnd.oci.image.index.v1+json"):
+            index = json.dumps({"schemaVersion": 2, "mediaType": mt, "manifests": [
+                {"mediaType": docker_manifest, "digest": child_digest, "size": len(child),
+                 "platform": {"architecture": "arm64", "os": "linux"}}]}, indent=3).encode()
+            d, _ = reg.put_manifest("team/multi", "multi", index, mt)
+            assert reg.get_manifest("team/multi", "multi") == (index, mt, d)
+            assert reg.pull("localhost/team/multi:multi").config.architecture == "arm64"  # its only image
+            assert reg.pull("localhost/team/multi:multi", platform="linux/arm64").config.architecture == "arm64"
+            with pytest.raises(KeyError, match="linux/amd64"):
+                reg.pull("localhost/team/multi:multi", platform="linux/amd64")
+            orphan = index.replace(child_digest.encode(), b"sha256:" + b"4" * 64)
+            with pytest.raises(ManifestBlobUnknown):
+                reg.put_manifest("team/multi", "orphan", orphan, mt)
+        assert reg.pull(f"localhost/team/multi@{child_digest}").config.architecture == "arm64"
+        two = json.dumps({"schemaVersion": 2, "mediaType": docker_list, "manifests": [
+            {"mediaType": docker_manifest, "digest": child_digest, "size": len(child),
+             "platform": {"architecture": a, "os": "linux", **({"variant": "v8"} if a == "arm64" else {})}}
+            for a in ("amd64", "arm64")]}).encode()
+        reg.put_manifest("team/multi", "two", two, docker_list)
+        with pytest.raises(ValueError, match="linux/amd64, linux/arm64/v8"):
+            reg.pull("localhost/team/multi:two")
+        assert reg.pull("localhost/team/multi:two", platform="linux/arm64/v8").digest == child_digest
+        with pytest.raises(ManifestInvalid, match="differs"):  # a Content-Type that contradicts mediaType
+            reg.put_manifest("team/multi", "x", child, "application/vnd.oci.image.manifest.v1+json")
+        with pytest.raises(ManifestInvalid, match="has 78"):  # a descriptor whose size is wrong
+            reg.put_manifest("team/multi", "x", child.replace(b'"size": 78', b'"size": 77'), docker_manifest)
+
+
+def test_stale_temporary_files_are_removed_at_open(tmp_path: Path) -> None:
+    reg = Registry(root=tmp_path)
+    reg.push(sample_image(), "localhost/team/app:1")
+    old, new = tmp_path / "repositories/team/app/_tags/.tmp-old", tmp_path / "blobs/sha256/.tmp-new"
+    old.write_bytes(b"left by a killed process")
+    new.write_bytes(b"being written right now")
+    os.utime(old, (1, 1))
+    Registry(root=tmp_path)
+    assert not old.exists() and new.exists()
+    assert Registry(root=tmp_path).tags("localhost/team/app") == ["1"]

@@ -16,12 +16,12 @@ requests = pytest.importorskip("requests")
 bcrypt = pytest.importorskip("bcrypt", reason="the serve extra (bcrypt) is not installed")
 pytest.importorskip("aiohttp", reason="the serve extra (aiohttp) is not installed")
 
-from unionfs_sim.registry import Registry
-from unionfs_sim.serve import Server
+from unionfs_sim.registry import Registry  # noqa: E402
+from unionfs_sim.serve import Server  # noqa: E402
 
-from . import daemons
-from .test_oci import fs_tree, sample_image
-from .test_serve_conformance import MT_MANIFEST, digest, err_code, push_blob
+from . import daemons  # noqa: E402
+from .test_oci import fs_tree, sample_image  # noqa: E402
+from .test_serve_conformance import MT_MANIFEST, digest, err_code, push_blob  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -91,7 +91,8 @@ def test_skopeo_with_auth_and_tls(tmp_path: Path) -> None:
         out = tmp_path / "out"
         done = subprocess.run(["skopeo", "copy", "--src-cert-dir", str(certs), "--src-creds", "alice:pw",
                                "--preserve-digests", "--dest-oci-accept-uncompressed-layers",
-                               f"docker://{server.netloc}/team/app:1", f"oci:{out}:1"], capture_output=True, text=True, check=False)
+                               f"docker://{server.netloc}/team/app:1", f"oci:{out}:1"],
+                              capture_output=True, text=True, check=False)
         assert done.returncode == 0, done.stderr
         bad = subprocess.run(["skopeo", "inspect", "--cert-dir", str(certs), "--creds", "alice:nope",
                               f"docker://{server.netloc}/team/app:1"], capture_output=True, text=True, check=False)
@@ -114,7 +115,8 @@ def test_public_address_needs_auth_or_insecure_public(tmp_path: Path) -> None:
 def test_cli_serves_until_sigterm_and_refuses_public_without_auth(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "unionfs_sim", "serve", "--root", str(tmp_path / "store")]
-    r = subprocess.run([*cmd, "--listen", "0.0.0.0:0"], env=env, capture_output=True, check=False, text=True, timeout=60)
+    r = subprocess.run([*cmd, "--listen", "0.0.0.0:0"], env=env, capture_output=True, check=False, text=True,
+                       timeout=60)
     assert r.returncode != 0 and "--insecure-public" in r.stderr and "Traceback" not in r.stderr
     r = subprocess.run([*cmd, "--listen", "nonsense"], env=env, capture_output=True, check=False, text=True, timeout=60)
     assert r.returncode != 0 and "HOST:PORT" in r.stderr and "Traceback" not in r.stderr
@@ -162,3 +164,42 @@ def test_an_upload_over_the_bound_is_refused_and_rolled_back() -> None:
         r = s.put(loc, params={"digest": digest(b"a" * 60_000)})
         assert r.status_code == 201
         assert reg.stat_blob("team/app", digest(b"a" * 60_000)) == 60_000
+
+
+def test_the_core_needs_no_serve_extra() -> None:
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('aiohttp', 'bcrypt', 'requests'):\n"
+        "            raise ImportError('blocked: ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import unionfs_sim as ufs, unionfs_sim.registry, unionfs_sim.cli\n"
+        "reg = ufs.Registry()\n"
+        "reg.push(ufs.Image.from_layers([ufs.Layer.from_dict({'a': b'x'})]), 'localhost/a:1')\n"
+        "try:\n"
+        "    reg.serve()\n"
+        "except ImportError as e:\n"
+        "    assert 'unionfs_sim[serve]' in str(e), e\n"
+        "else:\n"
+        "    raise AssertionError('serve() without aiohttp')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
+                       env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode == 0, r.stderr
+
+
+def test_a_store_failure_is_a_json_500_and_the_server_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    reg = Registry()
+
+    def full(repo: str) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with reg.serve() as server:
+        monkeypatch.setattr(reg, "start_upload", full)
+        r = requests.post(f"{server.url}/v2/team/app/blobs/uploads/")
+        assert r.status_code == 500 and err_code(r) == "UNKNOWN" and "No space left" in r.text
+        monkeypatch.undo()
+        assert requests.post(f"{server.url}/v2/team/app/blobs/uploads/").status_code == 202

@@ -130,3 +130,24 @@ def test_docker_push_pull_run_with_base_layers_stored_once(docker: daemons.Docke
     out = docker.text("run", "--rm", "--network", "none", a, "cat", "/hello")
     assert out == "pushed-by-docker\n"
     docker.run("rmi", a)
+
+
+def test_docker_login_and_push_with_basic_auth(docker: daemons.Docker, tmp_path: Path) -> None:
+    bcrypt = pytest.importorskip("bcrypt")
+    users = tmp_path / "htpasswd"
+    users.write_text("ci:" + bcrypt.hashpw(b"letmein", bcrypt.gensalt(rounds=4)).decode() + "\n")
+    reg = Registry(root=tmp_path / "store")
+    with reg.serve(("127.0.0.1", 0), htpasswd=users) as server:
+        ref = f"{server.netloc}/private/busybox:1"
+        docker.run("tag", docker.base, ref)
+        denied = docker.run("push", ref, check=False)
+        assert denied.returncode != 0 and b"no basic auth credentials" in denied.stderr
+        bad = docker.run("login", "-u", "ci", "--password-stdin", server.netloc, input=b"wrong", check=False)
+        assert bad.returncode != 0
+        docker.run("login", "-u", "ci", "--password-stdin", server.netloc, input=b"letmein")
+        try:
+            docker.run("push", ref)
+        finally:
+            docker.run("logout", server.netloc)
+            docker.run("rmi", ref)
+        assert reg.pull(ref).fs.read_bytes("/etc/group").startswith(b"root:x:0:")

@@ -21,11 +21,11 @@ import pytest
 requests = pytest.importorskip("requests")
 pytest.importorskip("aiohttp", reason="the serve extra (aiohttp) is not installed")
 
-from unionfs_sim.registry import Registry
+from unionfs_sim.registry import Registry  # noqa: E402
 
-from . import daemons
-from .test_oci import fs_tree, sample_image
-from .test_serve_conformance import MT_MANIFEST, digest, err_code, image_manifest, push_blob, raw
+from . import daemons  # noqa: E402
+from .test_oci import fs_tree, sample_image  # noqa: E402
+from .test_serve_conformance import MT_MANIFEST, digest, err_code, image_manifest, push_blob, raw  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,7 +48,8 @@ class Proc:
                     return
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"the server did not start: {self.proc.stderr.read() if self.proc.stderr else ''}")
+                    err = self.proc.stderr.read() if self.proc.stderr else b""
+                    raise AssertionError(f"the server did not start: {err!r}") from None
                 time.sleep(0.05)
 
     def kill(self) -> None:
@@ -146,8 +147,18 @@ def test_sigkill_during_manifest_puts_leaves_a_consistent_store(root: Path) -> N
     for x in layers:
         push_blob(s, srv.url, "team/app", x)
     done: list[str] = []
+    # Killed with half a manifest received: after the restart it is not there.
+    half = image_manifest(config, layers[:1], annotations={"half": "sent"})
+    with socket.create_connection(("127.0.0.1", srv.port)) as c:
+        c.sendall(f"PUT /v2/team/app/manifests/half HTTP/1.1\r\nHost: x\r\nContent-Type: {MT_MANIFEST}\r\n"
+                  f"Content-Length: {len(half)}\r\n\r\n".encode() + half[: len(half) // 2])
+        time.sleep(0.2)
+        srv.kill()
+    srv = Proc(root)
+    assert s.get(f"{srv.url}/v2/team/app/manifests/half").status_code == 404
+    assert s.get(f"{srv.url}/v2/team/app/manifests/{digest(half)}").status_code == 404
     try:
-        for round_ in range(3):
+        for round_ in range(2):
             stop = threading.Event()
 
             def pusher(url: str, stop: threading.Event = stop, round_: int = round_) -> None:
@@ -185,7 +196,7 @@ def test_sigkill_during_manifest_puts_leaves_a_consistent_store(root: Path) -> N
             assert_content_addressed(root)
     finally:
         srv.stop()
-    assert len(done) > 4
+    assert len(done) > 2
 
 
 def test_bad_requests_leave_the_store_unchanged(root: Path) -> None:
@@ -203,7 +214,8 @@ def test_bad_requests_leave_the_store_unchanged(root: Path) -> None:
         assert r.status_code == 400 and err_code(r) == "DIGEST_INVALID"
         # Names outside the grammar and traversal attempts, sent raw.
         for path in ("/v2/../../etc/blobs/uploads/", "/v2/team/../../x/blobs/uploads/", "/v2/Team/App/blobs/uploads/",
-                     "/v2/team//app/blobs/uploads/", "/v2/team/%2e%2e/app/blobs/uploads/", f"/v2/{'a' * 256}/blobs/uploads/",
+                     "/v2/team//app/blobs/uploads/", "/v2/team/%2e%2e/app/blobs/uploads/",
+                     f"/v2/{'a' * 256}/blobs/uploads/",
                      "/v2/team/app/_layers/blobs/uploads/"):
             r = raw(url, "POST", path)
             assert r.status_code == 400 and err_code(r) == "NAME_INVALID", (path, r.status_code, r.text)

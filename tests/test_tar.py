@@ -86,7 +86,8 @@ def read(members: Iterable[tuple[tarfile.TarInfo, bytes]], **kw: Any) -> Layer:
 def every_kind() -> Layer:
     """A layer with every kind of entry and the awkward metadata tars must carry."""
     big = File(b"\x00\xffdata" * 100, mode=0o4755, uid=65534, gid=2**21 + 1, mtime_ns=1_700_000_000_123_456_789,
-               xattrs={"user.bin": b"\xff\xfe\x00\x80 not utf-8", "security.capability": b"\x01\x00\x00\x02" + bytes(16),
+               xattrs={"user.bin": b"\xff\xfe\x00\x80 not utf-8",
+                       "security.capability": b"\x01\x00\x00\x02" + bytes(16),
                        "user.text": "héllo".encode()})
     long_dir = "/".join(["d" * 60] * 5)  # > 255 in total, each name < 255
     return Layer.from_dict({
@@ -436,7 +437,8 @@ def test_hard_link_out_of_the_root() -> None:
 
 
 def test_hard_link_to_a_directory() -> None:
-    refused([member("d/", tarfile.DIRTYPE), member("l", tarfile.LNKTYPE, linkname="d")], FormatError, "'l'", "directory")
+    refused([member("d/", tarfile.DIRTYPE), member("l", tarfile.LNKTYPE, linkname="d")],
+            FormatError, "'l'", "directory")
 
 
 def test_hard_link_to_a_whiteout() -> None:

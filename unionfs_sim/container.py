@@ -167,7 +167,8 @@ class Container:
             elif low is None:
                 kind = "A"
             else:
-                if isinstance(e, Dir) and isinstance(low, Dir) and e.mode == low.mode and _same_time(e.mtime_ns, low.mtime_ns):
+                if (isinstance(e, Dir) and isinstance(low, Dir) and e.mode == low.mode
+                        and _same_time(e.mtime_ns, low.mtime_ns)):
                     continue
                 kind = "C"
             if isinstance(e, Dir):

@@ -80,7 +80,10 @@ class Data:
         c = self.chunks.get(i)
         if c is None:
             start = i * CHUNK
-            c = bytearray(self.base[start : min(start + CHUNK, self.base_len)]) if start < self.base_len else bytearray()
+            if start < self.base_len:
+                c = bytearray(self.base[start : min(start + CHUNK, self.base_len)])
+            else:
+                c = bytearray()
             self.chunks[i] = c
         return c
 

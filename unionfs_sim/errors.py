@@ -37,12 +37,16 @@ def _make(name: str, code: int, base: type[OSError], doc: str) -> type[UnionFSEr
 # FileNotFoundError:` working exactly as it does with `os`.
 NotFound = _make("NotFound", _errno.ENOENT, FileNotFoundError, "ENOENT: no such file or directory.")
 Exists = _make("Exists", _errno.EEXIST, FileExistsError, "EEXIST: the name already exists.")
-NotADirectory = _make("NotADirectory", _errno.ENOTDIR, NotADirectoryError, "ENOTDIR: a path component is not a directory.")
+NotADirectory = _make("NotADirectory", _errno.ENOTDIR, NotADirectoryError,
+                      "ENOTDIR: a path component is not a directory.")
 IsADirectory = _make("IsADirectory", _errno.EISDIR, IsADirectoryError, "EISDIR: the path is a directory.")
 NotEmpty = _make("NotEmpty", _errno.ENOTEMPTY, OSError, "ENOTEMPTY: the directory is not empty.")
-CrossDevice = _make("CrossDevice", _errno.EXDEV, OSError, "EXDEV: the rename needs a copy (overlayfs without redirect_dir).")
-TooManyLinks = _make("TooManyLinks", _errno.ELOOP, OSError, "ELOOP: too many symbolic links, or O_NOFOLLOW met a symlink.")
-NameTooLong = _make("NameTooLong", _errno.ENAMETOOLONG, OSError, "ENAMETOOLONG: a name over 255 bytes or a path over 4095.")
+CrossDevice = _make("CrossDevice", _errno.EXDEV, OSError,
+                    "EXDEV: the rename needs a copy (overlayfs without redirect_dir).")
+TooManyLinks = _make("TooManyLinks", _errno.ELOOP, OSError,
+                     "ELOOP: too many symbolic links, or O_NOFOLLOW met a symlink.")
+NameTooLong = _make("NameTooLong", _errno.ENAMETOOLONG, OSError,
+                    "ENAMETOOLONG: a name over 255 bytes or a path over 4095.")
 ReadOnly = _make("ReadOnly", _errno.EROFS, PermissionError, "EROFS: the view is read-only.")
 InvalidArgument = _make("InvalidArgument", _errno.EINVAL, OSError, "EINVAL: invalid argument.")
 NotPermitted = _make("NotPermitted", _errno.EPERM, PermissionError, "EPERM: operation not permitted.")
@@ -51,8 +55,10 @@ Busy = _make("Busy", _errno.EBUSY, OSError, "EBUSY: the resource is in use (e.g.
 NoData = _make("NoData", _errno.ENODATA, OSError, "ENODATA: no such extended attribute.")
 Range = _make("Range", _errno.ERANGE, OSError, "ERANGE: an xattr name or value is too long.")
 TooBig = _make("TooBig", _errno.E2BIG, OSError, "E2BIG: an xattr value is too large.")
-NotSupported = _make("NotSupported", _errno.EOPNOTSUPP, OSError, "EOPNOTSUPP: operation (or xattr namespace) not supported.")
-BadFileDescriptor = _make("BadFileDescriptor", _errno.EBADF, OSError, "EBADF: the handle is closed or not open for this.")
+NotSupported = _make("NotSupported", _errno.EOPNOTSUPP, OSError,
+                     "EOPNOTSUPP: operation (or xattr namespace) not supported.")
+BadFileDescriptor = _make("BadFileDescriptor", _errno.EBADF, OSError,
+                          "EBADF: the handle is closed or not open for this.")
 FileTooBig = _make("FileTooBig", _errno.EFBIG, OSError, "EFBIG: the file would exceed the maximum size.")
 TooManyHardLinks = _make("TooManyHardLinks", _errno.EMLINK, OSError, "EMLINK: too many hard links.")
 

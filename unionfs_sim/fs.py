@@ -228,12 +228,27 @@ class FileSystem:
             self._searchable = (gen, cache)
         ok = cache.get(key)
         if ok is None:
-            try:
-                r = self._resolve("/" + key)
-                ok = r.loc is not None and r.loc.is_dir and self._may_search(r.loc)
-            except OSError:
-                ok = False
-            cache[key] = ok
+            ok = self._searchable_from(key, cache)
+        return ok
+
+    def _searchable_from(self, key: str, cache: dict[str, bool]) -> bool:
+        if not key:
+            ok = self._may_search(self._ov.root_loc())
+        else:
+            parent = key.rpartition("/")[0]
+            above = cache.get(parent)
+            ok = self._searchable_from(parent, cache) if above is None else above
+            if ok:
+                loc = self._ov.fast(key)
+                if isinstance(loc, Loc):
+                    ok = loc.is_dir and self._may_search(loc)
+                else:
+                    try:
+                        r = self._resolve("/" + key)
+                        ok = r.loc is not None and r.loc.is_dir and self._may_search(r.loc)
+                    except OSError:
+                        ok = False
+        cache[key] = ok
         return ok
 
     def _may_search(self, d: Loc) -> bool:
@@ -335,9 +350,13 @@ class FileSystem:
             # Fast path: a plain path found in the index needs no component walk.
             key = path.strip("/")
             loc = self._ov.fast(key)
-            if loc is not None and (not follow or loc.kind != "l") and (
-                    self.caller is None or self._chain_searchable(key.rpartition("/")[0])):
-                return loc
+            if loc is not None and (not follow or loc.kind != "l"):
+                if self.caller is None:
+                    return loc
+                parent = key.rpartition("/")[0]
+                gen, cache = self._searchable
+                if (cache.get(parent) and gen == self._ov.generation) or self._chain_searchable(parent):
+                    return loc
         r = self._resolve(path, follow)
         if r.loc is None:
             raise errors.NotFound(r.path)
@@ -943,6 +962,8 @@ class FileSystem:
             p = to_str(path)
             name = self._xname(p, attribute)
             loc, p = self._meta_target(path, follow_symlinks)
+            if name.startswith("user.") and loc.kind not in ("f", "d"):
+                raise errors.NotPermitted(p)  # xattr_permission, for root too
             self._xattr_permission(loc, name, True, p)
             if name not in self._ov.effective(loc).xattrs:
                 raise errors.NoData(p)

@@ -22,8 +22,8 @@ from .lower import Lower
 from .mediatypes import (  # noqa: F401 - re-exported: image.MT_* was their home before mediatypes
     CONFIG_MEDIA_TYPES,
     INDEX_MEDIA_TYPES,
-    LAYER_MEDIA_TYPES,
     LAYER_MEDIA_TYPE_BY_COMPRESSION,
+    LAYER_MEDIA_TYPES,
     MANIFEST_MEDIA_TYPES,
     MT_CONFIG,
     MT_DOCKER_CONFIG,
@@ -183,7 +183,8 @@ class History:
     def to_json(self) -> dict[str, Any]:
         """The OCI history entry (empty fields omitted)."""
         out: dict[str, Any] = {}
-        for k, name in (("created", "created"), ("author", "author"), ("created_by", "created_by"), ("comment", "comment")):
+        for k, name in (("created", "created"), ("author", "author"), ("created_by", "created_by"),
+                        ("comment", "comment")):
             v = getattr(self, k)
             if v is not None:
                 out[name] = v
@@ -316,7 +317,7 @@ class Image:
             raise FormatError(f"image config: rootfs.diff_ids must be a list of digests, got {want!r}")
         if len(want) != len(ls):
             raise FormatError(f"image config lists {len(want)} diff_ids for {len(ls)} layers")
-        for i, (x, d) in enumerate(zip(ls, want)):
+        for i, (x, d) in enumerate(zip(ls, want, strict=True)):
             got = _diff_id(x)
             if got != d:
                 raise DigestMismatch(f"layer {i}: its diff_id is {got}, the image config says {d}")

@@ -137,7 +137,8 @@ class Layer(Mapping[str, Entry]):
                 links[k] = confine(value.target)
                 continue
             if not isinstance(value, _NODE_TYPES):
-                raise TypeError(f"{raw!r}: unsupported entry {value!r} (bytes, File, Dir, Symlink, Fifo, Device, Socket, WHITEOUT or Hardlink)")
+                raise TypeError(f"{raw!r}: unsupported entry {value!r} "
+                                "(bytes, File, Dir, Symlink, Fifo, Device, Socket, WHITEOUT or Hardlink)")
             if id(value) in used and not isinstance(value, Whiteout):
                 # The same object under two keys is two files; only Hardlink links.
                 value = _copy(value)
@@ -154,7 +155,8 @@ class Layer(Mapping[str, Entry]):
             if node is None:
                 raise ValueError(f"/{k}: hard link to /{target}, which this layer does not have")
             if isinstance(node, (Dir, Whiteout)):
-                raise ValueError(f"/{k}: hard link to /{target}, a {'directory' if isinstance(node, Dir) else 'whiteout'}")
+                what = "directory" if isinstance(node, Dir) else "whiteout"
+                raise ValueError(f"/{k}: hard link to /{target}, a {what}")
             entries[k] = node
         _check_tree(entries)
         return cls(entries)

@@ -190,7 +190,8 @@ class Lower:
                 return 1
             n = self._dirlinks.get(k)
             if n is None:
-                n = self._dirlinks[k] = 2 + sum(1 for c in self.kids.get(k, ()) if isinstance(self.nodes[join(k, c)], Dir))
+                n = self._dirlinks[k] = 2 + sum(1 for c in self.kids.get(k, ())
+                                                if isinstance(self.nodes[join(k, c)], Dir))
             return n
         w = self.where[k]
         return self.layers[w].nlink(node) if w >= 0 else 1

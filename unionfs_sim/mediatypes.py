@@ -57,7 +57,8 @@ LAYER_MEDIA_TYPES = frozenset({
     MT_DOCKER_FOREIGN_LAYER, MT_DOCKER_FOREIGN_LAYER_TAR,
 })
 """Media types of a filesystem layer (tar changeset, maybe compressed) an image may use."""
-LAYER_MEDIA_TYPE_BY_COMPRESSION: Mapping[str | None, str] = {None: MT_LAYER, "gzip": MT_LAYER_GZIP, "zstd": MT_LAYER_ZSTD}
+LAYER_MEDIA_TYPE_BY_COMPRESSION: Mapping[str | None, str] = {
+    None: MT_LAYER, "gzip": MT_LAYER_GZIP, "zstd": MT_LAYER_ZSTD}
 """The OCI layer media type for each ``compression`` of ``Layer.to_tar``."""
 
 LAYOUT_VERSION = "1.0.0"

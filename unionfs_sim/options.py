@@ -37,7 +37,8 @@ class OverlayOptions:
         if self.redirect_dir is None:
             object.__setattr__(self, "redirect_dir", bool(self.metacopy))
         elif self.metacopy and not self.redirect_dir:
-            raise ValueError("conflicting options: metacopy=True needs redirect_dir=True (the kernel refuses metacopy=on,redirect_dir=off)")
+            raise ValueError("conflicting options: metacopy=True needs redirect_dir=True "
+                             "(the kernel refuses metacopy=on,redirect_dir=off)")
 
     def mount_options(self) -> list[str]:
         """The ``-o`` options a kernel overlay mount needs to behave like these options."""

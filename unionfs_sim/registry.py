@@ -63,11 +63,32 @@ from typing import IO, TYPE_CHECKING, Any
 
 import attrs
 
+from .distribution import (
+    MAX_MANIFEST_SIZE,
+    BlobUnknown,
+    DigestInvalid,
+    ManifestBlobUnknown,
+    ManifestInvalid,
+    ManifestTooBig,
+    ManifestUnknown,
+    NameInvalid,
+    RepositoryUnknown,
+    TagInvalid,
+    UploadInvalid,
+    UploadUnknown,
+    check_digest,
+    check_name,
+    check_reference,
+    check_tag,
+    is_digest,
+    parse_manifest,
+    referrer_descriptor,
+)
 from .errors import DigestMismatch, FormatError, UnknownName
 from .formats.blobs import compression_of, read_layer
 from .image import Image, sha256
 from .layer import BlobSource, Layer
-from .mediatypes import CONFIG_MEDIA_TYPES, INDEX_MEDIA_TYPES, MANIFEST_MEDIA_TYPES, MT_INDEX, MT_MANIFEST
+from .mediatypes import CONFIG_MEDIA_TYPES, INDEX_MEDIA_TYPES, MANIFEST_MEDIA_TYPES
 from .reference import Reference
 
 if TYPE_CHECKING:
@@ -93,121 +114,16 @@ __all__ = [
 
 RefLike = str | Reference
 
-#: Largest manifest accepted (distribution's ``maxManifestBodySize``, registry/handlers/manifests.go).
-MAX_MANIFEST_SIZE = 4 << 20
 #: Seconds an uploaded blob no manifest references yet is kept by :meth:`Registry.gc`
 #: (a push uploads its blobs first and its manifest last; zot's ``gcDelay`` does the same).
 GC_GRACE = 600.0
-
-# The distribution-spec grammar of repository names (spec.md "Pulling manifests"), and the
-# length limit distribution enforces (reference.NameTotalLengthMax).
-_NAME_RE = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*")
-_NAME_MAX = 255
 #: Seconds after which an upload session nobody writes to is dropped.
 UPLOAD_IDLE = 3600.0
-_TAG_RE = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}")
-_DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
 _LOOPBACK = re.compile(r"(?:localhost|127(?:\.[0-9]{1,3}){3}|\[::1\])(?::[0-9]+)?")
 _CHUNK = 1 << 20
 
 
-# --- errors (each maps to one code of the distribution spec) -------------------------------
-
-
-class NameInvalid(ValueError):
-    """A repository name outside the distribution grammar (NAME_INVALID)."""
-
-
-class DigestInvalid(FormatError):
-    """A malformed digest or tag, or content that does not match its digest (DIGEST_INVALID)."""
-
-
-class TagInvalid(ValueError):
-    """A tag outside ``[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}`` (TAG_INVALID)."""
-
-
-class ManifestInvalid(FormatError):
-    """A manifest that is not valid JSON of a known shape (MANIFEST_INVALID)."""
-
-
-class ManifestTooBig(ManifestInvalid):
-    """A manifest over :data:`MAX_MANIFEST_SIZE` bytes."""
-
-
-class ManifestBlobUnknown(ManifestInvalid):
-    """A manifest naming a blob or child manifest the repository lacks (MANIFEST_BLOB_UNKNOWN)."""
-
-    def __init__(self, message: str, digest: str) -> None:
-        super().__init__(message)
-        self.digest = digest
-
-
-class UploadInvalid(ValueError):
-    """A chunk at the wrong offset, or an upload busy with another request (416)."""
-
-    def __init__(self, message: str, offset: int) -> None:
-        super().__init__(message)
-        self.offset = offset
-
-
-class RepositoryUnknown(UnknownName):
-    """No such repository (NAME_UNKNOWN)."""
-
-
-class ManifestUnknown(UnknownName):
-    """No such manifest or tag in the repository (MANIFEST_UNKNOWN)."""
-
-
-class BlobUnknown(UnknownName):
-    """No such blob in the repository (BLOB_UNKNOWN)."""
-
-
-class UploadUnknown(UnknownName):
-    """No such upload session (BLOB_UPLOAD_UNKNOWN)."""
-
-
 # --- names ---------------------------------------------------------------------------------
-
-
-def check_name(name: str) -> str:
-    """``name`` if it is a repository name of the distribution grammar (at most 255 characters).
-
-    Checked before a name is used in a path: ``..``, ``a//b``, ``/x``, uppercase all fail.
-
-    Raises:
-        NameInvalid: saying what is wrong.
-    """
-    if not isinstance(name, str) or not name:
-        raise NameInvalid(f"invalid repository name {name!r}: empty")
-    if len(name) > _NAME_MAX:
-        raise NameInvalid(f"invalid repository name {name[:40]!r}...: {len(name)} characters, at most {_NAME_MAX}")
-    if not _NAME_RE.fullmatch(name):
-        raise NameInvalid(f"invalid repository name {name!r}: components must be lowercase letters and digits "
-                          f"joined by '.', '_', '__' or '-', separated by single '/'")
-    return name
-
-
-def check_digest(digest: str) -> str:
-    """``digest`` if it is ``sha256:<64 lowercase hex>`` (the only algorithm stored).
-
-    Raises:
-        DigestInvalid: naming it.
-    """
-    if not isinstance(digest, str) or not _DIGEST_RE.fullmatch(digest):
-        raise DigestInvalid(f"unsupported or malformed digest {digest!r} (expected sha256:<64 lowercase hex>)")
-    return digest
-
-
-def is_digest(reference: str) -> bool:
-    """True if a manifest reference is a digest (it has an algorithm: a colon), not a tag."""
-    return ":" in reference
-
-
-def _check_tag(tag: str) -> str:
-    if not isinstance(tag, str) or not _TAG_RE.fullmatch(tag):
-        raise TagInvalid(f"invalid tag {tag[:200]!r}: [a-zA-Z0-9_][a-zA-Z0-9._-]{{0,127}} expected")
-    return tag
-
 
 def _key(r: Reference) -> str:
     """The repository a parsed reference names: the path on a loopback host, else the full name."""
@@ -215,103 +131,6 @@ def _key(r: Reference) -> str:
     if r.domain is not None and _LOOPBACK.fullmatch(r.domain):
         return r.path
     return r.name
-
-
-# --- manifests -----------------------------------------------------------------------------
-
-
-@attrs.frozen
-class _Parsed:
-    """What a manifest references: its blobs (config, layers), child manifests, subject."""
-
-    media_type: str
-    blobs: tuple[str, ...]
-    children: tuple[str, ...]
-    subject: str | None
-    artifact_type: str | None
-    annotations: Mapping[str, str] | None
-
-
-def _descriptor_digest(d: Any, where: str) -> str:
-    if not isinstance(d, dict):
-        raise ManifestInvalid(f"{where}: a descriptor must be a JSON object")
-    digest = d.get("digest")
-    size = d.get("size")
-    if not isinstance(digest, str):
-        raise ManifestInvalid(f"{where}: descriptor without a digest")
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        raise ManifestInvalid(f"{where}: descriptor {digest} has a bad size {size!r}")
-    if not _DIGEST_RE.fullmatch(digest):
-        raise ManifestInvalid(f"{where}: unsupported or malformed digest {digest!r}")
-    return digest
-
-
-def parse_manifest(data: bytes, content_type: str | None) -> _Parsed:
-    """Check a manifest's shape and list what it references.
-
-    The media type is the document's ``mediaType`` if it has one (which must then equal a
-    given ``content_type``), else ``content_type``; OCI and Docker schema2 manifests and
-    indexes are understood, any other type is stored as given with no references.
-
-    Raises:
-        ManifestTooBig: over :data:`MAX_MANIFEST_SIZE`.
-        ManifestInvalid: not a JSON object, a media type that disagrees, a bad descriptor.
-    """
-    if len(data) > MAX_MANIFEST_SIZE:
-        raise ManifestTooBig(f"manifest of {len(data)} bytes: the limit is {MAX_MANIFEST_SIZE}")
-    try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ManifestInvalid(f"manifest is not valid JSON: {e}") from e
-    if not isinstance(doc, dict):
-        raise ManifestInvalid("manifest is not a JSON object")
-    mt = doc.get("mediaType")
-    ct = (content_type or "").split(";")[0].strip() or None
-    if mt is not None and not isinstance(mt, str):
-        raise ManifestInvalid(f"manifest mediaType {mt!r} is not a string")
-    if mt is not None and ct is not None and mt != ct:
-        raise ManifestInvalid(f"manifest mediaType {mt!r} differs from the Content-Type {ct!r}")
-    media_type = mt or ct
-    if media_type is None:
-        media_type = MT_INDEX if isinstance(doc.get("manifests"), list) else MT_MANIFEST
-    blobs: list[str] = []
-    children: list[str] = []
-    if (media_type in MANIFEST_MEDIA_TYPES or media_type in INDEX_MEDIA_TYPES) and doc.get("schemaVersion") != 2:
-        raise ManifestInvalid(f"manifest schemaVersion must be 2, got {doc.get('schemaVersion')!r}")
-    if media_type in MANIFEST_MEDIA_TYPES:
-        blobs.append(_descriptor_digest(doc.get("config"), "config"))
-        layers = doc.get("layers")
-        if not isinstance(layers, list):
-            raise ManifestInvalid("manifest has no layers list")
-        for i, d in enumerate(layers):
-            if isinstance(d, dict) and d.get("urls"):
-                _descriptor_digest(d, f"layers[{i}]")  # a foreign layer: its blob lives elsewhere
-                continue
-            blobs.append(_descriptor_digest(d, f"layers[{i}]"))
-    elif media_type in INDEX_MEDIA_TYPES:
-        ms = doc.get("manifests")
-        if not isinstance(ms, list):
-            raise ManifestInvalid("index has no manifests list")
-        children = [_descriptor_digest(d, f"manifests[{i}]") for i, d in enumerate(ms)]
-    subject = None
-    if doc.get("subject") is not None:
-        subject = _descriptor_digest(doc["subject"], "subject")
-    art = doc.get("artifactType")
-    if art is None and media_type in MANIFEST_MEDIA_TYPES and isinstance(doc.get("config"), dict):
-        art = doc["config"].get("mediaType")  # image-spec: artifactType falls back to config.mediaType
-    ann = doc.get("annotations")
-    return _Parsed(media_type, tuple(blobs), tuple(children), subject,
-                   art if isinstance(art, str) else None,
-                   types.MappingProxyType(dict(ann)) if isinstance(ann, dict) else None)
-
-
-def _referrer_descriptor(digest: str, size: int, p: _Parsed) -> dict[str, Any]:
-    d: dict[str, Any] = {"mediaType": p.media_type, "digest": digest, "size": size}
-    if p.artifact_type is not None:
-        d["artifactType"] = p.artifact_type
-    if p.annotations:
-        d["annotations"] = dict(p.annotations)
-    return d
 
 
 # --- storage backends ----------------------------------------------------------------------
@@ -581,10 +400,15 @@ class _DiskStore(_Store):
                         continue  # its process is alive
                     raise
                 shutil.rmtree(d, ignore_errors=True)
-        for sub in ("blobs/sha256", "manifests/sha256"):
-            for f2 in (self.root / sub).glob(".tmp-*"):
-                if time.time() - f2.stat().st_mtime > 3600:
-                    f2.unlink(missing_ok=True)
+        # Temporary files of atomic writes a killed process left (no write takes an hour).
+        for sub in ("blobs/sha256", "manifests/sha256", "repositories"):
+            for dirpath, _, names in os.walk(self.root / sub):
+                for n in names:
+                    if n.startswith(".tmp-"):
+                        f2 = Path(dirpath, n)
+                        with contextlib.suppress(FileNotFoundError):
+                            if time.time() - f2.stat().st_mtime > 3600:
+                                f2.unlink()
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
@@ -650,7 +474,8 @@ class _DiskStore(_Store):
             _write_atomically(self._manifest(d), data)
 
     def manifest_digests(self) -> list[str]:
-        return ["sha256:" + p.name for p in (self.root / "manifests" / "sha256").iterdir() if not p.name.startswith(".")]
+        d = self.root / "manifests" / "sha256"
+        return ["sha256:" + p.name for p in d.iterdir() if not p.name.startswith(".")]
 
     def manifest_delete(self, d: str) -> None:
         self._manifest(d).unlink(missing_ok=True)
@@ -720,15 +545,15 @@ class _DiskStore(_Store):
 
     def repo_tag_get(self, repo: str, tag: str) -> str | None:
         try:
-            return (self._repo(repo) / "_tags" / _check_tag(tag)).read_text()
+            return (self._repo(repo) / "_tags" / check_tag(tag)).read_text()
         except FileNotFoundError:
             return None
 
     def repo_tag_set(self, repo: str, tag: str, d: str) -> None:
-        _write_atomically(self._repo(repo) / "_tags" / _check_tag(tag), d.encode())
+        _write_atomically(self._repo(repo) / "_tags" / check_tag(tag), d.encode())
 
     def repo_tag_remove(self, repo: str, tag: str) -> None:
-        (self._repo(repo) / "_tags" / _check_tag(tag)).unlink(missing_ok=True)
+        (self._repo(repo) / "_tags" / check_tag(tag)).unlink(missing_ok=True)
 
     def repo_has_blob(self, repo: str, d: str) -> bool:
         return (self._repo(repo) / "_layers" / check_digest(d)[7:]).exists()
@@ -845,6 +670,8 @@ class Upload:
         Raises:
             UploadInvalid: the upload is busy with another request, or ``start`` is wrong.
         """
+        if self._file is None:
+            raise UploadUnknown(f"upload {self.id} is finished or cancelled")
         if self.busy:
             raise UploadInvalid(f"upload {self.id} is busy with another request", self.offset)
         if start is not None and start != self.offset:
@@ -940,7 +767,8 @@ class Registry:
         digest = self._store.repo_tag_get(repo, reference)
         if digest is None:
             tags = sorted(self._store.repo_tags(repo))
-            raise ManifestUnknown(f"unknown tag {reference!r} in repository {repo!r} (tags: {', '.join(tags) or 'none'})")
+            raise ManifestUnknown(f"unknown tag {reference!r} in repository {repo!r} "
+                                  f"(tags: {', '.join(tags) or 'none'})")
         return digest
 
     @staticmethod
@@ -974,7 +802,7 @@ class Registry:
         p = parse_manifest(manifest, None)
         with self._mutating() as st:
             layers: list[Layer] = []
-            for layer, desc in zip(image.layers, descriptors):
+            for layer, desc in zip(image.layers, descriptors, strict=True):
                 d = str(desc["digest"])
                 stored = self._layers.get(d)
                 if stored is None:
@@ -992,7 +820,7 @@ class Registry:
             if tag is not None:
                 st.repo_tag_set(repo, tag, digest)
             if digest not in self._images:
-                if all(a is b for a, b in zip(layers, image.layers)):
+                if all(a is b for a, b in zip(layers, image.layers, strict=True)):
                     self._images[digest] = image  # its layers are the stored ones: keep the object
                 else:
                     self._images[digest] = Image.from_parts(layers, config, manifest)
@@ -1040,24 +868,64 @@ class Registry:
         finally:
             tmp.unlink(missing_ok=True)
 
-    def pull(self, ref: RefLike) -> Image:
+    def pull(self, ref: RefLike, platform: str | None = None) -> Image:
         """The image ``ref`` names (by digest, else tag, else ``latest``).
 
-        The image shares the registry's stored layer objects; pulling twice gives the
-        same object (on disk: while the first is still referenced).
+        When that is an image index (or Docker manifest list), ``platform``
+        (``"os/arch[/variant]"``, e.g. ``"linux/arm64"``) picks its image; it may be left
+        out when the index lists one image only. The image shares the registry's stored
+        layer objects; pulling twice gives the same object (on disk: while the first is
+        still referenced).
 
         Raises:
-            UnknownName: an unknown repository, tag or digest (a KeyError naming it).
-            ValueError: the manifest is an index or an artifact, not an image.
+            UnknownName: an unknown repository, tag or digest (a KeyError naming it), or
+                no image of that platform in the index.
+            ValueError: an artifact, not an image; an index with several images and no
+                ``platform`` (the message lists them).
         """
         r = self._ref(ref)
         repo = _key(r)
         with self._lock:
             digest = self._lookup(repo, self._reference_of(r))
+            digest = self._select_platform(repo, digest, platform)
             img = self._images.get(digest)
-            if img is None:
+            if img is not None:
+                return img
+            if self.root is None:  # in memory: quick, and the dicts must not change meanwhile
                 img = self._images[digest] = self._read_image(repo, digest)
-            return img
+                return img
+        # On disk, read without the lock (a big image takes a while; the server keeps
+        # answering). Blobs are immutable: a concurrent gc can at worst make the read fail.
+        img = self._read_image(repo, digest)
+        with self._lock:
+            return self._images.setdefault(digest, img)
+
+    def _select_platform(self, repo: str, digest: str, platform: str | None, depth: int = 0) -> str:
+        """``digest`` itself, or for an index the digest of its image for ``platform``."""
+        mt = self._store.repo_manifests(repo).get(digest)
+        data = self._store.manifest_bytes(digest)
+        if data is None or mt not in INDEX_MEDIA_TYPES or depth > 8:
+            return digest
+        children = [d for d in json.loads(data).get("manifests", []) if isinstance(d, dict)
+                    and d.get("mediaType") in (MANIFEST_MEDIA_TYPES | INDEX_MEDIA_TYPES)
+                    and (d.get("annotations") or {}).get("vnd.docker.reference.type") != "attestation-manifest"]
+
+        def name(d: Mapping[str, Any]) -> str:
+            p = d.get("platform") or {}
+            return "/".join(str(p[k]) for k in ("os", "architecture", "variant") if p.get(k)) or str(d["digest"])
+
+        if platform is None:
+            if len(children) != 1:
+                raise ValueError(f"{repo}@{digest} is an image index of {len(children)} images; pass platform= one "
+                                 f"of {', '.join(name(d) for d in children) or 'none'}")
+            return self._select_platform(repo, str(children[0]["digest"]), None, depth + 1)
+        want = platform.lower().split("/")
+        for d in children:
+            got = name(d).lower().split("/")
+            if got[:2] == want[:2] and (len(want) < 3 or got[2:3] == want[2:3]):
+                return self._select_platform(repo, str(d["digest"]), platform, depth + 1)
+        raise ManifestUnknown(f"{repo}@{digest}: no image for platform {platform!r} "
+                              f"(platforms: {', '.join(name(d) for d in children)})")
 
     def _read_image(self, repo: str, digest: str) -> Image:
         data = self._store.manifest_bytes(digest)
@@ -1076,7 +944,9 @@ class Registry:
         config = self._read_blob(doc["config"]["digest"])
         diff_ids = json.loads(config).get("rootfs", {}).get("diff_ids") or []
         layers: list[Layer] = []
-        for i, (desc, diff_id) in enumerate(zip(doc["layers"], diff_ids)):
+        if len(diff_ids) != len(doc["layers"]):
+            raise FormatError(f"{where}: the config lists {len(diff_ids)} diff_ids for {len(doc['layers'])} layers")
+        for i, (desc, diff_id) in enumerate(zip(doc["layers"], diff_ids, strict=True)):
             d = desc["digest"]
             layer = self._layers.get(d)
             if layer is None:
@@ -1085,7 +955,7 @@ class Registry:
                 path = self._store.blob_file(d)
                 if path is not None:
                     layer.record_source(BlobSource(str(path), d, desc["size"]))
-                self._layers[d] = layer
+                layer = self._layers.setdefault(d, layer)
             layers.append(layer)
         return Image.from_parts(layers, config, data)
 
@@ -1144,7 +1014,7 @@ class Registry:
                 self._copy_manifest(st, srepo, drepo, c, depth + 1)
         st.repo_manifest_add(drepo, digest, mt)
         if p.subject is not None:
-            st.repo_referrer_add(drepo, p.subject, _referrer_descriptor(digest, len(data), p))
+            st.repo_referrer_add(drepo, p.subject, referrer_descriptor(digest, len(data), p))
 
     def tags(self, repository: RefLike) -> list[str]:
         """The tags of ``repository`` (a name such as ``example.com/team/app``), sorted.
@@ -1355,7 +1225,7 @@ class Registry:
             RepositoryUnknown, ManifestUnknown: not there.
         """
         check_name(repo)
-        _check_reference(reference)
+        check_reference(reference)
         with self._lock:
             digest = self._lookup(repo, reference)
             data = self._store.manifest_bytes(digest)
@@ -1379,25 +1249,33 @@ class Registry:
             ManifestBlobUnknown: a blob or child manifest ``repo`` does not have.
         """
         check_name(repo)
-        _check_reference(reference)
+        check_reference(reference)
         digest = sha256(data)
         if is_digest(reference) and reference != digest:
             raise DigestInvalid(f"manifest content hashes to {digest}, not {reference}")
         p = parse_manifest(data, content_type)
         with self._mutating() as st:
             for b in p.blobs:
-                if st.blob_size(b) is None or not st.repo_has_blob(repo, b):
-                    raise ManifestBlobUnknown(f"the manifest names blob {b}, which repository {repo!r} does not have", b)
+                size = st.blob_size(b)
+                if size is None or not st.repo_has_blob(repo, b):
+                    raise ManifestBlobUnknown(f"the manifest names blob {b}, which repository {repo!r} "
+                                              f"does not have", b)
+                if size != p.sizes[b]:
+                    raise ManifestInvalid(f"the manifest says blob {b} has {p.sizes[b]} bytes; it has {size}")
             held = st.repo_manifests(repo)
             for c in p.children:
                 if c not in held:
-                    raise ManifestBlobUnknown(f"the index names manifest {c}, which repository {repo!r} does not have", c)
+                    raise ManifestBlobUnknown(f"the index names manifest {c}, which repository {repo!r} "
+                                              f"does not have", c)
+                child = st.manifest_bytes(c)
+                if child is not None and len(child) != p.sizes[c]:
+                    raise ManifestInvalid(f"the index says manifest {c} has {p.sizes[c]} bytes; it has {len(child)}")
             st.manifest_put(digest, data)
             st.repo_manifest_add(repo, digest, p.media_type)
             for b in p.blobs:
                 st.recent_clear(b)
             if p.subject is not None:
-                st.repo_referrer_add(repo, p.subject, _referrer_descriptor(digest, len(data), p))
+                st.repo_referrer_add(repo, p.subject, referrer_descriptor(digest, len(data), p))
             if not is_digest(reference):
                 st.repo_tag_set(repo, reference, digest)
         return digest, p.subject
@@ -1410,7 +1288,7 @@ class Registry:
             NameInvalid, DigestInvalid: a malformed name, digest or tag.
             RepositoryUnknown, ManifestUnknown: not there.
         """
-        _check_reference(reference)
+        check_reference(reference)
         with self._mutating() as st:
             if not is_digest(reference):
                 self._repo_exists(repo)
@@ -1492,10 +1370,6 @@ class Registry:
                        table(["repository", "tags", "manifest", "layers"], rows, right=(3,), limit=200))
 
 
-def _check_reference(reference: str) -> str:
-    if is_digest(reference):
-        return check_digest(reference)
-    return _check_tag(reference)
 
 
 def sha256_file(path: Path) -> str:

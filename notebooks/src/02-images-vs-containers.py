@@ -11,6 +11,7 @@ import tracemalloc
 
 import matplotlib.pyplot as plt
 import nbkit
+from IPython.display import display
 
 import unionfs_sim as ufs
 
@@ -70,8 +71,8 @@ def docker_run(name: str, *args: str) -> tuple[ufs.Container, list[str], list[tu
     steps.append(("resolve", f"{name!r} means {ref}"))
     image = local_images.get(str(ref))                   # 2. look in the local image store
     if image is None:
-        steps.append(("pull", f"not found locally: pulling {ref.familiar} ({len(hub.pull(ref).layers)} layers)"))
         image = local_images[str(ref)] = hub.pull(ref)
+        steps.append(("pull", f"not found locally: pulled {ref.familiar} ({len(image.layers)} layers)"))
     else:
         steps.append(("local", "found in the local image store: no pull"))
     c = image.container()                                # 3. create the container
@@ -126,6 +127,13 @@ assert image.fs.read_text("/usr/share/nginx/html/index.html") == "<h1>Welcome to
 assert web2.fs.read_text("/usr/share/nginx/html/index.html") == "<h1>Welcome to nginx!</h1>\n"
 assert [str(ch) for ch in web2.diff()] == ["C /run", "A /run/nginx.pid",
                                            "C /var/cache/nginx", "A /var/cache/nginx/client_temp"]
+
+# %% [markdown]
+# A container shows itself in Jupyter as the image's layers with its own writable layer on
+# top, and its `docker diff`; the picture below puts every path of interest in its layer.
+
+# %%
+display(web1)
 
 # %%
 nbkit.container_stack(web1, ["L0 base", "L1 nginx", "L2 entrypoint"], title="web1: three shared layers and its own",

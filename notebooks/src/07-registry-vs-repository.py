@@ -16,6 +16,7 @@
 # %%
 import matplotlib.pyplot as plt
 import nbkit
+from IPython.display import display
 
 import unionfs_sim as ufs
 
@@ -115,8 +116,7 @@ layer_blobs = {d["digest"] for img in (python, node) for d in img.layer_descript
 assert len(layer_blobs) == 4                                 # 3 + 3 layers, 2 of them shared
 assert set(hub.blobs) == layer_blobs | {python.id, node.id}   # 4 layers + 2 configs, each stored once
 assert stored == pushed - sum(d["size"] for d in python.layer_descriptors[:2])
-nbkit.table([(r, ", ".join(hub.tags(r)), len(hub.manifests(r))) for r in hub.repositories()],
-            ["repository", "tags", "manifests"], caption="the registry's catalog")
+display(hub)  # a registry shows its catalog in Jupyter: repositories, tags, manifests and the blob store
 
 # %% [markdown]
 # The same image can be in several repositories (a team keeps its own copy of

@@ -7,6 +7,7 @@
 
 # %%
 import os
+import shlex
 import subprocess
 import tempfile
 
@@ -43,12 +44,18 @@ reason = fuse_unavailable()
 if reason:
     print(f"skipped: FUSE is not available here ({reason})")
 else:
-    with tempfile.TemporaryDirectory() as mnt, ufs.mount(c, mnt):
-        print("$ ls -R", "(the mount)")
-        print(subprocess.run(["ls", "-R", "."], cwd=mnt, capture_output=True, text=True, check=True).stdout)
-        print("$ grep -rn 'port =' .")
-        grep = subprocess.run(["grep", "-rn", "port =", "."], cwd=mnt, capture_output=True, text=True, check=True)
-        print(grep.stdout)
+    # Without root the files (owned by uid 0) would be read-only to you; as in a rootless
+    # container, act as the container's root on your own mount (no one else can enter it).
+    rootless = {} if os.geteuid() == 0 else {"default_permissions": False}
+    with tempfile.TemporaryDirectory() as mnt, ufs.mount(c, mnt, **rootless):
+
+        def sh(*argv):
+            """Run a real program on the mount; show its output with the mount point as $MNT."""
+            out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+            print("$", shlex.join(argv).replace(mnt, "$MNT"), "\n" + out.replace(mnt, "$MNT"))
+
+        sh("ls", "-R", mnt)
+        sh("grep", "-rn", "port =", mnt)
         with open(os.path.join(mnt, "etc/app.conf"), "a") as f:  # a real write(2) through the kernel
             f.write("debug = true\n")
         os.remove(os.path.join(mnt, "etc/motd"))
@@ -74,6 +81,8 @@ def flatten_v1(layers):
     for layer in layers:
         for key in sorted(layer, key=lambda k: k.split("/")):
             entry = layer[key]
+            if key == "":  # the root directory itself
+                continue
             if entry is ufs.WHITEOUT:
                 tree = {p: k for p, k in tree.items() if p != key and not p.startswith(key + "/")}
             else:
@@ -141,6 +150,8 @@ def flatten_v2(layers):
 
     for layer in layers:
         for key in sorted(layer, key=lambda k: k.split("/")):
+            if key == "":                                     # the root directory itself
+                continue
             entry, parts = layer[key], key.split("/")
             for i in range(1, len(parts)):                    # parents become directories
                 parent = "/".join(parts[:i])

@@ -38,7 +38,7 @@ from ..container import Container
 from ..fs import FileSystem
 from ..image import History, Image, ImageConfig
 from ..layer import Layer
-from ..nodes import Dir, Entry, File, Symlink, Whiteout
+from ..nodes import Entry, Whiteout
 from .cache import Cache, Record, describe_difference, key_of
 from .context import Context, ContextError, Source, content_key, glob_match, has_glob, tarsum_v1
 from .parser import (
@@ -161,11 +161,18 @@ class _State:
         out.update(self.env())
         return out
 
-    def build_args(self) -> list[tuple[str, str]]:
-        """ARGs with a value, not overridden by ENV, proxies left out (FilterAllowed)."""
+    def build_args(self, *, unset: bool = False) -> list[tuple[str, str]]:
+        """ARGs declared in scope, not overridden by ENV (classic: FilterAllowed; a proxy
+        build arg given but not declared is left out, as prependEnvOnCmd does).
+
+        ``unset``: BuildKit's ``runCommandString``, which lists every ARG of the stage, one
+        without a value as ``NAME=`` and one an ENV overrides with the ENV's value.
+        """
         env = self.env()
-        return [(k, self.args[k]) for k in self.arg_order
-                if self.args[k] != _NO_VALUE and k not in env and k not in _PROXY_ARGS]
+        if unset:   # BuildKit: every ARG, the ENV value where an ENV of that name overrides it
+            return [(k, env[k] if k in env else "" if self.args[k] == _NO_VALUE else self.args[k])
+                    for k in self.arg_order]
+        return [(k, self.args[k]) for k in self.arg_order if self.args[k] != _NO_VALUE and k not in env]
 
 
 def _iso(epoch: int) -> str:
@@ -206,28 +213,10 @@ def _parse_duration(text: str, ins: Instruction) -> int:
     return int(total)
 
 
-def _parse_signal(text: str) -> str:
-    return text
-
-
-def _file_component(s: Source) -> str:
-    import hashlib
-
-    content = hashlib.sha256(s.data()).hexdigest()[:16] if s.kind == "f" else ""
+def _file_component(s: Source, digest: Callable[[Source], str]) -> str:
+    content = digest(s)[:16] if s.kind == "f" else ""
     return (f"type={s.kind};content={content};size={s.size};mode={s.mode:o};owner={s.uid}:{s.gid};"
             f"link={s.linkname};xattrs={len(s.xattrs)}")
-
-
-def _entry_source(path: str, node: Entry, read: Callable[[], bytes]) -> Source:
-    if isinstance(node, File):
-        return Source(path, "f", node.mode, node.size, uid=node.uid, gid=node.gid,
-                      xattrs=tuple(sorted((k, v) for k, v in node.xattrs.items() if k == "security.capability")),
-                      data=read)
-    if isinstance(node, Dir):
-        return Source(path, "d", node.mode, uid=node.uid, gid=node.gid)
-    if isinstance(node, Symlink):
-        return Source(path, "l", 0o777, linkname=node.target, uid=node.uid, gid=node.gid)
-    raise ContextError(f"{path}: only files, directories and symlinks can be copied")
 
 
 class _FsTree:
@@ -268,6 +257,9 @@ class _FsTree:
     def all_paths(self) -> list[str]:
         return [s.path for s in self.below("")]
 
+    def digest(self, s: Source) -> str:
+        return hashlib.sha256(s.data()).hexdigest() if s.kind == "f" else ""
+
 
 class _CtxTree:
     def __init__(self, ctx: Context) -> None:
@@ -282,6 +274,9 @@ class _CtxTree:
 
     def all_paths(self) -> list[str]:
         return sorted(self.ctx.entries)
+
+    def digest(self, s: Source) -> str:
+        return self.ctx.digest(s.path) if s.path in self.ctx.entries else hashlib.sha256(s.data()).hexdigest()
 
 
 _Tree = _FsTree | _CtxTree
@@ -602,9 +597,10 @@ class _Run:
         if cmd == "ENV":
             pairs = []
             env = s.config.setdefault("Env", [])
+            before = s.scope()   # every pair is expanded against the env before this instruction
             for k, v in name_values(ins, esc):
-                val = self._expand(v, s.scope(), ins)
-                k = self._expand(k, s.scope(), ins)
+                val = self._expand(v, before, ins)
+                k = self._expand(k, before, ins)
                 pairs.append(f"{k}={val}")
                 for j, e in enumerate(env):
                     if e.partition("=")[0] == k:
@@ -684,8 +680,8 @@ class _Run:
             s.config[key] = args
             if cmd == "ENTRYPOINT" and "Cmd" in s.config and not s.origins.get("CMD"):
                 s.config.pop("Cmd", None)
-            if not self.classic:
-                s.config["ArgsEscaped"] = True  # dockerfile2llb dispatchCmd/dispatchEntrypoint
+            if not self.classic and cmd == "CMD":
+                s.config["ArgsEscaped"] = True  # dockerfile2llb dispatchCmd (not dispatchEntrypoint)
             s.origins[cmd] = ins.line
             self._meta(ins, s, label, f"{cmd} {json_list(args)}", n)
             return
@@ -851,14 +847,41 @@ class _Run:
         s.history.append(hist)
         s.image = None
         s.parent = key
-        self.steps[n] = Step(n, ins.original, label, ins.line, created_by, cached, reason, cause)
+        self.steps[n] = Step(n, self._shown(ins, s), label, ins.line, created_by, cached, reason, cause)
+
+    def _shown(self, ins: Instruction, s: _State) -> str:
+        """The instruction as the progress output names it.
+
+        BuildKit substitutes the variables it knows into the text of WORKDIR, COPY, ADD and
+        RUN, keeping quotes and unset ``$NAME`` (dockerfile2llb's processCmdEnv, a lexer
+        with RawQuotes and SkipUnsetEnv); the classic builder prints the line as written.
+        """
+        if self.classic or ins.cmd not in ("RUN", "WORKDIR", "COPY", "ADD") or ins.json_args is not None:
+            return ins.original
+        scope = s.scope()
+
+        def sub(m: re.Match[str]) -> str:
+            name = m.group(1) or m.group(4)
+            op, word = m.group(2), m.group(3) or ""
+            v = scope.get(name)
+            if op == ":-":
+                return v if v else word
+            if op == ":+":
+                return word if v else ""
+            return v if v is not None else m.group(0)
+        pat = r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:[-+])([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)"
+        return f"{ins.cmd} " + re.sub(pat, sub, ins.text)
 
     def _normalise(self, c: Container) -> Layer | None:
-        """The container's changes as a layer with every mtime at the epoch; None if it changed nothing."""
+        """The container's changes as a layer with every mtime at the epoch.
+
+        A step that changed nothing: None under classic rules (the daemon's commit marks it
+        ``empty_layer``), an empty layer under BuildKit's (its exporter keeps one per vertex).
+        """
         entries = c.changeset()
         entries.pop("", None)
         if not entries:
-            return None
+            return None if self.classic else Layer({})
         t = self.b.epoch * 10**9
         out: dict[str, Entry] = {}
         for k, e in entries.items():
@@ -943,7 +966,7 @@ class _Run:
             for p in found:
                 e = tree.get(p)
                 assert e is not None
-                out.append((p, e))
+                out.append((p, self._follow(ins, tree, e)))
             return out
         if rel == "":
             return [("", Source("", "d", 0o755))]
@@ -952,7 +975,22 @@ class _Run:
             what = "file not found in build context or excluded by .dockerignore" if isinstance(tree, _CtxTree) \
                 else f"file not found in {tree.label}"
             raise ins.error(f"{ins.cmd} failed: {what}: stat {rel}: file does not exist")
-        return [(rel, e)]
+        return [(rel, self._follow(ins, tree, e))]
+
+    def _follow(self, ins: Instruction, tree: _Tree, e: Source) -> Source:
+        """A source given as a symlink is its target inside the tree (both builders copy the target)."""
+        seen = 0
+        while e.kind == "l":
+            seen += 1
+            target = e.linkname if e.linkname.startswith("/") else posixpath.join(posixpath.dirname(e.path),
+                                                                                   e.linkname)
+            rel = posixpath.normpath("/" + target).lstrip("/")
+            nxt = tree.get(rel)
+            if nxt is None or seen > 40:
+                raise ins.error(f"{ins.cmd} failed: {e.path} is a symlink to {e.linkname}, which is not in "
+                                f"{tree.label}")
+            e = nxt
+        return e
 
     def _copy(self, ins: Instruction, s: _State, label: str | int, n: int) -> None:
         esc = self.df.escape
@@ -1014,23 +1052,23 @@ class _Run:
         for path, e in selections:
             files.append((path, e))
             if e.kind == "d":
-                files += [(x.path, x) for x in tree.below(path)]
+                files += [(x.path, x) for x in tree.below(e.path)]
         where = f" from {from_label}" if from_label else ""
         components: list[tuple[str, str]] = [("instruction", f"{ins.cmd} {' '.join(srcs)} {dest_raw}"
                                               + (f" --chown={chown}" if chown else "")
                                               + (f" --chmod={chmod}" if chmod else "") + where)]
-        components += [(f"file {p or '.'}" + where, _file_component(e)) for p, e in files]
+        components += [(f"file {p or '.'}" + where, _file_component(e, tree.digest)) for p, e in files]
         if self.classic:
             infos = []
-            for path, e in selections:
+            for _, e in selections:
                 if e.kind == "d":
                     on_disk = isinstance(tree, _FsTree)
-                    sums = [tarsum_v1(x, x.path, names=on_disk) for x in tree.below(path)]
-                    if path:
-                        sums.append(tarsum_v1(e, path, names=on_disk))
+                    sums = [tarsum_v1(x, x.path, names=on_disk) for x in tree.below(e.path)]
+                    if e.path:
+                        sums.append(tarsum_v1(e, e.path, names=on_disk))
                     infos.append("dir:" + hashlib.sha256(",".join(sorted(sums)).encode()).hexdigest())
                 else:
-                    one = self.ctx.tarsum(path) if isinstance(tree, _CtxTree) else tarsum_v1(e, path, names=True)
+                    one = self.ctx.tarsum(e.path) if isinstance(tree, _CtxTree) else tarsum_v1(e, e.path, names=True)
                     infos.append("file:" + one)
             if len(infos) == 1:
                 src_hash = infos[0]
@@ -1046,7 +1084,7 @@ class _Run:
             created_by = f"{ins.cmd} {' '.join(srcs)} {dest_raw} # buildkit"
             material = {"op": ins.cmd, "srcs": srcs, "dest": dest + ("/" if dest_is_dir else ""),
                         "chown": [uid, gid] if chown else None, "chmod": chmod, "from": from_label,
-                        "content": content_key([(p, e) for p, e in files]), "parent": s.parent}
+                        "content": content_key(files, tree.digest), "parent": s.parent}
         add = ins.cmd == "ADD"
         multi = len(selections) > 1
 
@@ -1056,10 +1094,8 @@ class _Run:
                 if e.kind == "d":
                     target = dest
                     self._mkdirs(fs, target, uid, gid)
-                    if path and not self.classic:
-                        pass
-                    for x in tree.below(path):
-                        rel = x.path[len(path) + 1:] if path else x.path
+                    for x in tree.below(e.path):
+                        rel = x.path[len(e.path) + 1:] if e.path else x.path
                         self._put(fs, posixpath.join(target, rel), x, uid, gid, chmod_bits, chown is not None)
                     continue
                 if add and e.kind == "f" and _archive_kind(e) is not None:
@@ -1150,10 +1186,16 @@ class _Run:
             raise ins.error(f"RUN --{name} is not supported by the model")
         args, is_json = command_args(ins)
         argv = args if is_json else self._shell(s) + args
-        bargs = sorted(s.build_args()) if self.classic else s.build_args()
-        prefix = [f"|{len(bargs)}"] + [f"{k}={v}" for k, v in bargs] if bargs else []
+        bargs = sorted(s.build_args()) if self.classic else s.build_args(unset=True)
+        # Proxy build args given but not declared: classic counts them in FilterAllowed, so
+        # the command gets a "|0" prefix even though prependEnvOnCmd then drops them;
+        # BuildKit keeps them out of the cache key (llb.WithProxy), declared ones are ARGs.
+        loose = [k for k in self.build_args if k in _PROXY_ARGS and k not in s.args]
+        prefix = [f"|{len(bargs)}"] + [f"{k}={v}" for k, v in bargs] if bargs or (self.classic and loose) else []
         shown = " ".join(prefix + argv)
         components: list[tuple[str, str]] = [("command", " ".join(argv))]
+        if self.classic and loose and not bargs:
+            components.append(("undeclared proxy build args", "|0"))
         components += [(f"ARG {k}", v) for k, v in bargs]
         env_list = list(s.config.get("Env") or [])
         if self.classic:
@@ -1170,6 +1212,9 @@ class _Run:
                         "parent": s.parent}
         run_env = dict(e.partition("=")[::2] for e in env_list)
         run_env.update(bargs)
+        for k, v in self.build_args.items():   # proxies reach RUN's environment, never its key
+            if k in _PROXY_ARGS and k not in run_env:
+                run_env[k] = v
         if "HOME" not in run_env:  # as runc does: the user's home from /etc/passwd, else /
             run_env["HOME"] = self._home(s.config.get("User") or "root", s)
         user = s.config.get("User") or ""

@@ -97,7 +97,9 @@ def describe_difference(now: Sequence[tuple[str, str]], then: Sequence[tuple[str
             return f"{label} changed: {', '.join(what) or 'metadata'}"
         if label == "command":
             return f"command changed (was: {old.get(label, '')})" if label in old else "command changed"
-        if label.startswith(("ARG ", "ENV ", "LABEL ")) and label not in old:
+        if label.startswith("ARG "):
+            return f"{label} changed"
+        if label.startswith(("ENV ", "LABEL ")) and label not in old:
             return f"{label} added{at}"
         if label == "instruction":
             return f"instruction changed (was: {old.get(label, '')})"

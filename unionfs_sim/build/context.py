@@ -52,7 +52,7 @@ class Source:
     data: Callable[[], bytes] = attrs.field(default=lambda: b"", eq=False, repr=False)
 
 
-def tarsum_v1(src: Source, name: str | None = None, *, names: bool = False) -> str:
+def tarsum_v1(src: Source, name: str | None = None, *, names: bool = False, data: bytes | None = None) -> str:
     """moby's tarsum v1 of one entry (hex sha256): the classic builder's per-file hash.
 
     ``names``: fill uname/gname as Go's ``tar.FileInfoHeader`` does for a file on the
@@ -72,7 +72,7 @@ def tarsum_v1(src: Source, name: str | None = None, *, names: bool = False) -> s
     for k, v in sorted(src.xattrs):
         h.update(k.encode() + v)
     if src.kind == "f" and src.size:
-        h.update(src.data())
+        h.update(src.data() if data is None else data)
     return h.hexdigest()
 
 
@@ -180,6 +180,7 @@ class Context:
         self.ignore = ignore or []
         self.root = root
         self._sums: dict[str, str] = {}
+        self._digests: dict[str, str] = {}
 
     @classmethod
     def from_directory(cls, root: str | os.PathLike[str],
@@ -249,8 +250,34 @@ class Context:
         """The classic builder's hash of one entry."""
         s = self._sums.get(path)
         if s is None:
-            s = self._sums[path] = tarsum_v1(self.entries[path])
+            self._hash(path)
+            s = self._sums[path]
         return s
+
+    def digest(self, path: str) -> str:
+        """sha256 (hex) of one entry's content ("" for a directory or symlink)."""
+        d = self._digests.get(path)
+        if d is None:
+            self._hash(path)
+            d = self._digests[path]
+        return d
+
+    def _hash(self, path: str) -> None:
+        e = self.entries[path]
+        data = e.data() if e.kind == "f" else b""
+        self._sums[path] = tarsum_v1(e, data=data)
+        self._digests[path] = hashlib.sha256(data).hexdigest() if e.kind == "f" else ""
+
+    def prehash(self, progress: Callable[[int, int], None] | None = None) -> None:
+        """Hash every file now (one read each), calling ``progress(bytes_done, bytes_total)``."""
+        total = sum(e.size for e in self.entries.values() if e.kind == "f")
+        done = 0
+        for path, e in self.entries.items():
+            if path not in self._sums:
+                self._hash(path)
+            done += e.size if e.kind == "f" else 0
+            if progress is not None:
+                progress(done, total)
 
 
 def _source_of(rel: str, full: str, st: os.stat_result) -> Source:
@@ -284,15 +311,18 @@ def _source_of_node(path: str, v: Entry | Hardlink) -> Source:
     raise ContextError(f"context entry {path!r}: only files, directories and symlinks can be in a context")
 
 
-def content_key(sources: list[tuple[str, Source]]) -> str:
-    """BuildKit's content checksum of a selection: (name in selection, entry) pairs, no mtime."""
+def content_key(sources: list[tuple[str, Source]], digest: Callable[[Source], str]) -> str:
+    """BuildKit's content checksum of a selection: (name in selection, entry) pairs, no mtime.
+
+    ``digest`` gives an entry's content sha256 (cached by the tree it comes from).
+    """
     h = hashlib.sha256()
     for name, s in sources:
         h.update(f"{name}\0{s.kind}\0{s.mode:o}\0{s.uid}:{s.gid}\0{s.linkname}\0{s.size}\0".encode())
         for k, v in sorted(s.xattrs):
             h.update(k.encode() + b"=" + v + b"\0")
         if s.kind == "f":
-            h.update(hashlib.sha256(s.data()).digest())
+            h.update(digest(s).encode())
     return "sha256:" + h.hexdigest()
 
 

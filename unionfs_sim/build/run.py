@@ -6,7 +6,6 @@ scope do (``cache.py``), so a RUN that fetched the network yesterday stays a hit
 
 from __future__ import annotations
 
-import copy
 import os
 import shlex
 import subprocess
@@ -35,11 +34,10 @@ class RunRequest:
 
 
 def _as_user(fs: FileSystem, uid: int, gid: int) -> FileSystem:
+    """The view as the step's USER: the kernel's permission checks, new files owned by it."""
     if uid == 0 and gid == 0:
         return fs
-    other = copy.copy(fs)
-    other.uid, other.gid = uid, gid
-    return other
+    return fs.as_user(uid, gid, (gid,))
 
 
 def run_python(fs: FileSystem, req: RunRequest, commands: Mapping[str, RunFunction] | None = None) -> Result:

@@ -21,25 +21,21 @@ from .sources import load_image
 
 
 def _progress_reader(path: str) -> Context:
-    """Read the context, with a progress display on a terminal while it walks a large tree."""
+    """Read and hash the context, with a progress bar on a terminal (a large context takes a while)."""
     try:
         from rich.progress import BarColumn, DownloadColumn, Progress, SpinnerColumn, TextColumn
     except ImportError:
         return Context.from_directory(path)
     if not sys.stderr.isatty():
         return Context.from_directory(path)
-    with Progress(SpinnerColumn(), TextColumn("reading context {task.fields[files]} files"), BarColumn(),
-                  DownloadColumn(), transient=True) as prog:
-        task = prog.add_task("context", total=None, files=0)
-        state = {"files": 0, "bytes": 0}
-
-        def tick(files: int, size: int) -> None:
-            state["files"] = files
-            state["bytes"] += size
-            if files % 64 == 0:
-                prog.update(task, completed=state["bytes"], files=files)
-
-        return Context.from_directory(path, progress=tick)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                  transient=True) as prog:
+        walk = prog.add_task("reading the context", total=None)
+        ctx = Context.from_directory(path, progress=lambda files, size: prog.update(walk, advance=size))
+        prog.remove_task(walk)
+        task = prog.add_task("hashing the context", total=None)
+        ctx.prehash(progress=lambda done, total: prog.update(task, completed=done, total=total))
+    return ctx
 
 
 def _save(image: Any, output: str, tag: str | None) -> None:

@@ -58,7 +58,8 @@ def _compression(path: str) -> str | None:
               help="afterwards, write the upper layer as an overlayfs upperdir into DIR")
 @click.option("--save-layer", type=click.Path(dir_okay=False), metavar="FILE.tar",
               help="afterwards, write the changes as an OCI layer tar (.tar.gz/.tar.zst compress)")
-@click.option("--commit-to", metavar="LAYOUT[:TAG]", help="afterwards, commit and save the new image into an OCI layout")
+@click.option("--commit-to", metavar="LAYOUT[:TAG]",
+              help="afterwards, commit and save the new image into an OCI layout")
 @click.option("--comment", help="history comment of the committed layer")
 @click.option("--redirect-dir/--no-redirect-dir", default=None, help="overlayfs redirect_dir (directory renames)")
 @click.option("--index/--no-index", default=False, help="overlayfs index (hard links survive copy-up)")

@@ -21,9 +21,11 @@ def _parse_listen(value: str) -> tuple[str, int]:
 
 
 @click.command("serve")
-@click.option("--root", required=True, type=click.Path(file_okay=False), help="the registry's directory (created if missing)")
+@click.option("--root", required=True, type=click.Path(file_okay=False),
+              help="the registry's directory (created if missing)")
 @click.option("--listen", default="127.0.0.1:5000", show_default=True, metavar="HOST:PORT", help="address to listen on")
-@click.option("--htpasswd", type=click.Path(exists=True, dir_okay=False), help="basic auth from this htpasswd file (bcrypt)")
+@click.option("--htpasswd", type=click.Path(exists=True, dir_okay=False),
+              help="basic auth from this htpasswd file (bcrypt)")
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="serve HTTPS with this PEM certificate")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="... and this PEM key")
 @click.option("--insecure-public", is_flag=True, help="allow a non-loopback address without --htpasswd")

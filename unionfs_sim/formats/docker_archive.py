@@ -110,13 +110,13 @@ def save(images: ImageSource, dest: str | os.PathLike[str] | IO[bytes], tags: Ta
     manifest_items: list[dict[str, Any]] = []
     index_manifests: list[dict[str, Any]] = []
     repositories: dict[str, dict[str, str]] = {}
-    for img, (config, manifest, layer_paths, contents) in zip(image_list, plans):
+    for img, (config, manifest, layer_paths, contents) in zip(image_list, plans, strict=True):
         add_bytes(f"blobs/sha256/{sha256(config)[7:]}", config)
         add_bytes(f"blobs/sha256/{sha256(manifest)[7:]}", manifest)
-        for name, content in zip(layer_paths, contents):
+        for name, content in zip(layer_paths, contents, strict=True):
             files.setdefault(name, content)
-        mdesc: dict[str, Any] = {"mediaType": json.loads(manifest).get("mediaType") or MT_MANIFEST, "digest": sha256(manifest),
-                                 "size": len(manifest)}
+        mdesc: dict[str, Any] = {"mediaType": json.loads(manifest).get("mediaType") or MT_MANIFEST,
+                                 "digest": sha256(manifest), "size": len(manifest)}
         plat = _platform(config)
         if plat:
             mdesc["platform"] = plat
@@ -124,7 +124,8 @@ def save(images: ImageSource, dest: str | os.PathLike[str] | IO[bytes], tags: Ta
         for r in my_refs:
             assert r.tag is not None
             repositories.setdefault(r.familiar_name, {})[r.tag] = layer_paths[-1].rsplit("/", 1)[-1]
-            index_manifests.append({**mdesc, "annotations": {ANNOTATION_IMAGE_NAME: str(r), ANNOTATION_REF_NAME: r.tag}})
+            index_manifests.append({**mdesc,
+                                    "annotations": {ANNOTATION_IMAGE_NAME: str(r), ANNOTATION_REF_NAME: r.tag}})
         if not my_refs:
             index_manifests.append(mdesc)
         manifest_items.append({
@@ -542,7 +543,7 @@ class _Archive:
                               f"{MANIFEST_FILE} lists {len(layer_names)}")
         layers: list[Layer] = []
         blob_descs: list[dict[str, Any]] = []
-        for i, (name, diff_id) in enumerate(zip(layer_names, diff_ids)):
+        for i, (name, diff_id) in enumerate(zip(layer_names, diff_ids, strict=True)):
             check_digest(diff_id, f"{self.where(cfg_name)} (rootfs.diff_ids[{i}])")
             f, ti = self.open(name)
             m = _BLOB_RE.fullmatch(name)

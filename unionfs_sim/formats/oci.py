@@ -75,8 +75,10 @@ _DOCKER_REFERENCE_TYPE = "vnd.docker.reference.type"
 
 
 # image-layout.md: ref ::= component ("/" component)*; component ::= alphanum (separator alphanum)*
-_REF_NAME_RE = re.compile(r"[A-Za-z0-9]+(?:(?:[-._:@+]|--)[A-Za-z0-9]+)*(?:/[A-Za-z0-9]+(?:(?:[-._:@+]|--)[A-Za-z0-9]+)*)*")
-_ARCH_ALIASES = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64", "armhf": "arm", "armel": "arm", "i386": "386"}
+_REF_NAME_RE = re.compile(r"[A-Za-z0-9]+(?:(?:[-._:@+]|--)[A-Za-z0-9]+)*"  # component
+                          r"(?:/[A-Za-z0-9]+(?:(?:[-._:@+]|--)[A-Za-z0-9]+)*)*")  # ("/" component)*
+_ARCH_ALIASES = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64", "armhf": "arm", "armel": "arm",
+                 "i386": "386"}
 
 
 # --- save --------------------------------------------------------------------------------------
@@ -112,7 +114,8 @@ def save(image: Image, path: str | os.PathLike[str], tag: str | None = None, *,
     if compression not in (None, "gzip", "zstd", "uncompressed"):
         raise ValueError(f"compression must be None, 'gzip', 'zstd' or 'uncompressed', not {compression!r}")
     if tag is not None and (not isinstance(tag, str) or not _REF_NAME_RE.fullmatch(tag)):
-        raise ValueError(f"invalid tag {tag!r} for an OCI layout (ref.name: alphanumerics joined by one of -._:@+ or --, and /)")
+        raise ValueError(f"invalid tag {tag!r} for an OCI layout "
+                         "(ref.name: alphanumerics joined by one of -._:@+ or --, and /)")
     root = Path(path)
     index = _open_layout_for_writing(root)
     blobs = _blob_dir(root)
@@ -120,7 +123,7 @@ def save(image: Image, path: str | os.PathLike[str], tag: str | None = None, *,
     descriptors: list[dict[str, Any]] = []
     diff_ids: list[str] = []
     recorded = image.layer_descriptors
-    for layer, rec in zip(image.layers, recorded):
+    for layer, rec in zip(image.layers, recorded, strict=True):
         rec_type = str(rec.get("mediaType", MT_LAYER))
         if compression is None:
             comp = compression_of(rec_type)
@@ -142,7 +145,8 @@ def save(image: Image, path: str | os.PathLike[str], tag: str | None = None, *,
     put_bytes(blobs, config)
     put_bytes(blobs, manifest)
     mdoc = json.loads(manifest)
-    desc: dict[str, Any] = {"mediaType": mdoc.get("mediaType", MT_MANIFEST), "digest": sha256(manifest), "size": len(manifest)}
+    desc: dict[str, Any] = {"mediaType": mdoc.get("mediaType", MT_MANIFEST), "digest": sha256(manifest),
+                            "size": len(manifest)}
     _add_to_index(index, desc, tag)
     _write_file_atomically(root / "index.json", json.dumps(index, separators=(",", ":")).encode())
     return desc["digest"]  # type: ignore[no-any-return]
@@ -156,7 +160,8 @@ def _open_layout_for_writing(root: Path) -> dict[str, Any]:
         _read_layout_header(root)
         index = _read_index(root)
     elif root.is_dir() and any(root.iterdir()):
-        raise FormatError(f"{root}: a non-empty directory without an oci-layout file; refusing to write a layout into it")
+        raise FormatError(f"{root}: a non-empty directory without an oci-layout file; "
+                          "refusing to write a layout into it")
     else:
         root.mkdir(parents=True, exist_ok=True)
         _write_file_atomically(root / "oci-layout", json.dumps({"imageLayoutVersion": LAYOUT_VERSION}).encode())
@@ -452,7 +457,8 @@ def _platform_matches(p: Mapping[str, Any], want: tuple[str, str, str | None]) -
     return str(have).lower() == variant
 
 
-def _leaves(root: Path, index_doc: dict[str, Any], where: str, depth: int = 0) -> Iterator[tuple[dict[str, Any], dict[str, Any], bytes | None, dict[str, Any] | None]]:
+def _leaves(root: Path, index_doc: dict[str, Any], where: str,
+            depth: int = 0) -> Iterator[tuple[dict[str, Any], dict[str, Any], bytes | None, dict[str, Any] | None]]:
     """The image manifests of an index, nested indexes included, in order:
     ``(platform, descriptor, manifest bytes, manifest JSON)``.
 
@@ -561,7 +567,7 @@ def _load_manifest(root: Path, desc: Mapping[str, Any], data: bytes, doc: dict[s
         raise FormatError(f"{cfg_file}: rootfs.diff_ids lists {len(diff_ids) if isinstance(diff_ids, list) else 'no'} "
                           f"layers, the manifest {where} lists {len(layer_descs)}")
     layers: list[Layer] = []
-    for i, (d, diff_id) in enumerate(zip(layer_descs, diff_ids)):
+    for i, (d, diff_id) in enumerate(zip(layer_descs, diff_ids, strict=True)):
         check_digest(diff_id, f"{cfg_file} (rootfs.diff_ids[{i}])")
         f = _blob_path(root, d["digest"], where)
         if not f.is_file():

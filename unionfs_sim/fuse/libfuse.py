@@ -81,6 +81,12 @@ from collections.abc import Iterator
 from functools import partial
 from typing import Any
 
+from .. import errors
+from ..errors import FuseUnavailable, MountError
+from ..fs import FileSystem, Handle
+from ..linux import abort_connection, mounts_at
+from .semantics import OPEN_FLAGS, Handles, as_caller, check_access, listable_xattrs, statfs, still_mounted
+
 try:
     import fuse as _fusepy  # fusepy; this is the only module that imports it
 except (ImportError, OSError) as _e:  # fusepy missing, or no libfuse2 for it to load
@@ -89,12 +95,6 @@ except (ImportError, OSError) as _e:  # fusepy missing, or no libfuse2 for it to
 else:
     FUSEPY_MISSING = None
 """Why the libfuse backend cannot run here (fusepy or libfuse2 missing), or None."""
-
-from .. import errors
-from ..errors import FuseUnavailable, MountError
-from ..fs import FileSystem, Handle
-from ..linux import abort_connection, mounts_at
-from .semantics import OPEN_FLAGS, Handles, as_caller, check_access, statfs, still_mounted
 
 # --- file names: bytes that are not UTF-8 survive as surrogates, as os.fsdecode does -----
 
@@ -398,8 +398,8 @@ class OverlayOperations(_fusepy.Operations if _fusepy is not None else object): 
         return self.fs.getxattr(path, name, follow_symlinks=False)
 
     def listxattr(self, path: str) -> list[str]:
-        """The names of the extended attributes."""
-        return self.fs.listxattr(path, follow_symlinks=False)
+        """The names of the extended attributes (``trusted.*`` for root only, as overlayfs)."""
+        return listable_xattrs(self.fs.listxattr(path, follow_symlinks=False), _fusepy.fuse_get_context()[0])
 
     def setxattr(self, path: str, name: str, value: bytes, options: int, position: int = 0) -> int:
         """Set an extended attribute (``options``: XATTR_CREATE / XATTR_REPLACE)."""

@@ -340,7 +340,7 @@ class Mount:
             return
         if s.serving and s.mounted():
             err = errno.EBUSY
-            for attempt in range(20):
+            for _ in range(20):
                 err = unmount(self.mountpoint, lazy=False)
                 if err != errno.EBUSY or not s.mounted():
                     break

@@ -47,6 +47,12 @@ def check_access(st: os.stat_result, mask: int, readonly: bool) -> None:
         raise errors.AccessDenied(None)
 
 
+def listable_xattrs(names: list[str], uid: int) -> list[str]:
+    """The xattr names listxattr(2) shows the caller: ``trusted.*`` to root only, as
+    overlayfs does (``ovl_can_list``)."""
+    return names if uid == 0 else [n for n in names if not n.startswith("trusted.")]
+
+
 @contextlib.contextmanager
 def as_caller(fs: FileSystem, uid: int, gid: int) -> Iterator[None]:
     """Create as the calling process: new files get its uid/gid and no second umask (the

@@ -93,7 +93,7 @@ from ..linux import (
     set_readahead,
 )
 from ..overlay import Loc
-from .semantics import OPEN_FLAGS, Handles, as_caller, check_access, statfs, still_mounted
+from .semantics import OPEN_FLAGS, Handles, as_caller, check_access, listable_xattrs, statfs, still_mounted
 
 log = logging.getLogger(__name__)
 
@@ -658,7 +658,7 @@ class Server:
 
     def _listxattr(self, node: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes:
         size, _ = _XATTR_IN.unpack_from(body)
-        names = self.fs.listxattr(self._need_path(node), follow_symlinks=False)
+        names = listable_xattrs(self.fs.listxattr(self._need_path(node), follow_symlinks=False), ctx[0])
         return self._sized(b"".join(os.fsencode(n) + b"\0" for n in names), size)
 
     def _removexattr(self, node: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes:
@@ -1125,7 +1125,7 @@ def parse_options(options: Mapping[str, Any]) -> dict[str, Any]:
 def mount_flags(opts: Mapping[str, Any]) -> int:
     """mount(2) flags from ``-o`` options (nosuid and nodev unless asked otherwise, as libfuse)."""
     flags = MS_NOSUID | MS_NODEV
-    for k, on, off in (("suid", 0, MS_NOSUID), ("dev", 0, MS_NODEV)):
+    for k, _on, off in (("suid", 0, MS_NOSUID), ("dev", 0, MS_NODEV)):
         if opts.get(k):
             flags &= ~off
     table = {"ro": MS_RDONLY, "noexec": MS_NOEXEC, "sync": MS_SYNCHRONOUS, "dirsync": MS_DIRSYNC,

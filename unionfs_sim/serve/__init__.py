@@ -23,9 +23,10 @@ import os
 import ssl
 import threading
 import types
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
-from ..registry import Registry
+if TYPE_CHECKING:
+    from .app import Backend
 
 __all__ = ["Server"]
 
@@ -47,15 +48,20 @@ class Server:
     non-loopback host is refused without ``htpasswd`` unless ``insecure_public=True``.
     """
 
-    def __init__(self, registry: Registry, address: tuple[str, int] = ("127.0.0.1", 0), *,
+    def __init__(self, registry: Backend, address: tuple[str, int] = ("127.0.0.1", 0), *,
                  htpasswd: str | os.PathLike[str] | None = None, tls_cert: str | os.PathLike[str] | None = None,
                  tls_key: str | os.PathLike[str] | None = None, insecure_public: bool = False,
                  max_upload: int | None = None) -> None:
         """Check the options (nothing listens until :meth:`start` or ``with``).
 
         Raises:
+            ImportError: aiohttp (the ``serve`` extra) is not installed.
             ValueError: a public address without auth, or only one of tls_cert/tls_key.
         """
+        try:
+            import aiohttp  # noqa: F401 - only checked here; used by the server thread
+        except ImportError as e:
+            raise ImportError("serving a registry needs the serve extra: pip install 'unionfs_sim[serve]'") from e
         host, port = address
         if not _is_loopback(host) and htpasswd is None and not insecure_public:
             raise ValueError(f"refusing to serve on {host!r} (not loopback) without --htpasswd; "

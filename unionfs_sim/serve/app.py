@@ -1,4 +1,4 @@
-"""The OCI distribution-spec v1.1 HTTP API (end-1 ... end-13, plus the catalog) over a :class:`Registry`.
+"""The OCI distribution-spec v1.1 HTTP API (end-1 ... end-13, plus the catalog) over a registry.
 
 Routes are matched on the raw request path, before any normalisation, and every repository
 name is checked against the spec's grammar before it reaches the store: ``/v2/a/../b/...``
@@ -12,17 +12,17 @@ spec; ``tests/test_serve_conformance.py`` lists each difference.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Protocol
 
 from aiohttp import web
 
-from ..errors import DigestMismatch
-from ..mediatypes import MT_INDEX
-from ..registry import (
+from ..distribution import (
     MAX_MANIFEST_SIZE,
     BlobUnknown,
     DigestInvalid,
@@ -31,20 +31,70 @@ from ..registry import (
     ManifestTooBig,
     ManifestUnknown,
     NameInvalid,
-    Registry,
     RepositoryUnknown,
     TagInvalid,
-    Upload,
     UploadInvalid,
     UploadUnknown,
     check_digest,
     check_name,
 )
-from .auth import Htpasswd
+from ..errors import DigestMismatch
+from ..mediatypes import MT_INDEX
+from .auth import AuthFailed, Htpasswd
 
-__all__ = ["make_app"]
+__all__ = ["Backend", "UploadSession", "make_app"]
 
 Handler = Callable[[web.Request, dict[str, str]], Awaitable[web.StreamResponse]]
+
+
+class UploadSession(Protocol):
+    """An upload session as the server drives it (``registry.Upload`` is one)."""
+
+    id: str
+    repo: str
+    offset: int
+
+    def writing(self, start: int | None) -> contextlib.AbstractContextManager[Any]:
+        """Hold the session for one request's body starting at ``start``."""
+
+    def mark(self) -> tuple[int, Any]:
+        """The state :meth:`rollback` returns to."""
+
+    def rollback(self, mark: tuple[int, Any]) -> None:
+        """Forget what was written since ``mark``."""
+
+    def write(self, data: bytes) -> None:
+        """Append ``data``."""
+
+    def finish(self, digest: str) -> str:
+        """Check ``digest`` and store the blob."""
+
+    def cancel(self) -> None:
+        """Drop the session."""
+
+
+class Backend(Protocol):
+    """What the server needs of a registry: the distribution API's operations on raw
+    repository names (``registry.Registry`` is one). The server depends on this, not on
+    the model, so the model can offer ``reg.serve()`` without an import cycle."""
+
+    root: Path | None
+
+    def repositories(self) -> list[str]: ...
+    def list_tags(self, repo: str) -> list[str]: ...
+    def get_manifest(self, repo: str, reference: str) -> tuple[bytes, str, str]: ...
+    def put_manifest(self, repo: str, reference: str, data: bytes,
+                     content_type: str | None) -> tuple[str, str | None]: ...
+    def delete_manifest(self, repo: str, reference: str) -> None: ...
+    def stat_blob(self, repo: str, digest: str) -> int: ...
+    def open_blob(self, repo: str, digest: str) -> tuple[int, Path | IO[bytes]]: ...
+    def delete_blob(self, repo: str, digest: str) -> None: ...
+    def mount_blob(self, repo: str, digest: str, source: str | None) -> bool: ...
+    def start_upload(self, repo: str) -> UploadSession: ...
+    def get_upload(self, repo: str, uid: str) -> UploadSession: ...
+    def referrers(self, repo: str, digest: str, artifact_type: str | None = None) -> list[dict[str, Any]]: ...
+
+_log = logging.getLogger(__name__)
 
 #: Default bound on one upload's bytes (every chunk together).
 MAX_UPLOAD = 64 << 30
@@ -137,7 +187,7 @@ def _page(items: list[str], request: web.Request, path: str) -> tuple[list[str],
 class _App:
     """The handlers, bound to one registry."""
 
-    def __init__(self, registry: Registry, htpasswd: Htpasswd | None, max_upload: int) -> None:
+    def __init__(self, registry: Backend, htpasswd: Htpasswd | None, max_upload: int) -> None:
         self.reg = registry
         self.auth = htpasswd
         self.max_upload = max_upload
@@ -159,15 +209,16 @@ class _App:
                     raise ApiError(405, "UNSUPPORTED", f"{request.method} is not allowed on {kind}")
                 resp: web.StreamResponse = await handler(request, args)
                 return resp
-            raise ApiError(404, "NOT_FOUND", f"no such endpoint: {raw[:200]}")
-        except PermissionError as e:
+            raise ApiError(404, "UNSUPPORTED", f"no such endpoint: {raw[:200]}")
+        except AuthFailed as e:
             return _error_response(ApiError(401, "UNAUTHORIZED", str(e),
                                             {"WWW-Authenticate": 'Basic realm="unionfs-sim"'}))
         except Exception as e:  # noqa: BLE001 - the model's errors become the spec's
             try:
                 return _error_response(_translate(e))
-            except Exception:  # noqa: BLE001 - not one of ours: let aiohttp answer 500
-                raise e from None
+            except Exception:  # noqa: BLE001 - not one of ours (a full disk, a bug): 500, logged
+                _log.exception("%s %s", request.method, raw[:200])
+                return _error_response(ApiError(500, "UNKNOWN", f"internal error: {type(e).__name__}: {e}"))
 
     # --- end-1: the API's root -------------------------------------------------------------
 
@@ -263,17 +314,22 @@ class _App:
             check_digest(digest)
         up = self.reg.start_upload(name)
         if digest is not None:
-            await self._receive(request, up, None)
-            await asyncio.to_thread(up.finish, digest)
+            try:
+                await self._receive(request, up, None)
+                with up.writing(None):
+                    await asyncio.to_thread(up.finish, digest)
+            except BaseException:
+                up.cancel()  # a single-request upload has no session to go on with
+                raise
             return web.Response(status=201, headers={**_API_HEADER, "Location": f"/v2/{name}/blobs/{digest}",
                                                      "Docker-Content-Digest": digest})
         return web.Response(status=202, headers=self._upload_headers(up))
 
-    def _upload_headers(self, up: Upload) -> dict[str, str]:
+    def _upload_headers(self, up: UploadSession) -> dict[str, str]:
         return {**_API_HEADER, "Location": f"/v2/{up.repo}/blobs/uploads/{up.id}", "Range": _range(up.offset),
                 "Docker-Upload-UUID": up.id}
 
-    async def _receive(self, request: web.Request, up: Upload, content_range: str | None) -> None:
+    async def _receive(self, request: web.Request, up: UploadSession, content_range: str | None) -> None:
         """Stream the request body into ``up``; on any failure the upload is as it was before."""
         start = end = None
         if content_range is not None:
@@ -300,7 +356,7 @@ class _App:
 
     # --- end-5, end-6, end-13: chunks, closing, status -------------------------------------------
 
-    def _upload(self, a: dict[str, str]) -> Upload:
+    def _upload(self, a: dict[str, str]) -> UploadSession:
         return self.reg.get_upload(a["name"], a["uid"])
 
     async def upload_get(self, request: web.Request, a: dict[str, str]) -> web.StreamResponse:
@@ -319,7 +375,8 @@ class _App:
             raise DigestInvalid("PUT of an upload needs ?digest=")
         check_digest(digest)
         await self._receive(request, up, request.headers.get("Content-Range"))
-        await asyncio.to_thread(up.finish, digest)
+        with up.writing(None):  # a second PUT at once is 416, one after this is 404
+            await asyncio.to_thread(up.finish, digest)
         return web.Response(status=201, headers={**_API_HEADER, "Location": f"/v2/{a['name']}/blobs/{digest}",
                                                  "Docker-Content-Digest": digest})
 
@@ -368,7 +425,7 @@ def _bytes_with_range(request: web.Request, data: bytes, headers: dict[str, str]
                         headers={**headers, "Content-Range": f"bytes {start}-{end}/{size}"})
 
 
-def make_app(registry: Registry, htpasswd: Htpasswd | None = None, max_upload: int = MAX_UPLOAD) -> web.Application:
+def make_app(registry: Backend, htpasswd: Htpasswd | None = None, max_upload: int = MAX_UPLOAD) -> web.Application:
     """The aiohttp application serving ``registry`` (every request goes through one dispatcher)."""
     handlers = _App(registry, htpasswd, max_upload)
     app = web.Application(client_max_size=MAX_MANIFEST_SIZE + 1)

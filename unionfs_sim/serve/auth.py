@@ -15,11 +15,15 @@ import hashlib
 import os
 from pathlib import Path
 
-__all__ = ["Htpasswd"]
+__all__ = ["AuthFailed", "Htpasswd"]
+
+
+class AuthFailed(PermissionError):
+    """No or wrong credentials (answered 401 with a Basic challenge)."""
 
 
 class Htpasswd:
-    """The users of an htpasswd file; :meth:`check` raises PermissionError for a bad Authorization."""
+    """The users of an htpasswd file; :meth:`check` raises :class:`AuthFailed` for a bad Authorization."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         """Read ``path`` (``user:bcrypt-hash`` lines; blank lines and ``#`` comments skipped).
@@ -58,13 +62,13 @@ class Htpasswd:
         return False
 
     async def check(self, authorization: str | None) -> str:
-        """The user an ``Authorization: Basic ...`` header proves; PermissionError otherwise."""
+        """The user an ``Authorization: Basic ...`` header proves; :class:`AuthFailed` otherwise."""
         if not authorization or not authorization.startswith("Basic "):
-            raise PermissionError("authentication required")
+            raise AuthFailed("authentication required")
         try:
             user, sep, password = base64.b64decode(authorization[6:].strip(), validate=True).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError) as e:
-            raise PermissionError("malformed basic credentials") from e
+            raise AuthFailed("malformed basic credentials") from e
         if not sep or not await asyncio.to_thread(self._verify, user, password):
-            raise PermissionError("invalid username or password")
+            raise AuthFailed("invalid username or password")
         return user

@@ -1839,3 +1839,276 @@ class OverlayConformance:
             assert_errno(errno.EBUSY, fs.rmdir, "/")
             assert_errno(errno.EINVAL, fs.rmdir, "/e/.")
             fs.os_open("/f", os.O_RDONLY | os.O_CREAT, 0o644).close()  # no write needed
+
+
+# --- callers without root's capabilities ---------------------------------------------------
+
+Caller = tuple[int, int, tuple[int, ...]]
+"""(uid, gid, supplementary groups) a view acts as through ``fs.as_user``."""
+
+ALICE: Caller = (1000, 1000, (1000,))
+"""A uid in its own group only."""
+BOB: Caller = (1001, 1001, (1001, 1000))
+"""A second uid that is also in ALICE's group."""
+CAROL: Caller = (1002, 1002, ())
+"""A uid with no supplementary groups."""
+
+
+class PermissionConformance:
+    """Mixin of the kernel's DAC rules for non-root callers (fs/namei.c, fs/attr.c,
+    fs/xattr.c as overlayfs applies them to the merged inode). Each test builds a view as
+    root and acts through ``fs.as_user``, which both the model's FileSystem and
+    KernelFS provide; a backend implements :meth:`open_view` as for OverlayConformance."""
+
+    def open_view(self, layers: list[Layer], options: OverlayOptions) -> ContextManager[FS]:
+        """A context manager yielding a read-write os-style fs over ``layers``, as root."""
+        raise NotImplementedError
+
+    def upper_of(self, fs: FS) -> Layer:
+        """The upper layer of the view that yielded ``fs``, after that view was closed."""
+        raise unittest.SkipTest(f"{type(self).__name__} has no upper_of(): upper-layer checks skipped")
+
+    @contextlib.contextmanager
+    def view(self, *layers: LayerSpec, **options: bool) -> Iterator[FS]:
+        """``open_view`` with layers as dicts (bottom first); yields root's fs."""
+        built = [x if isinstance(x, Layer) else Layer.from_dict(x) for x in layers]
+        with self.open_view(built, OverlayOptions(**options)) as fs:
+            yield fs
+
+    # --- lookup and open -----------------------------------------------------------------
+
+    def test_search_permission_on_every_directory(self) -> None:
+        """A 0o700 root directory: EACCES for anything below it, even a missing name; the
+        directory itself can be stat'ed; 0o711 lets a known name through but not listing."""
+        layer = {"p/": Dir(mode=0o700), "p/f": b"f", "x/": Dir(mode=0o711), "x/f": File(b"xf", mode=0o644)}
+        with self.view(layer) as root:
+            fs = root.as_user(*ALICE)
+            assert stat.S_IMODE(fs.stat("/p").st_mode) == 0o700
+            assert_errno(errno.EACCES, fs.stat, "/p/f")
+            assert_errno(errno.EACCES, fs.stat, "/p/nope")
+            assert_errno(errno.EACCES, fs.listdir, "/p")
+            assert_errno(errno.EACCES, fs.mkdir, "/p/d")
+            assert fs.read_bytes("/x/f") == b"xf"
+            assert_errno(errno.EACCES, fs.listdir, "/x")
+            assert fs.access("/x/f", os.R_OK) and not fs.access("/x/f", os.W_OK)
+
+    def test_group_and_other_bits(self) -> None:
+        """Owner bits for the owner (even when the group's would allow more), group bits
+        for a member (a supplementary group counts), other bits for the rest."""
+        layer = {"d/": Dir(mode=0o777), "d/g": File(b"g", mode=0o460, uid=1000, gid=1000)}
+        with self.view(layer) as root:
+            alice, bob, carol = root.as_user(*ALICE), root.as_user(*BOB), root.as_user(*CAROL)
+            assert_errno(errno.EACCES, alice.os_open, "/d/g", os.O_WRONLY)  # owner: r-- only
+            with bob.os_open("/d/g", os.O_RDWR) as f:  # group rw- via a supplementary group
+                f.write(b"B")
+            assert_errno(errno.EACCES, carol.os_open, "/d/g", os.O_RDONLY)
+            assert_errno(errno.EACCES, alice.truncate, "/d/g", 0)
+            assert root.read_bytes("/d/g") == b"B"
+
+    def test_open_trunc_needs_write(self) -> None:
+        """O_RDONLY|O_TRUNC asks for write permission; O_CREAT on an existing file does not
+        need the directory's; a newly created file opens whatever its mode."""
+        layer = {"d/": Dir(mode=0o755), "d/f": File(b"f", mode=0o644), "w/": Dir(mode=0o777)}
+        with self.view(layer) as root:
+            fs = root.as_user(*ALICE)
+            assert_errno(errno.EACCES, fs.os_open, "/d/f", os.O_RDONLY | os.O_TRUNC)
+            fs.os_open("/d/f", os.O_RDONLY | os.O_CREAT, 0o644).close()
+            assert_errno(errno.EACCES, fs.os_open, "/d/new", os.O_RDONLY | os.O_CREAT, 0o644)
+            assert_errno(errno.EEXIST, fs.os_open, "/d/f", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            with fs.os_open("/w/n", os.O_RDWR | os.O_CREAT, 0o000) as f:
+                f.write(b"n")
+            assert_errno(errno.EACCES, fs.read_bytes, "/w/n")
+
+    # --- creating, removing, renaming ------------------------------------------------------
+
+    def test_create_and_remove_need_write_on_the_parent(self) -> None:
+        """mkdir/symlink/unlink/rmdir in a directory without write: EACCES, after EEXIST and
+        ENOENT, which the lookup finds first."""
+        layer = {"d/": Dir(mode=0o755), "d/f": b"f", "d/e/": Dir(mode=0o777)}
+        with self.view(layer) as root:
+            fs = root.as_user(*ALICE)
+            assert_errno(errno.EACCES, fs.mkdir, "/d/x")
+            assert_errno(errno.EEXIST, fs.mkdir, "/d/f")
+            assert_errno(errno.EACCES, fs.symlink, "f", "/d/l")
+            assert_errno(errno.EACCES, fs.unlink, "/d/f")
+            assert_errno(errno.ENOENT, fs.unlink, "/d/nope")
+            assert_errno(errno.EACCES, fs.rmdir, "/d/e")
+            assert_errno(errno.EACCES, fs.unlink, "/d/e")  # EACCES before EISDIR
+            assert_errno(errno.EISDIR, fs.unlink, "/d/e/")
+            fs.mkdir("/d/e/mine")
+            assert (fs.stat("/d/e/mine").st_uid, fs.stat("/d/e/mine").st_gid) == (1000, 1000)
+
+    def test_sticky_directory(self) -> None:
+        """In a 1777 directory only the owner of the entry or of the directory may remove or
+        rename it (EPERM); a member of the file's group may not; root may."""
+        layer = {"tmp/": Dir(mode=0o1777, uid=1001, gid=1001), "tmp/a": File(b"a", mode=0o666, uid=1000, gid=1000),
+                 "tmp/r": File(b"r", mode=0o666)}
+        with self.view(layer) as root:
+            alice, bob, carol = root.as_user(*ALICE), root.as_user(*BOB), root.as_user(*CAROL)
+            assert_errno(errno.EPERM, carol.unlink, "/tmp/a")
+            assert_errno(errno.EPERM, carol.rename, "/tmp/a", "/tmp/c")
+            carol.write_bytes("/tmp/c", b"c")
+            assert_errno(errno.EPERM, alice.rename, "/tmp/a", "/tmp/c")  # the target is carol's
+            assert_errno(errno.EPERM, alice.unlink, "/tmp/r")
+            bob.unlink("/tmp/r")  # bob owns the directory
+            alice.rename("/tmp/a", "/tmp/a2")
+            root.unlink("/tmp/c")
+            assert names(root, "/tmp") == ["a2"]
+
+    def test_rename_of_a_directory_to_another_parent_needs_write_on_it(self) -> None:
+        """Moving a directory to another parent rewrites its "..": write on the directory
+        itself is needed (EACCES), not only on both parents; renaming in place is not
+        (redirect_dir, so that a lower directory may move at all)."""
+        layer = {"w/": Dir(mode=0o777), "w/ro/": Dir(mode=0o755), "v/": Dir(mode=0o777)}
+        with self.view(layer, redirect_dir=True) as root:
+            fs = root.as_user(*ALICE)
+            assert_errno(errno.EACCES, fs.rename, "/w/ro", "/v/ro")
+            fs.rename("/w/ro", "/w/ro2")
+            fs.mkdir("/w/mine")
+            fs.rename("/w/mine", "/v/mine")
+
+    def test_setgid_directory_hands_down_its_group(self) -> None:
+        """New entries of a setgid directory get its group; new subdirectories the bit too;
+        a setgid+group-exec file created there by a non-member loses the bit."""
+        layer = {"s/": Dir(mode=0o2777, gid=1001)}
+        with self.view(layer) as root:
+            fs = root.as_user(*CAROL)
+            fs.mkdir("/s/d", 0o755)
+            st = fs.stat("/s/d")
+            assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (1002, 1001, 0o2755)
+            fs.os_open("/s/f", os.O_WRONLY | os.O_CREAT, 0o2775).close()
+            st = fs.stat("/s/f")
+            assert (st.st_gid, stat.S_IMODE(st.st_mode)) == (1001, 0o755)
+            fs.symlink("f", "/s/l")
+            assert fs.lstat("/s/l").st_gid == 1001
+
+    def test_link_protected_hardlinks(self) -> None:
+        """protected_hardlinks=1: a hard link to a file the caller neither owns nor may read
+        and write is EPERM (before the directory's EACCES); to its own file it is fine."""
+        layer = {"w/": Dir(mode=0o777), "ro": File(b"r", mode=0o644), "rw": File(b"w", mode=0o666),
+                 "suid": File(b"s", mode=0o4777), "d/": Dir(mode=0o755)}
+        with self.view(layer) as root:
+            fs = root.as_user(*ALICE)
+            assert_errno(errno.EPERM, fs.link, "/ro", "/w/ro")
+            assert_errno(errno.EPERM, fs.link, "/suid", "/w/suid")
+            assert_errno(errno.EPERM, fs.link, "/ro", "/d/ro")
+            assert_errno(errno.EACCES, fs.link, "/rw", "/d/rw")
+            fs.link("/rw", "/w/rw")
+            fs.write_bytes("/w/mine", b"m")
+            fs.link("/w/mine", "/w/mine2")
+            assert fs.stat("/w/mine2").st_nlink == 2
+
+    # --- attributes ------------------------------------------------------------------------
+
+    def test_chmod_and_chown_rules(self) -> None:
+        """chmod: owner only (EPERM); setgid dropped when the owner is not in the file's
+        group. chown: never to another uid; chgrp by the owner to one of its groups only."""
+        layer = {"d/": Dir(mode=0o777), "d/mine": File(b"m", mode=0o644, uid=1000, gid=1001),
+                 "d/root": File(b"r", mode=0o666)}
+        with self.view(layer) as root:
+            fs = root.as_user(*ALICE)
+            assert_errno(errno.EPERM, fs.chmod, "/d/root", 0o600)
+            fs.chmod("/d/mine", 0o2755)
+            assert mode_of(fs, "/d/mine") == 0o755  # not in group 1001
+            assert_errno(errno.EPERM, fs.chown, "/d/mine", 1001, -1)
+            fs.chown("/d/mine", 1000, -1)  # its own uid: allowed
+            assert_errno(errno.EPERM, fs.chown, "/d/mine", -1, 1002)
+            fs.chown("/d/mine", -1, 1000)
+            fs.chmod("/d/mine", 0o2755)
+            assert mode_of(fs, "/d/mine") == 0o2755
+            assert_errno(errno.EPERM, fs.chown, "/d/root", -1, 1000)
+            fs.chown("/d/root", -1, -1)  # changes nothing, needs nothing
+
+    def test_write_and_truncate_drop_setuid_setgid(self) -> None:
+        """file_remove_privs: a non-root write drops setuid, and setgid if group-executable;
+        truncate too. Root's writes keep both (CAP_FSETID)."""
+        layer = {"a": File(b"a", mode=0o6777), "b": File(b"b", mode=0o2766), "c": File(b"c", mode=0o6777)}
+        with self.view(layer) as root:
+            fs = root.as_user(*ALICE)
+            with fs.os_open("/a", os.O_WRONLY) as f:
+                assert mode_of(fs, "/a") == 0o6777  # opening alone changes nothing
+                f.write(b"x")
+            assert mode_of(fs, "/a") == 0o777
+            fs.truncate("/b", 0)
+            assert mode_of(fs, "/b") == 0o766  # setgid without group exec, caller not in group 0
+            root.write_bytes("/c", b"root")
+            assert mode_of(root, "/c") == 0o6777
+        up = self.upper_of(fs)
+        assert isinstance(up["a"], File) and up["a"].mode == 0o777 and up["a"].data == b"x"
+
+    def test_utime_rules(self) -> None:
+        """utime(None) needs ownership or write permission (EACCES); explicit times need
+        ownership (EPERM)."""
+        layer = {"w": File(b"w", mode=0o666), "r": File(b"r", mode=0o644)}
+        with self.view(layer) as root:
+            fs = root.as_user(*ALICE)
+            fs.utime("/w")
+            assert_errno(errno.EPERM, fs.utime, "/w", ns=(1, 2))
+            assert_errno(errno.EACCES, fs.utime, "/r")
+
+    def test_xattr_namespaces(self) -> None:
+        """trusted.* is root's: EPERM to set, ENODATA to read, hidden from listxattr.
+        user.* needs write permission (EACCES), and in a sticky directory ownership (EPERM)."""
+        layer = {"f": File(b"f", mode=0o666, xattrs={"trusted.t": b"T", "user.u": b"U"}),
+                 "r": File(b"r", mode=0o644), "t/": Dir(mode=0o1777)}
+        with self.view(layer) as root:
+            fs = root.as_user(*ALICE)
+            assert_errno(errno.EPERM, fs.setxattr, "/f", "trusted.x", b"1")
+            assert_errno(errno.ENODATA, fs.getxattr, "/f", "trusted.t")
+            assert sorted(fs.listxattr("/f")) == ["user.u"]
+            assert sorted(root.listxattr("/f")) == ["trusted.t", "user.u"]
+            fs.setxattr("/f", "user.n", b"N")
+            assert_errno(errno.EACCES, fs.setxattr, "/r", "user.n", b"N")
+            assert_errno(errno.EPERM, fs.setxattr, "/t", "user.n", b"N")
+            assert_errno(errno.EPERM, fs.removexattr, "/f", "trusted.t")
+
+    # --- copy-up -------------------------------------------------------------------------
+
+    def test_copy_up_with_the_mounters_rights(self) -> None:
+        """A world-writable file in a root-owned 0o755 directory: the caller may not write
+        the directory, yet writing the file copies it (and the directory) up with the
+        lower owners and modes, as overlayfs copies up with the mounter's credentials."""
+        layer = {"etc/": Dir(mode=0o755), "etc/conf": File(b"old", mode=0o666, uid=0, gid=0)}
+        with self.view(layer) as root:
+            fs = root.as_user(*ALICE)
+            assert_errno(errno.EACCES, fs.unlink, "/etc/conf")
+            with fs.os_open("/etc/conf", os.O_WRONLY | os.O_APPEND) as f:
+                f.write(b"+new")
+            st = fs.stat("/etc/conf")
+            assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, 0o666)
+            assert fs.read_bytes("/etc/conf") == b"old+new"
+        up = self.upper_of(fs)
+        assert isinstance(up["etc"], Dir) and (up["etc"].uid, up["etc"].mode) == (0, 0o755)
+        assert isinstance(up["etc/conf"], File) and up["etc/conf"].data == b"old+new"
+
+    def test_mknod_as_a_user(self) -> None:
+        """A FIFO needs only write+search on the parent; a device node needs CAP_MKNOD
+        (EPERM), but the parent's EACCES comes first."""
+        layer = {"w/": Dir(mode=0o777), "r/": Dir(mode=0o755)}
+        with self.view(layer) as root:
+            fs = root.as_user(*BOB)
+            fs.mkfifo("/w/p", 0o666)
+            st = fs.lstat("/w/p")
+            assert stat.S_ISFIFO(st.st_mode) and (st.st_uid, stat.S_IMODE(st.st_mode)) == (1001, 0o644)
+            assert_errno(errno.EPERM, fs.mknod, "/w/c", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+            assert_errno(errno.EACCES, fs.mknod, "/r/c", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+            assert_errno(errno.EACCES, fs.mkfifo, "/r/p")
+
+    def test_ftruncate_and_o_trunc_drop_setuid(self) -> None:
+        """ftruncate through a handle and open(O_TRUNC) drop setuid as truncate(2) does;
+        setgid without group exec stays for a member of the file's group."""
+        layer = {"a": File(b"a", mode=0o4666), "b": File(b"b", mode=0o4666),
+                 "g": File(b"g", mode=0o2666, gid=1000)}
+        with self.view(layer) as root:
+            fs = root.as_user(*BOB)
+            with fs.os_open("/a", os.O_RDWR) as f:
+                f.truncate(0)
+            assert mode_of(fs, "/a") == 0o666
+            fs.os_open("/b", os.O_WRONLY | os.O_TRUNC).close()
+            assert mode_of(fs, "/b") == 0o666
+            with fs.os_open("/g", os.O_WRONLY) as f:
+                f.write(b"G")
+            assert mode_of(fs, "/g") == 0o2666  # bob is in group 1000
+            with root.as_user(*CAROL).os_open("/g", os.O_WRONLY) as f:
+                f.write(b"C")
+            assert mode_of(fs, "/g") == 0o666  # carol is not

@@ -897,9 +897,13 @@ class KernelOverlay:
         tmpfs: put layers, upper and work on a private tmpfs mounted on that temporary
             directory (fast to fill and to drop); ``False`` uses its own filesystem.
             Directory st_size/st_blocks then follow that filesystem's conventions.
+        caller: ``(uid, gid, groups)``: ``fs`` then acts as that process (a worker that
+            chrooted into the mount and dropped to those credentials); ``root_fs`` stays
+            root's. None (default): ``fs`` is root's.
 
     Attributes:
         fs: the os-style facade (valid inside the ``with`` block only).
+        root_fs: root's facade on the same mount (the same object as ``fs`` without a caller).
         mountpoint: the host path of the mount (inside the block).
         upper: after exit, the upperdir as a Layer; it always includes the upper root
             ``""`` (its metadata is the merged root's). ``None`` when read-only.
@@ -913,8 +917,10 @@ class KernelOverlay:
         readonly: bool = False,
         tmpdir: PathArg | None = None,
         tmpfs: bool = True,
+        caller: tuple[int, int, Sequence[int]] | None = None,
     ) -> None:
         self.layers = list(layers)
+        self.caller = caller
         self.options = options if options is not None else OverlayOptions()
         self.readonly = readonly
         self.tmpdir = None if tmpdir is None else os.fspath(tmpdir)
@@ -923,6 +929,7 @@ class KernelOverlay:
         self.mountpoint = ""
         self._base: str | None = None
         self._fs: KernelFS | None = None
+        self._user_fs: KernelFS | None = None
         self._pid: int | None = None
         self._mounted = False
         self._tmpfs_mounted = False
@@ -932,6 +939,13 @@ class KernelOverlay:
         """The os-style facade on the mount."""
         if self._fs is None:
             raise ValueError("KernelOverlay.fs is only available inside the with block")
+        return self._user_fs if self._user_fs is not None else self._fs
+
+    @property
+    def root_fs(self) -> KernelFS:
+        """Root's os-style facade on the mount (``fs`` itself when no caller was given)."""
+        if self._fs is None:
+            raise ValueError("KernelOverlay.root_fs is only available inside the with block")
         return self._fs
 
     @property
@@ -1032,6 +1046,9 @@ class KernelOverlay:
             raise OSError(err, f"chroot into {self.mountpoint} failed: {os.strerror(err)}")
         self._mounted = True
         self._fs = KernelFS(conn, root=self.mountpoint)
+        if self.caller is not None:
+            uid, gid, groups = self.caller
+            self._user_fs = self._fs.as_user(uid, gid, groups)
 
     def _reap(self) -> None:
         """Wait for the worker (SIGKILL after 5 s)."""
@@ -1075,8 +1092,8 @@ class KernelOverlay:
             except Exception as e:  # noqa: BLE001
                 errors.append(e)
         if self._fs is not None:
-            self._fs._close()
-            self._fs = None
+            self._fs._close()  # closes the caller's worker too
+            self._fs = self._user_fs = None
         self._reap()
         if self._mounted:
             try:
