@@ -43,7 +43,8 @@ MEMORY_BOUND = 1.3
 def host_tar(limit: int, big_mib: int = 0) -> tuple[bytes, int]:
     """An uncompressed tar of up to ``limit`` host entries (plus a ``big_mib`` MiB file
     of random bytes, if given), and how many entries it holds."""
-    roots = sorted(p for p in (f"/usr/lib/{d}" for d in os.listdir("/usr/lib")) if os.path.basename(p).startswith("python3"))
+    roots = sorted(p for p in (f"/usr/lib/{d}" for d in os.listdir("/usr/lib"))
+                   if os.path.basename(p).startswith("python3"))
     roots.append("/usr/share")
     buf = io.BytesIO()
     n = 0

@@ -293,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     import tree
+
     import unionfs_sim as ufs
 
     q = a.quick

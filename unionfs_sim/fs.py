@@ -1267,7 +1267,8 @@ class Handle(io.RawIOBase):
                 return o.data.view(offset, n) if o.data is not None else b""
             if not isinstance(o, File):
                 return b""
-            return memoryview(o.data)[offset : offset + n] if isinstance(o.data, bytes) else o.data[offset : offset + n]
+            data = o.data  # bytes, or a DiskBytes (a lower file read from disk when needed)
+            return memoryview(data)[offset : offset + n] if isinstance(data, bytes) else data[offset : offset + n]
 
     def readall(self) -> bytes:
         """Everything from the offset to the end."""

@@ -270,7 +270,7 @@ class _DiskReader(io.RawIOBase):
         return len(data)
 
 
-Content = Union[bytes, DiskBytes]
+Content = bytes | DiskBytes
 """What :attr:`File.data` holds: bytes in memory, or a lazily read file on disk."""
 
 

@@ -357,6 +357,13 @@ class UpperDir:
         elif exchange and had_dst:
             self._parents(src)
             os.rename(fd, fs)
+        elif not exchange:
+            # src had no object on disk (a lower one, copied up by the rename): what dst
+            # has on disk is replaced by a new copy, never kept and relabelled by sync.
+            new, st = self.entry(dst), _lstat(fd)
+            if isinstance(new, Inode) and st is not None:
+                self._parents(dst)
+                self._place(dst, st, lambda tmp: self._make(tmp, new))
         self._dirs.update((split(src)[0], split(dst)[0]))
         self.sync(dst)
         self.sync(src)
