@@ -15,7 +15,7 @@ import stat as _stat
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar
 
 import attrs
 
@@ -445,9 +445,9 @@ class Whiteout:
 WHITEOUT = Whiteout()
 """The one whiteout value: ``{"etc/motd": WHITEOUT}`` deletes etc/motd below."""
 
-Node = Union[File, Dir, Symlink, Fifo, Socket, Device]
+Node = File | Dir | Symlink | Fifo | Socket | Device
 """A real (non-whiteout) entry."""
-Entry = Union[File, Dir, Symlink, Fifo, Socket, Device, Whiteout]
+Entry = File | Dir | Symlink | Fifo | Socket | Device | Whiteout
 """Anything a layer maps a path to."""
 
 

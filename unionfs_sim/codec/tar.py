@@ -159,7 +159,8 @@ def _info(name: str, node: Entry) -> tarfile.TarInfo:
         pax["mtime"] = _pax_time(node.mtime_ns)
     for k, v in node.xattrs.items():
         if _bad_xattr_name(k):
-            raise ValueError(f"/{name}: xattr name {k!r} cannot be stored in a tar (a PAX keyword is UTF-8 without '=' or NUL)")
+            raise ValueError(f"/{name}: xattr name {k!r} cannot be stored in a tar"
+                             " (a PAX keyword is UTF-8 without '=' or NUL)")
         pax["SCHILY.xattr." + k] = _xattr_value(v)
     ti.pax_headers = pax
     if isinstance(node, File):
@@ -199,7 +200,8 @@ def tar_names(entries: Mapping[str, Entry]) -> list[tuple[str, Entry]]:
     items: list[tuple[str, Entry]] = []
     for k, node in entries.items():
         if WHITEOUT_PREFIX in k and any(p.startswith(WHITEOUT_PREFIX) for p in k.split("/")):
-            raise ValueError(f"/{k}: a name starting with {WHITEOUT_PREFIX!r} cannot be stored in an OCI layer (it reads back as a whiteout)")
+            raise ValueError(f"/{k}: a name starting with {WHITEOUT_PREFIX!r} cannot be stored in an OCI layer"
+                             " (it reads back as a whiteout)")
         if isinstance(node, Whiteout):
             parent, name = split(k)
             items.append((join(parent, WHITEOUT_PREFIX + name), node))
@@ -599,7 +601,8 @@ class _Guard:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> Literal[False]:
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
+                 tb: TracebackType | None) -> Literal[False]:
         if e is None or isinstance(e, FormatError):
             return False
         if isinstance(e, _SourceError):
@@ -691,7 +694,8 @@ class _Reader:
             return
         for p in parts[:-1]:
             if p.startswith(WHITEOUT_PREFIX):
-                raise FormatError(f"{where}: a directory name cannot start with {WHITEOUT_PREFIX!r} (a whiteout has no children)")
+                raise FormatError(f"{where}: a directory name cannot start with {WHITEOUT_PREFIX!r}"
+                                  " (a whiteout has no children)")
         k = "/".join(parts)
         base = parts[-1] if parts else ""
         parent = "/".join(parts[:-1])
@@ -714,7 +718,8 @@ class _Reader:
     def _once(self, table: dict[str, Any], k: str, raw: str, what: str, value: Any = None) -> None:
         seen = self.raw.get(k) if table is self.entries else table.get(k)
         if seen is not None:
-            raise FormatError(f"{self.where(raw)}: duplicate {what} /{k} (first as {seen!r}); an OCI layer MUST NOT repeat a path")
+            raise FormatError(f"{self.where(raw)}: duplicate {what} /{k} (first as {seen!r});"
+                              " an OCI layer MUST NOT repeat a path")
         if table is self.entries:
             self.entries[k] = value
             self.raw[k] = raw
@@ -722,7 +727,8 @@ class _Reader:
             table[k] = raw
 
     def _meta(self, ti: tarfile.TarInfo, where: str) -> dict[str, Any]:
-        return {"mode": ti.mode, "uid": ti.uid, "gid": ti.gid, "mtime_ns": _mtime_ns(ti, where), "xattrs": _xattrs(ti, where)}
+        return {"mode": ti.mode, "uid": ti.uid, "gid": ti.gid, "mtime_ns": _mtime_ns(ti, where),
+                "xattrs": _xattrs(ti, where)}
 
     def _file(self, ti: tarfile.TarInfo, stream: _Stream, where: str) -> File:
         meta = self._meta(ti, where)
@@ -738,7 +744,8 @@ class _Reader:
 
     def _node(self, ti: tarfile.TarInfo, stream: _Stream, k: str, where: str) -> Entry:
         t = ti.type
-        if ti.sparse is not None or t == tarfile.GNUTYPE_SPARSE or any(h.startswith("GNU.sparse.") for h in ti.pax_headers):
+        sparse = ti.sparse is not None or t == tarfile.GNUTYPE_SPARSE
+        if sparse or any(h.startswith("GNU.sparse.") for h in ti.pax_headers):
             raise FormatError(f"{where}: GNU sparse files are not supported (OCI: sparse files SHOULD NOT be used)")
         if t in (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE):
             return self._file(ti, stream, where)
@@ -800,7 +807,8 @@ class _Reader:
                 if not node.opaque:
                     entries[d] = attrs.evolve(node, opaque=True)
             else:
-                raise FormatError(f"{self.where(raw)}: opaque marker inside /{d}, a {type(node).__name__} of this layer")
+                raise FormatError(f"{self.where(raw)}: opaque marker inside /{d},"
+                                  f" a {type(node).__name__} of this layer")
         for k in entries:
             for p in parents(k):
                 n = entries.get(p)

@@ -114,9 +114,11 @@ class HashingReader:
         while self.read(_CHUNK):
             pass
         if self.size is not None and self.count != self.size:
-            raise DigestMismatch(f"{self.name}: blob {self.digest} is {self.count} bytes, its descriptor says {self.size}")
+            raise DigestMismatch(f"{self.name}: blob {self.digest} is {self.count} bytes,"
+                                 f" its descriptor says {self.size}")
         if self.digest is not None and self.hexdigest() != self.digest:
-            raise DigestMismatch(f"{self.name}: content does not match digest {self.digest} (it hashes to {self.hexdigest()})")
+            raise DigestMismatch(f"{self.name}: content does not match digest {self.digest}"
+                                 f" (it hashes to {self.hexdigest()})")
 
 
 class HashingWriter:
@@ -251,7 +253,8 @@ def _verify_quietly(reader: HashingReader, cause: BaseException | None = None) -
         return
 
 
-def export_parts(image: Image, descriptors: Sequence[Mapping[str, Any]], diff_ids: Sequence[str]) -> tuple[bytes, bytes]:
+def export_parts(image: Image, descriptors: Sequence[Mapping[str, Any]],
+                 diff_ids: Sequence[str]) -> tuple[bytes, bytes]:
     """The config and manifest bytes to write for ``image`` with these layer blobs.
 
     When the blobs are the ones the image records (same descriptors, same diff_ids) the
