@@ -16,7 +16,7 @@ import re
 import stat as _stat
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from typing import IO, Any, TypeVar
+from typing import IO, Any, ClassVar, TypeVar
 
 import attrs
 
@@ -130,6 +130,9 @@ class FileSystem:
         path_max: paths of this many bytes or more fail with ENAMETOOLONG (PATH_MAX,
             as a system call checks them); None for no limit (see :meth:`unbounded`).
     """
+
+    handle_class: ClassVar[type[Handle]]
+    """What :meth:`os_open` opens files as (a subclass may add to what an open file does)."""
 
     def __init__(self, overlay: Overlay) -> None:
         self._ov = overlay
@@ -997,7 +1000,7 @@ class FileSystem:
                 self._check_writable(r.path)
                 inode = self._create(r, "f", mode & 0o7777 & ~self.umask)
                 assert r.loc is not None
-                return Handle(self, r.path, r.loc, inode, flags)
+                return self.handle_class(self, r.path, r.loc, inode, flags)
             if excl:
                 raise errors.Exists(r.path)
             kind = loc.kind
@@ -1012,7 +1015,7 @@ class FileSystem:
                 if writing or creat or trunc:
                     raise errors.IsADirectory(r.path)
                 self._need(self._ov.effective(loc), mask, r.path)
-                return Handle(self, r.path, loc, None, flags)
+                return self.handle_class(self, r.path, loc, None, flags)
             if r.slash:
                 raise errors.NotADirectory(r.path)
             if self.caller is not None:
@@ -1027,14 +1030,14 @@ class FileSystem:
                 # writing without blocking (ENXIO with O_NONBLOCK, as Linux).
                 if kind == "p" and acc == os.O_WRONLY and flags & os.O_NONBLOCK:
                     raise errors.error(6, r.path)
-                return Handle(self, r.path, loc, loc.up if loc.up is not None else loc.ix, flags)
+                return self.handle_class(self, r.path, loc, loc.up if loc.up is not None else loc.ix, flags)
             if writing or trunc:
                 self._check_writable(r.path)
                 inode = self._ov.copy_up(loc)
                 if trunc:  # handle_truncate: do_truncate, which drops setuid/setgid too
                     self._ov.setattr(inode, size=0, mode=self._kill_privs(inode))
-                return Handle(self, r.path, loc, inode, flags)
-            return Handle(self, r.path, loc, loc.up if loc.up is not None else loc.ix, flags)
+                return self.handle_class(self, r.path, loc, inode, flags)
+            return self.handle_class(self, r.path, loc, loc.up if loc.up is not None else loc.ix, flags)
 
     def open(self, path: PathArg, mode: str = "r", buffering: int = -1, encoding: str | None = None,
              errors_: str | None = None, newline: str | None = None, *, errors: str | None = None) -> IO[Any]:
@@ -1360,3 +1363,6 @@ class Handle(io.RawIOBase):
 
     def __repr__(self) -> str:
         return f"<unionfs_sim Handle {self.name!r} flags={self._flags:#o}>"
+
+
+FileSystem.handle_class = Handle

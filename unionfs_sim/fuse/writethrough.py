@@ -431,6 +431,15 @@ class WriteThroughHandle(Handle):
                 os.utime(self._wt_fd, ns=(o.atime_ns, o.mtime_ns))
             return size
 
+    def attach(self, fd: int, upper: UpperDir) -> None:
+        """Write through to ``fd``, the open upper file on disk (closed with the handle)."""
+        self._wt_fd, self._wt = fd, upper
+
+    @property
+    def regular(self) -> bool:
+        """True if the handle holds an upper regular file (what there is to write through to)."""
+        return self._inode is not None and self._inode.kind == "f"
+
     def sync(self) -> None:
         """fsync(2) the upper file (the client's fsync)."""
         if self._wt_fd >= 0 and self._wt.fsync:
@@ -452,6 +461,8 @@ class WriteThroughFS(FileSystem):
 
         fs = WriteThroughFS(c.overlay, UpperDir(c.overlay, upper, work))
     """
+
+    handle_class = WriteThroughHandle
 
     def __init__(self, overlay: Overlay, upper: UpperDir) -> None:
         super().__init__(overlay)
@@ -603,17 +614,16 @@ class WriteThroughFS(FileSystem):
             fd: int | None = None
             try:
                 fd = self.upper.changed(k, keep=k if writing else None)
-                inode = h._inode
-                if fd is not None and not (inode is not None and inode.kind == "f"):
+                regular = isinstance(h, WriteThroughHandle) and h.regular
+                if fd is not None and not regular:
                     os.close(fd)
                     fd = None
-                if writing and inode is not None and inode.kind == "f":
+                if writing and regular:
+                    assert isinstance(h, WriteThroughHandle)
                     if fd is None:
                         fd = os.open(self.upper.full(k), os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-                    h.__class__ = WriteThroughHandle  # same layout; adds the disk side
-                    assert isinstance(h, WriteThroughHandle)
-                    h._wt_fd, fd = fd, None
-                    h._wt = self.upper
+                    h.attach(fd, self.upper)
+                    fd = None
             except BaseException:
                 if fd is not None:
                     os.close(fd)
