@@ -377,3 +377,22 @@ def test_mount_fuse_helper_calling_convention(dirs: Dirs) -> None:
         finally:
             unmount_and_wait(dirs)
     assert stat.S_ISDIR(os.stat(dirs.upper).st_mode)
+
+
+def test_the_drop_in_parses_with_click_and_is_a_command_of_the_group(tmp_path: Path) -> None:
+    """One parser (click) for every entry point: options before or after the paths, -oOPTS glued,
+    and ``unionfs-sim fuse-overlayfs`` running the same program."""
+    from click.testing import CliRunner
+
+    from unionfs_sim.cli import main as cli
+
+    (tmp_path / "l").mkdir()
+    before = Config(["-o", f"lowerdir={tmp_path}/l", "src", str(tmp_path / "m")])
+    after = Config(["src", str(tmp_path / "m"), f"-olowerdir={tmp_path}/l", "-f"])
+    assert before.lowers == after.lowers == [str(tmp_path / "l")] and after.foreground and not before.foreground
+    with pytest.raises(UsageError, match="No such option.*--bogus"):
+        Config(["--bogus", str(tmp_path / "m")])
+    r = CliRunner().invoke(cli, ["fuse-overlayfs", "--version"])
+    assert r.exit_code == 0 and r.output.startswith("unionfs-sim-fuse (unionfs_sim)")
+    r = CliRunner().invoke(cli, ["fuse-overlayfs", "--help"])
+    assert r.exit_code == 0 and "--umount MOUNTPOINT" in r.output

@@ -6,7 +6,7 @@
 - :mod:`.analysis`: ``inspect``, ``history``, ``ls``, ``diff``, ``layers``, ``efficiency``, ``df``, ``export``;
 - :mod:`.sources`: images named the skopeo way, for every command;
 - :mod:`.fuse_overlayfs`: ``unionfs-sim-fuse``, the fuse-overlayfs drop-in (its own entry
-  point, with fuse-overlayfs's calling convention).
+  point with fuse-overlayfs's calling convention, and ``unionfs-sim fuse-overlayfs``).
 
 Commands are registered here, so importing a command module registers nothing by itself.
 """
@@ -14,11 +14,12 @@ Commands are registered here, so importing a command module registers nothing by
 from __future__ import annotations
 
 from .analysis import COMMANDS as ANALYSIS_COMMANDS
-from .main import main
+from .main import fuse_overlayfs_command, main
 from .mount import mount_command
 from .serve import serve_command
 
 main.add_command(mount_command)
+main.add_command(fuse_overlayfs_command)
 main.add_command(serve_command)
 for _c in ANALYSIS_COMMANDS:  # inspect, history, ls, diff, layers, efficiency, df, export
     main.add_command(_c)

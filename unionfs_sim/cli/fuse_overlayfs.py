@@ -55,7 +55,6 @@ sanitized PATH, so the script must be found in ``/usr/local/bin``, ``/usr/bin`` 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import errno
 import fcntl
@@ -68,6 +67,8 @@ import sys
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
+
+import click
 
 from ..codec import overlaydir
 from ..container import Container
@@ -216,42 +217,44 @@ def umount_main(argv: Sequence[str]) -> int:
 # --- the program --------------------------------------------------------------------------
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="Mount an overlay (lowerdir/upperdir/workdir) served by the"
-                                " unionfs_sim model, as fuse-overlayfs does. Every change is written to the"
-                                " upperdir before the call returns.")
-    p.add_argument("-o", dest="options", action="append", default=[], metavar="OPTIONS",
-                   help="lowerdir=A:B,upperdir=U,workdir=W,redirect_dir=on,index=on,metacopy=on,allow_other,..."
+@click.command(PROG, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+               help="Mount an overlay (lowerdir/upperdir/workdir) served by the unionfs_sim model, as"
+                    " fuse-overlayfs does. Every change is written to the upperdir before the call returns.")
+@click.option("-o", "options", multiple=True, metavar="OPTIONS",
+              help="lowerdir=A:B,upperdir=U,workdir=W,redirect_dir=on,index=on,metacopy=on,allow_other,..."
                    " (unknown options are refused)")
-    p.add_argument("-f", dest="foreground", action="store_true", help="stay in the foreground")
-    p.add_argument("-d", "--debug", action="store_true", help="log every request to stderr (implies -f)")
-    p.add_argument("--umount", metavar="MOUNTPOINT", help="unmount MOUNTPOINT (as fusermount3 -u) and exit")
-    p.add_argument("--version", action="store_true", help="print the version and exit")
-    p.add_argument("paths", nargs="*", metavar="[SOURCE] MOUNTPOINT")
-    return p
+@click.option("-f", "foreground", is_flag=True, help="stay in the foreground")
+@click.option("-d", "--debug", is_flag=True, help="log every request to stderr (implies -f)")
+@click.option("--umount", metavar="MOUNTPOINT", help="unmount MOUNTPOINT (as fusermount3 -u) and exit")
+@click.option("--version", is_flag=True, help="print the version and exit")
+@click.argument("paths", nargs=-1, metavar="[SOURCE] MOUNTPOINT")
+def command(**_: Any) -> None:
+    """The drop-in's command line, parsed by click: :class:`Config` reads it, :func:`main` runs it."""
 
 
 class Config:
     """What the command line asks for."""
 
     def __init__(self, argv: Sequence[str]) -> None:
-        a, rest = _parser().parse_known_args(list(argv))
-        # mount.fuse puts "-o opts" after the positionals; parse_known_args handles both orders.
-        for r in rest:
-            if r.startswith("-o") and len(r) > 2:
-                a.options.append(r[2:])
-            else:
-                raise UsageError(f"unknown argument {r!r}")
-        self.version = bool(a.version)
+        # mount.fuse puts "-o opts" after the positionals: click takes options anywhere.
+        try:
+            with command.make_context(PROG, list(argv)) as ctx:
+                a = ctx.params
+        except click.exceptions.Exit:
+            raise
+        except click.ClickException as e:
+            raise UsageError(e.format_message()) from None
+        self.version = bool(a["version"])
         if self.version:
             return
-        if len(a.paths) not in (1, 2):
+        paths = a["paths"]
+        if len(paths) not in (1, 2):
             raise UsageError("expected [SOURCE] MOUNTPOINT")
-        self.source = a.paths[0] if len(a.paths) == 2 else PROG
-        self.mountpoint = os.path.abspath(a.paths[-1])
-        self.debug = bool(a.debug)
-        self.foreground = bool(a.foreground) or self.debug
-        opts = parse_options(a.options)
+        self.source = paths[0] if len(paths) == 2 else PROG
+        self.mountpoint = os.path.abspath(paths[-1])
+        self.debug = bool(a["debug"])
+        self.foreground = bool(a["foreground"]) or self.debug
+        opts = parse_options(a["options"])
         check_options(opts)
         self.opts = opts
         if "lowerdir" not in opts or opts["lowerdir"] is True:
@@ -394,6 +397,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return umount_main([a.split("=", 1)[1] if a.startswith("--umount=") else a for a in args])
     try:
         cfg = Config(args)
+    except click.exceptions.Exit as e:  # --help
+        return int(e.exit_code)
     except UsageError as e:
         sys.stderr.write(f"{PROG}: {e}\n")
         return 2

@@ -1,6 +1,8 @@
-"""The ``unionfs-sim`` click group and its ``demo`` command."""
+"""The ``unionfs-sim`` click group, its ``demo`` command, and ``fuse-overlayfs`` (the drop-in's own parser runs it)."""
 
 from __future__ import annotations
+
+import sys
 
 import click
 
@@ -76,3 +78,12 @@ def demo() -> None:
     echo(f"  {new!r}: {len(new.layers)} layers, top layer {new.layers[-1].digest[:19]}...")
     echo(f"  new image /etc/hostname = {new.fs.read_bytes('/etc/hostname')!r}; "
          f"old image still {image.fs.read_bytes('/etc/hostname')!r}")
+
+
+@click.command("fuse-overlayfs", add_help_option=False, context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def fuse_overlayfs_command(args: tuple[str, ...]) -> None:
+    """The fuse-overlayfs drop-in (unionfs-sim-fuse) as a command; --help lists its options."""
+    from .fuse_overlayfs import main as drop_in  # its click parser, its exit codes
+
+    sys.exit(drop_in(list(args)))
