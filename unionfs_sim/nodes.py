@@ -135,6 +135,12 @@ class _Fds:
 
 
 _FDS = _Fds()
+
+
+def release_disk_files() -> None:
+    """Close the few descriptors :class:`DiskBytes` keep open for reading (they reopen on the
+    next read): for a caller about to unmount the filesystem lower files live on."""
+    _FDS.clear()
 _READ = 1 << 20
 
 

@@ -247,21 +247,28 @@ class UpperDir:
         data = e.data
         assert data is not None
         base = data.base
+        off = 0
         if isinstance(base, DiskBytes) and not data.chunks and data.base_len == data.size == len(base):
             # Untouched lower data on disk: copied in the kernel (copy_file_range, as
-            # ovl_copy_up_data does), never through this process's memory.
+            # ovl_copy_up_data does), never through this process's memory. Across
+            # filesystems (a lower on another mount) the kernel may refuse (EXDEV ...):
+            # then the bytes go through pread/pwrite below, as overlayfs falls back too.
             src = base.open_fd()
             try:
-                off = 0
                 while off < data.size:
-                    n = os.copy_file_range(src, fd, min(_COPY << 4, data.size - off), off, off)
+                    try:
+                        n = os.copy_file_range(src, fd, min(_COPY << 4, data.size - off), off, off)
+                    except OSError as e:
+                        if e.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                            raise
+                        break
                     if n == 0:
                         raise OSError(errno.EIO, "lower file got shorter while copied up", base.path)
                     off += n
             finally:
                 os.close(src)
-            return
-        off = 0
+            if off == data.size:
+                return
         while off < data.size:
             chunk = data.view(off, _COPY)
             n = os.pwrite(fd, chunk, off)
