@@ -80,6 +80,10 @@ def test_every_call_leaves_the_upperdir_equal_to_the_model(tmp_path: Path) -> No
         lambda: fs.rename("/bin/sh", "/bin/ash", exchange=True),
         lambda: fs.removexattr("/etc", "user.foo"),
         lambda: fs.utime("/etc", ns=(1, 2)),
+        lambda: fs.rename("/d2/sub", "/d2/sub2"),  # a lower directory away (redirect) ...
+        lambda: fs.rename("/d2/sub2", "/d2/sub"),  # ... and back over its own whiteout
+        lambda: fs.rename("/etc/hostname", "/var/cache/h"),
+        lambda: fs.rename("/var/cache", "/etc/cache"),  # a merged dir over a whiteout's place
     ]
     for i, step in enumerate(steps):
         step()
@@ -92,7 +96,7 @@ def test_every_call_leaves_the_upperdir_equal_to_the_model(tmp_path: Path) -> No
         f.write(b"b" * 10)
         f.truncate(70_000)
         assert (up / "big").read_bytes() == c.fs.read_bytes("/big")
-    assert os.getxattr(up / "etc/hostname", "trusted.overlay.overlay.mine") == b"escaped"
+    assert os.getxattr(up / "etc/cache/h", "trusted.overlay.overlay.mine") == b"escaped"  # hostname, moved
     assert os.getxattr(up / "d", "trusted.overlay.opaque") == b"y"
     assert os.getxattr(up / "d2", "trusted.overlay.redirect") == b"/d"
     same(overlaydir.read(up), c.overlay.upper_entries())

@@ -350,8 +350,11 @@ class UpperDir:
         elif had_src:
             self._parents(dst)
             dst_st = _lstat(fd)
-            if dst_st is not None and _stat.S_ISDIR(dst_st.st_mode):
-                renameat2(fs, fd, RENAME_EXCHANGE)  # the old dir goes to src, removed below
+            if dst_st is not None and (_stat.S_ISDIR(dst_st.st_mode) or _stat.S_ISDIR(os.lstat(fs).st_mode)):
+                # A directory on either side (rename(2) refuses a directory over a whiteout's
+                # char device, or over a non-empty directory): swap them, and sync(src) below
+                # removes or whiteouts what came back, as ovl_rename swaps over a whiteout.
+                renameat2(fs, fd, RENAME_EXCHANGE)
             elif self.entry(src) is WHITEOUT:
                 try:  # move and leave the whiteout in one step, as ovl_rename does
                     renameat2(fs, fd, RENAME_WHITEOUT)
