@@ -6,36 +6,22 @@ Runs for every combination of redirect_dir, index and metacopy the kernel accept
 
 from __future__ import annotations
 
-import itertools
 import os
 
 import pytest
 from hypothesis import HealthCheck, settings
 
 from unionfs_sim import OverlayOptions
-from unionfs_sim.testing import KernelOverlay, KernelUnavailable
-from unionfs_sim.testing.machines import KernelMachine
+from unionfs_sim.testing.kernel import kernel_unavailable
+from unionfs_sim.testing.machines import OPTION_SETS, KernelMachine
 
 pytestmark = pytest.mark.kernel
 
 EXAMPLES = int(os.environ.get("UFS_KERNEL_EXAMPLES", "300"))
 
 
-def _kernel_reason() -> str | None:
-    try:
-        with KernelOverlay([]):
-            pass
-    except KernelUnavailable as e:
-        return str(e)
-    return None
-
-
-REASON = _kernel_reason()
-COMBOS = [
-    OverlayOptions(redirect_dir=rd, index=ix, metacopy=mc)
-    for rd, ix, mc in itertools.product([False, True], repeat=3)
-    if not (mc and not rd)
-]
+REASON = kernel_unavailable()
+COMBOS = OPTION_SETS
 
 
 def _machine(opts: OverlayOptions) -> type[KernelMachine]:

@@ -40,7 +40,7 @@ from ..codec import overlaydir
 from ..errors import KernelUnavailable
 from ..fs import walk_scandir
 from ..layer import Layer
-from ..linux import RENAME_EXCHANGE, RENAME_NOREPLACE, libc, mounts_at, renameat2
+from ..linux import RENAME_EXCHANGE, RENAME_NOREPLACE, libc, mounts_at, renameat2, unmount
 from ..nodes import Dir, Entry
 from ..options import OverlayOptions
 from ..paths import is_within, parents
@@ -53,9 +53,6 @@ PathArg = str | os.PathLike[str]
 
 # --- mounting ------------------------------------------------------------------------
 
-_MNT_DETACH = 2
-
-
 def mounted_at(path: PathArg) -> bool:
     """True if something is mounted exactly at ``path`` (per /proc/self/mountinfo)."""
     return bool(mounts_at(os.path.realpath(os.fspath(path))))
@@ -63,18 +60,15 @@ def mounted_at(path: PathArg) -> bool:
 
 def _umount(path: str) -> None:
     """Unmount ``path``; if it stays busy, detach it lazily (``umount -l``)."""
-    lib = libc()
     for attempt in range(5):
-        if lib.umount2(os.fsencode(path), 0) == 0:
-            return
-        err = ctypes.get_errno()
-        if err == errno.EINVAL and not mounted_at(path):
+        err = unmount(path, lazy=False)
+        if err == 0 or (err == errno.EINVAL and not mounted_at(path)):
             return
         if err != errno.EBUSY:
             raise OSError(err, f"umount failed: {os.strerror(err)}", path)
         time.sleep(0.02 * (attempt + 1))
-    if lib.umount2(os.fsencode(path), _MNT_DETACH) != 0:
-        err = ctypes.get_errno()
+    err = unmount(path, lazy=True)
+    if err != 0:
         raise OSError(err, f"lazy umount failed: {os.strerror(err)}", path)
 
 
@@ -1122,4 +1116,18 @@ class KernelOverlay:
             raise errors[0]
 
 
-__all__ = ["KernelDirEntry", "KernelFS", "KernelFile", "KernelOverlay", "KernelUnavailable", "chrooted", "mounted_at"]
+def kernel_unavailable() -> str | None:
+    """Why the kernel's overlayfs cannot be mounted here (a test's skip reason), or None.
+
+    Mounts and unmounts an empty overlay once.
+    """
+    try:
+        with KernelOverlay([]):
+            pass
+    except KernelUnavailable as e:
+        return str(e)
+    return None
+
+
+__all__ = ["KernelDirEntry", "KernelFS", "KernelFile", "KernelOverlay", "KernelUnavailable", "chrooted",
+           "kernel_unavailable", "mounted_at"]

@@ -21,6 +21,7 @@ filesystem, a flattener ...) against the model;
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
@@ -295,4 +296,13 @@ def _show(o: tuple[str, Any]) -> str:
     return f"result {o[1]!r}"
 
 
-__all__ = ["DifferentialMachine", "KernelMachine", "link_targets", "op_paths", "outcome", "precondition"]
+OPTION_SETS = [
+    OverlayOptions(redirect_dir=rd, index=ix, metacopy=mc)
+    for rd, ix, mc in itertools.product([False, True], repeat=3)
+    if not (mc and not rd)  # metacopy=on needs redirect_dir=on, as the kernel requires
+]
+"""Every OverlayOptions the kernel mounts, for machines run once per option set."""
+
+
+__all__ = ["OPTION_SETS", "DifferentialMachine", "KernelMachine", "link_targets", "op_paths", "outcome",
+           "precondition"]
