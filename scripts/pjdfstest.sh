@@ -15,6 +15,13 @@
 # plus a line "N passed, N failed" counting assertions. The full TAP output is kept in
 # $PJDFSTEST_LOG (default: a file in the temp directory, named at the end).
 #
+# PJDFSTEST_SERVER=dropin runs the same tests through the fuse-overlayfs drop-in instead:
+# unionfs-sim-fuse -f -o lowerdir=L,upperdir=U,workdir=W (as root: allow_other and
+# default_permissions), L a lower dir on disk with a few files, U the write-through
+# upperdir. After the unmount the same dirs are mounted with the kernel's overlayfs and
+# the script prints what that shows at the root (pjdfstest removes everything it makes,
+# so only the lower's names should be there).
+#
 # Environment: PROVE_ARGS (extra prove options, e.g. "-j2"), UNIONFS_SIM_FUSE_OPTS
 # (extra -o options for the mount, e.g. "attr_timeout=1"), PJDFSTEST_LOG.
 set -euo pipefail
@@ -40,6 +47,37 @@ mnt="$tmp/mnt"
 mkdir "$mnt"
 log=${PJDFSTEST_LOG:-$tmp/prove.log}
 
+run_dropin() {
+  local lower="$tmp/lower" upper="$tmp/upper" work="$tmp/work" chk="$tmp/check" pid i
+  mkdir -p "$lower/dir" "$upper" "$work" "$chk"
+  echo lower >"$lower/file"; echo lower >"$lower/dir/file"
+  PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" python3 -m unionfs_sim.cli.fuse_overlayfs -f \
+    -o "lowerdir=$lower,upperdir=$upper,workdir=$work${UNIONFS_SIM_FUSE_OPTS:+,$UNIONFS_SIM_FUSE_OPTS}" "$mnt" \
+    2>"$tmp/server.log" &
+  pid=$!
+  for i in $(seq 200); do
+    grep -q " $mnt " /proc/mounts && break
+    kill -0 $pid 2>/dev/null || { cat "$tmp/server.log" >&2; exit 1; }
+    sleep 0.05
+  done
+  chmod 755 "$mnt"
+  local rc=0
+  (cd "$mnt" && prove -r -v ${PROVE_ARGS:-} "${tests[@]}") >"$log" 2>&1 || rc=$?
+  local left
+  left=$(ls -A "$mnt" | tr '\n' ' ')
+  umount "$mnt"
+  wait $pid || echo "unionfs-sim-fuse exited with status $?"
+  echo "prove exit status $rc; names left in the mount root: ${left:-none}"
+  mount -t overlay overlay -o "ro,lowerdir=$upper:$lower" "$chk"
+  echo "the kernel's overlayfs on the same upperdir and lower shows: $(ls -A "$chk" | tr '\n' ' ')"
+  umount "$chk"
+  [ -s "$tmp/server.log" ] && { echo "server stderr (last 20 lines):"; tail -20 "$tmp/server.log"; }
+  return 0
+}
+
+if [ "${PJDFSTEST_SERVER:-}" = dropin ]; then
+  run_dropin
+else
 # The mount is served by this Python process; it runs prove in the mount and unmounts.
 PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" python3 - "$mnt" "$log" "${tests[@]}" <<'EOF'
 import os, subprocess, sys
@@ -63,6 +101,8 @@ print(f"prove exit status {r.returncode}; {len(left)} names left in the mount ro
 for e in unexpected[:20]:
     print("  unexpected:", repr(e))
 EOF
+
+fi
 
 # prove's summary, the failing assertions (per test file) and an assertion count.
 sed -n '/^Test Summary Report/,$p' "$log"

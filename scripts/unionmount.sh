@@ -26,12 +26,11 @@
 #
 # Needs root, FUSE (libfuse2 for unionfs-sim-fuse) and unionfs-sim-fuse installed where
 # mount(8) finds it: ln -sf "$(python -c 'import sys,os;print(os.path.join(os.path.dirname(sys.executable),"unionfs-sim-fuse"))')" /usr/local/bin/unionfs-sim-fuse
-# A plain umount returns before unionfs-sim-fuse has written the upper layer back; a
-# new mount of the same directories (the suite's mount cycling) waits for that itself.
-# With UNIONMOUNT_UMOUNT_HELPER=1 the script also installs the program as umount(8)'s
-# helper for the run, so that umount itself waits: /sbin/umount.fuse.unionfs-sim-fuse
-# and /sbin/umount.fuse (umount MOUNTPOINT looks the type up with statfs, which only
-# says "fuse"; other FUSE mounts are passed to umount -i unchanged); links it created
+# unionfs-sim-fuse writes every change to the upperdir as it happens, so a plain umount
+# leaves nothing to wait for. With UNIONMOUNT_UMOUNT_HELPER=1 the script still installs
+# the program as umount(8)'s helper for the run (/sbin/umount.fuse.unionfs-sim-fuse and
+# /sbin/umount.fuse; umount MOUNTPOINT looks the type up with statfs, which only says
+# "fuse"; other FUSE mounts are passed to umount -i unchanged), to test that path; links it created
 # are removed at the end. Everything is mounted under a new temporary directory (a tmpfs
 # for the layers, another for the lowermost layer), unmounted at the end.
 set -u

@@ -47,6 +47,9 @@ _COPY = 1 << 20
 _KIND = {_stat.S_IFREG: "f", _stat.S_IFDIR: "d", _stat.S_IFLNK: "l", _stat.S_IFIFO: "p", _stat.S_IFSOCK: "s",
          _stat.S_IFCHR: "c", _stat.S_IFBLK: "b"}
 _FMT = {v: k for k, v in _KIND.items()}
+_LONG = 3800
+"""Disk paths this long (bytes) go through a parent directory descriptor: PATH_MAX is 4096."""
+_DIRFLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def _lstat(path: str) -> os.stat_result | None:
@@ -93,12 +96,65 @@ class UpperDir:
         self._euid, self._egid = os.geteuid(), os.getegid()
         self._keep: str | None = None  # changed(keep=k): a file made at k stays open ...
         self._kept: int | None = None  # ... here (saves reopening it for the write handle)
+        self._dirfds: dict[str, int] = {}  # parent key -> O_PATH descriptor, for long paths
 
     # --- names --------------------------------------------------------------------------
 
     def full(self, k: str) -> str:
-        """The disk path of key ``k``."""
-        return os.path.join(self.root, k) if k else self.root
+        """The disk path of key ``k``, short enough for any path syscall.
+
+        A client may use names whose path under the mount is up to PATH_MAX - 1 bytes,
+        which the upperdir's own prefix would push over the limit (pjdfstest's */03.t
+        do): such a key's path goes through an O_PATH descriptor of its parent,
+        ``/proc/self/fd/N/name``, opened component by component as fuse-overlayfs and the
+        kernel's overlayfs work relative to directories. The descriptors live until the
+        end of the operation (:meth:`finish`), or until a rename or removal moves them.
+        """
+        if not k:
+            return self.root
+        path = os.path.join(self.root, k)
+        if len(path) < _LONG or len(os.fsencode(path)) < _LONG:
+            return path
+        parent, name = split(k)
+        fd = self._dirfds.get(parent)
+        if fd is None:
+            fd, missing = self._open_dir(parent)
+            if missing is not None:  # lookups of anything below give ENOENT, as they should
+                self._dirfds[f"\0{fd}"] = fd  # closed by finish()
+                return f"/proc/self/fd/{fd}/{missing}/{name}"
+            self._dirfds[parent] = fd
+        return f"/proc/self/fd/{fd}/{name}"
+
+    def _open_dir(self, k: str) -> tuple[int, str | None]:
+        """An O_PATH descriptor of directory ``k`` (or of its deepest existing ancestor and
+        the first missing name), walked a component at a time from the upperdir."""
+        fd = os.open(self.root, _DIRFLAGS)
+        for name in k.split("/") if k else ():
+            try:
+                nfd = os.open(name, _DIRFLAGS, dir_fd=fd)
+            except (FileNotFoundError, NotADirectoryError):
+                return fd, name
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)
+            fd = nfd
+        return fd, None
+
+    def _forget(self, k: str | None = None) -> None:
+        """Close the long-path descriptors of ``k`` and below (all of them with None)."""
+        if not self._dirfds:
+            return
+        if k is None:
+            fds = list(self._dirfds.values())
+            self._dirfds.clear()
+        else:
+            under = k + "/"
+            gone = [p for p in self._dirfds if p == k or p.startswith(under) or not k]
+            fds = [self._dirfds.pop(p) for p in gone]
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def entry(self, k: str) -> Inode | Whiteout | None:
         """The upper tree's entry at ``k`` (None: nothing there, the lower layers show through)."""
@@ -133,6 +189,7 @@ class UpperDir:
         if e is None:
             if st is not None and k:
                 self._discard(full, st)
+                self._forget(k)
                 self._dirs.add(split(k)[0])
             return
         if k:
@@ -159,6 +216,12 @@ class UpperDir:
 
     def finish(self) -> None:
         """Restore the times of directories whose names changed on disk during the call."""
+        try:
+            self._finish()
+        finally:
+            self._forget()
+
+    def _finish(self) -> None:
         while self._dirs:
             k = self._dirs.pop()
             e = self.entry(k)
@@ -188,6 +251,7 @@ class UpperDir:
             self._rm(tmp)
         else:
             os.rename(tmp, full)
+        self._forget(k)
         self._dirs.add(split(k)[0])
 
     def _discard(self, full: str, st: os.stat_result) -> None:
@@ -344,6 +408,13 @@ class UpperDir:
         ``had_src``/``had_dst``: :meth:`on_disk` of each before the rename. An object on
         disk is moved, never copied (its hard links and open files stay with it).
         """
+        try:
+            self._moved(src, dst, had_src, had_dst, exchange)
+        except BaseException:
+            self._forget()
+            raise
+
+    def _moved(self, src: str, dst: str, had_src: bool, had_dst: bool, exchange: bool) -> None:
         fs, fd = self.full(src), self.full(dst)
         if exchange and had_src and had_dst:
             renameat2(fs, fd, RENAME_EXCHANGE)
@@ -374,6 +445,8 @@ class UpperDir:
             if isinstance(new, Inode) and st is not None:
                 self._parents(dst)
                 self._place(dst, st, lambda tmp: self._make(tmp, new))
+        self._forget(src)
+        self._forget(dst)
         self._dirs.update((split(src)[0], split(dst)[0]))
         self.sync(dst)
         self.sync(src)
@@ -382,6 +455,13 @@ class UpperDir:
 
     def linked(self, src: str, dst: str) -> None:
         """After ``link(src, dst)`` in the model: a hard link on disk (``src`` copied up first)."""
+        try:
+            self._linked(src, dst)
+        except BaseException:
+            self._forget()
+            raise
+
+    def _linked(self, src: str, dst: str) -> None:
         self.sync(src)
         self._parents(dst)
         tmp = self._tmp()
@@ -410,6 +490,7 @@ class UpperDir:
                 os.close(self._kept)
             raise
         finally:
+            self._forget()
             self._keep = None
             kept, self._kept = self._kept, None
         return kept
