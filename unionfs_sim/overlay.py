@@ -714,7 +714,7 @@ class Overlay:
                 out.append((k, ix))
         return out
 
-    def load_upper(self, entries: Mapping[str, Entry]) -> None:
+    def load_upper(self, entries: Mapping[str, Entry], *, replace: bool = False) -> None:
         """Make ``entries`` (an upper layer, e.g. an upperdir read back) this view's upper.
 
         The tree is built directly, so everything an upperdir says survives: whiteouts
@@ -723,10 +723,15 @@ class Overlay:
         Parents the entries leave implicit become plain (merged) directories with the
         lower directory's metadata. Not restored: index=on's index directory.
 
+        With ``replace=True`` whatever upper tree the view has is dropped first (a
+        write-through mount re-reads its upperdir after a change the disk refused).
+
         Raises:
-            ValueError: the view already has upper content, or an entry lies below a
-                non-directory of ``entries``.
+            ValueError: the view already has upper content (and ``replace`` is false), or
+                an entry lies below a non-directory of ``entries``.
         """
+        if replace:
+            self.root, self._index, self._copied = None, None, None
         if self.root is not None:
             raise ValueError("the container already has an upper layer")
         root = self.ensure_root()

@@ -32,12 +32,14 @@ import itertools
 import os
 import shutil
 import stat as _stat
+from collections.abc import Iterator
 from typing import Any
 
+from ..codec import overlaydir
 from ..codec.overlaydir import ESCAPE, TRUSTED
 from ..fs import FileSystem, Handle, PathArg
 from ..linux import RENAME_EXCHANGE, RENAME_WHITEOUT, renameat2
-from ..nodes import WHITEOUT, DiskBytes, Whiteout
+from ..nodes import WHITEOUT, Content, DiskBytes, File, Whiteout
 from ..overlay import Inode, Overlay
 from ..paths import join, split
 
@@ -230,6 +232,33 @@ class UpperDir:
                 if st is not None and _kind(st) == "d":
                     self._times(self.full(k), e, st)
 
+    def reload(self) -> None:
+        """Make the model's upper tree what the upperdir holds.
+
+        Called when the disk refused part of a change (ENOSPC, EIO, EDQUOT ...) that the
+        model had already made: the call fails with the disk's error, and the view shows
+        what the kernel's overlayfs (or a remount) would, not what the call wanted. Files
+        open at that moment keep their handles' inodes (their reads and writes go on, on
+        disk), but a lookup of their names gets the re-read ones.
+        """
+        self._forget()
+        lower = self.ov.lower
+
+        def metacopy(k: str) -> Content:
+            node = lower.nodes.get(k)
+            return node.data if isinstance(node, File) else b""
+
+        entries = overlaydir.read(self.root, format="overlay", include_root=True, metacopy=metacopy)
+        self.ov.load_upper(entries, replace=True)
+
+    @contextlib.contextmanager
+    def _or_reload(self) -> Iterator[None]:
+        try:
+            yield
+        except OSError:
+            self.reload()
+            raise
+
     def _parents(self, k: str) -> None:
         p = split(k)[0]
         if not p:
@@ -409,7 +438,8 @@ class UpperDir:
         disk is moved, never copied (its hard links and open files stay with it).
         """
         try:
-            self._moved(src, dst, had_src, had_dst, exchange)
+            with self._or_reload():
+                self._moved(src, dst, had_src, had_dst, exchange)
         except BaseException:
             self._forget()
             raise
@@ -456,7 +486,8 @@ class UpperDir:
     def linked(self, src: str, dst: str) -> None:
         """After ``link(src, dst)`` in the model: a hard link on disk (``src`` copied up first)."""
         try:
-            self._linked(src, dst)
+            with self._or_reload():
+                self._linked(src, dst)
         except BaseException:
             self._forget()
             raise
@@ -480,11 +511,12 @@ class UpperDir:
         """
         self._keep = keep
         try:
-            for k in keys:
-                self.sync(k)
-                if k:
-                    self.sync(split(k)[0])
-            self.finish()
+            with self._or_reload():
+                for k in keys:
+                    self.sync(k)
+                    if k:
+                        self.sync(split(k)[0])
+                self.finish()
         except BaseException:
             if self._kept is not None:
                 os.close(self._kept)
@@ -503,22 +535,56 @@ class WriteThroughHandle(Handle):
     _wt: UpperDir
 
     def write(self, b: Any) -> int:
-        """As :meth:`Handle.write`, then the same bytes at the same offset on disk."""
+        """As :meth:`Handle.write`, then the same bytes at the same offset on disk.
+
+        A disk that takes only part of the bytes (full) makes this a short write of what it
+        took, as write(2) is; one that takes none raises its error. Either way the model
+        keeps exactly what the disk has.
+        """
         with self._fs.lock:
             n = super().write(b)
             o = self._inode
             if self._wt_fd >= 0 and o is not None and n:
-                os.pwrite(self._wt_fd, memoryview(b).cast("B")[:n], self._pos - n)
+                view = memoryview(b).cast("B")[:n]
+                start = self._pos - n
+                done = 0
+                try:
+                    while done < n:
+                        done += os.pwrite(self._wt_fd, view[done:], start + done)
+                except OSError:
+                    self._undo(o, start + done, start + n)
+                    self._pos = start + done
+                    if not done:
+                        raise
+                    return done
                 os.utime(self._wt_fd, ns=(o.atime_ns, o.mtime_ns))
             return n
 
+    def _undo(self, o: Inode, start: int, end: int) -> None:
+        """Put back the disk's bytes in ``[start, end)`` of the model and its size (after a
+        write the disk refused from ``start`` on)."""
+        fd = os.open(f"/proc/self/fd/{self._wt_fd}", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            size = os.fstat(fd).st_size
+            old = os.pread(fd, max(0, min(end, size) - start), start) if start < size else b""
+        finally:
+            os.close(fd)
+        ov = self._fs.overlay
+        if old:
+            ov.write(o, start, old)
+        ov.setattr(o, size=size, mtime_ns=o.mtime_ns)
+
     def truncate(self, size: int | None = None) -> int:
-        """As :meth:`Handle.truncate`, on disk too."""
+        """As :meth:`Handle.truncate`, on disk too (the model keeps the disk's size if the disk refuses)."""
         with self._fs.lock:
             size = super().truncate(size)
             o = self._inode
             if self._wt_fd >= 0 and o is not None:
-                os.ftruncate(self._wt_fd, size)
+                try:
+                    os.ftruncate(self._wt_fd, size)
+                except OSError:
+                    self._fs.overlay.setattr(o, size=os.fstat(self._wt_fd).st_size, mtime_ns=o.mtime_ns)
+                    raise
                 os.utime(self._wt_fd, ns=(o.atime_ns, o.mtime_ns))
             return size
 
