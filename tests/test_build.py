@@ -104,6 +104,13 @@ def test_second_build_hits_and_explain_names_the_file() -> None:
         text = r.explain()
         assert "step 2 (line 2) COPY deps.txt /app/: file deps.txt changed: content" in text
         assert "and so: step 3 (RUN), step 4 (COPY)" in text
+        html = r._repr_html_()
+        assert html.startswith("<div") and "<script" not in html.lower()
+        assert f"under {rules} rules: 3 of 3 steps missed the cache" in html
+        assert "file deps.txt changed: content" in html and "built (after step 2)" in html
+        assert r.image._repr_html_() in html  # the image's layers below the steps
+    hit = build(b, df, {"deps.txt": "b\n", "src.py": "1\n"}, rules="buildkit")
+    assert hit._repr_html_().count(">CACHED<") == 3
 
 
 def test_reproducible_layers_and_ids() -> None:

@@ -121,6 +121,24 @@ class BuildResult:
                 lines.append("Every step after a miss is rebuilt (classic rules): put what changes least first.")
         return "\n".join(lines)
 
+    def _repr_html_(self) -> str:
+        """Each step with the cache's verdict and why it missed, then the image, for notebooks."""
+        from .._html import section, table
+
+        def verdict(s: Step) -> str:
+            if s.cached is None:
+                return "-"
+            if s.cached:
+                return "CACHED"
+            return "built" if s.caused_by is None else f"built (after step {s.caused_by})"
+
+        rows = [[s.number, s.line, s.stage, s.instruction[:80], verdict(s), s.reason or ""] for s in self.steps]
+        decided = sum(1 for s in self.steps if s.cached is not None)
+        title = (f"Build{' of ' + self.tag if self.tag else ''} under {self.rules} rules: "
+                 f"{len(self.misses)} of {decided} steps missed the cache")
+        return section(title, table(["step", "line", "stage", "instruction", "cache", "why"], rows, right=(0, 1)),
+                       f'<div style="margin-top:6px">{self.image._repr_html_()}</div>')
+
 
 # --- the state of a stage being built ---------------------------------------------------
 
