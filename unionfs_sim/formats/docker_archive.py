@@ -46,6 +46,7 @@ from ..mediatypes import (
     MT_LAYER,
     MT_MANIFEST,
 )
+from ..progress import Progress
 from ..reference import Reference
 from .blobs import (
     MAX_JSON_SIZE,
@@ -76,7 +77,8 @@ Tags = Iterable[str] | Mapping[str, Image] | None
 # --- save ----------------------------------------------------------------------------------------
 
 
-def save(images: ImageSource, dest: str | os.PathLike[str] | IO[bytes], tags: Tags = None) -> None:
+def save(images: ImageSource, dest: str | os.PathLike[str] | IO[bytes], tags: Tags = None, *,
+         progress: Progress | None = None) -> None:
     """Write ``images`` to ``dest`` (a path or a binary file object) as ``docker save`` does.
 
     ``tags``: for one image, the names to give it (``["example.com/app:1.0", "app"]``;
@@ -92,6 +94,8 @@ def save(images: ImageSource, dest: str | os.PathLike[str] | IO[bytes], tags: Ta
     the tar it was read from (decompressed from :attr:`Layer.source_blob`) while that
     file is there; a layer whose source is gone and whose canonical tar differs from the
     tar it was read from is written canonically (then its diff_id, and the config, change).
+    ``progress(done, total, what)`` is called before each layer file (in bytes) and once at
+    the end (:mod:`unionfs_sim.progress`).
 
     Raises:
         ValueError: no images, an image with no layers (``docker save`` refuses those
@@ -144,9 +148,22 @@ def save(images: ImageSource, dest: str | os.PathLike[str] | IO[bytes], tags: Ta
         w = _TarWriter(out)
         w.add_dir("blobs/")
         w.add_dir("blobs/sha256/")
+        layer_files = [n for n in files if not isinstance(files[n], bytes)]
+        total, done, nth = sum(_size(files[n]) for n in layer_files), 0, 0
         for name in sorted(files):
-            w.add_file(name, files[name])
+            member = files[name]
+            if progress is not None and not isinstance(member, bytes):
+                nth += 1
+                progress(done, total, f"writing layer {nth}/{len(layer_files)}")
+                done += _size(member)
+            w.add_file(name, member)
         w.close()
+    if progress is not None:
+        progress(total, total, "saved")
+
+
+def _size(content: bytes | Layer | _SourceTar) -> int:
+    return len(content) if isinstance(content, bytes) else content.size
 
 
 def _go_json(doc: Any) -> bytes:
@@ -325,7 +342,8 @@ class _TarWriter:
 # --- load ----------------------------------------------------------------------------------------
 
 
-def load(source: str | os.PathLike[str] | IO[bytes], tag: str | None = None) -> Image:
+def load(source: str | os.PathLike[str] | IO[bytes], tag: str | None = None, *,
+         progress: Progress | None = None) -> Image:
     """Read one image from a ``docker save`` archive (current or legacy format).
 
     ``source`` is a path or a binary file object (a non-seekable stream is first
@@ -336,7 +354,9 @@ def load(source: str | os.PathLike[str] | IO[bytes], tag: str | None = None) -> 
 
     For the current format the image keeps the manifest from ``index.json`` (so
     ``image.digest`` is the one Docker reports); a legacy archive has none, so the
-    image gets an uncompressed OCI manifest of its layer files.
+    image gets an uncompressed OCI manifest of its layer files. ``progress(done, total,
+    what)`` is called before each layer (in bytes of layer files) and once at the end
+    (:mod:`unionfs_sim.progress`).
 
     Raises:
         FormatError: no ``manifest.json``, bad JSON, a path that names no regular file
@@ -366,7 +386,7 @@ def load(source: str | os.PathLike[str] | IO[bytes], tag: str | None = None) -> 
         items = archive.manifest()
         item = _select(items, tag, archive)
         try:
-            return archive.image(item)
+            return archive.image(item, progress)
         except (tarfile.TarError, EOFError) as e:
             raise FormatError(f"{label}: truncated or corrupt archive ({e})") from e
 
@@ -524,7 +544,7 @@ class _Archive:
 
     # --- one image -------------------------------------------------------------------------
 
-    def image(self, item: Mapping[str, Any]) -> Image:
+    def image(self, item: Mapping[str, Any], progress: Progress | None = None) -> Image:
         """The image of one ``manifest.json`` item: config, layers (verified), manifest."""
         cfg_name: str = item["Config"]
         config = self.read_small(cfg_name)
@@ -543,9 +563,14 @@ class _Archive:
                               f"{MANIFEST_FILE} lists {len(layer_names)}")
         layers: list[Layer] = []
         blob_descs: list[dict[str, Any]] = []
+        total = sum(self.member(n).size for n in layer_names) if progress is not None else 0
+        done = 0
         for i, (name, diff_id) in enumerate(zip(layer_names, diff_ids, strict=True)):
             check_digest(diff_id, f"{self.where(cfg_name)} (rootfs.diff_ids[{i}])")
+            if progress is not None:
+                progress(done, total, f"layer {i + 1}/{len(layer_names)}")
             f, ti = self.open(name)
+            done += ti.size
             m = _BLOB_RE.fullmatch(name)
             with f:
                 layer, blob = read_layer(f, self.where(name), diff_id, "sha256:" + m.group(1) if m else None,
@@ -554,6 +579,8 @@ class _Archive:
                 layer.record_source(BlobSource(self.path, blob["digest"], ti.size, ti.offset_data))
             layers.append(layer)
             blob_descs.append(blob)
+        if progress is not None:
+            progress(total, total, "loaded")
         manifest = self._oci_manifest(sha256(config), blob_descs)
         try:
             if manifest is not None:

@@ -47,6 +47,7 @@ from ..mediatypes import (
     MT_LAYER,
     MT_MANIFEST,
 )
+from ..progress import Progress
 from .blobs import (
     DIGEST_RE,
     MAX_JSON_SIZE,
@@ -85,7 +86,7 @@ _ARCH_ALIASES = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64", "armh
 
 
 def save(image: Image, path: str | os.PathLike[str], tag: str | None = None, *,
-         compression: str | None = None) -> str:
+         compression: str | None = None, progress: Progress | None = None) -> str:
     """Write ``image`` into the OCI image layout at ``path``; return the manifest digest written.
 
     A missing or empty directory becomes a new layout; an existing layout *gains* the
@@ -105,6 +106,9 @@ def save(image: Image, path: str | os.PathLike[str], tag: str | None = None, *,
     canonically, and the manifest (and, if its diff_id changed, the config) is rewritten
     to match: compare the returned digest with ``image.digest`` to know.
 
+    ``progress(done, total, what)`` is called before each layer (in bytes of layer
+    content) and once at the end (:mod:`unionfs_sim.progress`).
+
     Raises:
         ValueError: a bad ``tag`` or ``compression``.
         FormatError: ``path`` is a non-empty directory that is not an OCI layout, or its
@@ -123,7 +127,11 @@ def save(image: Image, path: str | os.PathLike[str], tag: str | None = None, *,
     descriptors: list[dict[str, Any]] = []
     diff_ids: list[str] = []
     recorded = image.layer_descriptors
-    for layer, rec in zip(image.layers, recorded, strict=True):
+    total, done = sum(x.size for x in image.layers), 0
+    for i, (layer, rec) in enumerate(zip(image.layers, recorded, strict=True)):
+        if progress is not None:
+            progress(done, total, f"writing layer {i + 1}/{len(image.layers)}")
+        done += layer.size
         rec_type = str(rec.get("mediaType", MT_LAYER))
         if compression is None:
             comp = compression_of(rec_type)
@@ -149,6 +157,8 @@ def save(image: Image, path: str | os.PathLike[str], tag: str | None = None, *,
                             "size": len(manifest)}
     _add_to_index(index, desc, tag)
     _write_file_atomically(root / "index.json", json.dumps(index, separators=(",", ":")).encode())
+    if progress is not None:
+        progress(total, total, "saved")
     return desc["digest"]  # type: ignore[no-any-return]
 
 
@@ -237,7 +247,8 @@ def _write_file_atomically(path: Path, data: bytes) -> None:
 # --- load --------------------------------------------------------------------------------------
 
 
-def load(path: str | os.PathLike[str], tag: str | None = None, platform: str | None = None) -> Image:
+def load(path: str | os.PathLike[str], tag: str | None = None, platform: str | None = None, *,
+         progress: Progress | None = None) -> Image:
     """Read one image from the OCI image layout at ``path``.
 
     ``tag`` picks the manifest whose ``org.opencontainers.image.ref.name`` annotation is
@@ -248,7 +259,8 @@ def load(path: str | os.PathLike[str], tag: str | None = None, platform: str | N
     omitted when the index has only one image. Only the manifest picked has to be in the
     layout (an index copied without the images of its other platforms loads). Every
     blob's size and digest are checked while it is read, and each layer's content against
-    the config's ``diff_ids``.
+    the config's ``diff_ids``. ``progress(done, total, what)`` is called before each layer
+    (in bytes of layer blobs) and once at the end (:mod:`unionfs_sim.progress`).
 
     The image returned has ``id`` = sha256 of the config blob and ``digest`` = the digest
     of the manifest blob, exactly as the layout records them.
@@ -269,7 +281,7 @@ def load(path: str | os.PathLike[str], tag: str | None = None, platform: str | N
     where = str(root / "index.json")
     manifests = [descriptor(d, where) for d in index.get("manifests") or []]
     desc = _select_by_tag(manifests, tag, where)
-    return _load_descriptor(root, desc, platform)
+    return _load_descriptor(root, desc, platform, progress)
 
 
 def _read_layout_header(root: Path) -> dict[str, Any]:
@@ -413,7 +425,8 @@ def _kind(desc: Mapping[str, Any], doc: Mapping[str, Any]) -> str:
     raise FormatError(f"descriptor {desc.get('digest')}: media type {mt!r} is neither an image manifest nor an index")
 
 
-def _load_descriptor(root: Path, desc: dict[str, Any], platform: str | None) -> Image:
+def _load_descriptor(root: Path, desc: dict[str, Any], platform: str | None,
+                     progress: Progress | None = None) -> Image:
     """The image a descriptor of ``index.json`` names: a manifest, or an index to pick from."""
     where = str(_blob_path(root, desc["digest"], "index.json"))
     data, doc = _read_json_blob(root, desc, str(root / "index.json"))
@@ -423,8 +436,8 @@ def _load_descriptor(root: Path, desc: dict[str, Any], platform: str | None) -> 
         raise FormatError(f"{where}: {e}") from e
     if kind == "index":
         desc, data, doc = _select_platform(root, desc, doc, platform, where)
-        return _load_manifest(root, desc, data, doc, None)
-    return _load_manifest(root, desc, data, doc, platform)
+        return _load_manifest(root, desc, data, doc, None, progress)
+    return _load_manifest(root, desc, data, doc, platform, progress)
 
 
 def parse_platform(platform: str) -> tuple[str, str, str | None]:
@@ -538,7 +551,7 @@ def _read_leaf(root: Path, plat: Mapping[str, Any], d: dict[str, Any], data: byt
 
 
 def _load_manifest(root: Path, desc: Mapping[str, Any], data: bytes, doc: dict[str, Any],
-                   platform: str | None) -> Image:
+                   platform: str | None, progress: Progress | None = None) -> Image:
     """The image of a verified manifest blob: its config and layers read and checked."""
     where = str(_blob_path(root, desc["digest"], "index.json"))
     if doc.get("schemaVersion") != 2:
@@ -567,8 +580,12 @@ def _load_manifest(root: Path, desc: Mapping[str, Any], data: bytes, doc: dict[s
         raise FormatError(f"{cfg_file}: rootfs.diff_ids lists {len(diff_ids) if isinstance(diff_ids, list) else 'no'} "
                           f"layers, the manifest {where} lists {len(layer_descs)}")
     layers: list[Layer] = []
+    total, done = sum(int(d["size"]) for d in layer_descs), 0
     for i, (d, diff_id) in enumerate(zip(layer_descs, diff_ids, strict=True)):
         check_digest(diff_id, f"{cfg_file} (rootfs.diff_ids[{i}])")
+        if progress is not None:
+            progress(done, total, f"layer {i + 1}/{len(layer_descs)}")
+        done += int(d["size"])
         f = _blob_path(root, d["digest"], where)
         if not f.is_file():
             urls = f" (a foreign layer, at {d['urls']})" if d.get("urls") else ""
@@ -580,6 +597,8 @@ def _load_manifest(root: Path, desc: Mapping[str, Any], data: bytes, doc: dict[s
             layer = read_layer(fh, str(f), diff_id, d["digest"], d["size"], layers)[0]
         layer.record_source(BlobSource(str(f), d["digest"], d["size"]))
         layers.append(layer)
+    if progress is not None:
+        progress(total, total, "loaded")
     try:
         return Image.from_parts(layers, config_bytes, data)
     except DigestMismatch as e:
