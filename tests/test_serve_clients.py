@@ -125,10 +125,15 @@ def test_docker_push_pull_run_with_base_layers_stored_once(docker: daemons.Docke
     assert len(set(layer_digests)) == 2
     assert set(layer_digests) <= set(reg.blobs)
     assert one.fs.read_bytes("/hello") == b"pushed-by-docker\n"
+    # RepoDigests as Docker records them after its pushes, from the registry's side.
+    inspected = json.loads(docker.text("image", "inspect", a))[0]
+    assert reg.repo_digests(one, host=server.netloc) == sorted(inspected["RepoDigests"])
     docker.run("rmi", a, b)
     docker.run("pull", a)
     out = docker.text("run", "--rm", "--network", "none", a, "cat", "/hello")
     assert out == "pushed-by-docker\n"
+    pulled = json.loads(docker.text("image", "inspect", a))[0]
+    assert reg.repo_digests(one, host=server.netloc) == pulled["RepoDigests"]
     docker.run("rmi", a)
 
 

@@ -1042,6 +1042,27 @@ class Registry:
             self._repo_exists(_key(r))
             return sorted(self._store.repo_manifests(_key(r)))
 
+    def repo_digests(self, image: Image | str, host: str | None = None) -> list[str]:
+        """``docker image inspect``'s RepoDigests for ``image`` (or a manifest digest) here.
+
+        Docker records ``name@digest`` for each repository it pushed the image to or pulled
+        it from (never on build or load); this lists every repository of this registry
+        that holds the manifest, named as Docker prints them (familiar names). ``host``
+        (``"localhost:5000"``) prefixes repositories stored under a path only, as the
+        served registry stores what clients push to a loopback address. Sorted; pass the
+        list to ``Image.inspect(repo_digests=...)``.
+        """
+        digest = image if isinstance(image, str) else image.digest
+        with self._lock:
+            repos = [r for r in self._store.repo_names() if digest in self._store.repo_manifests(r)]
+        out = []
+        for repo in repos:
+            first = repo.split("/", 1)[0]
+            has_domain = "/" in repo and ("." in first or ":" in first or first == "localhost")
+            name = f"{host}/{repo}" if host is not None and not has_domain else repo
+            out.append(f"{Reference.parse(name).familiar_name}@{digest}")
+        return sorted(out)
+
     # --- deletion ---------------------------------------------------------------------------
 
     def delete(self, ref: RefLike) -> None:
