@@ -352,3 +352,18 @@ def test_caller_acts_with_dropped_credentials() -> None:
     assert k.upper is not None
     mine = k.upper["g/mine"]
     assert isinstance(mine, File) and (mine.uid, mine.gid, mine.data) == (1001, 1001, b"m")
+
+
+def test_walk_lists_a_whiteout_that_hides_nothing_as_the_model_does() -> None:
+    """A whiteout in a directory only one layer has is listed by readdir but cannot be looked
+    up (Lower.strays): the walk lists it as a file in both, instead of dropping the directory."""
+    import unionfs_sim as ufs
+
+    stack = [Layer.from_dict({"d/": Dir(), "d/real": b"x", "d/gone": WHITEOUT}), Layer.from_dict({"other": b"o"})]
+    model = ufs.Image.from_layers(stack).container().fs
+    with KernelOverlay(stack) as k:
+        kernel = sorted((top, sorted(dirs), sorted(files)) for top, dirs, files in k.fs.walk("/"))
+        assert ("/d", [], ["gone", "real"]) in kernel
+        assert kernel == sorted((top, sorted(dirs), sorted(files)) for top, dirs, files in model.walk("/"))
+        with pytest.raises(FileNotFoundError):
+            k.fs.lstat("/d/gone")

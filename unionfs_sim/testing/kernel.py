@@ -75,12 +75,20 @@ def _umount(path: str) -> None:
 # --- the worker (runs chrooted in the mount) ------------------------------------------
 
 
-def _scandir(path: str) -> list[tuple[str, int, os.stat_result, os.stat_result | OSError]]:
-    out = []
+_Row = tuple[str, int, "os.stat_result | OSError", "os.stat_result | OSError"]
+
+
+def _scandir(path: str) -> list[_Row]:
+    out: list[_Row] = []
     with os.scandir(path) as it:
         for e in it:
-            lst = e.stat(follow_symlinks=False)
+            lst: os.stat_result | OSError
             st: os.stat_result | OSError
+            try:
+                lst = e.stat(follow_symlinks=False)
+            except OSError as err:  # a whiteout readdir lists but lookup refuses (Lower.strays)
+                out.append((e.name, e.inode(), err, err))
+                continue
             try:
                 st = e.stat(follow_symlinks=True) if _stat.S_ISLNK(lst.st_mode) else lst
             except OSError as err:
@@ -347,7 +355,8 @@ class KernelDirEntry:
 
     __slots__ = ("_inode", "_lstat", "_stat", "name", "path")
 
-    def __init__(self, name: str, path: str, inode: int, lstat: os.stat_result, st: os.stat_result | OSError) -> None:
+    def __init__(self, name: str, path: str, inode: int, lstat: os.stat_result | OSError,
+                 st: os.stat_result | OSError) -> None:
         self.name = name
         self.path = path
         self._inode = inode
@@ -359,8 +368,11 @@ class KernelDirEntry:
         return self._inode
 
     def stat(self, *, follow_symlinks: bool = True) -> os.stat_result:
-        """stat (or lstat) result taken during the scan; a dangling link raises its error."""
+        """stat (or lstat) result taken during the scan; a dangling link raises its error, and
+        so does a whiteout the directory lists but cannot look up."""
         if not follow_symlinks:
+            if isinstance(self._lstat, OSError):
+                raise self._lstat
             return self._lstat
         if isinstance(self._stat, OSError):
             raise self._stat
@@ -378,7 +390,7 @@ class KernelDirEntry:
 
     def is_symlink(self) -> bool:
         """True for a symbolic link."""
-        return _stat.S_ISLNK(self._lstat.st_mode)
+        return not isinstance(self._lstat, OSError) and _stat.S_ISLNK(self._lstat.st_mode)
 
     def __fspath__(self) -> str:
         return self.path
