@@ -7,10 +7,11 @@ Same calling convention as fuse-overlayfs::
     unionfs-sim-fuse --umount MOUNTPOINT
 
 The lower directories are read as layers in the overlayfs on-disk format (the leftmost
-is the top, as for the kernel). Mounting reads only their names and metadata: a file's
-bytes (and a non-directory's xattrs) are read from disk when a client first reads them or
-they are copied up (:class:`~unionfs_sim.nodes.DiskBytes`), so neither mount time nor the
-server's memory grows with the lower data. As with fuse-overlayfs and the kernel, lowers
+is the top, as for the kernel). Mounting reads none of their entries: a directory's names
+and metadata are read when it is first looked up or listed (:class:`~unionfs_sim.lower.DiskLower`,
+by ovl_lookup's rules), a file's bytes (and a non-directory's xattrs) when a client first
+reads them or they are copied up (:class:`~unionfs_sim.nodes.DiskBytes`), so neither mount
+time nor the server's memory grows with the size of the lowers. As with fuse-overlayfs and the kernel, lowers
 are read live: a change in place shows; a lower file made shorter, removed or replaced
 under the mount reads as EIO naming it (the kernel calls such changes undefined).
 The upperdir's content becomes the container's upper layer, and the mount serves the
