@@ -392,7 +392,8 @@ class DiskLower(Lower):
     @property
     def layers(self) -> tuple[Layer, ...]:  # type: ignore[override]
         """The lower directories as layers (bottom first): reads every directory of them."""
-        return tuple(Layer(r.all_entries()) for r in self._r)
+        with self._lock:
+            return tuple(Layer(r.all_entries()) for r in self._r)
 
     @property
     def depth(self) -> int:
@@ -407,8 +408,9 @@ class DiskLower(Lower):
         if not srcs or self._w.get(k, -1) < 0:
             return []
         i, p = srcs[0]
-        kids = self._kids(k) or {}
-        return [n for n, e in self._r[i].entries(p).items() if isinstance(e, Whiteout) and n not in kids]
+        with self._lock:  # one reader at a time per directory: its entries are read once
+            kids = self._kids(k) or {}
+            return [n for n, e in self._r[i].entries(p).items() if isinstance(e, Whiteout) and n not in kids]
 
     def nlink(self, k: str, node: Node) -> int:
         """As :meth:`Lower.nlink`; a file's count is its st_nlink (its names in its layer)."""
