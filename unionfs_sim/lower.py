@@ -10,6 +10,10 @@ directory over a directory merges their names and takes the upper one's metadata
 a whiteout deletes the path and its subtree; an opaque directory hides the same
 directory's lower contents; a directory with a redirect merges with the lower
 directory it names.
+
+:class:`DiskLower` gives the same answers for lower directories on disk without reading
+them first: it fills the same maps a directory at a time, as lookups reach it (what the
+fuse-overlayfs drop-in mounts, so that mounting reads nothing).
 """
 
 from __future__ import annotations
