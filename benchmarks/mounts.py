@@ -242,6 +242,12 @@ class OnDisk(Backend):
                 subprocess.run(["umount", mnt], check=True)
             return
         env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        if self.name == "drop-in":
+            # As an installed package starts: from bytecode (pip compiles it at install; a
+            # checkout with PYTHONDONTWRITEBYTECODE=1 would compile every module every start).
+            import compileall
+
+            compileall.compile_dir(os.path.join(REPO, "unionfs_sim"), quiet=1)
         t0 = time.perf_counter()
         server = subprocess.Popen(self.command(opts, mnt), env=env, stderr=subprocess.PIPE)
         try:

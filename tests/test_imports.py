@@ -31,3 +31,19 @@ def test_doctests_of_pure_modules() -> None:
 
     result = doctest.testmod(unionfs_sim.paths)
     assert result.attempted > 5 and result.failed == 0
+
+
+def test_the_drop_in_imports_only_what_it_uses() -> None:
+    """``unionfs-sim-fuse`` starts fast: neither build/, analysis/, serve/, the registry nor the formats load."""
+    code = (
+        "import sys, unionfs_sim.cli.fuse_overlayfs\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[:2] in ([ 'unionfs_sim', x] for x in\n"
+        "             ('build', 'analysis', 'serve', 'registry', 'formats')))\n"
+        "assert not bad, bad\n"
+        "import unionfs_sim as ufs\n"
+        "assert ufs.Registry.__name__ == 'Registry' and ufs.oci.__name__.endswith('oci')  # loaded on use\n"
+        "from unionfs_sim.cli import main\n"
+        "assert 'build' in main.list_commands(None) and main.get_command(None, 'build').name == 'build'\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr

@@ -10,15 +10,12 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__
 from .container import Change, Container
 from .errors import DigestMismatch, FormatError, UnionFSError, UnsafePath
-from .formats import docker_archive, oci
 from .fs import FileSystem
-from .fuse import FuseUnavailable, MountError, mount
 from .image import History, Image, ImageConfig
 from .layer import Layer
 from .nodes import WHITEOUT, Device, Dir, Fifo, File, Hardlink, Socket, Symlink, Whiteout
 from .options import OverlayOptions
 from .reference import Reference
-from .registry import Registry
 
 __all__ = [
     "WHITEOUT", "Builder", "Change", "Container", "Device", "DigestMismatch", "Dir", "Fifo", "File",
@@ -31,8 +28,16 @@ __all__ = [
 if TYPE_CHECKING:
     from . import analysis
     from .build import Builder
+    from .formats import docker_archive, oci
+    from .fuse import FuseUnavailable, MountError, mount
+    from .registry import Registry
 
 _LAZY = {"analysis": (".analysis", None), "Builder": (".build", "Builder")}
+_LAZY.update({  # not needed by the core nor by unionfs-sim-fuse, so loaded on first use too
+    "docker_archive": (".formats.docker_archive", None), "oci": (".formats.oci", None),
+    "Registry": (".registry", "Registry"),
+    "FuseUnavailable": (".fuse", "FuseUnavailable"), "MountError": (".fuse", "MountError"), "mount": (".fuse", "mount"),
+})
 """Names whose packages load on first use, so ``import unionfs_sim`` stays light."""
 
 

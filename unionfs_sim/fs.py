@@ -476,7 +476,7 @@ class FileSystem:
         with self._lock:
             loc = self._get(path, False)
             if loc.up is not None or loc.ix is not None:
-                return len(self._ov.lower.layers)
+                return self._ov.lower.depth
             assert loc.lpath is not None
             w = self._ov.lower.where[loc.lpath]
             return max(w, 0)

@@ -9,23 +9,21 @@
   point with fuse-overlayfs's calling convention, and ``unionfs-sim fuse-overlayfs``).
 
 Commands are registered here, so importing a command module registers nothing by itself.
+They are registered lazily (:class:`~.main.LazyGroup`): a command's module is imported when
+the command runs (or ``--help`` lists it), so importing this package, as ``unionfs-sim-fuse``
+does, loads neither build/, analysis/, serve/ nor the formats.
 """
 
 from __future__ import annotations
 
-from .analysis import COMMANDS as ANALYSIS_COMMANDS
 from .main import fuse_overlayfs_command, main
-from .mount import mount_command
-from .serve import serve_command
 
-main.add_command(mount_command)
 main.add_command(fuse_overlayfs_command)
-main.add_command(serve_command)
-for _c in ANALYSIS_COMMANDS:  # inspect, history, ls, diff, layers, efficiency, df, export
-    main.add_command(_c)
+main.add_lazy("mount", ".mount", "mount_command")
+main.add_lazy("serve", ".serve", "serve_command")
+for _name in ("inspect", "history", "layers", "ls", "diff", "efficiency", "df", "export"):
+    main.add_lazy(_name, ".analysis", f"{_name}_command")
 
 __all__ = ["main"]
 
-from .build import build_command  # noqa: E402  (issue 14)
-
-main.add_command(build_command)
+main.add_lazy("build", ".build", "build_command")  # issue 14

@@ -7,10 +7,11 @@ Same calling convention as fuse-overlayfs::
     unionfs-sim-fuse --umount MOUNTPOINT
 
 The lower directories are read as layers in the overlayfs on-disk format (the leftmost
-is the top, as for the kernel). Mounting reads only their names and metadata: a file's
-bytes (and a non-directory's xattrs) are read from disk when a client first reads them or
-they are copied up (:class:`~unionfs_sim.nodes.DiskBytes`), so neither mount time nor the
-server's memory grows with the lower data. As with fuse-overlayfs and the kernel, lowers
+is the top, as for the kernel). Mounting reads none of their entries: a directory's names
+and metadata are read when it is first looked up or listed (:class:`~unionfs_sim.lower.DiskLower`,
+by ovl_lookup's rules), a file's bytes (and a non-directory's xattrs) when a client first
+reads them or they are copied up (:class:`~unionfs_sim.nodes.DiskBytes`), so neither mount
+time nor the server's memory grows with the size of the lowers. As with fuse-overlayfs and the kernel, lowers
 are read live: a change in place shows; a lower file made shorter, removed or replaced
 under the mount reads as EIO naming it (the kernel calls such changes undefined).
 The upperdir's content becomes the container's upper layer, and the mount serves the
@@ -75,10 +76,10 @@ from ..container import Container
 from ..fs import FileSystem
 from ..fuse import options
 from ..fuse.options import split_escaped
-from ..image import Image
-from ..layer import Layer
+from ..lower import DiskLower, Lower
 from ..nodes import Content, Dir, Entry, File
 from ..options import OverlayOptions
+from ..overlay import Overlay
 
 LOCK_NAME = "unionfs-sim-fuse.lock"
 """The file in the workdir that the daemon holds locked (and writes its pid to)."""
@@ -161,13 +162,13 @@ def overlay_options(opts: Mapping[str, str | bool]) -> OverlayOptions:
 # --- the upper layer --------------------------------------------------------------
 
 
-def read_upperdir(path: str, image: Image) -> dict[str, Entry]:
+def read_upperdir(path: str, lower: Lower) -> dict[str, Entry]:
     """An upperdir as layer entries, root included; a metacopy file gets its lower data."""
     def metacopy_data(k: str) -> Content:
-        node = image.lower.nodes.get(k)
+        node = lower.nodes.get(k)
         if isinstance(node, File):
             return node.data  # shared, not read: a lazy lower's DiskBytes stays lazy
-        return image.fs.read_bytes("/" + k)
+        return FileSystem(Overlay(lower, readonly=True)).read_bytes("/" + k)
 
     return overlaydir.read(path, format="overlay", include_root=True, metacopy=metacopy_data)
 
@@ -334,19 +335,19 @@ def serve(cfg: Config, ready: _Ready | None = None) -> int:
     for name in cfg.ignored:
         log.debug("ignoring option %s", name)
     with _workdir_lock(cfg.workdir):
-        # Lazy lowers: file bytes are read from disk when a client reads or copies them up,
-        # so mounting costs no file I/O and the server holds no lower data.
-        layers = [Layer.from_directory(d, format="overlay", lazy=True) for d in reversed(cfg.lowers)]
-        image = Image.from_layers(layers)
+        # Lazy lowers: a directory is read from disk when first looked up, a file's bytes
+        # when a client reads or copies them up, so mounting reads no lower entry and the
+        # server holds no lower data (as fuse-overlayfs looks names up on disk).
+        lower = DiskLower(reversed(cfg.lowers))
         fs: FileSystem
         if cfg.upperdir is not None and cfg.workdir is not None:
-            container = Container.from_upper(image, read_upperdir(cfg.upperdir, image), cfg.options)
-            upper = UpperDir(container.overlay, cfg.upperdir, cfg.workdir, fsync=cfg.fsync)
-            fs = WriteThroughFS(container.overlay, upper)
-            if cfg.readonly:
-                fs = container.fs
+            ov = Overlay(lower, cfg.options)
+            ov.load_upper(read_upperdir(cfg.upperdir, lower))
+            fs = FileSystem(ov)
+            if not cfg.readonly:
+                fs = WriteThroughFS(ov, UpperDir(ov, cfg.upperdir, cfg.workdir, fsync=cfg.fsync))
         else:
-            fs = image.fs
+            fs = FileSystem(Overlay(lower, readonly=True))
         opts = fuse.default_options(immutable=fs.readonly, readonly=cfg.readonly,
                                     allow_other=bool(cfg.fuse_options.get("allow_other")),
                                     default_permissions=True if cfg.fuse_options.get("default_permissions") else None)

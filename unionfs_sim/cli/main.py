@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
@@ -10,7 +11,36 @@ from .. import WHITEOUT, Dir, File, Image, ImageConfig, Layer, OverlayOptions, S
 from ..fs import FileSystem
 
 
-@click.group()
+class LazyGroup(click.Group):
+    """A click group whose commands are imported when first run or listed in ``--help``.
+
+    So ``unionfs-sim-fuse`` (which imports this package) and ``unionfs-sim mount`` do not load
+    build/, analysis/, serve/ and the formats they never use (click's documented pattern:
+    https://click.palletsprojects.com/en/stable/complex/#lazily-loading-subcommands).
+    """
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.lazy: dict[str, tuple[str, str]] = {}
+
+    def add_lazy(self, name: str, module: str, attr: str) -> None:
+        """Register command ``name`` as ``attr`` of ``module`` (relative to this package), loaded on use."""
+        self.lazy[name] = (module, attr)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in self.lazy:
+            module, attr = self.lazy[cmd_name]
+            cmd = getattr(importlib.import_module(module, __package__), attr)
+            if not isinstance(cmd, click.Command):
+                raise TypeError(f"{module}.{attr} is not a click command")
+            self.add_command(cmd, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup)
 @click.version_option(package_name="unionfs_sim")
 def main() -> None:
     """Simulate container images, containers and the overlay filesystem under them."""

@@ -178,7 +178,7 @@ def _upper_container(image: Image, upper: str, opts: OverlayOptions) -> tuple[Fi
     from .fuse_overlayfs import read_upperdir
 
     os.makedirs(upper, exist_ok=True)
-    c = Container.from_upper(image, read_upperdir(upper, image), opts)
+    c = Container.from_upper(image, read_upperdir(upper, image.lower), opts)
     parent = os.path.dirname(os.path.abspath(upper))
     work = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(upper))}.work-", dir=parent)
     return WriteThroughFS(c.overlay, UpperDir(c.overlay, upper, work)), c, work

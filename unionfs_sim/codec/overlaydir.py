@@ -399,6 +399,80 @@ class _Reader:
         return node
 
 
+class LayerDir:
+    """One overlay-format lower directory, read a directory at a time when first asked for.
+
+    What a lazily indexed lower (:class:`~unionfs_sim.lower.DiskLower`) reads instead of
+    :func:`read` ing the whole tree: :meth:`entries` gives the same entries ``read(path,
+    lazy=True)`` gives for one directory's children (whiteouts, opaque and redirected
+    directories, xattrs, lazy file data), read with one scandir plus a listxattr per
+    subdirectory on first use, then kept. Names of one inode (hard links) are one object,
+    as :func:`read` makes them, whichever name is read first.
+    """
+
+    __slots__ = ("path", "_r", "_dirs", "_xwh", "_links")
+
+    def __init__(self, path: str | os.PathLike[str], *, userxattr: bool | None = None) -> None:
+        root = os.path.abspath(os.fspath(path))
+        st = os.stat(root)
+        if not _stat.S_ISDIR(st.st_mode):
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), root)
+        ns = (TRUSTED, USER) if userxattr is None else ((USER,) if userxattr else (TRUSTED,))
+        self.path = root
+        self._r = _Reader(root, ns, None, lazy=True)
+        self._dirs: dict[str, dict[str, Entry]] = {}
+        self._xwh: dict[str, bool] = {"": _read_xattrs(root, ns)[1].get("opaque") == b"x"}
+        self._links: dict[int, int] = {}  # id(File) -> st_nlink, for names of one inode
+
+    def entries(self, k: str) -> dict[str, Entry]:
+        """Name -> entry of the children of directory ``k`` of this layer, sorted by name.
+
+        ``k`` must be a directory of this layer (the root ``""``, or a key an earlier call
+        gave as a :class:`Dir`).
+        """
+        d = self._dirs.get(k)
+        if d is None:
+            d = self._dirs[k] = self._read(k)
+        return d
+
+    def _read(self, k: str) -> dict[str, Entry]:
+        r = self._r
+        full = os.path.join(self.path, k) if k else self.path
+        prefix = k + "/" if k else ""
+        xwh = self._xwh.get(k, False)
+        out: dict[str, Entry] = {}
+        with os.scandir(full) as it:
+            children = sorted((e.name, e.path, e.stat(follow_symlinks=False)) for e in it)
+        for name, cfull, cst in children:
+            ck = prefix + name
+            if _stat.S_ISDIR(cst.st_mode):
+                own, over = r._xattrs(cfull)
+                out[name] = r._dir(ck, cfull, cst, own, over)
+                self._xwh[ck] = over.get("opaque") == b"x"
+                continue
+            node = out[name] = r._nondir(ck, cfull, cst, xwh)
+            if cst.st_nlink > 1 and isinstance(node, File):
+                self._links[id(node)] = cst.st_nlink
+        return out
+
+    def nlink(self, node: Entry) -> int:
+        """st_nlink of a file of this layer as stat gave it (1 for anything else)."""
+        return self._links.get(id(node), 1)
+
+    def all_entries(self) -> dict[str, Entry]:
+        """Every entry of the layer by key (reads every directory not read yet), as :func:`read` gives them."""
+        out: dict[str, Entry] = {}
+        stack = [""]
+        while stack:
+            k = stack.pop()
+            prefix = k + "/" if k else ""
+            for name, e in self.entries(k).items():
+                out[prefix + name] = e
+                if isinstance(e, Dir):
+                    stack.append(prefix + name)
+        return out
+
+
 def _read_xattrs(full: str, namespaces: tuple[str, ...]) -> tuple[dict[str, bytes], dict[str, bytes]]:
     """The entry's own xattrs, and the overlay ones (namespace stripped)."""
     try:
@@ -468,4 +542,4 @@ def _read_data(full: str, st: os.stat_result) -> bytes:
         os.close(fd)
 
 
-__all__ = ["ESCAPE", "TRUSTED", "USER", "Format", "read", "write"]
+__all__ = ["ESCAPE", "TRUSTED", "USER", "Format", "LayerDir", "read", "write"]
