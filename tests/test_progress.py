@@ -46,3 +46,15 @@ def test_docker_archive_save_and_load_report_each_layer(tmp_path: Path) -> None:
     assert back.id == img.id
     _check(calls, 3, calls[-1][1], "loaded")
     assert calls[-1][1] >= sum(x.size for x in img.layers)  # tar files: content plus headers
+
+
+def test_the_cli_loader_passes_the_hook_on(tmp_path: Path) -> None:
+    from unionfs_sim.cli.sources import load_image
+
+    img = _image()
+    oci.save(img, tmp_path / "layout", tag="1")
+    docker_archive.save(img, tmp_path / "a.tar", tags=["app:1"])
+    for name in (f"oci:{tmp_path / 'layout'}:1", f"docker-archive:{tmp_path / 'a.tar'}"):
+        calls: list[tuple[int, int, str]] = []
+        assert load_image(name, progress=lambda *a, c=calls: c.append(a)).id == img.id
+        assert len(calls) == 4 and calls[-1][2] == "loaded", name

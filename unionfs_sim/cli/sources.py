@@ -23,6 +23,7 @@ import click
 
 from ..image import Image
 from ..layer import Layer
+from ..progress import Progress
 
 TRANSPORTS = ("oci", "docker-archive", "dir")
 """The transports :func:`parse_source` knows."""
@@ -66,8 +67,10 @@ def parse_source(name: str, tag: str | None = None) -> Source:
     return src
 
 
-def load_image(name: str | Source, tag: str | None = None, platform: str | None = None) -> Image:
-    """The image ``name`` names (see :func:`parse_source`); ``platform`` picks one of an OCI index.
+def load_image(name: str | Source, tag: str | None = None, platform: str | None = None, *,
+               progress: Progress | None = None) -> Image:
+    """The image ``name`` names (see :func:`parse_source`); ``platform`` picks one of an OCI index;
+    ``progress`` is the loaders' hook (:mod:`unionfs_sim.progress`).
 
     Errors of the format (a missing file, a corrupt archive, an unknown tag) propagate as
     the loaders raise them (``FileNotFoundError``, ``FormatError``, ``LookupError``), each
@@ -77,9 +80,9 @@ def load_image(name: str | Source, tag: str | None = None, platform: str | None 
 
     src = name if isinstance(name, Source) else parse_source(name, tag)
     if src.transport == "oci":
-        return oci.load(src.path, tag=src.tag, platform=platform)
+        return oci.load(src.path, tag=src.tag, platform=platform, progress=progress)
     if src.transport == "docker-archive":
-        return docker_archive.load(src.path, tag=src.tag)
+        return docker_archive.load(src.path, tag=src.tag, progress=progress)
     if not os.path.isdir(src.path):
         raise NotADirectoryError(20, "dir: needs a directory", src.path)
     return Image.from_layers([Layer.from_directory(src.path, format="plain")])
