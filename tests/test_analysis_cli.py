@@ -72,6 +72,33 @@ def test_diff_two_images(tmp_path: Path) -> None:
     assert out.splitlines() == ["D /gone", "A /new", "C /x"]
 
 
+def test_a_container_given_as_an_upperdir(archive: str, tmp_path: Path) -> None:
+    """diff --upper and df --container read a container's writable layer from an overlayfs
+    upperdir (what mount --upper and the drop-in keep) and answer as the library does."""
+    from unionfs_sim.cli.fuse_overlayfs import upper_entries
+    from unionfs_sim.codec import overlaydir
+
+    img = ufs.docker_archive.load(archive)
+    c = img.container()
+    c.fs.write_bytes("/etc/a", b"changed")
+    c.fs.unlink("/zzz")
+    c.fs.makedirs("/new/dir")
+    c.fs.write_bytes("/new/dir/f", b"f" * 5000)
+    upper = tmp_path / "upper"
+    overlaydir.write(upper_entries(c), upper, format="overlay")
+    out = json.loads(run("diff", archive, "--upper", str(upper), "--json"))
+    assert out == [{"kind": ch.kind, "path": ch.path} for ch in c.diff()]
+    assert {"kind": "D", "path": "/zzz"} in out and {"kind": "A", "path": "/new/dir/f"} in out
+    doc = json.loads(run("df", archive, "--container", "web", str(upper), archive, "--json"))
+    jsonschema.validate(doc, SCHEMAS["df"])
+    assert doc == analysis.disk_usage({archive: img}, {"web": c}).to_json()
+    assert doc["containers"][0]["size"] > 5000 and doc["images"][0]["containers"] == 1
+    text = run("df", "--container", "web", str(upper), archive)
+    assert "web" in text and "CONTAINER" in text
+    r = CliRunner().invoke(main, ["diff", archive, "--upper", str(tmp_path / "nope")])
+    assert r.exit_code == 1 and "nope" in r.output and "Traceback" not in r.output
+
+
 def test_ci_gate_exit_codes_and_config(archive: str, tmp_path: Path) -> None:
     out = run("efficiency", archive, "--ci", code=1)  # reclaimable: 2200 of 1255 user bytes
     assert "FAIL: highestUserWastedPercent" in out and "Result:FAIL" in out

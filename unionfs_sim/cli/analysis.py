@@ -59,7 +59,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                         "ci": {"type": ["object", "null"]}}),
     "df": _obj({"layers_size": _INT, "images": _list(_obj({"name": _STR, "id": _STR, "size": _INT, "shared_size": _INT,
                                                           "unique_size": _INT, "containers": _INT})),
-                "containers": _list({"type": "object"})}),
+                "containers": _list(_obj({"name": _STR, "image": _STR, "size": _INT, "virtual_size": _INT}))}),
     "export": _obj({"destination": _STR, "format": _STR, "entries": _INT, "size": _INT}),
 }
 """The JSON Schema of each command's ``--json`` output (stable: fields are only ever added)."""
@@ -274,16 +274,35 @@ def diff_images(a: Image, b: Image) -> list[tuple[str, str]]:
     return [(kind, p) for kind, p in out if not (kind == "D" and os.path.dirname(p) in gone)]
 
 
+def _container(image: Image, upper: str, name: str) -> Container:
+    """The container whose writable layer is the overlayfs upperdir ``upper`` over ``image``
+    (what ``unionfs-sim mount --upper`` or the fuse-overlayfs drop-in leave)."""
+    from .fuse_overlayfs import read_upperdir
+
+    if not os.path.isdir(upper):
+        raise click.ClickException(f"{name}: upper dir {upper!r} is not a directory")
+    try:
+        return Container.from_upper(image, read_upperdir(upper, image.lower))
+    except (OSError, FormatError, ValueError) as e:
+        raise click.ClickException(f"{name}: upper dir {upper}: {e}") from None
+
+
 @click.command("diff")
 @click.argument("image")
 @click.argument("other", required=False)
 @click.option("--tag", help="which image of an OCI layout or docker archive (IMAGE)")
+@click.option("--upper", metavar="DIR", help="a container: the overlayfs upperdir DIR over IMAGE (docker diff)")
 @click.option("--json", "as_json", is_flag=True, help="print JSON (see SCHEMAS)")
-def diff_command(image: str, other: str | None, tag: str | None, as_json: bool) -> None:
-    """Changes from IMAGE to OTHER; with IMAGE alone, what its top layer changes (as ``docker diff``
+def diff_command(image: str, other: str | None, tag: str | None, upper: str | None, as_json: bool) -> None:
+    """Changes from IMAGE to OTHER; with --upper DIR, what the container whose writable layer is DIR
+    changes (``docker diff``); with IMAGE alone, what its top layer changes (as ``docker diff``
     shows a container whose writable layer it is)."""
+    if upper is not None and other is not None:
+        raise click.UsageError("give OTHER or --upper, not both")
     img = _load(image, tag)
-    if other is None:
+    if upper is not None:
+        changes = [(c.kind, c.path) for c in _container(img, upper, image).diff()]
+    elif other is None:
         if not img.layers:
             raise click.ClickException(f"{image}: the image has no layers")
         below = Image.from_layers(img.layers[:-1])
@@ -354,18 +373,27 @@ def efficiency_command(image: str, tag: str | None, as_json: bool, method: str, 
 
 
 @click.command("df")
-@click.argument("images", nargs=-1, required=True)
+@click.argument("images", nargs=-1)
+@click.option("--container", "containers", nargs=3, multiple=True, metavar="NAME UPPERDIR IMAGE",
+              help="a container: its name, its overlayfs upperdir and its image (repeatable)")
 @click.option("--json", "as_json", is_flag=True, help="print JSON (see SCHEMAS)")
-def df_command(images: tuple[str, ...], as_json: bool) -> None:
-    """Disk usage of IMAGES together, as ``docker system df -v``: layers shared by chain id counted once."""
+def df_command(images: tuple[str, ...], containers: tuple[tuple[str, str, str], ...], as_json: bool) -> None:
+    """Disk usage of IMAGES and containers together, as ``docker system df -v``: layers shared by
+    chain id counted once, each container's writable layer on its own."""
+    if not images and not containers:
+        raise click.UsageError("name at least one image or --container")
     loaded = {name: _scan(name) for name in images}
-    du = analysis.disk_usage(loaded)
+    cons = {name: _container(_load(image), upper, name) for name, upper, image in containers}
+    du = analysis.disk_usage(loaded, cons)
     if as_json:
         _emit(du.to_json())
         return
     _table(["IMAGE", "ID", "SIZE", "SHARED SIZE", "UNIQUE SIZE", "CONTAINERS"],
            [[i.name, i.id[7:19], _human(i.size), _human(i.shared_size), _human(i.unique_size), i.containers]
             for i in du.images])
+    if du.containers:
+        _table(["CONTAINER", "IMAGE", "SIZE", "VIRTUAL SIZE"],
+               [[c.name, c.image, _human(c.size), _human(c.virtual_size)] for c in du.containers])
     click.echo(f"Layers: {_human(du.layers_size)} ({du.layers_size} bytes)")
 
 
