@@ -20,6 +20,7 @@ Both give ``reclaimable_bytes`` (the true saving) next to their own ``wasted_byt
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -126,8 +127,7 @@ def efficiency(image: ImageLike, method: Method = "reclaimable") -> Efficiency:
         raise ValueError(f"unknown method {method!r} (choose one of: {', '.join(METHODS)})")
     layers = image.layers
     steps = steps_of(image)
-    sizes = [content_size(x) for x in layers]
-    dead, findings = _reclaimable(layers, image.lower, steps)
+    sizes, dead, findings = _shared(layers, image.lower, steps)
     reclaimable = sum(dead)
     total = sum(sizes)
     user = total - (sizes[0] if sizes else 0)
@@ -141,6 +141,24 @@ def efficiency(image: ImageLike, method: Method = "reclaimable") -> Efficiency:
     score = 1.0 if total == 0 else (total - reclaimable) / total
     return Efficiency("reclaimable", score, reclaimable, reclaimable / user if user else 0.0, reclaimable,
                       total, user, findings, uses)
+
+
+_SHARED: weakref.WeakKeyDictionary[Lower, dict[tuple[str, ...], tuple[list[int], list[int], tuple[Finding, ...]]]]
+_SHARED = weakref.WeakKeyDictionary()
+"""What both methods compute (layer sizes, dead bytes, findings), per stack (its shared,
+immutable :class:`Lower`) and history steps: asking for both methods walks the stack once."""
+
+
+def _shared(layers: Sequence[Layer], lower: Lower,
+            steps: Sequence[str]) -> tuple[list[int], list[int], tuple[Finding, ...]]:
+    """Each layer's content size, its dead bytes, and the reclaimable findings (cached, see :data:`_SHARED`)."""
+    per_stack = _SHARED.setdefault(lower, {})
+    got = per_stack.get(tuple(steps))
+    if got is None:
+        dead, findings = _reclaimable(layers, lower, steps)
+        got = per_stack[tuple(steps)] = ([content_size(x) for x in layers], dead, findings)
+    sizes, dead, findings = got
+    return list(sizes), list(dead), findings
 
 
 def _cause(layers: Sequence[Layer], i: int, k: str, node: File) -> tuple[int, str]:
