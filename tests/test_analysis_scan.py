@@ -26,6 +26,8 @@ from unionfs_sim import analysis
 from unionfs_sim.errors import FormatError
 from unionfs_sim.nodes import Device, Dir, File, Symlink
 
+from .analysis_images import CATALOGUE
+
 TAR = shutil.which("tar")
 LONG = "d" * 60 + "/" + "e" * 70 + "/" + "f" * 80  # 212 characters: past ustar's 100 + 155 split only with prefix
 LONGER = "/".join(["g" * 90] * 4)  # 363 characters: no ustar header holds it
@@ -223,3 +225,32 @@ def test_cut_layer_is_an_error(tmp_path: Path) -> None:
         ufs.docker_archive.load(make_archive(tmp_path / "good-digest.tar", [good[:1024]]))
     with pytest.raises(FormatError):
         analysis.scan(make_archive(tmp_path / "cut.tar", [good[:1024]]))
+
+
+def test_archive_out_of_the_page_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Headers that are not in the page cache yet (each read first fails with EAGAIN, as
+    ``RWF_NOWAIT`` reports it), and a file system without ``RWF_NOWAIT``: the same image."""
+    archive = tmp_path / "img.tar"
+    ufs.docker_archive.save(CATALOGUE["deletes"](), archive)
+    want = [describe(x) for x in analysis.scan(archive).layers]
+    real = os.preadv
+    tried: set[int] = set()
+
+    def cold(fd: int, buffers: list[bytearray], offset: int, flags: int = 0) -> int:
+        if flags and offset not in tried:
+            tried.add(offset)
+            raise BlockingIOError(11, "not in the page cache")
+        return real(fd, buffers, offset, flags)
+
+    monkeypatch.setattr(os, "preadv", cold)
+    seen: list[tuple[int, int]] = []
+    got = analysis.scan(archive, progress=lambda d, t, w: seen.append((d, t)))
+    assert [describe(x) for x in got.layers] == want
+    assert len(tried) > len(got.layers)  # every header was "cold" once
+    assert seen == [(0, 3), (1, 3), (2, 3), (3, 3)]
+
+    def unsupported(fd: int, buffers: list[bytearray], offset: int, flags: int = 0) -> int:
+        raise OSError(95, "Operation not supported")
+
+    monkeypatch.setattr(os, "preadv", unsupported)
+    assert [describe(x) for x in analysis.scan(archive).layers] == want
