@@ -32,7 +32,7 @@ from ..lower import Lower
 from ..nodes import Dir, File, Whiteout
 from ..paths import parents
 from . import _dive
-from .scan import ImageLike, same_content
+from .scan import ImageLike, gc_paused, same_content
 from .sizes import content_size
 
 Method = Literal["reclaimable", "dive"]
@@ -127,13 +127,14 @@ def efficiency(image: ImageLike, method: Method = "reclaimable") -> Efficiency:
         raise ValueError(f"unknown method {method!r} (choose one of: {', '.join(METHODS)})")
     layers = image.layers
     steps = steps_of(image)
-    sizes, dead, findings = _shared(layers, image.lower, steps)
+    with gc_paused():
+        sizes, dead, findings = _shared(layers, image.lower, steps)
+        d = _dive.analyze(layers) if method == "dive" else None
     reclaimable = sum(dead)
     total = sum(sizes)
     user = total - (sizes[0] if sizes else 0)
     uses = tuple(LayerUse(i, d, steps[i], sizes[i], dead[i]) for i, d in enumerate(image.diff_ids))
-    if method == "dive":
-        d = _dive.analyze(layers)
+    if d is not None:
         dive_findings = tuple(Finding(f.path, len(f.layers), f.cumulative_size, f.layers,
                                       tuple(steps[i] for i in f.layers), "dive") for f in d.inefficiencies)
         return Efficiency("dive", d.efficiency, d.wasted_bytes, d.wasted_user_percent, reclaimable,
