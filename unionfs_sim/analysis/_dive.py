@@ -79,7 +79,9 @@ def _get(root: _Node, parts: Sequence[str]) -> _Node | None:
 
 
 def _sorted(kids: dict[str, _Node]) -> list[str]:
-    """Go's ``sort.Strings``: byte order of the UTF-8 names."""
+    """Go's ``sort.Strings``: byte order of the UTF-8 names (for ASCII names, plain string order)."""
+    if all(map(str.isascii, kids)):
+        return sorted(kids)
     return sorted(kids, key=lambda s: s.encode("utf-8", "surrogateescape"))
 
 

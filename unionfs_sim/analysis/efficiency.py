@@ -218,7 +218,9 @@ def _whiteouts_hiding_nothing(layers: Sequence[Layer]) -> list[tuple[int, str]]:
         kids.setdefault(parent, set()).add(k)
 
     for j, layer in enumerate(layers):
-        for k in sorted(layer, key=lambda k: k.split("/")):
+        # Plain string order puts every directory before what is below it (a key is a
+        # prefix of its children's), which is all this walk needs of the order.
+        for k in sorted(layer):
             e = layer[k]
             if isinstance(e, Whiteout):
                 if k in present:

@@ -318,12 +318,21 @@ def _layer(path: str, fd: int, start: int, size: int, where: str) -> Generator[i
             hdr = bytes(buf) if got == 512 else pread(fd, 512, at)
         if len(hdr) < 512:
             raise FormatError(f"{where}: truncated tar header at byte {pos}")
-        if not hdr.strip(b"\0"):
+        if not hdr[0] and not hdr.strip(b"\0"):
             break
-        if not _checksum_ok(hdr, _num(hdr[148:156], "checksum", where)):
+        try:  # the usual octal fields, inline (the scan's time is per header); _num does the rest
+            want = int(hdr[148:156].replace(b"\0", b" "), 8)
+            n = int(hdr[124:136].replace(b"\0", b" "), 8)
+        except ValueError:
+            want = _num(hdr[148:156], "checksum", where)
+            n = _num(hdr[124:136], "size", where)
+        # adler32's low half is 1 + the byte sum mod 65521: exact for 256 bytes (at most 65280)
+        if ((adler32(hdr[:256]) & 0xFFFF) + (adler32(hdr[256:]) & 0xFFFF) - 2 - sum(hdr[148:156]) + 256 != want
+                and not _checksum_ok(hdr, want)):
             raise FormatError(f"{where}: tar header checksum mismatch at byte {pos}")
+        if n < 0:
+            raise _Unusual  # the loader names it
         typ = hdr[156:157]
-        n = _num(hdr[124:136], "size", where)
         data_at = pos + 512
         nxt = data_at + (n + 511) // 512 * 512
         if typ in (b"x", b"L", b"K"):
@@ -342,9 +351,8 @@ def _layer(path: str, fd: int, start: int, size: int, where: str) -> Generator[i
             name = long_name
         else:
             raw = hdr[0:100].split(b"\0", 1)[0]
-            prefix = hdr[345:500].split(b"\0", 1)[0]
-            if prefix and hdr[257:263] == b"ustar\0":  # POSIX ustar (GNU headers use the field otherwise)
-                raw = prefix + b"/" + raw
+            if hdr[345] and hdr[257:263] == b"ustar\0":  # POSIX ustar (GNU headers use the field otherwise)
+                raw = hdr[345:500].split(b"\0", 1)[0] + b"/" + raw
             name = raw.decode("utf-8", "surrogateescape")
         if typ == b"\0":
             typ = b"5" if name.endswith("/") else b"0"  # tarfile: an old-style regular file named "x/" is a directory
@@ -354,7 +362,10 @@ def _layer(path: str, fd: int, start: int, size: int, where: str) -> Generator[i
             owner = owners[ids] = (_num(ids[:8], "mode", where), _num(ids[8:16], "uid", where),
                                    _num(ids[16:], "gid", where))
         mode, uid, gid = owner
-        mtime_ns = _num(hdr[136:148], "mtime", where) * 1_000_000_000
+        try:
+            mtime_ns = int(hdr[136:148].replace(b"\0", b" "), 8) * 1_000_000_000
+        except ValueError:
+            mtime_ns = _num(hdr[136:148], "mtime", where) * 1_000_000_000
         xattrs: dict[str, bytes] = {}
         link = long_link
         if pax is not None:
@@ -376,7 +387,7 @@ def _layer(path: str, fd: int, start: int, size: int, where: str) -> Generator[i
                     if _bad_xattr_name(xn):
                         raise _Unusual
                     xattrs[xn] = pv.encode("utf-8", "surrogateescape")
-        if link is None:
+        if link is None and typ in (b"1", b"2"):
             link = hdr[157:257].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
         pax, long_name, long_link = None, None, None
         # hard links, symlinks, directories and devices carry no data, whatever the size field says
@@ -428,7 +439,7 @@ def _layer(path: str, fd: int, start: int, size: int, where: str) -> Generator[i
         if typ == b"5":
             node = Dir(**meta)
         elif typ == b"1":
-            linked = entries.get(_clean_key(link, where))
+            linked = entries.get(_clean_key(link or "", where))
             if not isinstance(linked, File):
                 raise _Unusual  # a link to nothing earlier, a whiteout, a directory or AUFS: the loader names it
             node = linked
