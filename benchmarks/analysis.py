@@ -164,14 +164,15 @@ def main() -> None:
         if args.baseline:
             sides["baseline"] = {**env, "PYTHONPATH": os.path.abspath(args.baseline)}
         for e in sides.values():
-            subprocess.run([sys.executable, "-c", "import unionfs_sim.analysis"], env=e, check=True)
+            subprocess.run([sys.executable, "-c", "import unionfs_sim.analysis"], env=e, check=True, cwd=tmp)
         runs: dict[tuple[str, str], list[tuple[float, int, float]]] = {}
         detail: dict[str, float] = {}
         for _ in range(args.repeats):
             for state in ("cold", "warm"):
                 for side, e in sides.items():
                     cache(archive, state)
-                    w, m, out, cpu = timed([sys.executable, "-c", OURS, archive], env=e)
+                    # cwd: "python -c" puts the working directory first on sys.path, before PYTHONPATH
+                    w, m, out, cpu = timed([sys.executable, "-c", OURS, archive], env=e, cwd=tmp)
                     runs.setdefault((side, state), []).append((w, m, cpu))
                     if side == "ours":
                         detail = json.loads(out)

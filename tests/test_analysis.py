@@ -260,3 +260,23 @@ def test_random_images_reclaimable_is_the_kernels_squash() -> None:
         assert analysis.squash(image).size == squashed
 
     check()
+
+
+def test_shown_files_walk_equals_the_flattened_stack() -> None:
+    """efficiency's one-pass walk of which files show agrees with the Lower, on random stacks."""
+    from hypothesis import HealthCheck, given, settings
+
+    from unionfs_sim.analysis.efficiency import _shown_files
+    from unionfs_sim.lower import Lower
+    from unionfs_sim.testing import strategies
+
+    @settings(max_examples=200, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(strategies.images(max_layers=6))
+    def check(image: ufs.Image) -> None:
+        got = _shown_files(image.layers)
+        low = Lower(image.layers)
+        want = [{k for k, e in x.items() if isinstance(e, ufs.File) and low.where.get(k) == i and low.nodes.get(k) is e}
+                for i, x in enumerate(image.layers)]
+        assert got is None or got == want
+
+    check()

@@ -128,7 +128,7 @@ def efficiency(image: ImageLike, method: Method = "reclaimable") -> Efficiency:
     layers = image.layers
     steps = steps_of(image)
     with gc_paused():
-        sizes, dead, findings = _shared(layers, image.lower, steps)
+        sizes, dead, findings = _shared(image, steps)
         d = _dive.analyze(layers) if method == "dive" else None
     reclaimable = sum(dead)
     total = sum(sizes)
@@ -144,22 +144,28 @@ def efficiency(image: ImageLike, method: Method = "reclaimable") -> Efficiency:
                       total, user, findings, uses)
 
 
-_SHARED: weakref.WeakKeyDictionary[Lower, dict[tuple[str, ...], tuple[list[int], list[int], tuple[Finding, ...]]]]
-_SHARED = weakref.WeakKeyDictionary()
-"""What both methods compute (layer sizes, dead bytes, findings), per stack (its shared,
-immutable :class:`Lower`) and history steps: asking for both methods walks the stack once."""
+_Shared = tuple[list[int], list[int], tuple["Finding", ...]]
+_SHARED: dict[tuple[tuple[int, ...], tuple[str, ...]], tuple[list[weakref.ref[Layer]], _Shared]] = {}
+"""What both methods compute (layer sizes, dead bytes, findings) for the last few stacks
+(by the identity of their layers, which never change) and history steps: asking for both
+methods walks the stack once."""
+_SHARED_MAX = 4
 
 
-def _shared(layers: Sequence[Layer], lower: Lower,
-            steps: Sequence[str]) -> tuple[list[int], list[int], tuple[Finding, ...]]:
+def _shared(image: ImageLike, steps: Sequence[str]) -> _Shared:
     """Each layer's content size, its dead bytes, and the reclaimable findings (cached, see :data:`_SHARED`)."""
-    per_stack = _SHARED.setdefault(lower, {})
-    got = per_stack.get(tuple(steps))
-    if got is None:
-        dead, findings = _reclaimable(layers, lower, steps)
-        got = per_stack[tuple(steps)] = ([content_size(x) for x in layers], dead, findings)
-    sizes, dead, findings = got
-    return list(sizes), list(dead), findings
+    layers = image.layers
+    key = (tuple(map(id, layers)), tuple(steps))
+    hit = _SHARED.get(key)
+    if hit is not None and all(r() is x for r, x in zip(hit[0], layers, strict=True)):
+        sizes, dead, findings = hit[1]
+        return list(sizes), list(dead), findings
+    dead, findings = _reclaimable(layers, lambda: image.lower, steps)
+    got = ([content_size(x) for x in layers], dead, findings)
+    while len(_SHARED) >= _SHARED_MAX:
+        del _SHARED[next(iter(_SHARED))]
+    _SHARED[key] = ([weakref.ref(x) for x in layers], got)
+    return list(got[0]), list(dead), findings
 
 
 def _cause(layers: Sequence[Layer], i: int, k: str, node: File) -> tuple[int, str]:
@@ -236,7 +242,59 @@ def _whiteouts_hiding_nothing(layers: Sequence[Layer]) -> list[tuple[int, str]]:
     return out
 
 
-def _reclaimable(layers: Sequence[Layer], lower: Lower, steps: Sequence[str]) -> tuple[list[int], tuple[Finding, ...]]:
+def _below_cut(d: str, cut: set[str], hidden: dict[str, bool]) -> bool:
+    """True if directory ``d`` or one above it is in ``cut`` (``hidden`` remembers the answers)."""
+    walk = []
+    while d not in hidden:
+        if d in cut:
+            hidden[d] = True
+            break
+        walk.append(d)
+        d = d.rpartition("/")[0]
+    got = hidden[d]
+    for w in walk:
+        hidden[w] = got
+    return got
+
+
+def _shown_files(layers: Sequence[Layer]) -> list[set[str]] | None:
+    """The keys of each layer's files that the merged view shows (as :class:`Lower` has it).
+
+    One walk from the top layer down: a file shows unless a layer above has an entry at
+    its key (or a directory it implies there), or hides a directory above it (a whiteout,
+    a non-directory, an opaque directory). Cheaper than flattening the stack into a
+    :class:`Lower`, which the analysis needs nothing else of. None if a directory has a
+    ``redirect`` (it brings lower entries to a new place: the Lower works that out).
+    """
+    covered: set[str] = set()  # keys with an entry, or a directory implied by one, in the layers seen so far
+    cut: set[str] = set()  # keys below which those layers hide everything
+    out: list[set[str]] = []
+    for layer in reversed(layers):
+        shown: set[str] = set()
+        hidden: dict[str, bool] = {"": False}  # directory key -> below a cut
+        for k, e in layer.items():
+            if isinstance(e, File) and k not in covered and not (cut and _below_cut(k.rpartition("/")[0], cut, hidden)):
+                shown.add(k)
+        for k, e in layer.items():
+            if isinstance(e, Dir):
+                if e.redirect is not None or (not k and e.opaque):
+                    return None
+                if e.opaque:
+                    cut.add(k)
+            else:
+                cut.add(k)  # a whiteout, or a non-directory replacing whatever was there
+            while k not in covered:
+                covered.add(k)
+                if not k:
+                    break
+                k = k.rpartition("/")[0]
+        out.append(shown)
+    out.reverse()
+    return out
+
+
+def _reclaimable(layers: Sequence[Layer], lower: Callable[[], Lower],
+                 steps: Sequence[str]) -> tuple[list[int], tuple[Finding, ...]]:
     """Dead bytes per layer, and the findings (grouped by path)."""
     dead = [0] * len(layers)
     by_path: dict[str, tuple[list[int], int, list[str]]] = {}
@@ -251,9 +309,13 @@ def _reclaimable(layers: Sequence[Layer], lower: Lower, steps: Sequence[str]) ->
             kinds.append(kind)
         by_path[path] = (ls, b + nbytes, kinds)
 
-    nodes, where = lower.nodes, lower.where
+    shown = _shown_files(layers)
+    if shown is None:
+        nodes, where = lower().nodes, lower().where
+        shown = [{k for k, e in x.items() if where.get(k) == i and nodes.get(k) is e} for i, x in enumerate(layers)]
     for i, layer in enumerate(layers):
         groups: dict[int, list[Any]] = {}
+        alive = shown[i]
         for k, e in layer.items():
             if not isinstance(e, File):
                 continue
@@ -262,7 +324,7 @@ def _reclaimable(layers: Sequence[Layer], lower: Lower, steps: Sequence[str]) ->
                 g = groups[id(e)] = [k, e, False]
             elif k.split("/") < g[0].split("/"):
                 g[0] = k
-            if not g[2] and where.get(k) == i and nodes.get(k) is e:
+            if not g[2] and k in alive:
                 g[2] = True
         for k, e, alive in groups.values():
             if alive or not e.size:
