@@ -178,6 +178,9 @@ are ignored by both."""
 _PAX_FALLBACK = ("LIBARCHIVE.xattr.", "GNU.sparse.", "hdrcharset")
 _STREAM = 4 << 20
 """Bytes of tar asked of the kernel ahead of the scan of a layer not in the page cache (see :func:`_layer`)."""
+_CHAINS = 3
+"""From this many layers scanned at once, each asks only for its next header's page (see :func:`_layer`)."""
+_PAGE = 4096
 _NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None)
 """``preadv`` flag: fail with EAGAIN instead of waiting for the disk (Linux 4.14); None where absent."""
 
@@ -259,7 +262,20 @@ def _clean_key(name: str, where: str) -> str:
     return k
 
 
-def _layer(path: str, fd: int, start: int, size: int, where: str) -> Generator[int, bool, Layer]:
+def _ask(fd: int, at: int, end: int, stream: bool) -> int:
+    """Ask the kernel to read ``fd`` from ``at`` (the next :data:`_STREAM` bytes up to ``end``,
+    or the page holding ``at``) without waiting; where the request ends."""
+    if stream:
+        n = min(_STREAM, end - at)
+        if n > 0:
+            os.posix_fadvise(fd, at, n, os.POSIX_FADV_WILLNEED)
+        return at + _STREAM
+    os.posix_fadvise(fd, at, 512, os.POSIX_FADV_WILLNEED)
+    return (at // _PAGE + 1) * _PAGE
+
+
+def _layer(path: str, fd: int, start: int, size: int, where: str,
+           company: Sequence[int] = (1,)) -> Generator[int, bool, Layer]:
     """The entries of the layer tar at ``start`` of ``fd`` (``size`` bytes), from its 512-byte headers only.
 
     Reads ustar, GNU (``L``/``K`` long names, base-256 numbers) and PAX (``x``) headers
@@ -270,16 +286,20 @@ def _layer(path: str, fd: int, start: int, size: int, where: str) -> Generator[i
     A generator (its value is the layer), for archives not in the page cache: each
     header's place is known only from the one before it, so reading header after header
     would wait on the disk once per header (20,000 waits for 20,000 files). Where a header
-    is not in the cache, the layer asks the kernel for the next :data:`_STREAM` bytes of
-    its tar (``POSIX_FADV_WILLNEED``, which does not wait), keeps asking ahead as it goes,
-    and yields the header's offset, so that :func:`scan` goes on with the other layers
+    is not in the cache, the layer asks the kernel for it (``POSIX_FADV_WILLNEED``, which
+    does not wait), and from then on for each next header as soon as it knows where that
+    is, and yields the header's offset, so that :func:`scan` goes on with the other layers
     meanwhile (it sends True when all of them wait, and this one then waits for its read).
-    In the cache, it runs to its end without yielding.
+    With :data:`_CHAINS` or more layers still being scanned (``company[0]``, kept by
+    :func:`scan`) their reads overlap, and each asks for the page of its next header only;
+    with fewer, a layer asks for the next :data:`_STREAM` bytes of its tar, content and
+    all: a lone chain of page reads would leave the disk idle, a stream keeps it busy.
+    In the cache, a layer runs to its end without yielding.
     """
     entries: dict[str, Entry] = {}
     opaque: set[str] = set()
     dirs: set[str] = set()  # parent keys of the entries
-    pread, advise, willneed = os.pread, os.posix_fadvise, os.POSIX_FADV_WILLNEED
+    pread = os.pread
     nowait = _NOWAIT
     buf = bytearray(512)
     bufs = [buf]
@@ -306,8 +326,7 @@ def _layer(path: str, fd: int, start: int, size: int, where: str) -> Generator[i
             if nowait is not None:
                 cold = True
                 if at >= asked:
-                    advise(fd, at, min(_STREAM, start + size - at), willneed)
-                    asked = at + _STREAM
+                    asked = _ask(fd, at, start + size, company[0] < _CHAINS)
                 while not (yield at):  # True: every layer waits, so wait here
                     try:
                         got = os.preadv(fd, bufs, at, nowait)
@@ -397,11 +416,13 @@ def _layer(path: str, fd: int, start: int, size: int, where: str) -> Generator[i
             pos = nxt
         else:
             pos = data_at
-        if cold and start + pos + _STREAM // 2 > asked:
-            from_at = max(asked, start + pos)  # past a big file's content: start again at the header
-            if from_at < start + size:
-                advise(fd, from_at, min(_STREAM, start + size - from_at), willneed)
-                asked = from_at + _STREAM
+        if cold and pos + 512 <= size:
+            nxt_at = start + pos
+            if company[0] < _CHAINS:
+                if nxt_at + _STREAM // 2 > asked:
+                    asked = _ask(fd, max(asked, nxt_at), start + size, True)  # past a big file: from its header
+            elif nxt_at >= asked:
+                asked = _ask(fd, nxt_at, start + size, False)
         k = _clean_key(name, where)
         if ".wh." in k:
             parent, _, base = k.rpartition("/")
@@ -542,13 +563,14 @@ def scan(path: str | os.PathLike[str], tag: str | None = None, *,
         if progress:
             progress(0, total, f"scanning {total} layers")
         readers: dict[int, Generator[int, bool, Layer]] = {}
+        company = [total]  # layers still being scanned
         for i, name in enumerate(item["Layers"]):
             m = member(name)
             f.seek(m.offset_data)
             head = f.read(4)
             if head[:2] == b"\x1f\x8b" or head == b"\x28\xb5\x2f\xfd":
                 return docker_archive.load(path, tag=tag)
-            readers[i] = _layer(path, f.fileno(), m.offset_data, m.size, f"{path}: {name}")
+            readers[i] = _layer(path, f.fileno(), m.offset_data, m.size, f"{path}: {name}", company)
         done: dict[int, Layer] = {}
         waits: dict[int, int] = {}  # the header offset each layer waits for
 
@@ -559,6 +581,7 @@ def scan(path: str | os.PathLike[str], tag: str | None = None, *,
             except StopIteration as end:
                 done[i] = end.value
                 del readers[i]
+                company[0] = len(readers)
                 if progress and len(done) < total:
                     progress(len(done), total, f"{len(done)}/{total} layers")
                 return True
