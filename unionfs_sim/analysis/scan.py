@@ -305,6 +305,7 @@ def _layer(path: str, fd: int, start: int, size: int, where: str,
     bufs = [buf]
     cold = False  # a header was not in the page cache: ask the kernel ahead from here on
     asked = 0  # the kernel has been asked for the tar up to here
+    just_asked = -1  # the header whose page was asked for when the one before it was read
     pos = 0
     pax: dict[str, str] | None = None
     long_name: str | None = None
@@ -313,7 +314,7 @@ def _layer(path: str, fd: int, start: int, size: int, where: str,
     while pos + 512 <= size:
         at = start + pos
         got = 0
-        if nowait is not None:
+        if nowait is not None and at != just_asked:  # (a page asked for a moment ago is not in yet)
             try:
                 got = os.preadv(fd, bufs, at, nowait)
             except BlockingIOError:
@@ -423,6 +424,7 @@ def _layer(path: str, fd: int, start: int, size: int, where: str,
                     asked = _ask(fd, max(asked, nxt_at), start + size, True)  # past a big file: from its header
             elif nxt_at >= asked:
                 asked = _ask(fd, nxt_at, start + size, False)
+                just_asked = nxt_at
         k = _clean_key(name, where)
         if ".wh." in k:
             parent, _, base = k.rpartition("/")
