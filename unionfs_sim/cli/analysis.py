@@ -24,6 +24,7 @@ from ..analysis.efficiency import METHODS, steps_of
 from ..container import Container
 from ..errors import FormatError
 from ..image import Image
+from ..layer import Layer
 from ..nodes import Dir, File, Symlink
 from .sources import load_image, parse_source
 
@@ -274,16 +275,30 @@ def diff_images(a: Image, b: Image) -> list[tuple[str, str]]:
     return [(kind, p) for kind, p in out if not (kind == "D" and os.path.dirname(p) in gone)]
 
 
+def _container(image: Image, upper: str) -> Container:
+    """A container of ``image`` whose writable layer is the overlayfs upperdir ``upper``."""
+    try:
+        return Container.from_upper(image, Layer.from_directory(upper))
+    except (OSError, FormatError, ValueError) as e:
+        raise click.ClickException(f"{upper}: {e}") from None
+
+
 @click.command("diff")
 @click.argument("image")
 @click.argument("other", required=False)
 @click.option("--tag", help="which image of an OCI layout or docker archive (IMAGE)")
+@click.option("--upper", metavar="DIR", help="a container of IMAGE with this overlayfs upperdir (say, docker's "
+              "GraphDriver.Data.UpperDir): what it changes, as docker diff")
 @click.option("--json", "as_json", is_flag=True, help="print JSON (see SCHEMAS)")
-def diff_command(image: str, other: str | None, tag: str | None, as_json: bool) -> None:
-    """Changes from IMAGE to OTHER; with IMAGE alone, what its top layer changes (as ``docker diff``
-    shows a container whose writable layer it is)."""
+def diff_command(image: str, other: str | None, tag: str | None, upper: str | None, as_json: bool) -> None:
+    """Changes from IMAGE to OTHER; with --upper, what that container changes; with IMAGE alone,
+    what its top layer changes (as ``docker diff`` shows a container whose writable layer it is)."""
+    if upper is not None and other is not None:
+        raise click.UsageError("give OTHER or --upper, not both")
     img = _load(image, tag)
-    if other is None:
+    if upper is not None:
+        changes = [(c.kind, c.path) for c in _container(img, upper).diff()]
+    elif other is None:
         if not img.layers:
             raise click.ClickException(f"{image}: the image has no layers")
         below = Image.from_layers(img.layers[:-1])
@@ -354,18 +369,33 @@ def efficiency_command(image: str, tag: str | None, as_json: bool, method: str, 
 
 
 @click.command("df")
-@click.argument("images", nargs=-1, required=True)
+@click.argument("images", nargs=-1)
+@click.option("--container", "containers", nargs=3, multiple=True, metavar="NAME IMAGE UPPERDIR",
+              help="a container of IMAGE whose writable layer is the overlayfs upperdir UPPERDIR (repeatable)")
 @click.option("--json", "as_json", is_flag=True, help="print JSON (see SCHEMAS)")
-def df_command(images: tuple[str, ...], as_json: bool) -> None:
-    """Disk usage of IMAGES together, as ``docker system df -v``: layers shared by chain id counted once."""
-    loaded = {name: _scan(name) for name in images}
-    du = analysis.disk_usage(loaded)
+def df_command(images: tuple[str, ...], containers: tuple[tuple[str, str, str], ...], as_json: bool) -> None:
+    """Disk usage of IMAGES (and containers) together, as ``docker system df -v``: layers shared by
+    chain id counted once, a container's size the bytes of its writable layer."""
+    if not images and not containers:
+        raise click.UsageError("name at least one image or --container")
+    loaded: dict[str, analysis.ImageLike] = {name: _scan(name) for name in images}
+    full: dict[str, Image] = {}
+    cons = {}
+    for cname, image, upper in containers:
+        img = full.get(image)
+        if img is None:
+            img = full[image] = _load(image)
+        cons[cname] = _container(img, upper)
+    du = analysis.disk_usage(loaded, cons)
     if as_json:
         _emit(du.to_json())
         return
     _table(["IMAGE", "ID", "SIZE", "SHARED SIZE", "UNIQUE SIZE", "CONTAINERS"],
            [[i.name, i.id[7:19], _human(i.size), _human(i.shared_size), _human(i.unique_size), i.containers]
             for i in du.images])
+    if du.containers:
+        _table(["CONTAINER", "IMAGE", "SIZE", "VIRTUAL SIZE"],
+               [[c.name, c.image, _human(c.size), _human(c.virtual_size)] for c in du.containers])
     click.echo(f"Layers: {_human(du.layers_size)} ({du.layers_size} bytes)")
 
 
