@@ -254,3 +254,25 @@ def test_archive_out_of_the_page_cache(tmp_path: Path, monkeypatch: pytest.Monke
 
     monkeypatch.setattr(os, "preadv", unsupported)
     assert [describe(x) for x in analysis.scan(archive).layers] == want
+
+
+def test_progress_of_load_and_save(tmp_path: Path) -> None:
+    """``docker_archive.save``/``load`` report each file / layer, and the scan's fallback
+    to the loader reports through the same hook."""
+    image = CATALOGUE["deletes"]()
+    archive = tmp_path / "img.tar"
+    saving: list[tuple[int, int]] = []
+    ufs.docker_archive.save(image, archive, progress=lambda d, t, w: saving.append((d, t)))
+    total = saving[0][1]
+    assert saving == [(i, total) for i in range(total + 1)] and total >= len(image.layers) + 2
+    loading: list[tuple[int, int, str]] = []
+    ufs.docker_archive.load(archive, progress=lambda d, t, w: loading.append((d, t, w)))
+    assert [(d, t) for d, t, _ in loading] == [(0, 3), (1, 3), (2, 3), (3, 3)]
+
+    def global_header(tf: tarfile.TarFile) -> None:
+        add(tf, "a", b"1")
+
+    odd = one_layer(tmp_path, global_header, "odd.tar", {"comment": "global"})
+    seen: list[str] = []
+    assert not isinstance(analysis.scan(odd, progress=lambda d, t, w: seen.append(w)), analysis.ScannedImage)
+    assert seen[-1] == "loaded"

@@ -536,7 +536,7 @@ def scan(path: str | os.PathLike[str], tag: str | None = None, *,
             with tarfile.open(fileobj=f, mode="r:") as outer:
                 members = {_key(m.name): m for m in outer.getmembers()}
         except tarfile.TarError:
-            return docker_archive.load(path, tag=tag)  # compressed or odd: the full loader says what is wrong
+            return docker_archive.load(path, tag=tag, progress=progress)  # compressed or odd: the loader says what
 
         def member(name: str) -> tarfile.TarInfo:
             m = members.get(_key(name))
@@ -553,13 +553,13 @@ def scan(path: str | os.PathLike[str], tag: str | None = None, *,
             return f.read(m.size)
 
         if "manifest.json" not in members:
-            return docker_archive.load(path, tag=tag)
+            return docker_archive.load(path, tag=tag, progress=progress)
         items = json.loads(read(member("manifest.json")))
         if tag is None and len(items) != 1:
-            return docker_archive.load(path, tag=tag)  # let the loader explain the choice
+            return docker_archive.load(path, tag=tag, progress=progress)  # let the loader explain the choice
         item = items[0] if tag is None else next((i for i in items if tag in (i.get("RepoTags") or [])), None)
         if item is None:
-            return docker_archive.load(path, tag=tag)
+            return docker_archive.load(path, tag=tag, progress=progress)
         config = read(member(item["Config"]))
         total = len(item["Layers"])
         if progress:
@@ -571,7 +571,7 @@ def scan(path: str | os.PathLike[str], tag: str | None = None, *,
             f.seek(m.offset_data)
             head = f.read(4)
             if head[:2] == b"\x1f\x8b" or head == b"\x28\xb5\x2f\xfd":
-                return docker_archive.load(path, tag=tag)
+                return docker_archive.load(path, tag=tag, progress=progress)
             readers[i] = _layer(path, f.fileno(), m.offset_data, m.size, f"{path}: {name}", company)
         done: dict[int, Layer] = {}
         waits: dict[int, int] = {}  # the header offset each layer waits for
@@ -599,7 +599,7 @@ def scan(path: str | os.PathLike[str], tag: str | None = None, *,
                 if readers and not any(moved):
                     step(next(iter(readers)), True)
         except _Unusual:
-            return docker_archive.load(path, tag=tag)  # what the scan leaves to the loader (see _layer)
+            return docker_archive.load(path, tag=tag, progress=progress)  # the unusual (see _layer)
         layers = [done[i] for i in range(total)]
     if progress:
         progress(total, total, "scanned")

@@ -137,9 +137,9 @@ def _bar(what: str) -> Iterator[Callable[[int, int, str], None] | None]:
 
 
 def _load(name: str, tag: str | None = None) -> Image:
-    with _progress(f"loading {name}"):
+    with _bar(f"loading {name}") as hook:  # a bar for docker archives, which report each layer
         try:
-            return load_image(name, tag=tag)
+            return load_image(name, tag=tag, progress=hook)
         except click.ClickException:
             raise
         except (OSError, FormatError, LookupError, ValueError) as e:

@@ -17,6 +17,7 @@ As in skopeo, the path ends at the first ``:`` after the transport; what follows
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import attrs
 import click
@@ -66,12 +67,14 @@ def parse_source(name: str, tag: str | None = None) -> Source:
     return src
 
 
-def load_image(name: str | Source, tag: str | None = None, platform: str | None = None) -> Image:
+def load_image(name: str | Source, tag: str | None = None, platform: str | None = None, *,
+               progress: Callable[[int, int, str], None] | None = None) -> Image:
     """The image ``name`` names (see :func:`parse_source`); ``platform`` picks one of an OCI index.
 
     Errors of the format (a missing file, a corrupt archive, an unknown tag) propagate as
     the loaders raise them (``FileNotFoundError``, ``FormatError``, ``LookupError``), each
-    naming the file; the CLI turns them into one-line messages.
+    naming the file; the CLI turns them into one-line messages. ``progress`` goes to the
+    docker-archive loader (see ``docker_archive.load``).
     """
     from ..formats import docker_archive, oci
 
@@ -79,7 +82,7 @@ def load_image(name: str | Source, tag: str | None = None, platform: str | None 
     if src.transport == "oci":
         return oci.load(src.path, tag=src.tag, platform=platform)
     if src.transport == "docker-archive":
-        return docker_archive.load(src.path, tag=src.tag)
+        return docker_archive.load(src.path, tag=src.tag, progress=progress)
     if not os.path.isdir(src.path):
         raise NotADirectoryError(20, "dir: needs a directory", src.path)
     return Image.from_layers([Layer.from_directory(src.path, format="plain")])

@@ -27,7 +27,7 @@ import re
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -76,7 +76,12 @@ Tags = Iterable[str] | Mapping[str, Image] | None
 # --- save ----------------------------------------------------------------------------------------
 
 
-def save(images: ImageSource, dest: str | os.PathLike[str] | IO[bytes], tags: Tags = None) -> None:
+Progress = Callable[[int, int, str], None]
+"""A progress hook: ``progress(done, total, what)``, called as the work goes on (for a bar)."""
+
+
+def save(images: ImageSource, dest: str | os.PathLike[str] | IO[bytes], tags: Tags = None, *,
+         progress: Progress | None = None) -> None:
     """Write ``images`` to ``dest`` (a path or a binary file object) as ``docker save`` does.
 
     ``tags``: for one image, the names to give it (``["example.com/app:1.0", "app"]``;
@@ -92,6 +97,9 @@ def save(images: ImageSource, dest: str | os.PathLike[str] | IO[bytes], tags: Ta
     the tar it was read from (decompressed from :attr:`Layer.source_blob`) while that
     file is there; a layer whose source is gone and whose canonical tar differs from the
     tar it was read from is written canonically (then its diff_id, and the config, change).
+
+    ``progress(done, total, what)`` is called before each file of the archive is written
+    (``total`` files) and once at the end.
 
     Raises:
         ValueError: no images, an image with no layers (``docker save`` refuses those
@@ -144,9 +152,14 @@ def save(images: ImageSource, dest: str | os.PathLike[str] | IO[bytes], tags: Ta
         w = _TarWriter(out)
         w.add_dir("blobs/")
         w.add_dir("blobs/sha256/")
-        for name in sorted(files):
+        names = sorted(files)
+        for i, name in enumerate(names):
+            if progress:
+                progress(i, len(names), name)
             w.add_file(name, files[name])
         w.close()
+    if progress:
+        progress(len(files), len(files), "saved")
 
 
 def _go_json(doc: Any) -> bytes:
@@ -325,7 +338,8 @@ class _TarWriter:
 # --- load ----------------------------------------------------------------------------------------
 
 
-def load(source: str | os.PathLike[str] | IO[bytes], tag: str | None = None) -> Image:
+def load(source: str | os.PathLike[str] | IO[bytes], tag: str | None = None, *,
+         progress: Progress | None = None) -> Image:
     """Read one image from a ``docker save`` archive (current or legacy format).
 
     ``source`` is a path or a binary file object (a non-seekable stream is first
@@ -337,6 +351,9 @@ def load(source: str | os.PathLike[str] | IO[bytes], tag: str | None = None) -> 
     For the current format the image keeps the manifest from ``index.json`` (so
     ``image.digest`` is the one Docker reports); a legacy archive has none, so the
     image gets an uncompressed OCI manifest of its layer files.
+
+    ``progress(done, total, what)`` is called before each of the ``total`` layers is read
+    (and its digest checked) and once at the end.
 
     Raises:
         FormatError: no ``manifest.json``, bad JSON, a path that names no regular file
@@ -366,7 +383,7 @@ def load(source: str | os.PathLike[str] | IO[bytes], tag: str | None = None) -> 
         items = archive.manifest()
         item = _select(items, tag, archive)
         try:
-            return archive.image(item)
+            return archive.image(item, progress)
         except (tarfile.TarError, EOFError) as e:
             raise FormatError(f"{label}: truncated or corrupt archive ({e})") from e
 
@@ -524,7 +541,7 @@ class _Archive:
 
     # --- one image -------------------------------------------------------------------------
 
-    def image(self, item: Mapping[str, Any]) -> Image:
+    def image(self, item: Mapping[str, Any], progress: Progress | None = None) -> Image:
         """The image of one ``manifest.json`` item: config, layers (verified), manifest."""
         cfg_name: str = item["Config"]
         config = self.read_small(cfg_name)
@@ -544,6 +561,8 @@ class _Archive:
         layers: list[Layer] = []
         blob_descs: list[dict[str, Any]] = []
         for i, (name, diff_id) in enumerate(zip(layer_names, diff_ids, strict=True)):
+            if progress:
+                progress(i, len(layer_names), f"layer {i + 1}/{len(layer_names)}")
             check_digest(diff_id, f"{self.where(cfg_name)} (rootfs.diff_ids[{i}])")
             f, ti = self.open(name)
             m = _BLOB_RE.fullmatch(name)
@@ -554,6 +573,8 @@ class _Archive:
                 layer.record_source(BlobSource(self.path, blob["digest"], ti.size, ti.offset_data))
             layers.append(layer)
             blob_descs.append(blob)
+        if progress:
+            progress(len(layer_names), len(layer_names), "loaded")
         manifest = self._oci_manifest(sha256(config), blob_descs)
         try:
             if manifest is not None:
