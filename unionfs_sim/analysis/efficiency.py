@@ -163,7 +163,7 @@ def _shared(image: ImageLike, steps: Sequence[str]) -> _Shared:
     dead, findings = _reclaimable(layers, lambda: image.lower, steps)
     got = ([content_size(x) for x in layers], dead, findings)
     while len(_SHARED) >= _SHARED_MAX:
-        del _SHARED[next(iter(_SHARED))]
+        _SHARED.pop(next(iter(_SHARED), key), None)  # the oldest (pop, not del: another thread may be here too)
     _SHARED[key] = ([weakref.ref(x) for x in layers], got)
     return list(got[0]), list(dead), findings
 
