@@ -5,8 +5,8 @@ files in all (default 20,000) and about ``--size-mb`` MB of content (default 100
 each layer above the first overwrites some files of the layers below, deletes some
 (whiteouts, one whole directory) and hides one directory under an opaque one, so the
 analysis has work to do. It is saved with ``docker_archive.save``. In the same run, each
-side reads that archive in a process of its own (timed from start to exit, peak RSS from
-``wait4``):
+side reads that archive in a process of its own (timed from start to exit; peak RSS and
+CPU time from GNU time):
 
 - unionfs_sim: ``analysis.scan`` (the archive's tar headers; content read only to
   compare equal-sized copies) then ``efficiency(method="dive")``, ``efficiency()``
@@ -22,6 +22,7 @@ installed package has it: a run with ``PYTHONDONTWRITEBYTECODE=1`` compiles ever
 on each start, which measures the compiler, not the analysis.
 
     python benchmarks/analysis.py [--files 20000] [--layers 10] [--size-mb 1000] [--repeats 3]
+                                  [--baseline DIR]
 """
 
 from __future__ import annotations
