@@ -271,7 +271,7 @@ def test_shown_files_walk_equals_the_flattened_stack() -> None:
     from unionfs_sim.lower import Lower
     from unionfs_sim.testing import strategies
 
-    @settings(max_examples=200, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=100, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
     @given(strategies.images(max_layers=6))
     def check(image: ufs.Image) -> None:
         got = _shown_files(image.layers)
