@@ -5,15 +5,24 @@ files in all (default 20,000) and about ``--size-mb`` MB of content (default 100
 each layer above the first overwrites some files of the layers below, deletes some
 (whiteouts, one whole directory) and hides one directory under an opaque one, so the
 analysis has work to do. It is saved with ``docker_archive.save``. In the same run, each
-side reads that archive in a process of its own (timed from start to exit, peak RSS from
-``wait4``):
+side reads that archive in a process of its own (timed from start to exit; peak RSS and
+CPU time from GNU time):
 
 - unionfs_sim: ``analysis.scan`` (the archive's tar headers; content read only to
   compare equal-sized copies) then ``efficiency(method="dive")``, ``efficiency()``
   (reclaimable) and ``history``;
 - dive 0.13.1: ``dive --source docker-archive ARCHIVE --json OUT`` (read, score, export).
 
+Each repeat runs both sides twice: with the archive out of the page cache (``cold``:
+``POSIX_FADV_DONTNEED`` on it first, as after a reboot or once other files pushed it
+out; dive then reads 1 GB from disk, the scan only the pages of its headers) and in it
+(``warm``: the archive read through just before). Python runs with its bytecode cached
+(``PYTHONPYCACHEPREFIX`` in the run's directory, filled by one untimed import), as an
+installed package has it: a run with ``PYTHONDONTWRITEBYTECODE=1`` compiles every module
+on each start, which measures the compiler, not the analysis.
+
     python benchmarks/analysis.py [--files 20000] [--layers 10] [--size-mb 1000] [--repeats 3]
+                                  [--baseline DIR]
 """
 
 from __future__ import annotations
@@ -91,21 +100,36 @@ def make_archive(path: str, files: int, layers: int, size_mb: int) -> tuple[int,
             sum(x.size for x in img.layers))
 
 
-def timed(cmd: list[str], env: dict[str, str] | None = None, cwd: str | None = None) -> tuple[float, int, str]:
-    """Wall time, peak RSS (bytes) and stdout of ``cmd``.
+def timed(cmd: list[str], env: dict[str, str] | None = None,
+          cwd: str | None = None) -> tuple[float, int, str, float]:
+    """Wall time, peak RSS (bytes), stdout and CPU time (user + system) of ``cmd``.
 
-    The peak comes from GNU time (``/usr/bin/time -f %M``): a process forked from this
-    (large) Python process would report at least this process's RSS as its own peak.
+    The peak and the CPU time come from GNU time (``/usr/bin/time -f "%M %U %S"``): a
+    process forked from this (large) Python process would report at least this process's
+    RSS as its own peak. CPU time holds up better than wall time on a busy machine.
     """
     with tempfile.NamedTemporaryFile("r") as rss:
         t0 = time.perf_counter()
-        done = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rss.name, *cmd], stdout=subprocess.PIPE,
+        done = subprocess.run(["/usr/bin/time", "-f", "%M %U %S", "-o", rss.name, *cmd], stdout=subprocess.PIPE,
                               stderr=subprocess.DEVNULL, env=env, cwd=cwd, check=False)
         wall = time.perf_counter() - t0
         if done.returncode != 0:
             raise RuntimeError(f"{cmd[0]} exited {done.returncode}")
-        peak_kb = int(rss.read().split()[-1])
-    return wall, peak_kb * 1024, done.stdout.decode()
+        peak_kb, user, system = rss.read().split()[-3:]
+    return wall, int(peak_kb) * 1024, done.stdout.decode(), float(user) + float(system)
+
+
+def cache(path: str, state: str) -> None:
+    """Put ``path`` out of the page cache (``cold``) or into it (``warm``)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if state == "cold":
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        else:
+            while os.read(fd, 1 << 20):
+                pass
+    finally:
+        os.close(fd)
 
 
 def main() -> None:
@@ -114,6 +138,8 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=10)
     ap.add_argument("--size-mb", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--baseline", metavar="DIR", help="also time the unionfs_sim in DIR (say, an older commit's "
+                    "`git archive`), in the same runs")
     args = ap.parse_args()
     dive = shutil.which("dive")
     if dive is None:
@@ -132,27 +158,49 @@ def main() -> None:
             n_layers, n_files, content = pool.apply(make_archive, (archive, args.files, args.layers, args.size_mb))
         print(f"image: {n_layers} layers, {n_files} files, {content / 1e6:.0f} MB content, "
               f"archive {os.path.getsize(archive) / 1e6:.0f} MB (made in {time.perf_counter() - t0:.1f} s)")
-        env = {**os.environ, "PYTHONPATH": os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."),
-               "HOME": tmp}
-        ours_t, ours_m, dive_t, dive_m = [], [], [], []
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        env.update(PYTHONPATH=os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."), HOME=tmp,
+                   PYTHONPYCACHEPREFIX=os.path.join(tmp, "pycache"))
+        sides = {"ours": env}
+        if args.baseline:
+            sides["baseline"] = {**env, "PYTHONPATH": os.path.abspath(args.baseline)}
+        for e in sides.values():
+            subprocess.run([sys.executable, "-c", "import unionfs_sim.analysis"], env=e, check=True, cwd=tmp)
+        runs: dict[tuple[str, str], list[tuple[float, int, float]]] = {}
         detail: dict[str, float] = {}
         for _ in range(args.repeats):
-            w, m, out = timed([sys.executable, "-c", OURS, archive], env=env)
-            ours_t.append(w)
-            ours_m.append(m)
-            detail = json.loads(out)
-            w, m, _ = timed([dive, "--source", "docker-archive", archive, "--json", os.path.join(tmp, "dive.json")],
-                            env=env, cwd=tmp)
-            dive_t.append(w)
-            dive_m.append(m)
+            for state in ("cold", "warm"):
+                for side, e in sides.items():
+                    cache(archive, state)
+                    # cwd: "python -c" puts the working directory first on sys.path, before PYTHONPATH
+                    w, m, out, cpu = timed([sys.executable, "-c", OURS, archive], env=e, cwd=tmp)
+                    runs.setdefault((side, state), []).append((w, m, cpu))
+                    if side == "ours":
+                        detail = json.loads(out)
+                cache(archive, state)
+                w, m, _, cpu = timed([dive, "--source", "docker-archive", archive, "--json",
+                                      os.path.join(tmp, "dive.json")], env=env, cwd=tmp)
+                runs.setdefault(("dive", state), []).append((w, m, cpu))
         with open(os.path.join(tmp, "dive.json")) as f:
             want = json.load(f)["image"]
         same = abs(want["efficiencyScore"] - detail["score"]) < 1e-9 and want["inefficientBytes"] == detail["wasted"]
-        print(f"unionfs_sim: median {statistics.median(ours_t):.2f} s (load {detail['load']:.2f} s, analysis "
-              f"{detail['analyse']:.2f} s), peak RSS {max(ours_m) / 1e6:.0f} MB")
-        print(f"dive 0.13.1: median {statistics.median(dive_t):.2f} s, peak RSS {max(dive_m) / 1e6:.0f} MB")
-        print(f"ratio dive/ours: time {statistics.median(dive_t) / statistics.median(ours_t):.2f}x, "
-              f"peak memory {max(dive_m) / max(ours_m):.2f}x  (>1: ours is faster / smaller)")
+
+        def med(side: str, state: str, i: int = 0) -> float:
+            return statistics.median(r[i] for r in runs[side, state])
+
+        def peak(side: str) -> int:
+            return max(r[1] for (s, _), v in runs.items() if s == side for r in v)
+
+        for state in ("cold", "warm"):
+            for what, i in (("time", 0), ("CPU time", 2)):
+                base = f", baseline {med('baseline', state, i):.2f} s" if args.baseline else ""
+                ours, theirs = med("ours", state, i), med("dive", state, i)
+                print(f"{state}, {what}: unionfs_sim median {ours:.2f} s{base}, dive 0.13.1 median {theirs:.2f} s, "
+                      f"ratio dive/ours {theirs / ours:.2f}x")
+        print(f"unionfs_sim (last run): load {detail['load']:.2f} s, analysis {detail['analyse']:.2f} s")
+        base = f", baseline {peak('baseline') / 1e6:.0f} MB" if args.baseline else ""
+        print(f"peak RSS: unionfs_sim {peak('ours') / 1e6:.0f} MB{base}, dive {peak('dive') / 1e6:.0f} MB, "
+              f"ratio dive/ours {peak('dive') / peak('ours'):.2f}x  (>1: ours is faster / smaller)")
         print(f"same numbers as dive: {same} (score {detail['score']:.6f}, wasted {detail['wasted']} bytes; "
               f"reclaimable by squashing {detail['reclaimable']} bytes)")
     finally:

@@ -8,6 +8,7 @@ import json
 import math
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -258,5 +259,70 @@ def test_random_images_reclaimable_is_the_kernels_squash() -> None:
         squashed = kernel_squashed_size(image)
         assert analysis.efficiency(image).reclaimable_bytes == sum(x.size for x in image.layers) - squashed
         assert analysis.squash(image).size == squashed
+
+    check()
+
+
+def test_shown_files_walk_equals_the_flattened_stack() -> None:
+    """efficiency's one-pass walk of which files show agrees with the Lower, on random stacks."""
+    from hypothesis import HealthCheck, given, settings
+
+    from unionfs_sim.analysis.efficiency import _shown_files
+    from unionfs_sim.lower import Lower
+    from unionfs_sim.testing import strategies
+
+    @settings(max_examples=100, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(strategies.images(max_layers=6))
+    def check(image: ufs.Image) -> None:
+        got = _shown_files(image.layers)
+        low = Lower(image.layers)
+        want = [{k for k, e in x.items() if isinstance(e, ufs.File) and low.where.get(k) == i and low.nodes.get(k) is e}
+                for i, x in enumerate(image.layers)]
+        assert got is None or got == want
+
+    check()
+
+
+def _stack_as_dive_walks(tree: Any, upper: Any) -> None:
+    """dive's ``FileTree.Stack`` step by step (the transcription ``_dive._stack`` replaced):
+    ``upper`` children first, names sorted, each path added from the root."""
+    from unionfs_sim.analysis import _dive
+
+    order: list[tuple[list[str], Any]] = []
+
+    def visit(node: Any, parts: list[str]) -> None:
+        for k in _dive._sorted(node.kids):
+            visit(node.kids[k], [*parts, k])
+            order.append(([*parts, k], node.kids[k]))
+
+    visit(upper, [])
+    for parts, node in order:
+        if node.name.startswith(".wh."):
+            parent = _dive._get(tree, parts[:-1])
+            if parent is not None:
+                parent.kids.pop(node.name[len(".wh."):], None)
+        else:
+            _dive._add_path(tree, parts, node.size, node.is_dir)
+
+
+def test_dive_stacking_equals_dives_own_walk() -> None:
+    """``_dive._stack`` (both trees side by side) leaves the tree dive's walk leaves, on random stacks."""
+    from hypothesis import HealthCheck, given, settings
+
+    from unionfs_sim.analysis import _dive
+    from unionfs_sim.testing import strategies
+
+    def shape(node: Any) -> tuple[Any, ...]:
+        return (node.size, node.is_dir, {k: shape(c) for k, c in node.kids.items()})
+
+    @settings(max_examples=100, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(strategies.images(max_layers=6))
+    def check(image: ufs.Image) -> None:
+        trees = [_dive.layer_tree(x).root for x in image.layers]
+        a, b = _dive._copy(trees[0]), _dive._copy(trees[0])
+        for t in trees[1:]:
+            _dive._stack(a, t)
+            _stack_as_dive_walks(b, t)
+            assert shape(a) == shape(b)
 
     check()

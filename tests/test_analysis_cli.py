@@ -89,11 +89,11 @@ def test_a_container_given_as_an_upperdir(archive: str, tmp_path: Path) -> None:
     out = json.loads(run("diff", archive, "--upper", str(upper), "--json"))
     assert out == [{"kind": ch.kind, "path": ch.path} for ch in c.diff()]
     assert {"kind": "D", "path": "/zzz"} in out and {"kind": "A", "path": "/new/dir/f"} in out
-    doc = json.loads(run("df", archive, "--container", "web", str(upper), archive, "--json"))
+    doc = json.loads(run("df", archive, "--container", "web", archive, str(upper), "--json"))
     jsonschema.validate(doc, SCHEMAS["df"])
     assert doc == analysis.disk_usage({archive: img}, {"web": c}).to_json()
     assert doc["containers"][0]["size"] > 5000 and doc["images"][0]["containers"] == 1
-    text = run("df", "--container", "web", str(upper), archive)
+    text = run("df", "--container", "web", archive, str(upper))
     assert "web" in text and "CONTAINER" in text
     r = CliRunner().invoke(main, ["diff", archive, "--upper", str(tmp_path / "nope")])
     assert r.exit_code == 1 and "nope" in r.output and "Traceback" not in r.output

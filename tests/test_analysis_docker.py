@@ -279,3 +279,50 @@ def test_scan_reads_docker_save_archives(docker: Docker, built: dict[str, ufs.Im
     for method in ("dive", "reclaimable"):
         got = analysis.efficiency(scanned, method=method)  # type: ignore[arg-type]
         assert got.to_json() == analysis.efficiency(full, method=method).to_json()  # type: ignore[arg-type]
+
+
+def test_cli_diff_and_df_of_a_running_containers_upperdir(docker: Docker, built: dict[str, ufs.Image],
+                                                            tmp_path: Path) -> None:
+    """``diff IMAGE --upper DIR`` equals ``docker diff``, and ``df --container`` its SizeRw, for a
+    running container's overlay2 upperdir read as it lies on disk."""
+    from click.testing import CliRunner
+
+    from unionfs_sim.cli.main import main as cli
+
+    cname = "analysis-cli-upper"
+    docker.run("rm", "-f", cname, check=False)
+    docker.run("run", "-d", "--network", "none", "--name", cname, "analysis/app:1", "sh", "-c",
+               "echo hello > /app/new && rm /app/file.txt && chmod 600 /app/big && mkdir -p /app/d/e"
+               " && ln -s new /app/new-link && exec sleep 600")
+    try:
+        for _ in range(100):
+            if docker.run("exec", cname, "test", "-L", "/app/new-link", check=False).returncode == 0:
+                break
+            time.sleep(0.1)
+        info = json.loads(docker.text("container", "inspect", cname))[0]
+        if info["GraphDriver"]["Name"] != "overlay2":
+            pytest.skip(f"the test daemon stores containers with {info['GraphDriver']['Name']}, not overlay2")
+        upper = info["GraphDriver"]["Data"]["UpperDir"]
+        archive = tmp_path / "app.tar"
+        docker.run("save", "-o", str(archive), "analysis/app:1")
+        image = f"docker-archive:{archive}"
+        runner = CliRunner()
+        got = runner.invoke(cli, ["diff", image, "--upper", upper, "--json"])
+        assert got.exit_code == 0, got.output
+        want = {tuple(line.split(" ", 1)) for line in docker.text("diff", cname).splitlines() if line.strip()}
+        assert {(c["kind"], c["path"]) for c in json.loads(got.output)} == want
+        got = runner.invoke(cli, ["df", image, "--container", cname, image, upper, "--json"])
+        assert got.exit_code == 0, got.output
+        doc = json.loads(got.output)
+        (row,) = doc["containers"]
+        (mine,) = [r for r in api(docker, "/system/df")["Containers"] if r["Names"] == ["/" + cname]]
+        assert (row["name"], row["size"]) == (cname, mine["SizeRw"])
+        # The image part of the virtual size is the image's size as the CLI counts it (overlay2's
+        # rule: BuildKit's own layers, counted by the tar rule, are the per-layer rules of
+        # test_disk_usage_equals_system_df), and the container adds its writable layer to it.
+        (img_row,) = doc["images"]
+        assert row["virtual_size"] == img_row["size"] + row["size"] and img_row["containers"] == 1
+        bad = runner.invoke(cli, ["diff", image, "--upper", str(tmp_path / "nowhere")])
+        assert bad.exit_code == 1 and "nowhere" in bad.output and "Traceback" not in bad.output
+    finally:
+        docker.run("rm", "-f", cname, check=False)

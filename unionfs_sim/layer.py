@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, ItemsView, Iterator, Mapping, ValuesView
 from typing import IO, Any, cast
 
 import attrs
@@ -174,6 +174,14 @@ class Layer(Mapping[str, Entry]):
 
     def __contains__(self, k: object) -> bool:
         return k in self._entries
+
+    def items(self) -> ItemsView[str, Entry]:
+        """The ``(key, entry)`` pairs: the entries dict's own view (Mapping's would look each key up)."""
+        return self._entries.items()
+
+    def values(self) -> ValuesView[Entry]:
+        """The entries: the entries dict's own view (Mapping's would look each key up)."""
+        return self._entries.values()
 
     def __repr__(self) -> str:
         return f"<Layer {self.digest[:19]} {len(self)} entries>"

@@ -79,7 +79,9 @@ def _get(root: _Node, parts: Sequence[str]) -> _Node | None:
 
 
 def _sorted(kids: dict[str, _Node]) -> list[str]:
-    """Go's ``sort.Strings``: byte order of the UTF-8 names."""
+    """Go's ``sort.Strings``: byte order of the UTF-8 names (for ASCII names, plain string order)."""
+    if all(map(str.isascii, kids)):
+        return sorted(kids)
     return sorted(kids, key=lambda s: s.encode("utf-8", "surrogateescape"))
 
 
@@ -118,31 +120,31 @@ def _copy(node: _Node) -> _Node:
     return out
 
 
-def _child_first(root: _Node) -> Iterator[tuple[list[str], _Node]]:
-    """``VisitDepthChildFirst``: every node but the root, children (by name) before parents."""
-    out: list[tuple[list[str], _Node]] = []
-
-    def visit(node: _Node, parts: list[str]) -> None:
-        for k in _sorted(node.kids):
-            c = node.kids[k]
-            p = [*parts, k]
-            visit(c, p)
-            out.append((p, c))
-
-    visit(root, [])
-    return iter(out)
-
-
 def _stack(tree: _Node, upper: _Node) -> None:
-    """``FileTree.Stack``: whiteouts remove, everything else ``AddPath``s its FileInfo."""
-    for parts, node in _child_first(upper):
-        if node.name.startswith(WHITEOUT_PREFIX):
-            target = [*parts[:-1], node.name[len(WHITEOUT_PREFIX):]]
-            parent = _get(tree, target[:-1])
-            if parent is not None:
-                parent.kids.pop(target[-1], None)
-        else:
-            _add_path(tree, parts, node.size, node.is_dir)
+    """``FileTree.Stack``: whiteouts remove, everything else ``AddPath``s its FileInfo.
+
+    dive visits ``upper`` children first (``VisitDepthChildFirst``, names sorted) and adds
+    each path from the root; walking both trees side by side does the same: a directory
+    that adding its first child would create is made on the way down (with the empty
+    FileInfo AddPath gives it) and gets its own FileInfo after its children, as in dive.
+    A whiteout in ``upper`` has no children, and no name in it starts with ``.wh..wh.``
+    (AddPath never made one), so AddPath's early return for those cannot happen here.
+    """
+
+    def visit(u: _Node, t: _Node) -> None:
+        for k in _sorted(u.kids):
+            c = u.kids[k]
+            if k.startswith(WHITEOUT_PREFIX):
+                t.kids.pop(k[len(WHITEOUT_PREFIX):], None)
+                continue
+            d = t.kids.get(k)
+            if d is None:
+                d = t.kids[k] = _Node(k)
+            if c.kids:
+                visit(c, d)
+            d.size, d.is_dir = c.size, c.is_dir
+
+    visit(upper, tree)
 
 
 def _leaves(root: _Node) -> Iterator[tuple[list[str], _Node]]:

@@ -20,6 +20,7 @@ Both give ``reclaimable_bytes`` (the true saving) next to their own ``wasted_byt
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -31,7 +32,7 @@ from ..lower import Lower
 from ..nodes import Dir, File, Whiteout
 from ..paths import parents
 from . import _dive
-from .scan import ImageLike, same_content
+from .scan import ImageLike, gc_paused, same_content
 from .sizes import content_size
 
 Method = Literal["reclaimable", "dive"]
@@ -126,14 +127,14 @@ def efficiency(image: ImageLike, method: Method = "reclaimable") -> Efficiency:
         raise ValueError(f"unknown method {method!r} (choose one of: {', '.join(METHODS)})")
     layers = image.layers
     steps = steps_of(image)
-    sizes = [content_size(x) for x in layers]
-    dead, findings = _reclaimable(layers, image.lower, steps)
+    with gc_paused():
+        sizes, dead, findings = _shared(image, steps)
+        d = _dive.analyze(layers) if method == "dive" else None
     reclaimable = sum(dead)
     total = sum(sizes)
     user = total - (sizes[0] if sizes else 0)
     uses = tuple(LayerUse(i, d, steps[i], sizes[i], dead[i]) for i, d in enumerate(image.diff_ids))
-    if method == "dive":
-        d = _dive.analyze(layers)
+    if d is not None:
         dive_findings = tuple(Finding(f.path, len(f.layers), f.cumulative_size, f.layers,
                                       tuple(steps[i] for i in f.layers), "dive") for f in d.inefficiencies)
         return Efficiency("dive", d.efficiency, d.wasted_bytes, d.wasted_user_percent, reclaimable,
@@ -141,6 +142,30 @@ def efficiency(image: ImageLike, method: Method = "reclaimable") -> Efficiency:
     score = 1.0 if total == 0 else (total - reclaimable) / total
     return Efficiency("reclaimable", score, reclaimable, reclaimable / user if user else 0.0, reclaimable,
                       total, user, findings, uses)
+
+
+_Shared = tuple[list[int], list[int], tuple["Finding", ...]]
+_SHARED: dict[tuple[tuple[int, ...], tuple[str, ...]], tuple[list[weakref.ref[Layer]], _Shared]] = {}
+"""What both methods compute (layer sizes, dead bytes, findings) for the last few stacks
+(by the identity of their layers, which never change) and history steps: asking for both
+methods walks the stack once."""
+_SHARED_MAX = 4
+
+
+def _shared(image: ImageLike, steps: Sequence[str]) -> _Shared:
+    """Each layer's content size, its dead bytes, and the reclaimable findings (cached, see :data:`_SHARED`)."""
+    layers = image.layers
+    key = (tuple(map(id, layers)), tuple(steps))
+    hit = _SHARED.get(key)
+    if hit is not None and all(r() is x for r, x in zip(hit[0], layers, strict=True)):
+        sizes, dead, findings = hit[1]
+        return list(sizes), list(dead), findings
+    dead, findings = _reclaimable(layers, lambda: image.lower, steps)
+    got = ([content_size(x) for x in layers], dead, findings)
+    while len(_SHARED) >= _SHARED_MAX:
+        _SHARED.pop(next(iter(_SHARED), key), None)  # the oldest (pop, not del: another thread may be here too)
+    _SHARED[key] = ([weakref.ref(x) for x in layers], got)
+    return list(got[0]), list(dead), findings
 
 
 def _cause(layers: Sequence[Layer], i: int, k: str, node: File) -> tuple[int, str]:
@@ -199,7 +224,9 @@ def _whiteouts_hiding_nothing(layers: Sequence[Layer]) -> list[tuple[int, str]]:
         kids.setdefault(parent, set()).add(k)
 
     for j, layer in enumerate(layers):
-        for k in sorted(layer, key=lambda k: k.split("/")):
+        # Plain string order puts every directory before what is below it (a key is a
+        # prefix of its children's), which is all this walk needs of the order.
+        for k in sorted(layer):
             e = layer[k]
             if isinstance(e, Whiteout):
                 if k in present:
@@ -215,7 +242,59 @@ def _whiteouts_hiding_nothing(layers: Sequence[Layer]) -> list[tuple[int, str]]:
     return out
 
 
-def _reclaimable(layers: Sequence[Layer], lower: Lower, steps: Sequence[str]) -> tuple[list[int], tuple[Finding, ...]]:
+def _below_cut(d: str, cut: set[str], hidden: dict[str, bool]) -> bool:
+    """True if directory ``d`` or one above it is in ``cut`` (``hidden`` remembers the answers)."""
+    walk = []
+    while d not in hidden:
+        if d in cut:
+            hidden[d] = True
+            break
+        walk.append(d)
+        d = d.rpartition("/")[0]
+    got = hidden[d]
+    for w in walk:
+        hidden[w] = got
+    return got
+
+
+def _shown_files(layers: Sequence[Layer]) -> list[set[str]] | None:
+    """The keys of each layer's files that the merged view shows (as :class:`Lower` has it).
+
+    One walk from the top layer down: a file shows unless a layer above has an entry at
+    its key (or a directory it implies there), or hides a directory above it (a whiteout,
+    a non-directory, an opaque directory). Cheaper than flattening the stack into a
+    :class:`Lower`, which the analysis needs nothing else of. None if a directory has a
+    ``redirect`` (it brings lower entries to a new place: the Lower works that out).
+    """
+    covered: set[str] = set()  # keys with an entry, or a directory implied by one, in the layers seen so far
+    cut: set[str] = set()  # keys below which those layers hide everything
+    out: list[set[str]] = []
+    for layer in reversed(layers):
+        shown: set[str] = set()
+        hidden: dict[str, bool] = {"": False}  # directory key -> below a cut
+        for k, e in layer.items():
+            if isinstance(e, File) and k not in covered and not (cut and _below_cut(k.rpartition("/")[0], cut, hidden)):
+                shown.add(k)
+        for k, e in layer.items():
+            if isinstance(e, Dir):
+                if e.redirect is not None or (not k and e.opaque):
+                    return None
+                if e.opaque:
+                    cut.add(k)
+            else:
+                cut.add(k)  # a whiteout, or a non-directory replacing whatever was there
+            while k not in covered:
+                covered.add(k)
+                if not k:
+                    break
+                k = k.rpartition("/")[0]
+        out.append(shown)
+    out.reverse()
+    return out
+
+
+def _reclaimable(layers: Sequence[Layer], lower: Callable[[], Lower],
+                 steps: Sequence[str]) -> tuple[list[int], tuple[Finding, ...]]:
     """Dead bytes per layer, and the findings (grouped by path)."""
     dead = [0] * len(layers)
     by_path: dict[str, tuple[list[int], int, list[str]]] = {}
@@ -230,9 +309,13 @@ def _reclaimable(layers: Sequence[Layer], lower: Lower, steps: Sequence[str]) ->
             kinds.append(kind)
         by_path[path] = (ls, b + nbytes, kinds)
 
-    nodes, where = lower.nodes, lower.where
+    shown = _shown_files(layers)
+    if shown is None:
+        nodes, where = lower().nodes, lower().where
+        shown = [{k for k, e in x.items() if where.get(k) == i and nodes.get(k) is e} for i, x in enumerate(layers)]
     for i, layer in enumerate(layers):
         groups: dict[int, list[Any]] = {}
+        alive = shown[i]
         for k, e in layer.items():
             if not isinstance(e, File):
                 continue
@@ -241,7 +324,7 @@ def _reclaimable(layers: Sequence[Layer], lower: Lower, steps: Sequence[str]) ->
                 g = groups[id(e)] = [k, e, False]
             elif k.split("/") < g[0].split("/"):
                 g[0] = k
-            if not g[2] and where.get(k) == i and nodes.get(k) is e:
+            if not g[2] and k in alive:
                 g[2] = True
         for k, e, alive in groups.values():
             if alive or not e.size:

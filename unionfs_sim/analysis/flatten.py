@@ -9,7 +9,6 @@ layer, are dropped.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from typing import IO
 
 import attrs
@@ -17,9 +16,7 @@ import attrs
 from ..image import Image
 from ..layer import Layer
 from ..nodes import Dir, Entry
-
-Progress = Callable[[int, int, str], None]
-"""A progress hook: ``(done, total, what)``; ``total`` 0 when unknown."""
+from ..progress import Progress
 
 
 def squash(image: Image) -> Layer:

@@ -25,6 +25,7 @@ from ..container import Container
 from ..errors import FormatError
 from ..image import Image
 from ..nodes import Dir, File, Symlink
+from ..progress import Progress
 from .sources import load_image, parse_source
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -115,7 +116,7 @@ def _progress(what: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _bar(what: str) -> Iterator[Callable[[int, int, str], None] | None]:
+def _bar(what: str) -> Iterator[Progress | None]:
     """A progress bar on stderr for a library ``progress=`` hook (rich on a terminal only)."""
     if not sys.stderr.isatty():
         yield None
@@ -374,16 +375,22 @@ def efficiency_command(image: str, tag: str | None, as_json: bool, method: str, 
 
 @click.command("df")
 @click.argument("images", nargs=-1)
-@click.option("--container", "containers", nargs=3, multiple=True, metavar="NAME UPPERDIR IMAGE",
-              help="a container: its name, its overlayfs upperdir and its image (repeatable)")
+@click.option("--container", "containers", nargs=3, multiple=True, metavar="NAME IMAGE UPPERDIR",
+              help="a container of IMAGE whose writable layer is the overlayfs upperdir UPPERDIR (repeatable)")
 @click.option("--json", "as_json", is_flag=True, help="print JSON (see SCHEMAS)")
 def df_command(images: tuple[str, ...], containers: tuple[tuple[str, str, str], ...], as_json: bool) -> None:
-    """Disk usage of IMAGES and containers together, as ``docker system df -v``: layers shared by
-    chain id counted once, each container's writable layer on its own."""
+    """Disk usage of IMAGES (and containers) together, as ``docker system df -v``: layers shared by
+    chain id counted once, a container's size the bytes of its writable layer."""
     if not images and not containers:
         raise click.UsageError("name at least one image or --container")
-    loaded = {name: _scan(name) for name in images}
-    cons = {name: _container(_load(image), upper, name) for name, upper, image in containers}
+    loaded: dict[str, analysis.ImageLike] = {name: _scan(name) for name in images}
+    full: dict[str, Image] = {}
+    cons = {}
+    for cname, image, upper in containers:
+        img = full.get(image)
+        if img is None:
+            img = full[image] = _load(image)
+        cons[cname] = _container(img, upper, cname)
     du = analysis.disk_usage(loaded, cons)
     if as_json:
         _emit(du.to_json())

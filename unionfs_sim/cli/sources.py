@@ -74,7 +74,8 @@ def load_image(name: str | Source, tag: str | None = None, platform: str | None 
 
     Errors of the format (a missing file, a corrupt archive, an unknown tag) propagate as
     the loaders raise them (``FileNotFoundError``, ``FormatError``, ``LookupError``), each
-    naming the file; the CLI turns them into one-line messages.
+    naming the file; the CLI turns them into one-line messages. ``progress`` goes to the
+    docker-archive loader (see ``docker_archive.load``).
     """
     from ..formats import docker_archive, oci
 
