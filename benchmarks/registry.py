@@ -13,11 +13,13 @@ on 127.0.0.1, without auth or TLS; the clients are the same for both:
    mostly measures the clients and the neighbours; the pulls are bound by skopeo, which
    hashes and writes what it gets, so what a server costs the client shows in its CPU).
 
-Each figure is the best of ``--repeats`` runs (push and pull: each run on a new, empty
-registry, so skopeo cannot mount blobs it pushed before); the servers take turns in every
-repeat. Ratios are ours / docker-registry throughput (> 1: ours is faster). ``--before
-TREE`` also runs ``unionfs-sim serve`` from another source tree (say ``git worktree add
-/tmp/before HEAD~1``), to compare a change in the same run.
+Each throughput is the best and the median of ``--repeats`` runs (push and pull: each run
+on a new, empty registry, so skopeo cannot mount blobs it pushed before); the servers take
+turns in every repeat. On a shared machine the best of a few runs mostly tells which
+server had the quietest moment; the median is the steadier figure. Ratios are ours /
+docker-registry throughput (> 1: ours is faster). ``--before TREE`` also runs
+``unionfs-sim serve`` from another source tree (say ``git worktree add /tmp/before
+HEAD~1``), to compare a change in the same run.
 
     python benchmarks/registry.py [--push-mb 200] [--pull-mb 50] [--heads 2000] [--repeats 5] [--before TREE]
 """
@@ -247,6 +249,9 @@ def main() -> None:
                 results[name] = {
                     "push MB/s": a.push_mb / min(x[0] for x in pp), "pull MB/s": a.push_mb / min(x[1] for x in pp),
                     f"{a.clients} pulls MB/s": a.clients * a.pull_mb / min(x[0] for x in mm),
+                    "push MB/s, median": a.push_mb / statistics.median(x[0] for x in pp),
+                    "pull MB/s, median": a.push_mb / statistics.median(x[1] for x in pp),
+                    f"{a.clients} pulls MB/s, median": a.clients * a.pull_mb / statistics.median(x[0] for x in mm),
                     "HEAD p50 ms": p50, "HEAD p99 ms": p99, "HEAD req/s": rps,
                     "peak RSS MB (push+pull)": rss[name],
                     "server CPU s, push+pull": statistics.median(cpu[name]),
@@ -254,6 +259,9 @@ def main() -> None:
                     "skopeo CPU s, pull": statistics.median(x[2] for x in pp),
                     f"skopeo CPU s, {a.clients} pulls": statistics.median(x[1] for x in mm)}
                 print(f"{name}: " + ", ".join(f"{k} {v:.2f}" for k, v in results[name].items()), flush=True)
+                print(f"  seconds per repeat: push {[round(x[0], 2) for x in pp]}, "
+                      f"pull {[round(x[1], 2) for x in pp]}, {a.clients} pulls {[round(x[0], 2) for x in mm]}",
+                      flush=True)
         t = results[THEIRS]
         ours_names = [name for name, _ in peers if name != THEIRS]
         print(f"\n{'':24}" + "".join(f" {n:>12}" for n in ours_names) + f" {'2.8.2':>12}"
@@ -265,7 +273,7 @@ def main() -> None:
             print(f"{k:24}" + "".join(f" {results[n][k]:12.2f}" for n in ours_names) + f" {t[k]:12.2f}"
                   + "".join(f" {x:12.2f}x" for x in ratios))
         print(f"\n(push {a.push_mb} MB / pull of it with skopeo; {a.clients} concurrent pulls of {a.pull_mb} MB; "
-              f"{a.heads} HEADs from {a.threads} threads; throughput: best of {a.repeats}, CPU: median; "
+              f"{a.heads} HEADs from {a.threads} threads; throughput: best and median of {a.repeats}, CPU: median; "
               f"ratio > 1: unionfs-sim better; load average {os.getloadavg()[0]:.1f})")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
