@@ -8,22 +8,30 @@ on 127.0.0.1, without auth or TLS; the clients are the same for both:
 2. 16 concurrent ``skopeo copy`` pulls of one image of M MB (5 layers) into 16 layouts;
 3. K blob HEADs from 8 threads, each with its own keep-alive connection: p50/p99 latency
    and requests per second;
-4. each server's peak RSS and the CPU time it spent (on a shared machine the CPU time is
-   the steadier figure: throughput there mostly measures the clients and the neighbours).
+4. each server's peak RSS and the CPU time it spent, and the CPU time skopeo spent on the
+   pulls (on a shared machine the CPU times are the steadier figures: throughput there
+   mostly measures the clients and the neighbours; the pulls are bound by skopeo, which
+   hashes and writes what it gets, so what a server costs the client shows in its CPU).
 
-Each figure is the best of ``--repeats`` runs (push and pull: each run on a new, empty
-registry, so skopeo cannot mount blobs it pushed before). Ratios are ours / docker-registry throughput
-(> 1: ours is faster).
+Each throughput is the best and the median of ``--repeats`` runs (push and pull: each run
+on a new, empty registry, so skopeo cannot mount blobs it pushed before); the servers take
+turns in every repeat. On a shared machine the best of a few runs mostly tells which
+server had the quietest moment; the median is the steadier figure. Ratios are ours /
+docker-registry throughput (> 1: ours is faster). ``--before TREE`` also runs
+``unionfs-sim serve`` from another source tree (say ``git worktree add /tmp/before
+HEAD~1``), to compare a change in the same run.
 
-    python benchmarks/registry.py [--push-mb 200] [--pull-mb 50] [--heads 2000] [--repeats 5]
+    python benchmarks/registry.py [--push-mb 200] [--pull-mb 50] [--heads 2000] [--repeats 5] [--before TREE]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import http.client
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -69,13 +77,19 @@ def cpu_seconds(host: str) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def children_cpu() -> float:
+    """User + system CPU time of this process's waited-for children so far (the skopeos)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 @contextlib.contextmanager
-def ours(tmp: Path) -> Iterator[str]:
-    """``unionfs-sim serve`` on a free port: yields ``host:port``."""
+def ours(tmp: Path, tree: Path = ROOT) -> Iterator[str]:
+    """``unionfs-sim serve`` (the package in ``tree``) on a free port: yields ``host:port``."""
     port = daemons.free_port()
     proc = subprocess.Popen([sys.executable, "-m", "unionfs_sim", "serve", "--root", str(tmp / "ours"),
-                             "--listen", f"127.0.0.1:{port}"], env={**os.environ, "PYTHONPATH": str(ROOT)},
-                            stderr=subprocess.DEVNULL)
+                             "--listen", f"127.0.0.1:{port}"], env={**os.environ, "PYTHONPATH": str(tree)},
+                            stderr=subprocess.DEVNULL, cwd=tree)
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -105,43 +119,37 @@ def skopeo(*args: str) -> None:
     subprocess.run(["skopeo", "copy", "-q", "--preserve-digests", *args], check=True, capture_output=True)
 
 
-def best(repeats: int, fn: Callable[[int], float]) -> float:
-    return min(fn(i) for i in range(repeats))
-
-
-def push_pull(host: str, layout: Path, tmp: Path) -> tuple[float, float]:
-    """Seconds for a push of ``layout`` into an empty registry, then a pull of it."""
+def push_pull(host: str, layout: Path, tmp: Path) -> tuple[float, float, float]:
+    """Seconds for a push of ``layout`` into an empty registry, then a pull of it; skopeo's
+    CPU seconds for the pull."""
     t = time.perf_counter()
     skopeo("--dest-tls-verify=false", f"oci:{layout}:1", f"docker://{host}/bench/push:1")
     push = time.perf_counter() - t
     out = tmp / f"pull-{host.replace(':', '_')}"
-    t = time.perf_counter()
+    c, t = children_cpu(), time.perf_counter()
     skopeo("--src-tls-verify=false", "--dest-oci-accept-uncompressed-layers", f"docker://{host}/bench/push:1",
            f"oci:{out}:1")
     pull = time.perf_counter() - t
+    client = children_cpu() - c
     shutil.rmtree(out)
-    return push, pull
+    return push, pull, client
 
 
-def concurrent_pulls(host: str, layout: Path, tmp: Path, n: int, repeats: int) -> float:
-    """Seconds for ``n`` simultaneous pulls of one image (best of ``repeats``)."""
-    skopeo("--dest-tls-verify=false", f"oci:{layout}:1", f"docker://{host}/bench/many:1")
-
-    def once(i: int) -> float:
-        outs = [tmp / f"many-{host.replace(':', '_')}-{i}-{k}" for k in range(n)]
-        t = time.perf_counter()
-        procs = [subprocess.Popen(["skopeo", "copy", "-q", "--preserve-digests", "--src-tls-verify=false",
-                                   "--dest-oci-accept-uncompressed-layers", f"docker://{host}/bench/many:1",
-                                   f"oci:{o}:1"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for o in outs]
-        for p in procs:
-            if p.wait() != 0:
-                raise RuntimeError(f"skopeo failed: {p.stderr.read().decode() if p.stderr else ''}")
-        dt = time.perf_counter() - t
-        for o in outs:
-            shutil.rmtree(o)
-        return dt
-
-    return best(repeats, once)
+def concurrent_pulls(host: str, tmp: Path, n: int, i: int) -> tuple[float, float]:
+    """Seconds for ``n`` simultaneous pulls of ``bench/many:1``, and the skopeos' CPU seconds."""
+    outs = [tmp / f"many-{host.replace(':', '_')}-{i}-{k}" for k in range(n)]
+    c, t = children_cpu(), time.perf_counter()
+    procs = [subprocess.Popen(["skopeo", "copy", "-q", "--preserve-digests", "--src-tls-verify=false",
+                               "--dest-oci-accept-uncompressed-layers", f"docker://{host}/bench/many:1",
+                               f"oci:{o}:1"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for o in outs]
+    for p in procs:
+        if p.wait() != 0:
+            raise RuntimeError(f"skopeo failed: {p.stderr.read().decode() if p.stderr else ''}")
+    dt = time.perf_counter() - t
+    client = children_cpu() - c
+    for o in outs:
+        shutil.rmtree(o)
+    return dt, client
 
 
 def heads(host: str, layout: Path, total: int, threads: int) -> tuple[float, float, float]:
@@ -178,6 +186,9 @@ def heads(host: str, layout: Path, total: int, threads: int) -> tuple[float, flo
     return statistics.median(lat) * 1e3, lat[int(len(lat) * 0.99) - 1] * 1e3, len(lat) / wall
 
 
+THEIRS = "docker-registry 2.8.2"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--push-mb", type=int, default=200)
@@ -186,27 +197,32 @@ def main() -> None:
     ap.add_argument("--heads", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--before", type=Path, help="also run unionfs-sim serve from this source tree")
     a = ap.parse_args()
     for tool, why in (("skopeo", "apt-get install skopeo"),):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is needed ({why})")
     if daemons.registry_unavailable():
         sys.exit(daemons.registry_unavailable())
+    if a.before is not None and not (a.before / "unionfs_sim" / "__init__.py").is_file():
+        sys.exit(f"--before {a.before}: no unionfs_sim package there")
     tmp = Path(tempfile.mkdtemp(prefix="ufs-bench-registry-"))
     try:
         big, small = tmp / "big", tmp / "small"
         make_layout(big, a.push_mb)
         make_layout(small, a.pull_mb)
         results: dict[str, dict[str, float]] = {}
-        peers: tuple[tuple[str, Callable[[Path], contextlib.AbstractContextManager[str]]], ...] = (
-            ("unionfs-sim", ours), ("docker-registry 2.8.2", theirs))
-        pushes: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in peers}
+        peers: list[tuple[str, Callable[[Path], contextlib.AbstractContextManager[str]]]] = [("unionfs-sim", ours)]
+        if a.before is not None:
+            peers.append(("before", functools.partial(ours, tree=a.before.resolve())))
+        peers.append((THEIRS, theirs))
+        pushes: dict[str, list[tuple[float, float, float]]] = {name: [] for name, _ in peers}
         rss: dict[str, float] = {}
         cpu: dict[str, list[float]] = {name: [] for name, _ in peers}
         for r in range(a.repeats):
             # A new, empty registry each time: else skopeo mounts the blobs it pushed before.
-            for name, start in peers:
-                d = tmp / f"{name.split()[0]}-{r}"
+            for name, start in peers if r % 2 == 0 else peers[::-1]:
+                d = tmp / f"{name.replace(' ', '_')}-{r}"
                 d.mkdir()
                 with start(d) as host:
                     c0 = cpu_seconds(host)
@@ -214,28 +230,51 @@ def main() -> None:
                     cpu[name].append(cpu_seconds(host) - c0)
                     rss[name] = peak_rss_mb(host)
                 shutil.rmtree(d)
-        for name, start in peers:
-            push, pull = min(x[0] for x in pushes[name]), min(x[1] for x in pushes[name])
-            with start(tmp / f"{name.split()[0]}-many") as host:
-                c0 = cpu_seconds(host)
-                many = concurrent_pulls(host, small, tmp, a.clients, a.repeats)
-                many_cpu = (cpu_seconds(host) - c0) / a.repeats
-                p50, p99, rps = heads(host, small, a.heads, a.threads)
-            results[name] = {"push MB/s": a.push_mb / push, "pull MB/s": a.push_mb / pull,
-                             f"{a.clients} pulls MB/s": a.clients * a.pull_mb / many,
-                             "HEAD p50 ms": p50, "HEAD p99 ms": p99, "HEAD req/s": rps,
-                             "peak RSS MB (push+pull)": rss[name],
-                             "server CPU s, push+pull": min(cpu[name]),
-                             f"server CPU s, {a.clients} pulls": many_cpu}
-            print(f"{name}: " + ", ".join(f"{k} {v:.2f}" for k, v in results[name].items()), flush=True)
-        o, t = results["unionfs-sim"], results["docker-registry 2.8.2"]
-        print(f"\n{'':24} {'unionfs-sim':>12} {'2.8.2':>12} {'ratio':>7}")
-        for k in o:
+        with contextlib.ExitStack() as stack:  # every server up at once, taking turns
+            hosts: dict[str, str] = {}
+            for name, start in peers:
+                d = tmp / f"{name.replace(' ', '_')}-many"
+                d.mkdir()
+                hosts[name] = stack.enter_context(start(d))
+                skopeo("--dest-tls-verify=false", f"oci:{small}:1", f"docker://{hosts[name]}/bench/many:1")
+            many: dict[str, list[tuple[float, float, float]]] = {name: [] for name, _ in peers}
+            for r in range(a.repeats):
+                for name, _ in peers if r % 2 == 0 else peers[::-1]:
+                    c0 = cpu_seconds(hosts[name])
+                    dt, client = concurrent_pulls(hosts[name], tmp, a.clients, r)
+                    many[name].append((dt, client, cpu_seconds(hosts[name]) - c0))
+            for name, _ in peers:
+                p50, p99, rps = heads(hosts[name], small, a.heads, a.threads)
+                pp, mm = pushes[name], many[name]
+                results[name] = {
+                    "push MB/s": a.push_mb / min(x[0] for x in pp), "pull MB/s": a.push_mb / min(x[1] for x in pp),
+                    f"{a.clients} pulls MB/s": a.clients * a.pull_mb / min(x[0] for x in mm),
+                    "push MB/s, median": a.push_mb / statistics.median(x[0] for x in pp),
+                    "pull MB/s, median": a.push_mb / statistics.median(x[1] for x in pp),
+                    f"{a.clients} pulls MB/s, median": a.clients * a.pull_mb / statistics.median(x[0] for x in mm),
+                    "HEAD p50 ms": p50, "HEAD p99 ms": p99, "HEAD req/s": rps,
+                    "peak RSS MB (push+pull)": rss[name],
+                    "server CPU s, push+pull": statistics.median(cpu[name]),
+                    f"server CPU s, {a.clients} pulls": statistics.median(x[2] for x in mm),
+                    "skopeo CPU s, pull": statistics.median(x[2] for x in pp),
+                    f"skopeo CPU s, {a.clients} pulls": statistics.median(x[1] for x in mm)}
+                print(f"{name}: " + ", ".join(f"{k} {v:.2f}" for k, v in results[name].items()), flush=True)
+                print(f"  seconds per repeat: push {[round(x[0], 2) for x in pp]}, "
+                      f"pull {[round(x[1], 2) for x in pp]}, {a.clients} pulls {[round(x[0], 2) for x in mm]}",
+                      flush=True)
+        t = results[THEIRS]
+        ours_names = [name for name, _ in peers if name != THEIRS]
+        print(f"\n{'':24}" + "".join(f" {n:>12}" for n in ours_names) + f" {'2.8.2':>12}"
+              + "".join(f" {'ratio ' + n[:6]:>13}" for n in ours_names))
+        for k in t:
             lower_is_better = " ms" in k or "MB (" in k or "CPU" in k
-            ratio = t[k] / o[k] if lower_is_better else o[k] / t[k]  # > 1: ours is better
-            print(f"{k:24} {o[k]:12.2f} {t[k]:12.2f} {ratio:6.2f}x")
+            # > 1: ours is better
+            ratios = [t[k] / results[n][k] if lower_is_better else results[n][k] / t[k] for n in ours_names]
+            print(f"{k:24}" + "".join(f" {results[n][k]:12.2f}" for n in ours_names) + f" {t[k]:12.2f}"
+                  + "".join(f" {x:12.2f}x" for x in ratios))
         print(f"\n(push {a.push_mb} MB / pull of it with skopeo; {a.clients} concurrent pulls of {a.pull_mb} MB; "
-              f"{a.heads} HEADs from {a.threads} threads; best of {a.repeats}; ratio > 1: unionfs-sim better)")
+              f"{a.heads} HEADs from {a.threads} threads; throughput: best and median of {a.repeats}, CPU: median; "
+              f"ratio > 1: unionfs-sim better; load average {os.getloadavg()[0]:.1f})")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

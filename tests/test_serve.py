@@ -3,8 +3,12 @@ guard, a memory registry served, and the CLI's start and clean stop."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import time
@@ -203,3 +207,46 @@ def test_a_store_failure_is_a_json_500_and_the_server_goes_on(monkeypatch: pytes
         assert r.status_code == 500 and err_code(r) == "UNKNOWN" and "No space left" in r.text
         monkeypatch.undo()
         assert requests.post(f"{server.url}/v2/team/app/blobs/uploads/").status_code == 202
+
+
+def _server_side_of(client: socket.socket) -> socket.socket:
+    """The server's end of ``client``'s connection (the server runs in this process)."""
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            s = socket.socket(fileno=os.dup(int(fd)))
+        except OSError:
+            continue
+        with contextlib.suppress(OSError):
+            if s.type == socket.SOCK_STREAM and s.getpeername() == client.getsockname():
+                return s
+        s.close()
+    raise AssertionError("no server socket for the connection")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="SIOCOUTQNSD (a socket's unsent bytes) is Linux's")
+def test_a_blob_response_keeps_little_unsent_data_queued(tmp_path: Path) -> None:
+    # Without TCP_NOTSENT_LOWAT, sendfile(2) queued up to 4 MiB the client had no room for yet,
+    # which the kernel then sent from the client's ACK processing (benchmarks/README.md).
+    reg = Registry(root=tmp_path / "store")
+    blob = os.urandom(24 << 20)
+    with reg.serve() as server:
+        d = push_blob(requests.Session(), server.url, "team/app", blob)
+        client = socket.create_connection(("127.0.0.1", server.port))
+        with client:
+            client.sendall(f"GET /v2/team/app/blobs/{d} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            got = client.recv(4 << 20)  # some bytes, so the send side's window and buffer grow
+            ours = _server_side_of(client)
+            with ours:
+                unsent, deadline = [], time.monotonic() + 10
+                while time.monotonic() < deadline and (len(unsent) < 5 or unsent[-1] != unsent[-5]):
+                    time.sleep(0.05)  # the client reads nothing now: the server fills what it may
+                    buf = fcntl.ioctl(ours.fileno(), 0x894B, b"\0" * 4)  # SIOCOUTQNSD
+                    unsent.append(struct.unpack("i", buf)[0])
+            assert 0 < max(unsent) <= 256 << 10, unsent
+            head, _, body = got.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200 ")
+            while len(body) < len(blob):  # and then the whole blob arrives intact
+                chunk = client.recv(1 << 20)
+                assert chunk
+                body += chunk
+            assert body == blob
