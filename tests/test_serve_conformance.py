@@ -544,3 +544,15 @@ def test_content_management(target: Target, http: requests.Session) -> None:
     target.check("delete-blob", g.status_code == 404, g.status_code)
     r = http.delete(f"{url}/v2/{name}/blobs/{digest(layer)}")
     target.check("delete-blob", r.status_code == 404 and err_code(r) == "BLOB_UNKNOWN", r.status_code)
+
+
+def test_conditional_get_by_digest(target: Target, http: requests.Session) -> None:
+    """Not in the spec's MUSTs: a client holding content sends its digest as If-None-Match and
+    gets 304 with no body, from a manifest GET and from a blob GET, as 2.8.2 answers."""
+    url, name = target.url, "conformance/conditional"
+    config, layer, m = push_image(http, url, name, "one", "conditional")
+    for path, d in ((f"/v2/{name}/manifests/one", digest(m)), (f"/v2/{name}/blobs/{digest(layer)}", digest(layer))):
+        r = http.get(url + path, headers={"If-None-Match": f'"{d}"', "Accept": MT_MANIFEST})
+        assert (r.status_code, r.content) == (304, b""), (target.kind, path, r.status_code)
+        other = http.get(url + path, headers={"If-None-Match": f'"{digest(b"other")}"', "Accept": MT_MANIFEST})
+        assert other.status_code == 200 and digest(other.content) == d, (target.kind, path, other.status_code)

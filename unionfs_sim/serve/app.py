@@ -248,6 +248,8 @@ class _App:
         data, media_type, digest = self.reg.get_manifest(a["name"], a["reference"])
         headers = {**_API_HEADER, "Docker-Content-Digest": digest, "Content-Type": media_type,
                    "ETag": f'"{digest}"'}
+        if _not_modified(request, digest):
+            return web.Response(status=304, headers=headers)
         if request.method == "HEAD":
             headers["Content-Length"] = str(len(data))
             return web.Response(status=200, headers=headers)
@@ -286,6 +288,10 @@ class _App:
             size = self.reg.stat_blob(name, digest)
             return web.Response(status=200, headers={**headers, "Content-Length": str(size)})
         size, src = self.reg.open_blob(name, digest)
+        if _not_modified(request, digest):
+            if not isinstance(src, Path):
+                src.close()
+            return web.Response(status=304, headers=headers)
         _limit_unsent(request)
         if isinstance(src, Path):
             # aiohttp's file sender: sendfile(2), Range/If-Range answered with 206/416.
@@ -397,6 +403,13 @@ class _App:
             headers["OCI-Filters-Applied"] = "artifactType"
         body = json.dumps({"schemaVersion": 2, "mediaType": MT_INDEX, "manifests": refs}).encode()
         return web.Response(body=body, headers={**headers, "Content-Type": MT_INDEX})
+
+
+def _not_modified(request: web.Request, digest: str) -> bool:
+    """If-None-Match names the content's digest (its ETag) or ``*``: answer 304, as
+    distribution does for manifests (``etagMatch``) and blobs (``http.ServeContent``)."""
+    tags = request.if_none_match
+    return tags is not None and any(t.value in (digest, "*") for t in tags)
 
 
 #: How many bytes a blob response may keep queued in its socket beyond what the client's
