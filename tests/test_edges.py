@@ -84,12 +84,21 @@ def test_every_call_leaves_the_upperdir_equal_to_the_model(tmp_path: Path) -> No
         lambda: fs.rename("/d2/sub2", "/d2/sub"),  # ... and back over its own whiteout
         lambda: fs.rename("/etc/hostname", "/var/cache/h"),
         lambda: fs.rename("/var/cache", "/etc/cache"),  # a merged dir over a whiteout's place
+        lambda: fs.write_bytes("/d2/sub/new", b"n"),  # names made in a directory: the model
+        lambda: fs.write_bytes("/d2/sub/new2", b"n"),  # takes the times the disk got
     ]
     for i, step in enumerate(steps):
         step()
         got = overlaydir.read(up)
         assert os.listdir(work / "unionfs-sim") == [], f"step {i}: something left staged"
         same(got, c.overlay.upper_entries())
+    # A copy-up through a directory leaves its times as they were (ovl_copy_up restores the
+    # parent's times), though the disk directory changed under the staged rename.
+    before = fs.stat("/d2/sub")
+    fs.chmod("/d2/sub/b", 0o600)
+    after = fs.stat("/d2/sub")
+    assert (after.st_mtime_ns, after.st_atime_ns) == (before.st_mtime_ns, before.st_atime_ns)
+    same(overlaydir.read(up), c.overlay.upper_entries())
     with fs.open("/big", "wb") as f:
         f.write(b"a" * 100_000)
         f.seek(50_000)

@@ -60,6 +60,22 @@ def _kind(st: os.stat_result) -> str:
     return _KIND.get(_stat.S_IFMT(st.st_mode), "?")
 
 
+def _umask() -> int:
+    """This process's umask, read without changing it (os.umask would race other threads)."""
+    with contextlib.suppress(OSError, ValueError, StopIteration), open("/proc/self/status") as f:
+        return int(next(ln for ln in f if ln.startswith("Umask:")).split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def adopt_times(e: Inode, st: os.stat_result, atime: bool = True) -> None:
+    """Give the model the times the disk object got (the kernel set them as it changed it)."""
+    if atime:
+        e.atime_ns = st.st_atime_ns
+    e.mtime_ns, e.ctime_ns = st.st_mtime_ns, st.st_ctime_ns
+
+
 def _is_whiteout(st: os.stat_result | None) -> bool:
     return st is not None and _stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
@@ -91,6 +107,10 @@ class UpperDir:
             self._rm(os.path.join(self.stage, name))
         self._dirs: set[str] = set()  # keys whose times a change on disk disturbed
         self._euid, self._egid = os.geteuid(), os.getegid()
+        self._umask = _umask()
+        # key -> (directory inode, its mtime when the model and the disk last agreed on its
+        # times): tells whether the model moved a directory's times in the current call.
+        self._agreed: dict[str, tuple[Inode, int]] = {}
         self._keep: str | None = None  # changed(keep=k): a file made at k stays open ...
         self._kept: int | None = None  # ... here (saves reopening it for the write handle)
 
@@ -149,23 +169,38 @@ class UpperDir:
                 # ovl_create_upper does. Only what replaces something (a whiteout, another
                 # object) or copies a lower one up is staged, so a kill never leaves half
                 # a copy-up shadowing a lower file.
-                self._make(full, e, keep=k == self._keep)
+                self._make(full, e, keep=k == self._keep, in_place=True)
                 self._dirs.add(split(k)[0])
                 return
             self._place(k, st, lambda tmp: self._make(tmp, e))
             return
-        self._meta(full, e, st)
-        self._dirs.discard(k)  # its times were just set; a later change on disk re-adds it
+        self._meta(full, e, st, k)
+        self._dirs.discard(k)  # its times were just settled; a later change on disk re-adds it
 
     def finish(self) -> None:
-        """Restore the times of directories whose names changed on disk during the call."""
+        """Settle the times of directories whose names changed on disk during the call."""
         while self._dirs:
             k = self._dirs.pop()
             e = self.entry(k)
             if isinstance(e, Inode) and e.kind == "d":
                 st = _lstat(self.full(k))
                 if st is not None and _kind(st) == "d":
-                    self._times(self.full(k), e, st)
+                    self._dir_times(k, self.full(k), e, st)
+
+    def _dir_times(self, k: str, full: str, e: Inode, st: os.stat_result) -> None:
+        """A directory whose names changed on disk in this call: equal times on both sides.
+
+        If the model moved its times in this call too (a name made, removed or moved in
+        it), the model takes the times the kernel just gave the disk directory: one stat,
+        no utime. If the model did not (a copy-up staged through it, which ovl_copy_up
+        hides by restoring the parent's times), the disk gets the model's times back.
+        """
+        agreed = self._agreed.get(k)
+        if agreed is not None and agreed[0] is e and agreed[1] != e.mtime_ns:
+            adopt_times(e, st)
+        else:
+            self._times(full, e, st)
+        self._agreed[k] = (e, e.mtime_ns)
 
     def _parents(self, k: str) -> None:
         p = split(k)[0]
@@ -192,6 +227,7 @@ class UpperDir:
 
     def _discard(self, full: str, st: os.stat_result) -> None:
         if _stat.S_ISDIR(st.st_mode):
+            self._agreed.pop(os.path.relpath(full, self.root), None)
             tmp = self._tmp()
             os.rename(full, tmp)
             self._rm(tmp)
@@ -212,17 +248,19 @@ class UpperDir:
     def _whiteout(tmp: str) -> None:
         os.mknod(tmp, _stat.S_IFCHR | 0o000, os.makedev(0, 0))
 
-    def _make(self, tmp: str, e: Inode, keep: bool = False) -> None:
+    def _make(self, tmp: str, e: Inode, keep: bool = False, in_place: bool = False) -> None:
+        """Make ``e`` at ``tmp``: staged (owner-only until its metadata is set) or, with
+        ``in_place``, where it stays (see :meth:`_make_in_place`)."""
+        if in_place:
+            self._make_in_place(tmp, e, keep)
+            return
         kind = e.kind
         if kind == "d":
             os.mkdir(tmp, 0o700)
         elif kind == "f":
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             try:
-                if e.metacopy:
-                    os.ftruncate(fd, e.size)
-                else:
-                    self._write_data(fd, e, fresh=True)
+                self._file_data(fd, e)
                 self._meta(tmp, e, None)
             except BaseException:
                 os.close(fd)
@@ -240,6 +278,59 @@ class UpperDir:
         else:
             os.mknod(tmp, _FMT[kind] | 0o600, e.rdev)
         self._meta(tmp, e, None)
+
+    def _file_data(self, fd: int, e: Inode) -> None:
+        if e.metacopy:
+            os.ftruncate(fd, e.size)
+        else:
+            self._write_data(fd, e, fresh=True)
+
+    def _make_in_place(self, full: str, e: Inode, keep: bool) -> None:
+        """A new object where the disk has nothing, as ovl_create_upper makes it: with its
+        final mode at once, owner and mode fixed only where the kernel gave it others, and
+        the model takes the times the kernel gave it (one stat instead of a utime)."""
+        kind = e.kind
+        mode = e.mode & 0o7777
+        fd = -1
+        if kind == "f":
+            fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode & 0o777)
+        elif kind == "d":
+            os.mkdir(full, mode & 0o777)
+        elif kind == "l":
+            assert e.target is not None
+            os.symlink(e.target, full)
+        elif kind == "p":
+            os.mkfifo(full, mode & 0o777)
+        else:
+            os.mknod(full, _FMT[kind] | (mode & 0o777), e.rdev)
+        try:
+            if fd >= 0 and (e.metacopy or e.size):
+                self._file_data(fd, e)
+            target: int | str = fd if fd >= 0 else full
+            nf = {"follow_symlinks": False} if fd < 0 else {}
+            st = os.stat(target, **nf)
+            fixed = False
+            if (st.st_uid, st.st_gid) != (e.uid, e.gid):
+                os.chown(target, e.uid, e.gid, **nf)  # clears setuid/setgid: the mode follows
+                fixed = True
+            if kind != "l" and (fixed or _stat.S_IMODE(st.st_mode) != mode):
+                os.chmod(target, mode, **nf)
+                fixed = True
+            for name, value in self._xattrs(e).items():
+                os.setxattr(target, name, value, **nf)
+                fixed = True
+            if fixed:
+                st = os.stat(target, **nf)
+            adopt_times(e, st)
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)
+            raise
+        if fd >= 0:
+            if keep:
+                self._kept = fd
+            else:
+                os.close(fd)
 
     @staticmethod
     def _write_data(fd: int, e: Inode, fresh: bool = False) -> None:
@@ -293,8 +384,9 @@ class UpperDir:
             out[ns + "metacopy"] = b""
         return out
 
-    def _meta(self, full: str, e: Inode, st: os.stat_result | None) -> None:
-        """Owner, mode (after chown, which clears setuid), data size, xattrs, then times."""
+    def _meta(self, full: str, e: Inode, st: os.stat_result | None, key: str | None = None) -> None:
+        """Owner, mode (after chown, which clears setuid), data size, xattrs, then times
+        (``key``: the object's key, when ``full`` is where it stays)."""
         nf = {"follow_symlinks": False}
         chowned = st is None or (st.st_uid, st.st_gid) != (e.uid, e.gid)
         # Made just now (st None), it is ours, with a group the model also gave it (the
@@ -329,7 +421,12 @@ class UpperDir:
                 continue  # the kernel's own bookkeeping (origin, impure, ...): left as it is
             with contextlib.suppress(OSError):
                 os.removexattr(full, name, **nf)
+        if e.kind == "d" and key is not None and st is not None and key in self._dirs:
+            self._dir_times(key, full, e, st)
+            return
         self._times(full, e, None if chowned or e.kind == "f" else st)
+        if e.kind == "d" and key is not None:
+            self._agreed[key] = (e, e.mtime_ns)
 
     @staticmethod
     def _times(full: str, e: Inode, st: os.stat_result | None) -> None:
@@ -345,6 +442,8 @@ class UpperDir:
         disk is moved, never copied (its hard links and open files stay with it).
         """
         fs, fd = self.full(src), self.full(dst)
+        self._agreed.pop(src, None)
+        self._agreed.pop(dst, None)
         if exchange and had_src and had_dst:
             renameat2(fs, fd, RENAME_EXCHANGE)
         elif had_src:
@@ -428,7 +527,7 @@ class WriteThroughHandle(Handle):
             o = self._inode
             if self._wt_fd >= 0 and o is not None and n:
                 os.pwrite(self._wt_fd, memoryview(b).cast("B")[:n], self._pos - n)
-                os.utime(self._wt_fd, ns=(o.atime_ns, o.mtime_ns))
+                adopt_times(o, os.fstat(self._wt_fd), atime=False)  # the kernel's new mtime
             return n
 
     def truncate(self, size: int | None = None) -> int:
@@ -438,7 +537,7 @@ class WriteThroughHandle(Handle):
             o = self._inode
             if self._wt_fd >= 0 and o is not None:
                 os.ftruncate(self._wt_fd, size)
-                os.utime(self._wt_fd, ns=(o.atime_ns, o.mtime_ns))
+                adopt_times(o, os.fstat(self._wt_fd), atime=False)
             return size
 
     def attach(self, fd: int, upper: UpperDir) -> None:
