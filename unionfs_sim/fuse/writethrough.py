@@ -38,7 +38,7 @@ from ..codec.overlaydir import ESCAPE, TRUSTED
 from ..fs import FileSystem, Handle, PathArg
 from ..linux import RENAME_EXCHANGE, RENAME_WHITEOUT, renameat2
 from ..nodes import WHITEOUT, DiskBytes, Whiteout
-from ..overlay import Inode, Overlay
+from ..overlay import Inode, Loc, Overlay
 from ..paths import join, split
 
 STAGE = "unionfs-sim"
@@ -520,6 +520,11 @@ class WriteThroughHandle(Handle):
     _wt_fd = -1
     _wt: UpperDir
 
+    def __init__(self, fs: FileSystem, path: str, loc: Loc, inode: Inode | None, flags: int) -> None:
+        super().__init__(fs, path, loc, inode, flags)
+        self.key = loc.path
+        """The key of the name it was opened by (symlinks followed)."""
+
     def write(self, b: Any) -> int:
         """As :meth:`Handle.write`, then the same bytes at the same offset on disk."""
         with self._fs.lock:
@@ -716,8 +721,8 @@ class WriteThroughFS(FileSystem):
             writing = flags & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR)
             if self._ov.generation == gen and not writing:
                 return h
-            follow = not flags & (os.O_NOFOLLOW | os.O_EXCL)
-            k = self._target_key(path, bool(follow))
+            k = h.key if isinstance(h, WriteThroughHandle) else \
+                self._target_key(path, not flags & (os.O_NOFOLLOW | os.O_EXCL))
             if k is None:
                 return h
             fd: int | None = None
