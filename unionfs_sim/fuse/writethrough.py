@@ -108,9 +108,11 @@ class UpperDir:
         self._dirs: set[str] = set()  # keys whose times a change on disk disturbed
         self._euid, self._egid = os.geteuid(), os.getegid()
         self._umask = _umask()
-        # key -> (directory inode, its mtime when the model and the disk last agreed on its
-        # times): tells whether the model moved a directory's times in the current call.
-        self._agreed: dict[str, tuple[Inode, int]] = {}
+        # key -> (directory inode, its mtime, atime and other metadata when the model and the
+        # disk last agreed on them): whether the model moved the directory's times in the
+        # current call, and that nothing else of it needs looking at on disk.
+        self._agreed: dict[str, tuple[Inode, int, int, tuple[Any, ...]]] = {}
+        self._fresh: str | None = None  # changed(fresh=k): k was just made in the model
         self._keep: str | None = None  # changed(keep=k): a file made at k stays open ...
         self._kept: int | None = None  # ... here (saves reopening it for the write handle)
 
@@ -149,6 +151,21 @@ class UpperDir:
         """Make the disk entry at ``k`` what the upper tree has there (its parents first)."""
         e = self.entry(k)
         full = self.full(k)
+        if isinstance(e, Inode):
+            if k == self._fresh and k and e.origin is None and self._try_in_place(k, full, e):
+                return
+            if e.kind == "d" and self._agreed_dir(k, e):
+                if k not in self._dirs:
+                    a = self._agreed[k]
+                    if (a[1], a[2]) != (e.mtime_ns, e.atime_ns):  # the model set its times
+                        os.utime(full, ns=(e.atime_ns, e.mtime_ns), follow_symlinks=False)
+                        self._agree(k, e)
+                    return  # else as it was when the disk last agreed: nothing to look at
+                st = _lstat(full)
+                if st is not None and _stat.S_ISDIR(st.st_mode):
+                    self._dir_times(k, full, e, st)
+                    self._dirs.discard(k)
+                    return
         st = _lstat(full)
         if e is None:
             if st is not None and k:
@@ -200,12 +217,41 @@ class UpperDir:
             adopt_times(e, st)
         else:
             self._times(full, e, st)
-        self._agreed[k] = (e, e.mtime_ns)
+        self._agree(k, e)
+
+    @staticmethod
+    def _dir_meta(e: Inode) -> tuple[Any, ...]:
+        return e.mode, e.uid, e.gid, e.opaque, e.redirect, tuple(e.xattrs.items())
+
+    def _agree(self, k: str, e: Inode) -> None:
+        """Note that the disk directory at ``k`` now has ``e``'s metadata and times."""
+        self._agreed[k] = (e, e.mtime_ns, e.atime_ns, self._dir_meta(e))
+
+    def _agreed_dir(self, k: str, e: Inode) -> bool:
+        """True if the disk has directory ``e`` at ``k`` with the metadata it has in the
+        model, times apart (nothing changed it since :meth:`_agree`)."""
+        a = self._agreed.get(k)
+        return a is not None and a[0] is e and a[3] == self._dir_meta(e)
+
+    def _try_in_place(self, k: str, full: str, e: Inode) -> bool:
+        """A name just made in the model, tried on disk without looking first (O_EXCL and
+        the like refuse if something is there, or the directory is not on disk yet: then
+        False, and :meth:`sync` takes the long way)."""
+        try:
+            fd = self._create(full, e)
+        except (FileExistsError, FileNotFoundError):
+            return False
+        self._dirs.add(split(k)[0])
+        self._settle(full, e, fd, k == self._keep)
+        return True
 
     def _parents(self, k: str) -> None:
         p = split(k)[0]
         if not p:
             return
+        e = self.entry(p)
+        if isinstance(e, Inode) and e.kind == "d" and self._agreed.get(p, (None,))[0] is e:
+            return  # on disk as a directory since the disk last agreed on it
         st = _lstat(self.full(p))
         if st is None or not _stat.S_ISDIR(st.st_mode):
             self.sync(p)
@@ -286,34 +332,45 @@ class UpperDir:
             self._write_data(fd, e, fresh=True)
 
     def _make_in_place(self, full: str, e: Inode, keep: bool) -> None:
-        """A new object where the disk has nothing, as ovl_create_upper makes it: with its
-        final mode at once, owner and mode fixed only where the kernel gave it others, and
-        the model takes the times the kernel gave it (one stat instead of a utime)."""
+        """A new object where the disk has nothing, as ovl_create_upper makes it (see
+        :meth:`_create` and :meth:`_settle`)."""
+        self._settle(full, e, self._create(full, e), keep)
+
+    @staticmethod
+    def _create(full: str, e: Inode) -> int:
+        """Make the object with its final mode at once (the umask may take bits: fixed by
+        :meth:`_settle`); a new file's write descriptor, else -1. Refuses (EEXIST,
+        ENOENT) if something is there or the directory is missing, having made nothing."""
         kind = e.kind
-        mode = e.mode & 0o7777
-        fd = -1
+        mode = e.mode & 0o777
         if kind == "f":
-            fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode & 0o777)
-        elif kind == "d":
-            os.mkdir(full, mode & 0o777)
+            return os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        if kind == "d":
+            os.mkdir(full, mode)
         elif kind == "l":
             assert e.target is not None
             os.symlink(e.target, full)
         elif kind == "p":
-            os.mkfifo(full, mode & 0o777)
+            os.mkfifo(full, mode)
         else:
-            os.mknod(full, _FMT[kind] | (mode & 0o777), e.rdev)
+            os.mknod(full, _FMT[kind] | mode, e.rdev)
+        return -1
+
+    def _settle(self, full: str, e: Inode, fd: int, keep: bool) -> None:
+        """After :meth:`_create`: data, then owner and mode only where the kernel gave it
+        others, xattrs; the model takes the times the kernel gave it (a stat, no utime)."""
         try:
             if fd >= 0 and (e.metacopy or e.size):
                 self._file_data(fd, e)
             target: int | str = fd if fd >= 0 else full
             nf = {"follow_symlinks": False} if fd < 0 else {}
             st = os.stat(target, **nf)
+            mode = e.mode & 0o7777
             fixed = False
             if (st.st_uid, st.st_gid) != (e.uid, e.gid):
                 os.chown(target, e.uid, e.gid, **nf)  # clears setuid/setgid: the mode follows
                 fixed = True
-            if kind != "l" and (fixed or _stat.S_IMODE(st.st_mode) != mode):
+            if e.kind != "l" and (fixed or _stat.S_IMODE(st.st_mode) != mode):
                 os.chmod(target, mode, **nf)
                 fixed = True
             for name, value in self._xattrs(e).items():
@@ -426,7 +483,7 @@ class UpperDir:
             return
         self._times(full, e, None if chowned or e.kind == "f" else st)
         if e.kind == "d" and key is not None:
-            self._agreed[key] = (e, e.mtime_ns)
+            self._agree(key, e)
 
     @staticmethod
     def _times(full: str, e: Inode, st: os.stat_result | None) -> None:
@@ -491,13 +548,14 @@ class UpperDir:
         self.sync(src)
         self.sync(split(dst)[0])
 
-    def changed(self, *keys: str, keep: str | None = None) -> int | None:
+    def changed(self, *keys: str, keep: str | None = None, fresh: str | None = None) -> int | None:
         """After an operation on the names ``keys``: sync each and its directory.
 
         With ``keep=k``: if a regular file is made at ``k`` now, it is left open and its
-        write descriptor returned (for the open file's handle), else None.
+        write descriptor returned (for the open file's handle), else None. ``fresh=k``:
+        the operation made a new object at ``k`` (tried on disk before looking there).
         """
-        self._keep = keep
+        self._keep, self._fresh = keep, fresh
         try:
             for k in keys:
                 self.sync(k)
@@ -509,7 +567,7 @@ class UpperDir:
                 os.close(self._kept)
             raise
         finally:
-            self._keep = None
+            self._keep = self._fresh = None
             kept, self._kept = self._kept, None
         return kept
 
@@ -599,8 +657,8 @@ class WriteThroughFS(FileSystem):
             return None
         return r.loc.path if r.loc is not None else None
 
-    def _after(self, *keys: str | None) -> None:
-        self.upper.changed(*(k for k in keys if k is not None))
+    def _after(self, *keys: str | None, fresh: str | None = None) -> None:
+        self.upper.changed(*(k for k in keys if k is not None), fresh=fresh)
 
     # --- names ---------------------------------------------------------------------------
 
@@ -609,7 +667,7 @@ class WriteThroughFS(FileSystem):
         with self._lock:
             k = self._name_key(path)
             super().mkdir(path, mode)
-            self._after(k)
+            self._after(k, fresh=k)
 
     def rmdir(self, path: PathArg) -> None:
         """As :meth:`FileSystem.rmdir`, written through."""
@@ -623,14 +681,14 @@ class WriteThroughFS(FileSystem):
         with self._lock:
             k = self._name_key(path)
             super().symlink(target, path, target_is_directory)
-            self._after(k)
+            self._after(k, fresh=k)
 
     def mknod(self, path: PathArg, mode: int = 0o600, device: int = 0) -> None:
         """As :meth:`FileSystem.mknod`, written through."""
         with self._lock:
             k = self._name_key(path)
             super().mknod(path, mode, device)
-            self._after(k)
+            self._after(k, fresh=k)
 
     def unlink(self, path: PathArg) -> None:
         """As :meth:`FileSystem.unlink`, written through."""
@@ -727,7 +785,7 @@ class WriteThroughFS(FileSystem):
                 return h
             fd: int | None = None
             try:
-                fd = self.upper.changed(k, keep=k if writing else None)
+                fd = self.upper.changed(k, keep=k if writing else None, fresh=k if flags & os.O_CREAT else None)
                 regular = isinstance(h, WriteThroughHandle) and h.regular
                 if fd is not None and not regular:
                     os.close(fd)
