@@ -174,6 +174,7 @@ _BY_NODE = frozenset({GETATTR, SETATTR, OPEN, READLINK, GETXATTR, LISTXATTR, SET
 """Requests whose ENOENT can only mean the node they name is gone (not a name in it)."""
 
 CAPABILITY = "security.capability"
+_IDLE = (0, False)
 ROOT_ID = 1
 UNKNOWN_INO = 0xFFFFFFFF
 MAX_WRITE = 1 << 20
@@ -305,6 +306,7 @@ class Server:
         self._fd = -1
         self._workers: set[int] = set()
         self._dirty = False  # changed from elsewhere since the last request
+        self._serving = _IDLE  # (node id, whether its reply tells the kernel its new attributes)
         self._outside = threading.Event()
         self._stopping = False
         self._handlers: dict[int, Callable[[_Node, memoryview, tuple[int, int, int]], bytes | memoryview | int]] = {
@@ -978,7 +980,12 @@ class Server:
                                 node = nodes.get(nid)
                                 if node is None:
                                     raise errors.NotFound(None)
-                                res = handler(node, body, (uid, gid, pid))
+                                # SETATTR's reply carries the new attributes; OPEN drops them
+                                self._serving = (nid, opcode in (SETATTR, OPEN))
+                                try:
+                                    res = handler(node, body, (uid, gid, pid))
+                                finally:
+                                    self._serving = _IDLE
                                 if isinstance(res, int):  # an errno answered without raising
                                     err = -res
                                 else:
@@ -1083,6 +1090,8 @@ class Server:
         if node is None:
             return
         node.listing = None
+        if node.fmt != _stat.S_IFDIR and self._serving == (nid, True):
+            return  # the file the request changes: its reply (or _open) updates the kernel
         self._notify(NOTIFY_INVAL_INODE, _INVAL_INODE.pack(nid, 0 if node.fmt == _stat.S_IFDIR else -1, 0))
 
     def invalidator(self) -> None:

@@ -642,6 +642,15 @@ class WriteThroughFS(FileSystem):
 
     def _name_key(self, path: PathArg) -> str | None:
         """The key of the last name of ``path`` (not followed), or None if it cannot resolve."""
+        if type(path) is str:
+            head, _, name = path.rpartition("/")
+            if name and name != "." and name != ".." and (head or path.startswith("/")):
+                # the directory by the facade's fast lookup (symlinks followed), no walk
+                try:
+                    d = self._get(head or "/", True)
+                except (OSError, ValueError):
+                    return None
+                return join(d.path, name) if d.is_dir else None
         try:
             r = self._resolve(path, False, parent_only=True)
         except (OSError, ValueError):
@@ -652,10 +661,9 @@ class WriteThroughFS(FileSystem):
 
     def _target_key(self, path: PathArg, follow: bool) -> str | None:
         try:
-            r = self._resolve(path, follow)
+            return self._get(path, follow).path  # the facade's fast lookup where it can
         except (OSError, ValueError):
             return None
-        return r.loc.path if r.loc is not None else None
 
     def _after(self, *keys: str | None, fresh: str | None = None) -> None:
         self.upper.changed(*(k for k in keys if k is not None), fresh=fresh)
