@@ -482,7 +482,14 @@ class Server:
     def _entry(self, parent: _Node, name: str, path: str) -> bytes:
         loc, st = self._stat_loc(path)
         node = self._node_for(parent, name, loc, _stat.S_IFMT(st.st_mode))
+        self._keep_loc(node, parent, name, loc)
         return self._entry_bytes(node.id, st)
+
+    def _keep_loc(self, node: _Node, parent: _Node, name: str, loc: Loc) -> None:
+        """Remember ``loc`` as the node's resolved first name (the next GETATTR, GETXATTR
+        ... of a node just made or looked up need no path), if that is the name it has."""
+        if node.names[0] == (parent.id, name):
+            node.loc, node.loc_gen = loc, self.fs.overlay.generation
 
     def _entry_at(self, parent: _Node, name: str) -> bytes | int:
         """LOOKUP's answer: ``name`` looked up in the parent's directory, no path built
@@ -499,8 +506,7 @@ class Server:
             loc = self.fs.lookup(ploc, name)
         st = self.fs.stat_at(loc)
         node = self._node_for(parent, name, loc, _stat.S_IFMT(st.st_mode))
-        if node.names[0] == (parent.id, name):
-            node.loc, node.loc_gen = loc, self.fs.overlay.generation
+        self._keep_loc(node, parent, name, loc)
         return self._entry_bytes(node.id, st)
 
     def _entry_bytes(self, nid: int, st: os.stat_result) -> bytes:
@@ -862,6 +868,7 @@ class Server:
             h = self.fs.os_open(path, (flags & OPEN_FLAGS) | os.O_CREAT, mode & 0o7777)
         loc, st = self._stat_loc(path)
         node = self._node_for(parent, name, loc, _stat.S_IFMT(st.st_mode))
+        self._keep_loc(node, parent, name, loc)
         fh = self._add_handle(node, h)
         node.sig = _sig(st)
         return self._entry_bytes(node.id, st) + _OPEN_OUT.pack(fh, 0, 0)
