@@ -304,10 +304,13 @@ class UpperDir:
         if kind == "d":
             os.mkdir(tmp, 0o700)
         elif kind == "f":
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            # With its final mode, as ovl_create_temp makes it (nobody else sees the staging
+            # directory): no chmod when the umask takes nothing from it.
+            mode = e.mode & 0o777
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
             try:
                 self._file_data(fd, e)
-                self._meta(tmp, e, None)
+                self._meta(tmp, e, None, made_mode=mode & ~self._umask)
             except BaseException:
                 os.close(fd)
                 raise
@@ -441,16 +444,23 @@ class UpperDir:
             out[ns + "metacopy"] = b""
         return out
 
-    def _meta(self, full: str, e: Inode, st: os.stat_result | None, key: str | None = None) -> None:
+    def _meta(self, full: str, e: Inode, st: os.stat_result | None, key: str | None = None,
+              made_mode: int | None = None) -> None:
         """Owner, mode (after chown, which clears setuid), data size, xattrs, then times
-        (``key``: the object's key, when ``full`` is where it stays)."""
+        (``key``: the object's key, when ``full`` is where it stays; ``made_mode``: the
+        mode an object made just now (``st`` None) got, if known)."""
         nf = {"follow_symlinks": False}
         chowned = st is None or (st.st_uid, st.st_gid) != (e.uid, e.gid)
         # Made just now (st None), it is ours, with a group the model also gave it (the
         # parent's under setgid, which the model mirrors): no chown needed then.
-        if chowned and not (st is None and (e.uid, e.gid) == (self._euid, self._egid)):
+        owner_set = chowned and not (st is None and (e.uid, e.gid) == (self._euid, self._egid))
+        if owner_set:
             os.chown(full, e.uid, e.gid, **nf)
-        if e.kind != "l" and (chowned or st is None or _stat.S_IMODE(st.st_mode) != e.mode):
+        if st is None:
+            set_mode = owner_set or made_mode != e.mode
+        else:
+            set_mode = chowned or _stat.S_IMODE(st.st_mode) != e.mode
+        if e.kind != "l" and set_mode:
             os.chmod(full, e.mode)
         want = self._xattrs(e)
         # A new object has only what it inherited (a default ACL, a security label), which
