@@ -44,6 +44,8 @@ from ..paths import join, split
 STAGE = "unionfs-sim"
 """The staging directory inside the workdir (the kernel's own is ``work``)."""
 _COPY = 1 << 20
+_PATH_MAX = 4096
+_DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 _KIND = {_stat.S_IFREG: "f", _stat.S_IFDIR: "d", _stat.S_IFLNK: "l", _stat.S_IFIFO: "p", _stat.S_IFSOCK: "s",
          _stat.S_IFCHR: "c", _stat.S_IFBLK: "b"}
 _FMT = {v: k for k, v in _KIND.items()}
@@ -113,14 +115,41 @@ class UpperDir:
         # current call, and that nothing else of it needs looking at on disk.
         self._agreed: dict[str, tuple[Inode, int, int, tuple[Any, ...]]] = {}
         self._fresh: str | None = None  # changed(fresh=k): k was just made in the model
+        self._path_fds: list[int] = []  # see full()
         self._keep: str | None = None  # changed(keep=k): a file made at k stays open ...
         self._kept: int | None = None  # ... here (saves reopening it for the write handle)
 
     # --- names --------------------------------------------------------------------------
 
     def full(self, k: str) -> str:
-        """The disk path of key ``k``."""
-        return os.path.join(self.root, k) if k else self.root
+        """The disk path of key ``k``: beyond PATH_MAX (a name the mount allows, the upperdir
+        being deeper), its directory opened by walking to it and the name under
+        ``/proc/self/fd/N`` (closed by :meth:`release`, which :meth:`finish` calls)."""
+        if not k:
+            return self.root
+        p = os.path.join(self.root, k)
+        if len(p) < 1024 or len(os.fsencode(p)) < _PATH_MAX:
+            return p
+        parent, name = split(k)
+        fd = os.open(self.root, _DIR_FLAGS)
+        try:
+            for comp in parent.split("/"):
+                nfd = os.open(comp, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+                os.close(fd)
+                fd = nfd
+        except FileNotFoundError:
+            os.close(fd)
+            return p  # its directory is not on disk (yet): ENAMETOOLONG where it is used
+        except BaseException:
+            os.close(fd)
+            raise
+        self._path_fds.append(fd)
+        return f"/proc/self/fd/{fd}/{name}"
+
+    def release(self) -> None:
+        """Close the directories :meth:`full` opened for paths beyond PATH_MAX."""
+        while self._path_fds:
+            os.close(self._path_fds.pop())
 
     def entry(self, k: str) -> Inode | Whiteout | None:
         """The upper tree's entry at ``k`` (None: nothing there, the lower layers show through)."""
@@ -169,11 +198,13 @@ class UpperDir:
         st = _lstat(full)
         if e is None:
             if st is not None and k:
-                self._discard(full, st)
+                self._discard(k, full, st)
                 self._dirs.add(split(k)[0])
             return
         if k:
             self._parents(k)
+            if len(full) >= 1024:
+                full = self.full(k)  # beyond PATH_MAX: its directory may only exist now
         if isinstance(e, Whiteout):
             if not _is_whiteout(st):
                 self._place(k, st, self._whiteout)
@@ -196,13 +227,17 @@ class UpperDir:
 
     def finish(self) -> None:
         """Settle the times of directories whose names changed on disk during the call."""
-        while self._dirs:
-            k = self._dirs.pop()
-            e = self.entry(k)
-            if isinstance(e, Inode) and e.kind == "d":
-                st = _lstat(self.full(k))
-                if st is not None and _kind(st) == "d":
-                    self._dir_times(k, self.full(k), e, st)
+        try:
+            while self._dirs:
+                k = self._dirs.pop()
+                e = self.entry(k)
+                if isinstance(e, Inode) and e.kind == "d":
+                    full = self.full(k)
+                    st = _lstat(full)
+                    if st is not None and _kind(st) == "d":
+                        self._dir_times(k, full, e, st)
+        finally:
+            self.release()
 
     def _dir_times(self, k: str, full: str, e: Inode, st: os.stat_result) -> None:
         """A directory whose names changed on disk in this call: equal times on both sides.
@@ -271,9 +306,9 @@ class UpperDir:
             os.rename(tmp, full)
         self._dirs.add(split(k)[0])
 
-    def _discard(self, full: str, st: os.stat_result) -> None:
+    def _discard(self, k: str, full: str, st: os.stat_result) -> None:
         if _stat.S_ISDIR(st.st_mode):
-            self._agreed.pop(os.path.relpath(full, self.root), None)
+            self._agreed.pop(k, None)
             tmp = self._tmp()
             os.rename(full, tmp)
             self._rm(tmp)
@@ -811,7 +846,10 @@ class WriteThroughFS(FileSystem):
                 if writing and regular:
                     assert isinstance(h, WriteThroughHandle)
                     if fd is None:
-                        fd = os.open(self.upper.full(k), os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                        try:
+                            fd = os.open(self.upper.full(k), os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                        finally:
+                            self.upper.release()
                     h.attach(fd, self.upper)
                     fd = None
             except BaseException:
@@ -832,7 +870,10 @@ class WriteThroughFS(FileSystem):
             k = self._target_key(path, False) if path is not None else None
             if k is None or not self.upper.on_disk(k):
                 return
-            fd = os.open(self.upper.full(k), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                fd = os.open(self.upper.full(k), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            finally:
+                self.upper.release()
         try:
             os.fsync(fd)
         finally:
