@@ -56,7 +56,8 @@ class as_caller:  # noqa: N801 - used as a function: ``with as_caller(fs, uid, g
     """Create as the calling process: new files get its uid/gid and no second umask (the
     kernel applied the caller's umask to the mode already). The caller holds ``fs.lock``.
 
-    A class, not a generator context manager: it runs for every create (a third of the cost).
+    A class, not a generator context manager: it runs for every create, and the generator
+    version took about 7 us of it (measured under load).
     """
 
     __slots__ = ("fs", "saved", "uid", "gid")
