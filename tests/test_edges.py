@@ -84,12 +84,21 @@ def test_every_call_leaves_the_upperdir_equal_to_the_model(tmp_path: Path) -> No
         lambda: fs.rename("/d2/sub2", "/d2/sub"),  # ... and back over its own whiteout
         lambda: fs.rename("/etc/hostname", "/var/cache/h"),
         lambda: fs.rename("/var/cache", "/etc/cache"),  # a merged dir over a whiteout's place
+        lambda: fs.write_bytes("/d2/sub/new", b"n"),  # names made in a directory: the model
+        lambda: fs.write_bytes("/d2/sub/new2", b"n"),  # takes the times the disk got
     ]
     for i, step in enumerate(steps):
         step()
         got = overlaydir.read(up)
         assert os.listdir(work / "unionfs-sim") == [], f"step {i}: something left staged"
         same(got, c.overlay.upper_entries())
+    # A copy-up through a directory leaves its times as they were (ovl_copy_up restores the
+    # parent's times), though the disk directory changed under the staged rename.
+    before = fs.stat("/d2/sub")
+    fs.chmod("/d2/sub/b", 0o600)
+    after = fs.stat("/d2/sub")
+    assert (after.st_mtime_ns, after.st_atime_ns) == (before.st_mtime_ns, before.st_atime_ns)
+    same(overlaydir.read(up), c.overlay.upper_entries())
     with fs.open("/big", "wb") as f:
         f.write(b"a" * 100_000)
         f.seek(50_000)
@@ -100,6 +109,52 @@ def test_every_call_leaves_the_upperdir_equal_to_the_model(tmp_path: Path) -> No
     assert os.getxattr(up / "d", "trusted.overlay.opaque") == b"y"
     assert os.getxattr(up / "d2", "trusted.overlay.redirect") == b"/d"
     same(overlaydir.read(up), c.overlay.upper_entries())
+
+
+@needs_root
+def test_names_beyond_path_max_on_the_upperdir(tmp_path: Path) -> None:
+    """A mount allows paths up to PATH_MAX below its root; the upperdir lies deeper, so the
+    disk path of such a name is longer (pjdfstest's */03.t): it still lands on disk."""
+    image = ufs.Image.from_layers([base()])
+    up, work = tmp_path / "u", tmp_path / "w"
+    up.mkdir()
+    work.mkdir()
+    c = Container.from_upper(image, overlaydir.read(up, include_root=True))
+    fs = WriteThroughFS(c.overlay, UpperDir(c.overlay, str(up), str(work)))
+    comps = [f"{i:02d}" + "x" * 200 for i in range(20)]  # 20 * 203 bytes: 4,060 in the mount
+    d = ""
+    for comp in comps:
+        d += "/" + comp
+        fs.mkdir(d)
+    assert len(os.fsencode(f"{up}{d}")) > 4096
+    fds = len(os.listdir("/proc/self/fd"))
+    fs.write_bytes(f"{d}/f", b"deep")
+    fs.chmod(f"{d}/f", 0o600)
+    fs.rename(f"{d}/f", f"{d}/g")
+    fs.symlink("g", f"{d}/l")
+    fs.setxattr(f"{d}/g", "user.k", b"v")
+
+    def on_disk(name: str) -> os.stat_result:
+        fd = os.open(up, os.O_PATH)
+        try:
+            for comp in comps:
+                nfd = os.open(comp, os.O_PATH | os.O_DIRECTORY, dir_fd=fd)
+                os.close(fd)
+                fd = nfd
+            return os.stat(name, dir_fd=fd, follow_symlinks=False)
+        finally:
+            os.close(fd)
+
+    st = on_disk("g")
+    assert st.st_mode & 0o7777 == 0o600 and st.st_size == 4
+    assert (st.st_mtime_ns, st.st_atime_ns) == (fs.stat(f"{d}/g").st_mtime_ns, fs.stat(f"{d}/g").st_atime_ns)
+    with pytest.raises(FileNotFoundError):
+        on_disk("f")
+    fs.unlink(f"{d}/g")
+    with pytest.raises(FileNotFoundError):
+        on_disk("g")
+    assert on_disk("l").st_size == 1
+    assert len(os.listdir("/proc/self/fd")) == fds  # the directories walked to are closed again
 
 
 # --- unionfs-sim mount ----------------------------------------------------------------------

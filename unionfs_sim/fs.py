@@ -1211,6 +1211,11 @@ class Handle(io.RawIOBase):
         """The os.O_* flags the handle was opened with."""
         return self._flags
 
+    @property
+    def inode(self) -> Inode | None:
+        """The upper inode the handle holds (None: a lower file not copied up yet)."""
+        return self._inode
+
     def _obj(self) -> Inode | Node:
         if self._inode is None and self._lo is not None and self._lpath is not None:
             up = self._fs.overlay.copied(self._lo, self._lpath)

@@ -87,7 +87,7 @@ PROG = "unionfs-sim-fuse"
 _FUSE_PASS = ("allow_other", "allow_root", "default_permissions", "ro", "dev", "nodev", "suid", "nosuid", "exec",
               "noexec", "atime", "noatime", "sync", "async", "dirsync")
 """Options handed to FUSE as they are (mount.fuse adds ``dev,suid`` for root)."""
-OWN = ("lowerdir", "upperdir", "workdir", "redirect_dir", "index", "metacopy", "fsname", "fsync")
+OWN = ("lowerdir", "upperdir", "workdir", "redirect_dir", "index", "metacopy", "fsname", "fsync", "threaded")
 """Options this program acts on itself."""
 IGNORED = (
     # the kernel's overlay options with no effect on the model, and generic mount flags
@@ -95,7 +95,7 @@ IGNORED = (
     "strictatime", "nostrictatime", "nodiratime", "diratime", "lazytime", "nolazytime", "silent", "loud",
     "iversion", "noiversion", "mand", "nomand",
     # fuse-overlayfs's own
-    "squash_to_root", "squash_to_uid", "squash_to_gid", "uidmapping", "gidmapping", "timeout", "threaded",
+    "squash_to_root", "squash_to_uid", "squash_to_gid", "uidmapping", "gidmapping", "timeout",
     "fast_ino", "writeback", "noxattrs", "plugins", "static_nlink", "noacl", "xattr_permissions",
     # FUSE's
     "nonempty", "subtype", "max_read", "blksize", "kernel_cache", "auto_cache", "direct_io", "user",
@@ -353,7 +353,11 @@ def serve(cfg: Config, ready: _Ready | None = None) -> int:
                                     default_permissions=True if cfg.fuse_options.get("default_permissions") else None)
         opts.update(cfg.fuse_options)
         opts["subtype"] = PROG
-        m = fuse.Mount(fs, cfg.mountpoint, opts, readonly=cfg.readonly)
+        # One request loop unless -o threaded=1, as fuse-overlayfs: every handler holds the
+        # view's lock anyway, and more loops only pass the GIL back and forth (a futex
+        # handoff per request; twice the time per round trip measured).
+        threaded = cfg.opts.get("threaded", "0") not in ("0", "")
+        m = fuse.Mount(fs, cfg.mountpoint, opts, readonly=cfg.readonly, threads=threaded)
         if cfg.debug:
             m.operations.trace = log
             logging.getLogger("fuse").setLevel(logging.INFO)  # fusepy's tracebacks of every errno

@@ -13,7 +13,6 @@ import contextlib
 import os
 import stat as _stat
 import threading
-from collections.abc import Iterator
 from typing import Protocol
 
 from .. import errors
@@ -53,16 +52,26 @@ def listable_xattrs(names: list[str], uid: int) -> list[str]:
     return names if uid == 0 else [n for n in names if not n.startswith("trusted.")]
 
 
-@contextlib.contextmanager
-def as_caller(fs: FileSystem, uid: int, gid: int) -> Iterator[None]:
+class as_caller:  # noqa: N801 - used as a function: ``with as_caller(fs, uid, gid):``
     """Create as the calling process: new files get its uid/gid and no second umask (the
-    kernel applied the caller's umask to the mode already). The caller holds ``fs.lock``."""
-    saved = fs.umask, fs.uid, fs.gid
-    fs.umask, fs.uid, fs.gid = 0, uid, gid
-    try:
-        yield
-    finally:
-        fs.umask, fs.uid, fs.gid = saved
+    kernel applied the caller's umask to the mode already). The caller holds ``fs.lock``.
+
+    A class, not a generator context manager: it runs for every create, and the generator
+    version took about 7 us of it (measured under load).
+    """
+
+    __slots__ = ("fs", "saved", "uid", "gid")
+
+    def __init__(self, fs: FileSystem, uid: int, gid: int) -> None:
+        self.fs, self.uid, self.gid = fs, uid, gid
+
+    def __enter__(self) -> None:
+        fs = self.fs
+        self.saved = fs.umask, fs.uid, fs.gid
+        fs.umask, fs.uid, fs.gid = 0, self.uid, self.gid
+
+    def __exit__(self, *exc: object) -> None:
+        self.fs.umask, self.fs.uid, self.fs.gid = self.saved
 
 
 class Handles:

@@ -93,7 +93,16 @@ from ..linux import (
     set_readahead,
 )
 from ..overlay import Loc
-from .semantics import OPEN_FLAGS, Handles, as_caller, check_access, listable_xattrs, statfs, still_mounted
+from .semantics import (
+    NAME_MAX,
+    OPEN_FLAGS,
+    Handles,
+    as_caller,
+    check_access,
+    listable_xattrs,
+    statfs,
+    still_mounted,
+)
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +173,8 @@ _BY_NODE = frozenset({GETATTR, SETATTR, OPEN, READLINK, GETXATTR, LISTXATTR, SET
                       CREATE, MKDIR, MKNOD, SYMLINK, LINK})
 """Requests whose ENOENT can only mean the node they name is gone (not a name in it)."""
 
+CAPABILITY = "security.capability"
+_IDLE = (0, False)
 ROOT_ID = 1
 UNKNOWN_INO = 0xFFFFFFFF
 MAX_WRITE = 1 << 20
@@ -295,9 +306,10 @@ class Server:
         self._fd = -1
         self._workers: set[int] = set()
         self._dirty = False  # changed from elsewhere since the last request
+        self._serving = _IDLE  # (node id, whether its reply tells the kernel its new attributes)
         self._outside = threading.Event()
         self._stopping = False
-        self._handlers: dict[int, Callable[[_Node, memoryview, tuple[int, int, int]], bytes | memoryview]] = {
+        self._handlers: dict[int, Callable[[_Node, memoryview, tuple[int, int, int]], bytes | memoryview | int]] = {
             LOOKUP: self._lookup, GETATTR: self._getattr, SETATTR: self._setattr, READLINK: self._readlink,
             SYMLINK: self._symlink, MKNOD: self._mknod, MKDIR: self._mkdir, UNLINK: self._unlink,
             RMDIR: self._rmdir, RENAME: self._rename, RENAME2: self._rename2, LINK: self._link,
@@ -470,18 +482,31 @@ class Server:
     def _entry(self, parent: _Node, name: str, path: str) -> bytes:
         loc, st = self._stat_loc(path)
         node = self._node_for(parent, name, loc, _stat.S_IFMT(st.st_mode))
+        self._keep_loc(node, parent, name, loc)
         return self._entry_bytes(node.id, st)
 
-    def _entry_at(self, parent: _Node, name: str) -> bytes:
-        """LOOKUP's answer: ``name`` looked up in the parent's directory, no path built."""
+    def _keep_loc(self, node: _Node, parent: _Node, name: str, loc: Loc) -> None:
+        """Remember ``loc`` as the node's resolved first name (the next GETATTR, GETXATTR
+        ... of a node just made or looked up need no path), if that is the name it has."""
+        if node.names[0] == (parent.id, name):
+            node.loc, node.loc_gen = loc, self.fs.overlay.generation
+
+    def _entry_at(self, parent: _Node, name: str) -> bytes | int:
+        """LOOKUP's answer: ``name`` looked up in the parent's directory, no path built
+        (ENOENT as a number: a create looks its name up first, and raising costs)."""
         ploc = self._node_loc(parent)
         if ploc is None:
             raise errors.NotFound(None)
-        loc = self.fs.lookup(ploc, name)
+        if len(name) <= NAME_MAX // 4 and ploc.is_dir:
+            found = self.fs.overlay.child(ploc, name)  # what fs.lookup does, the lock held
+            if found is None:
+                return errno.ENOENT
+            loc = found
+        else:
+            loc = self.fs.lookup(ploc, name)
         st = self.fs.stat_at(loc)
         node = self._node_for(parent, name, loc, _stat.S_IFMT(st.st_mode))
-        if node.names[0] == (parent.id, name):
-            node.loc, node.loc_gen = loc, self.fs.overlay.generation
+        self._keep_loc(node, parent, name, loc)
         return self._entry_bytes(node.id, st)
 
     def _entry_bytes(self, nid: int, st: os.stat_result) -> bytes:
@@ -553,15 +578,16 @@ class Server:
 
     # --- attributes -------------------------------------------------------------------------
 
-    def _lookup(self, parent: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes:
+    def _lookup(self, parent: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes | int:
         name = _decode(body[:-1])
         try:
-            return self._entry_at(parent, name)
+            out = self._entry_at(parent, name)
         except FileNotFoundError:
-            if self.negative_timeout == (0, 0):
-                raise
-            s, ns = self.negative_timeout
-            return _ENTRY.pack(0, 0, s, 0, ns, 0, *([0] * 16))
+            out = errno.ENOENT
+        if out != errno.ENOENT or self.negative_timeout == (0, 0):
+            return out
+        s, ns = self.negative_timeout
+        return _ENTRY.pack(0, 0, s, 0, ns, 0, *([0] * 16))
 
     def _getattr(self, node: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes:
         flags, _, fh = _GETATTR_IN.unpack_from(body)
@@ -651,9 +677,15 @@ class Server:
             raise OSError(errno.ERANGE, os.strerror(errno.ERANGE))
         return value
 
-    def _getxattr(self, node: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes:
+    def _getxattr(self, node: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes | int:
         size, _ = _XATTR_IN.unpack_from(body)
         name = _cstrings(body[_XATTR_IN.size:], 1)[0]
+        if name == CAPABILITY:
+            # The kernel asks this before the first write to every file (file_remove_privs);
+            # a file without it is answered from the node's name, no path, nothing raised.
+            loc = self._node_loc(node)
+            if loc is not None and CAPABILITY not in self.fs.overlay.effective(loc).xattrs:
+                return errno.ENODATA
         return self._sized(self.fs.getxattr(self._need_path(node), name, follow_symlinks=False), size)
 
     def _listxattr(self, node: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes:
@@ -836,6 +868,7 @@ class Server:
             h = self.fs.os_open(path, (flags & OPEN_FLAGS) | os.O_CREAT, mode & 0o7777)
         loc, st = self._stat_loc(path)
         node = self._node_for(parent, name, loc, _stat.S_IFMT(st.st_mode))
+        self._keep_loc(node, parent, name, loc)
         fh = self._add_handle(node, h)
         node.sig = _sig(st)
         return self._entry_bytes(node.id, st) + _OPEN_OUT.pack(fh, 0, 0)
@@ -870,8 +903,8 @@ class Server:
         h = self._handle(node, fh)
         h.seek(offset)
         n = h.write(bytes(body[_WRITE_IN.size:_WRITE_IN.size + size]))
-        st = h.stat()
-        node.sig = _sig(st)
+        o = h.inode
+        node.sig = (o.mtime_ns, o.size) if o is not None else _sig(h.stat())  # as _sig(h.stat())
         self._touch(node)
         return _WRITE_OUT.pack(n or 0, 0)
 
@@ -954,7 +987,16 @@ class Server:
                                 node = nodes.get(nid)
                                 if node is None:
                                     raise errors.NotFound(None)
-                                out = handler(node, body, (uid, gid, pid))
+                                # SETATTR's reply carries the new attributes; OPEN drops them
+                                self._serving = (nid, opcode in (SETATTR, OPEN))
+                                try:
+                                    res = handler(node, body, (uid, gid, pid))
+                                finally:
+                                    self._serving = _IDLE
+                                if isinstance(res, int):  # an errno answered without raising
+                                    err = -res
+                                else:
+                                    out = res
                         except FileNotFoundError:
                             # The node (or, creating, its directory) is gone from the view, so
                             # the kernel's name for it is stale (changed from Python, or a
@@ -1055,6 +1097,8 @@ class Server:
         if node is None:
             return
         node.listing = None
+        if node.fmt != _stat.S_IFDIR and self._serving == (nid, True):
+            return  # the file the request changes: its reply (or _open) updates the kernel
         self._notify(NOTIFY_INVAL_INODE, _INVAL_INODE.pack(nid, 0 if node.fmt == _stat.S_IFDIR else -1, 0))
 
     def invalidator(self) -> None:

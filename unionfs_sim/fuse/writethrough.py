@@ -40,18 +40,17 @@ from ..codec.overlaydir import ESCAPE, TRUSTED
 from ..fs import FileSystem, Handle, PathArg
 from ..linux import RENAME_EXCHANGE, RENAME_WHITEOUT, renameat2
 from ..nodes import WHITEOUT, Content, DiskBytes, File, Whiteout
-from ..overlay import Inode, Overlay
+from ..overlay import Inode, Loc, Overlay
 from ..paths import join, split
 
 STAGE = "unionfs-sim"
 """The staging directory inside the workdir (the kernel's own is ``work``)."""
 _COPY = 1 << 20
+_PATH_MAX = 4096
+_DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 _KIND = {_stat.S_IFREG: "f", _stat.S_IFDIR: "d", _stat.S_IFLNK: "l", _stat.S_IFIFO: "p", _stat.S_IFSOCK: "s",
          _stat.S_IFCHR: "c", _stat.S_IFBLK: "b"}
 _FMT = {v: k for k, v in _KIND.items()}
-_LONG = 3800
-"""Disk paths this long (bytes) go through a parent directory descriptor: PATH_MAX is 4096."""
-_DIRFLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def _lstat(path: str) -> os.stat_result | None:
@@ -63,6 +62,22 @@ def _lstat(path: str) -> os.stat_result | None:
 
 def _kind(st: os.stat_result) -> str:
     return _KIND.get(_stat.S_IFMT(st.st_mode), "?")
+
+
+def _umask() -> int:
+    """This process's umask, read without changing it (os.umask would race other threads)."""
+    with contextlib.suppress(OSError, ValueError, StopIteration), open("/proc/self/status") as f:
+        return int(next(ln for ln in f if ln.startswith("Umask:")).split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def adopt_times(e: Inode, st: os.stat_result, atime: bool = True) -> None:
+    """Give the model the times the disk object got (the kernel set them as it changed it)."""
+    if atime:
+        e.atime_ns = st.st_atime_ns
+    e.mtime_ns, e.ctime_ns = st.st_mtime_ns, st.st_ctime_ns
 
 
 def _is_whiteout(st: os.stat_result | None) -> bool:
@@ -96,67 +111,47 @@ class UpperDir:
             self._rm(os.path.join(self.stage, name))
         self._dirs: set[str] = set()  # keys whose times a change on disk disturbed
         self._euid, self._egid = os.geteuid(), os.getegid()
+        self._umask = _umask()
+        # key -> (directory inode, its mtime, atime and other metadata when the model and the
+        # disk last agreed on them): whether the model moved the directory's times in the
+        # current call, and that nothing else of it needs looking at on disk.
+        self._agreed: dict[str, tuple[Inode, int, int, tuple[Any, ...]]] = {}
+        self._fresh: str | None = None  # changed(fresh=k): k was just made in the model
+        self._path_fds: list[int] = []  # see full()
         self._keep: str | None = None  # changed(keep=k): a file made at k stays open ...
         self._kept: int | None = None  # ... here (saves reopening it for the write handle)
-        self._dirfds: dict[str, int] = {}  # parent key -> O_PATH descriptor, for long paths
 
     # --- names --------------------------------------------------------------------------
 
     def full(self, k: str) -> str:
-        """The disk path of key ``k``, short enough for any path syscall.
-
-        A client may use names whose path under the mount is up to PATH_MAX - 1 bytes,
-        which the upperdir's own prefix would push over the limit (pjdfstest's */03.t
-        do): such a key's path goes through an O_PATH descriptor of its parent,
-        ``/proc/self/fd/N/name``, opened component by component as fuse-overlayfs and the
-        kernel's overlayfs work relative to directories. The descriptors live until the
-        end of the operation (:meth:`finish`), or until a rename or removal moves them.
-        """
+        """The disk path of key ``k``: beyond PATH_MAX (a name the mount allows, the upperdir
+        being deeper), its directory opened by walking to it and the name under
+        ``/proc/self/fd/N`` (closed by :meth:`release`, which :meth:`finish` calls)."""
         if not k:
             return self.root
-        path = os.path.join(self.root, k)
-        if len(path) < _LONG or len(os.fsencode(path)) < _LONG:
-            return path
+        p = os.path.join(self.root, k)
+        if len(p) < 1024 or len(os.fsencode(p)) < _PATH_MAX:
+            return p
         parent, name = split(k)
-        fd = self._dirfds.get(parent)
-        if fd is None:
-            fd, missing = self._open_dir(parent)
-            if missing is not None:  # lookups of anything below give ENOENT, as they should
-                self._dirfds[f"\0{fd}"] = fd  # closed by finish()
-                return f"/proc/self/fd/{fd}/{missing}/{name}"
-            self._dirfds[parent] = fd
+        fd = os.open(self.root, _DIR_FLAGS)
+        try:
+            for comp in parent.split("/"):
+                nfd = os.open(comp, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+                os.close(fd)
+                fd = nfd
+        except FileNotFoundError:
+            os.close(fd)
+            return p  # its directory is not on disk (yet): ENAMETOOLONG where it is used
+        except BaseException:
+            os.close(fd)
+            raise
+        self._path_fds.append(fd)
         return f"/proc/self/fd/{fd}/{name}"
 
-    def _open_dir(self, k: str) -> tuple[int, str | None]:
-        """An O_PATH descriptor of directory ``k`` (or of its deepest existing ancestor and
-        the first missing name), walked a component at a time from the upperdir."""
-        fd = os.open(self.root, _DIRFLAGS)
-        for name in k.split("/") if k else ():
-            try:
-                nfd = os.open(name, _DIRFLAGS, dir_fd=fd)
-            except (FileNotFoundError, NotADirectoryError):
-                return fd, name
-            except BaseException:
-                os.close(fd)
-                raise
-            os.close(fd)
-            fd = nfd
-        return fd, None
-
-    def _forget(self, k: str | None = None) -> None:
-        """Close the long-path descriptors of ``k`` and below (all of them with None)."""
-        if not self._dirfds:
-            return
-        if k is None:
-            fds = list(self._dirfds.values())
-            self._dirfds.clear()
-        else:
-            under = k + "/"
-            gone = [p for p in self._dirfds if p == k or p.startswith(under) or not k]
-            fds = [self._dirfds.pop(p) for p in gone]
-        for fd in fds:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+    def release(self) -> None:
+        """Close the directories :meth:`full` opened for paths beyond PATH_MAX."""
+        while self._path_fds:
+            os.close(self._path_fds.pop())
 
     def entry(self, k: str) -> Inode | Whiteout | None:
         """The upper tree's entry at ``k`` (None: nothing there, the lower layers show through)."""
@@ -187,15 +182,31 @@ class UpperDir:
         """Make the disk entry at ``k`` what the upper tree has there (its parents first)."""
         e = self.entry(k)
         full = self.full(k)
+        if isinstance(e, Inode):
+            if k == self._fresh and k and e.origin is None and self._try_in_place(k, full, e):
+                return
+            if e.kind == "d" and self._agreed_dir(k, e):
+                if k not in self._dirs:
+                    a = self._agreed[k]
+                    if (a[1], a[2]) != (e.mtime_ns, e.atime_ns):  # the model set its times
+                        os.utime(full, ns=(e.atime_ns, e.mtime_ns), follow_symlinks=False)
+                        self._agree(k, e)
+                    return  # else as it was when the disk last agreed: nothing to look at
+                st = _lstat(full)
+                if st is not None and _stat.S_ISDIR(st.st_mode):
+                    self._dir_times(k, full, e, st)
+                    self._dirs.discard(k)
+                    return
         st = _lstat(full)
         if e is None:
             if st is not None and k:
-                self._discard(full, st)
-                self._forget(k)
+                self._discard(k, full, st)
                 self._dirs.add(split(k)[0])
             return
         if k:
             self._parents(k)
+            if len(full) >= 1024:
+                full = self.full(k)  # beyond PATH_MAX: its directory may only exist now
         if isinstance(e, Whiteout):
             if not _is_whiteout(st):
                 self._place(k, st, self._whiteout)
@@ -208,29 +219,68 @@ class UpperDir:
                 # ovl_create_upper does. Only what replaces something (a whiteout, another
                 # object) or copies a lower one up is staged, so a kill never leaves half
                 # a copy-up shadowing a lower file.
-                self._make(full, e, keep=k == self._keep)
+                self._make(full, e, keep=k == self._keep, in_place=True)
                 self._dirs.add(split(k)[0])
                 return
             self._place(k, st, lambda tmp: self._make(tmp, e))
             return
-        self._meta(full, e, st)
-        self._dirs.discard(k)  # its times were just set; a later change on disk re-adds it
+        self._meta(full, e, st, k)
+        self._dirs.discard(k)  # its times were just settled; a later change on disk re-adds it
 
     def finish(self) -> None:
-        """Restore the times of directories whose names changed on disk during the call."""
+        """Settle the times of directories whose names changed on disk during the call."""
         try:
-            self._finish()
+            while self._dirs:
+                k = self._dirs.pop()
+                e = self.entry(k)
+                if isinstance(e, Inode) and e.kind == "d":
+                    full = self.full(k)
+                    st = _lstat(full)
+                    if st is not None and _kind(st) == "d":
+                        self._dir_times(k, full, e, st)
         finally:
-            self._forget()
+            self.release()
 
-    def _finish(self) -> None:
-        while self._dirs:
-            k = self._dirs.pop()
-            e = self.entry(k)
-            if isinstance(e, Inode) and e.kind == "d":
-                st = _lstat(self.full(k))
-                if st is not None and _kind(st) == "d":
-                    self._times(self.full(k), e, st)
+    def _dir_times(self, k: str, full: str, e: Inode, st: os.stat_result) -> None:
+        """A directory whose names changed on disk in this call: equal times on both sides.
+
+        If the model moved its times in this call too (a name made, removed or moved in
+        it), the model takes the times the kernel just gave the disk directory: one stat,
+        no utime. If the model did not (a copy-up staged through it, which ovl_copy_up
+        hides by restoring the parent's times), the disk gets the model's times back.
+        """
+        agreed = self._agreed.get(k)
+        if agreed is not None and agreed[0] is e and agreed[1] != e.mtime_ns:
+            adopt_times(e, st)
+        else:
+            self._times(full, e, st)
+        self._agree(k, e)
+
+    @staticmethod
+    def _dir_meta(e: Inode) -> tuple[Any, ...]:
+        return e.mode, e.uid, e.gid, e.opaque, e.redirect, tuple(e.xattrs.items())
+
+    def _agree(self, k: str, e: Inode) -> None:
+        """Note that the disk directory at ``k`` now has ``e``'s metadata and times."""
+        self._agreed[k] = (e, e.mtime_ns, e.atime_ns, self._dir_meta(e))
+
+    def _agreed_dir(self, k: str, e: Inode) -> bool:
+        """True if the disk has directory ``e`` at ``k`` with the metadata it has in the
+        model, times apart (nothing changed it since :meth:`_agree`)."""
+        a = self._agreed.get(k)
+        return a is not None and a[0] is e and a[3] == self._dir_meta(e)
+
+    def _try_in_place(self, k: str, full: str, e: Inode) -> bool:
+        """A name just made in the model, tried on disk without looking first (O_EXCL and
+        the like refuse if something is there, or the directory is not on disk yet: then
+        False, and :meth:`sync` takes the long way)."""
+        try:
+            fd = self._create(full, e)
+        except (FileExistsError, FileNotFoundError):
+            return False
+        self._dirs.add(split(k)[0])
+        self._settle(full, e, fd, k == self._keep)
+        return True
 
     def reload(self) -> None:
         """Make the model's upper tree what the upperdir holds.
@@ -241,7 +291,8 @@ class UpperDir:
         open at that moment keep their handles' inodes (their reads and writes go on, on
         disk), but a lookup of their names gets the re-read ones.
         """
-        self._forget()
+        self.release()
+        self._agreed.clear()
         lower = self.ov.lower
 
         def metacopy(k: str) -> Content:
@@ -263,6 +314,9 @@ class UpperDir:
         p = split(k)[0]
         if not p:
             return
+        e = self.entry(p)
+        if isinstance(e, Inode) and e.kind == "d" and self._agreed.get(p, (None,))[0] is e:
+            return  # on disk as a directory since the disk last agreed on it
         st = _lstat(self.full(p))
         if st is None or not _stat.S_ISDIR(st.st_mode):
             self.sync(p)
@@ -280,11 +334,11 @@ class UpperDir:
             self._rm(tmp)
         else:
             os.rename(tmp, full)
-        self._forget(k)
         self._dirs.add(split(k)[0])
 
-    def _discard(self, full: str, st: os.stat_result) -> None:
+    def _discard(self, k: str, full: str, st: os.stat_result) -> None:
         if _stat.S_ISDIR(st.st_mode):
+            self._agreed.pop(k, None)
             tmp = self._tmp()
             os.rename(full, tmp)
             self._rm(tmp)
@@ -305,18 +359,23 @@ class UpperDir:
     def _whiteout(tmp: str) -> None:
         os.mknod(tmp, _stat.S_IFCHR | 0o000, os.makedev(0, 0))
 
-    def _make(self, tmp: str, e: Inode, keep: bool = False) -> None:
+    def _make(self, tmp: str, e: Inode, keep: bool = False, in_place: bool = False) -> None:
+        """Make ``e`` at ``tmp``: staged (owner-only until its metadata is set) or, with
+        ``in_place``, where it stays (see :meth:`_make_in_place`)."""
+        if in_place:
+            self._make_in_place(tmp, e, keep)
+            return
         kind = e.kind
         if kind == "d":
             os.mkdir(tmp, 0o700)
         elif kind == "f":
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            # With its final mode, as ovl_create_temp makes it (nobody else sees the staging
+            # directory): no chmod when the umask takes nothing from it.
+            mode = e.mode & 0o777
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
             try:
-                if e.metacopy:
-                    os.ftruncate(fd, e.size)
-                else:
-                    self._write_data(fd, e, fresh=True)
-                self._meta(tmp, e, None)
+                self._file_data(fd, e)
+                self._meta(tmp, e, None, made_mode=mode & ~self._umask)
             except BaseException:
                 os.close(fd)
                 raise
@@ -333,6 +392,70 @@ class UpperDir:
         else:
             os.mknod(tmp, _FMT[kind] | 0o600, e.rdev)
         self._meta(tmp, e, None)
+
+    def _file_data(self, fd: int, e: Inode) -> None:
+        if e.metacopy:
+            os.ftruncate(fd, e.size)
+        else:
+            self._write_data(fd, e, fresh=True)
+
+    def _make_in_place(self, full: str, e: Inode, keep: bool) -> None:
+        """A new object where the disk has nothing, as ovl_create_upper makes it (see
+        :meth:`_create` and :meth:`_settle`)."""
+        self._settle(full, e, self._create(full, e), keep)
+
+    @staticmethod
+    def _create(full: str, e: Inode) -> int:
+        """Make the object with its final mode at once (the umask may take bits: fixed by
+        :meth:`_settle`); a new file's write descriptor, else -1. Refuses (EEXIST,
+        ENOENT) if something is there or the directory is missing, having made nothing."""
+        kind = e.kind
+        mode = e.mode & 0o777
+        if kind == "f":
+            return os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        if kind == "d":
+            os.mkdir(full, mode)
+        elif kind == "l":
+            assert e.target is not None
+            os.symlink(e.target, full)
+        elif kind == "p":
+            os.mkfifo(full, mode)
+        else:
+            os.mknod(full, _FMT[kind] | mode, e.rdev)
+        return -1
+
+    def _settle(self, full: str, e: Inode, fd: int, keep: bool) -> None:
+        """After :meth:`_create`: data, then owner and mode only where the kernel gave it
+        others, xattrs; the model takes the times the kernel gave it (a stat, no utime)."""
+        try:
+            if fd >= 0 and (e.metacopy or e.size):
+                self._file_data(fd, e)
+            target: int | str = fd if fd >= 0 else full
+            nf = {"follow_symlinks": False} if fd < 0 else {}
+            st = os.stat(target, **nf)
+            mode = e.mode & 0o7777
+            fixed = False
+            if (st.st_uid, st.st_gid) != (e.uid, e.gid):
+                os.chown(target, e.uid, e.gid, **nf)  # clears setuid/setgid: the mode follows
+                fixed = True
+            if e.kind != "l" and (fixed or _stat.S_IMODE(st.st_mode) != mode):
+                os.chmod(target, mode, **nf)
+                fixed = True
+            for name, value in self._xattrs(e).items():
+                os.setxattr(target, name, value, **nf)
+                fixed = True
+            if fixed:
+                st = os.stat(target, **nf)
+            adopt_times(e, st)
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)
+            raise
+        if fd >= 0:
+            if keep:
+                self._kept = fd
+            else:
+                os.close(fd)
 
     @staticmethod
     def _write_data(fd: int, e: Inode, fresh: bool = False) -> None:
@@ -386,15 +509,23 @@ class UpperDir:
             out[ns + "metacopy"] = b""
         return out
 
-    def _meta(self, full: str, e: Inode, st: os.stat_result | None) -> None:
-        """Owner, mode (after chown, which clears setuid), data size, xattrs, then times."""
+    def _meta(self, full: str, e: Inode, st: os.stat_result | None, key: str | None = None,
+              made_mode: int | None = None) -> None:
+        """Owner, mode (after chown, which clears setuid), data size, xattrs, then times
+        (``key``: the object's key, when ``full`` is where it stays; ``made_mode``: the
+        mode an object made just now (``st`` None) got, if known)."""
         nf = {"follow_symlinks": False}
         chowned = st is None or (st.st_uid, st.st_gid) != (e.uid, e.gid)
         # Made just now (st None), it is ours, with a group the model also gave it (the
         # parent's under setgid, which the model mirrors): no chown needed then.
-        if chowned and not (st is None and (e.uid, e.gid) == (self._euid, self._egid)):
+        owner_set = chowned and not (st is None and (e.uid, e.gid) == (self._euid, self._egid))
+        if owner_set:
             os.chown(full, e.uid, e.gid, **nf)
-        if e.kind != "l" and (chowned or st is None or _stat.S_IMODE(st.st_mode) != e.mode):
+        if st is None:
+            set_mode = owner_set or made_mode != e.mode
+        else:
+            set_mode = chowned or _stat.S_IMODE(st.st_mode) != e.mode
+        if e.kind != "l" and set_mode:
             os.chmod(full, e.mode)
         want = self._xattrs(e)
         # A new object has only what it inherited (a default ACL, a security label), which
@@ -422,7 +553,12 @@ class UpperDir:
                 continue  # the kernel's own bookkeeping (origin, impure, ...): left as it is
             with contextlib.suppress(OSError):
                 os.removexattr(full, name, **nf)
+        if e.kind == "d" and key is not None and st is not None and key in self._dirs:
+            self._dir_times(key, full, e, st)
+            return
         self._times(full, e, None if chowned or e.kind == "f" else st)
+        if e.kind == "d" and key is not None:
+            self._agree(key, e)
 
     @staticmethod
     def _times(full: str, e: Inode, st: os.stat_result | None) -> None:
@@ -441,11 +577,13 @@ class UpperDir:
             with self._or_reload():
                 self._moved(src, dst, had_src, had_dst, exchange)
         except BaseException:
-            self._forget()
+            self.release()
             raise
 
     def _moved(self, src: str, dst: str, had_src: bool, had_dst: bool, exchange: bool) -> None:
         fs, fd = self.full(src), self.full(dst)
+        self._agreed.pop(src, None)
+        self._agreed.pop(dst, None)
         if exchange and had_src and had_dst:
             renameat2(fs, fd, RENAME_EXCHANGE)
         elif had_src:
@@ -475,8 +613,6 @@ class UpperDir:
             if isinstance(new, Inode) and st is not None:
                 self._parents(dst)
                 self._place(dst, st, lambda tmp: self._make(tmp, new))
-        self._forget(src)
-        self._forget(dst)
         self._dirs.update((split(src)[0], split(dst)[0]))
         self.sync(dst)
         self.sync(src)
@@ -489,7 +625,7 @@ class UpperDir:
             with self._or_reload():
                 self._linked(src, dst)
         except BaseException:
-            self._forget()
+            self.release()
             raise
 
     def _linked(self, src: str, dst: str) -> None:
@@ -503,13 +639,14 @@ class UpperDir:
         self.sync(src)
         self.sync(split(dst)[0])
 
-    def changed(self, *keys: str, keep: str | None = None) -> int | None:
+    def changed(self, *keys: str, keep: str | None = None, fresh: str | None = None) -> int | None:
         """After an operation on the names ``keys``: sync each and its directory.
 
         With ``keep=k``: if a regular file is made at ``k`` now, it is left open and its
-        write descriptor returned (for the open file's handle), else None.
+        write descriptor returned (for the open file's handle), else None. ``fresh=k``:
+        the operation made a new object at ``k`` (tried on disk before looking there).
         """
-        self._keep = keep
+        self._keep, self._fresh = keep, fresh
         try:
             with self._or_reload():
                 for k in keys:
@@ -522,8 +659,8 @@ class UpperDir:
                 os.close(self._kept)
             raise
         finally:
-            self._forget()
-            self._keep = None
+            self.release()
+            self._keep = self._fresh = None
             kept, self._kept = self._kept, None
         return kept
 
@@ -533,6 +670,11 @@ class WriteThroughHandle(Handle):
 
     _wt_fd = -1
     _wt: UpperDir
+
+    def __init__(self, fs: FileSystem, path: str, loc: Loc, inode: Inode | None, flags: int) -> None:
+        super().__init__(fs, path, loc, inode, flags)
+        self.key = loc.path
+        """The key of the name it was opened by (symlinks followed)."""
 
     def write(self, b: Any) -> int:
         """As :meth:`Handle.write`, then the same bytes at the same offset on disk.
@@ -557,7 +699,7 @@ class WriteThroughHandle(Handle):
                     if not done:
                         raise
                     return done
-                os.utime(self._wt_fd, ns=(o.atime_ns, o.mtime_ns))
+                adopt_times(o, os.fstat(self._wt_fd), atime=False)  # the kernel's new mtime
             return n
 
     def _undo(self, o: Inode, start: int, end: int) -> None:
@@ -585,7 +727,7 @@ class WriteThroughHandle(Handle):
                 except OSError:
                     self._fs.overlay.setattr(o, size=os.fstat(self._wt_fd).st_size, mtime_ns=o.mtime_ns)
                     raise
-                os.utime(self._wt_fd, ns=(o.atime_ns, o.mtime_ns))
+                adopt_times(o, os.fstat(self._wt_fd), atime=False)
             return size
 
     def attach(self, fd: int, upper: UpperDir) -> None:
@@ -627,6 +769,15 @@ class WriteThroughFS(FileSystem):
 
     def _name_key(self, path: PathArg) -> str | None:
         """The key of the last name of ``path`` (not followed), or None if it cannot resolve."""
+        if type(path) is str:
+            head, _, name = path.rpartition("/")
+            if name and name != "." and name != ".." and (head or path.startswith("/")):
+                # the directory by the facade's fast lookup (symlinks followed), no walk
+                try:
+                    d = self._get(head or "/", True)
+                except (OSError, ValueError):
+                    return None
+                return join(d.path, name) if d.is_dir else None
         try:
             r = self._resolve(path, False, parent_only=True)
         except (OSError, ValueError):
@@ -637,13 +788,12 @@ class WriteThroughFS(FileSystem):
 
     def _target_key(self, path: PathArg, follow: bool) -> str | None:
         try:
-            r = self._resolve(path, follow)
+            return self._get(path, follow).path  # the facade's fast lookup where it can
         except (OSError, ValueError):
             return None
-        return r.loc.path if r.loc is not None else None
 
-    def _after(self, *keys: str | None) -> None:
-        self.upper.changed(*(k for k in keys if k is not None))
+    def _after(self, *keys: str | None, fresh: str | None = None) -> None:
+        self.upper.changed(*(k for k in keys if k is not None), fresh=fresh)
 
     # --- names ---------------------------------------------------------------------------
 
@@ -652,7 +802,7 @@ class WriteThroughFS(FileSystem):
         with self._lock:
             k = self._name_key(path)
             super().mkdir(path, mode)
-            self._after(k)
+            self._after(k, fresh=k)
 
     def rmdir(self, path: PathArg) -> None:
         """As :meth:`FileSystem.rmdir`, written through."""
@@ -666,14 +816,14 @@ class WriteThroughFS(FileSystem):
         with self._lock:
             k = self._name_key(path)
             super().symlink(target, path, target_is_directory)
-            self._after(k)
+            self._after(k, fresh=k)
 
     def mknod(self, path: PathArg, mode: int = 0o600, device: int = 0) -> None:
         """As :meth:`FileSystem.mknod`, written through."""
         with self._lock:
             k = self._name_key(path)
             super().mknod(path, mode, device)
-            self._after(k)
+            self._after(k, fresh=k)
 
     def unlink(self, path: PathArg) -> None:
         """As :meth:`FileSystem.unlink`, written through."""
@@ -764,13 +914,13 @@ class WriteThroughFS(FileSystem):
             writing = flags & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR)
             if self._ov.generation == gen and not writing:
                 return h
-            follow = not flags & (os.O_NOFOLLOW | os.O_EXCL)
-            k = self._target_key(path, bool(follow))
+            k = h.key if isinstance(h, WriteThroughHandle) else \
+                self._target_key(path, not flags & (os.O_NOFOLLOW | os.O_EXCL))
             if k is None:
                 return h
             fd: int | None = None
             try:
-                fd = self.upper.changed(k, keep=k if writing else None)
+                fd = self.upper.changed(k, keep=k if writing else None, fresh=k if flags & os.O_CREAT else None)
                 regular = isinstance(h, WriteThroughHandle) and h.regular
                 if fd is not None and not regular:
                     os.close(fd)
@@ -778,7 +928,10 @@ class WriteThroughFS(FileSystem):
                 if writing and regular:
                     assert isinstance(h, WriteThroughHandle)
                     if fd is None:
-                        fd = os.open(self.upper.full(k), os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                        try:
+                            fd = os.open(self.upper.full(k), os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                        finally:
+                            self.upper.release()
                     h.attach(fd, self.upper)
                     fd = None
             except BaseException:
@@ -799,7 +952,10 @@ class WriteThroughFS(FileSystem):
             k = self._target_key(path, False) if path is not None else None
             if k is None or not self.upper.on_disk(k):
                 return
-            fd = os.open(self.upper.full(k), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                fd = os.open(self.upper.full(k), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            finally:
+                self.upper.release()
         try:
             os.fsync(fd)
         finally:
