@@ -37,6 +37,57 @@ def now_ns() -> int:
     return time.time_ns()
 
 
+class Entries(dict[str, "Inode | Whiteout"]):
+    """A directory's names (name -> Inode or WHITEOUT) that keeps count of its directories.
+
+    A pure-upper directory's st_nlink is 2 + its subdirectories; counting them at every
+    stat made each create in a directory of n names cost O(n) (the kernel re-reads the
+    parent's attributes for every path walked through it). Only assignment, ``del`` and
+    ``pop`` change an upper directory's names, so those keep the count.
+    """
+
+    __slots__ = ("dirs",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dirs = 0
+
+    def __setitem__(self, name: str, e: Inode | Whiteout) -> None:
+        old = dict.get(self, name)
+        if type(old) is Inode and old.kind == "d":
+            self.dirs -= 1
+        if type(e) is Inode and e.kind == "d":
+            self.dirs += 1
+        dict.__setitem__(self, name, e)
+
+    def __delitem__(self, name: str) -> None:
+        old = dict.pop(self, name)
+        if type(old) is Inode and old.kind == "d":
+            self.dirs -= 1
+
+    def pop(self, name: str, *default: Inode | Whiteout | None) -> Inode | Whiteout | None:  # type: ignore[override]
+        if name not in self:
+            if default:
+                return default[0]
+            raise KeyError(name)
+        old = dict.pop(self, name)
+        if type(old) is Inode and old.kind == "d":
+            self.dirs -= 1
+        return old
+
+    def setdefault(self, name: str, e: Inode | Whiteout) -> Inode | Whiteout:
+        if name not in self:
+            self[name] = e
+        return dict.__getitem__(self, name)
+
+    def update(self, *a: object, **kw: object) -> None:
+        raise TypeError("Entries.update: assign names one by one")
+
+    def clear(self) -> None:
+        dict.clear(self)
+        self.dirs = 0
+
+
 class Inode:
     """A mutable object of the upper layer: a file, directory, symlink or special file.
 
@@ -63,7 +114,7 @@ class Inode:
         self.rdev = 0
         self.nlink = 1
         self.ino = ino
-        self.entries: dict[str, Inode | Whiteout] | None = None
+        self.entries: Entries | None = None
         self.opaque = False
         self.redirect: str | None = None
         self.metacopy = False
@@ -305,7 +356,7 @@ class Overlay:
         dl = d.dir_lpath
         if dl is None:
             return True
-        ents = d.up.entries if d.up is not None else {}
+        ents: Mapping[str, Inode | Whiteout] | None = d.up.entries if d.up is not None else {}
         assert ents is not None
         return all(n in ents for n in self.lower.listing(dl))
 
@@ -328,7 +379,7 @@ class Overlay:
                 if loc.lo is not None:
                     return 1  # merged: overlayfs does not count subdirs across layers
                 assert up.entries is not None
-                return 2 + sum(1 for e in up.entries.values() if isinstance(e, Inode) and e.kind == "d")
+                return 2 + up.entries.dirs
             return up.nlink
         if loc.ix is not None:
             return loc.ix.nlink
@@ -355,7 +406,7 @@ class Overlay:
         n = Inode(kind, mode, uid, gid, self._new_ino(), now_ns())
         n.nlink = 0
         if kind == "d":
-            n.entries = {}
+            n.entries = Entries()
         elif kind == "f":
             n.data = Data()
         n.target = target
@@ -379,7 +430,7 @@ class Overlay:
         n.xattrs = dict(node.xattrs)
         n.origin = node
         if isinstance(node, Dir):
-            n.entries = {}
+            n.entries = Entries()
         elif isinstance(node, File):
             n.data = Data(node.data)  # shares the lower bytes: no copy until written
             n.metacopy = meta_only and self.options.metacopy
@@ -816,7 +867,7 @@ def thaw(e: Node, ino: int) -> Inode:
     _set_meta(n, e)
     n.nlink = 0
     if isinstance(e, Dir):
-        n.entries = {}
+        n.entries = Entries()
         n.opaque = e.opaque
         n.redirect = e.redirect
     elif isinstance(e, File):
