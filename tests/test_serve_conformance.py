@@ -556,3 +556,4 @@ def test_conditional_get_by_digest(target: Target, http: requests.Session) -> No
         assert (r.status_code, r.content) == (304, b""), (target.kind, path, r.status_code)
         other = http.get(url + path, headers={"If-None-Match": f'"{digest(b"other")}"', "Accept": MT_MANIFEST})
         assert other.status_code == 200 and digest(other.content) == d, (target.kind, path, other.status_code)
+        assert other.headers.get("ETag") == f'"{d}"', (target.kind, path, other.headers.get("ETag"))

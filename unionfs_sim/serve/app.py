@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from aiohttp import web
+from aiohttp.helpers import ETag
 
 from ..distribution import (
     MAX_MANIFEST_SIZE,
@@ -295,7 +296,7 @@ class _App:
         _limit_unsent(request)
         if isinstance(src, Path):
             # aiohttp's file sender: sendfile(2), Range/If-Range answered with 206/416.
-            return web.FileResponse(src, chunk_size=_READ, headers=headers)
+            return _BlobFile(src, digest, chunk_size=_READ, headers=headers)
         with src:
             data = src.read()
         return _bytes_with_range(request, data, headers)
@@ -403,6 +404,23 @@ class _App:
             headers["OCI-Filters-Applied"] = "artifactType"
         body = json.dumps({"schemaVersion": 2, "mediaType": MT_INDEX, "manifests": refs}).encode()
         return web.Response(body=body, headers={**headers, "Content-Type": MT_INDEX})
+
+
+class _BlobFile(web.FileResponse):
+    """aiohttp's file sender (sendfile, Range) whose ETag stays the blob's digest, as
+    distribution sends it; aiohttp would put one of the file's mtime and size there."""
+
+    def __init__(self, path: Path, digest: str, **kwargs: Any) -> None:
+        self._digest = digest
+        super().__init__(path, **kwargs)
+
+    @property
+    def etag(self) -> ETag | None:
+        return web.StreamResponse.etag.fget(self)  # type: ignore[attr-defined,no-any-return]
+
+    @etag.setter
+    def etag(self, value: ETag | str | None) -> None:
+        web.StreamResponse.etag.fset(self, self._digest)  # type: ignore[attr-defined]
 
 
 def _not_modified(request: web.Request, digest: str) -> bool:
