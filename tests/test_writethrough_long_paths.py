@@ -107,3 +107,22 @@ def test_a_renamed_parent_is_not_reached_through_a_stale_descriptor(tmp_path: Pa
     with pytest.raises(OSError) as e:
         fs.write_bytes(d + "/f", b"three")  # its parents are gone with the rename
     assert e.value.errno == errno.ENOENT
+
+
+def test_an_upperdir_deeper_than_path_max_reads_back(tmp_path: Path) -> None:
+    """What the write side makes under a deep name must mount again: the upperdir's reader
+    reaches a deep directory's children through its descriptor."""
+    from unionfs_sim.cli.fuse_overlayfs import read_upperdir
+
+    fs, up = _fs(tmp_path)
+    d = _deep(fs, 4080)
+    fs.write_bytes(d + "/f", b"deep data")
+    fs.symlink("t", d + "/s")
+    fs.unlink("/lower")  # a whiteout at the top too
+    image = fs.overlay.lower
+    again = Container.from_upper(ufs.Image.from_layers([ufs.Layer.from_directory(tmp_path / "lower")]),
+                                 read_upperdir(str(up), image))
+    assert again.fs.read_bytes(d + "/f") == b"deep data"
+    assert again.fs.readlink(d + "/s") == "t"
+    assert not again.fs.exists("/lower")
+    assert sorted(again.fs.listdir(d)) == ["f", "s"]

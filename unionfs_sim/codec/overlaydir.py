@@ -277,12 +277,18 @@ def read(
     else:
         namespaces = (USER,) if userxattr else (TRUSTED,)
     r = _Reader(root, namespaces, metacopy, lazy)
-    r.walk(st)
+    try:
+        r.walk(st)
+    finally:
+        r.close()
     out = r.out
     if not include_root:
         out.pop("", None)
     return out
 
+
+_DEEP = 3000
+"""Past this many bytes a directory's path is swapped for its descriptor's (PATH_MAX is 4096)."""
 
 _Child = tuple[str, str, os.stat_result]
 """A directory entry being read: name, full path, lstat."""
@@ -299,6 +305,12 @@ class _Reader:
         self.metacopy = metacopy
         self.out: dict[str, Entry] = {}
         self.inodes: dict[tuple[int, int], Entry] = {}
+        self._fds: list[int] = []  # directories reached through /proc/self/fd (deep trees)
+
+    def close(self) -> None:
+        """Close the descriptors of deep directories (see :meth:`_enter`)."""
+        while self._fds:
+            os.close(self._fds.pop())
 
     def walk(self, root_st: os.stat_result) -> None:
         """Every entry into :attr:`out`, in canonical order (:func:`~.tar.canonical_order`):
@@ -321,6 +333,13 @@ class _Reader:
         whether it holds xattr whiteouts."""
         raw, over = self._xattrs(full)
         self.out[k] = self._dir(k, full, st, raw, over)
+        if len(full) > _DEEP // 4 and len(os.fsencode(full)) > _DEEP and not self.lazy:
+            # A tree deeper than PATH_MAX (the kernel's overlayfs and the drop-in write
+            # them): its children are reached through this directory's descriptor, so
+            # their paths start short again. Eager reads only: a lazy layer keeps paths.
+            fd = os.open(full, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            self._fds.append(fd)
+            full = f"/proc/self/fd/{fd}"
         with os.scandir(full) as it:
             children = sorted((e.name, e.path, e.stat(follow_symlinks=False)) for e in it)
         return iter(children), (k + "/" if k else ""), over.get("opaque") == b"x"
