@@ -112,7 +112,7 @@ def test_a_renamed_parent_is_not_reached_through_a_stale_descriptor(tmp_path: Pa
 def test_an_upperdir_deeper_than_path_max_reads_back(tmp_path: Path) -> None:
     """What the write side makes under a deep name must mount again: the upperdir's reader
     reaches a deep directory's children through its descriptor."""
-    from unionfs_sim.cli.fuse_overlayfs import read_upperdir
+    from unionfs_sim.fuse.writethrough import read_upperdir
 
     fs, up = _fs(tmp_path)
     d = _deep(fs, 4080)

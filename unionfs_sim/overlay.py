@@ -61,31 +61,15 @@ class Entries(dict[str, "Inode | Whiteout"]):
         dict.__setitem__(self, name, e)
 
     def __delitem__(self, name: str) -> None:
-        old = dict.pop(self, name)
-        if type(old) is Inode and old.kind == "d":
-            self.dirs -= 1
+        self.pop(name)
 
     def pop(self, name: str, *default: Inode | Whiteout | None) -> Inode | Whiteout | None:  # type: ignore[override]
-        if name not in self:
-            if default:
-                return default[0]
-            raise KeyError(name)
-        old = dict.pop(self, name)
+        if default and name not in self:
+            return default[0]
+        old = dict.pop(self, name)  # KeyError if missing, as dict's
         if type(old) is Inode and old.kind == "d":
             self.dirs -= 1
         return old
-
-    def setdefault(self, name: str, e: Inode | Whiteout) -> Inode | Whiteout:
-        if name not in self:
-            self[name] = e
-        return dict.__getitem__(self, name)
-
-    def update(self, *a: object, **kw: object) -> None:
-        raise TypeError("Entries.update: assign names one by one")
-
-    def clear(self) -> None:
-        dict.clear(self)
-        self.dirs = 0
 
 
 class Inode:

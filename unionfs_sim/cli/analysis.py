@@ -278,7 +278,7 @@ def diff_images(a: Image, b: Image) -> list[tuple[str, str]]:
 def _container(image: Image, upper: str, name: str) -> Container:
     """The container whose writable layer is the overlayfs upperdir ``upper`` over ``image``
     (what ``unionfs-sim mount --upper`` or the fuse-overlayfs drop-in leave)."""
-    from .fuse_overlayfs import read_upperdir
+    from ..fuse.writethrough import read_upperdir
 
     if not os.path.isdir(upper):
         raise click.ClickException(f"{name}: upper dir {upper!r} is not a directory")

@@ -71,13 +71,13 @@ from typing import Any
 
 import click
 
-from ..codec import overlaydir
 from ..container import Container
 from ..fs import FileSystem
 from ..fuse import options
 from ..fuse.options import split_escaped
-from ..lower import DiskLower, Lower
-from ..nodes import Content, Dir, Entry, File
+from ..fuse.writethrough import read_upperdir
+from ..lower import DiskLower
+from ..nodes import Dir, Entry
 from ..options import OverlayOptions
 from ..overlay import Overlay
 
@@ -160,17 +160,6 @@ def overlay_options(opts: Mapping[str, str | bool]) -> OverlayOptions:
 
 
 # --- the upper layer --------------------------------------------------------------
-
-
-def read_upperdir(path: str, lower: Lower) -> dict[str, Entry]:
-    """An upperdir as layer entries, root included; a metacopy file gets its lower data."""
-    def metacopy_data(k: str) -> Content:
-        node = lower.nodes.get(k)
-        if isinstance(node, File):
-            return node.data  # shared, not read: a lazy lower's DiskBytes stays lazy
-        return FileSystem(Overlay(lower, readonly=True)).read_bytes("/" + k)
-
-    return overlaydir.read(path, format="overlay", include_root=True, metacopy=metacopy_data)
 
 
 def upper_entries(container: Container) -> dict[str, Entry]:

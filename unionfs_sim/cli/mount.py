@@ -174,8 +174,7 @@ def _mount(source: str, mountpoint: str, tag: str | None, platform: str | None, 
 
 def _upper_container(image: Image, upper: str, opts: OverlayOptions) -> tuple[FileSystem, Container, str]:
     """A container whose upper is ``upper`` (made if missing), written through, and its staging workdir."""
-    from ..fuse.writethrough import UpperDir, WriteThroughFS
-    from .fuse_overlayfs import read_upperdir
+    from ..fuse.writethrough import UpperDir, WriteThroughFS, read_upperdir
 
     os.makedirs(upper, exist_ok=True)
     c = Container.from_upper(image, read_upperdir(upper, image.lower), opts)

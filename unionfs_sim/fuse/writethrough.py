@@ -39,7 +39,8 @@ from ..codec import overlaydir
 from ..codec.overlaydir import ESCAPE, TRUSTED
 from ..fs import FileSystem, Handle, PathArg
 from ..linux import RENAME_EXCHANGE, RENAME_WHITEOUT, renameat2
-from ..nodes import WHITEOUT, Content, DiskBytes, File, Whiteout
+from ..lower import Lower
+from ..nodes import WHITEOUT, Content, DiskBytes, Entry, File, Whiteout
 from ..overlay import Inode, Loc, Overlay
 from ..paths import join, split
 
@@ -82,6 +83,17 @@ def adopt_times(e: Inode, st: os.stat_result, atime: bool = True) -> None:
 
 def _is_whiteout(st: os.stat_result | None) -> bool:
     return st is not None and _stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+def read_upperdir(path: str, lower: Lower) -> dict[str, Entry]:
+    """An upperdir as layer entries, root included; a metacopy file gets its lower data."""
+    def metacopy_data(k: str) -> Content:
+        node = lower.nodes.get(k)
+        if isinstance(node, File):
+            return node.data  # shared, not read: a lazy lower's DiskBytes stays lazy
+        return FileSystem(Overlay(lower, readonly=True)).read_bytes("/" + k)
+
+    return overlaydir.read(path, format="overlay", include_root=True, metacopy=metacopy_data)
 
 
 class UpperDir:
@@ -293,14 +305,7 @@ class UpperDir:
         """
         self.release()
         self._agreed.clear()
-        lower = self.ov.lower
-
-        def metacopy(k: str) -> Content:
-            node = lower.nodes.get(k)
-            return node.data if isinstance(node, File) else b""
-
-        entries = overlaydir.read(self.root, format="overlay", include_root=True, metacopy=metacopy)
-        self.ov.load_upper(entries, replace=True)
+        self.ov.load_upper(read_upperdir(self.root, self.ov.lower), replace=True)
 
     @contextlib.contextmanager
     def _or_reload(self) -> Iterator[None]:
