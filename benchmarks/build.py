@@ -52,13 +52,7 @@ def docker_builds(docker: daemons.Docker, sc: Scenario, rules: str) -> float:
         for v in sc.versions:
             if v.edit is not None:
                 v.edit(ctx)
-            args = ["build", "-q", "--network", "none", "-t", "bench:1"]
-            for k, val in v.args.items():
-                args += ["--build-arg", f"{k}={val}"]
-            if v.no_cache:
-                args.append("--no-cache")
-            if v.target:
-                args += ["--target", v.target]
+            args = ["build", "-q", "--network", "none", "-t", "bench:1", *v.docker_flags()]
             docker.run(*args, str(ctx), env={"DOCKER_BUILDKIT": "1" if rules == "buildkit" else "0"})
         took = time.perf_counter() - t0
     docker.run("rmi", "-f", "bench:1", check=False)

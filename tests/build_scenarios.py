@@ -28,6 +28,15 @@ class V:
     no_cache: bool = False
     target: str | None = None
 
+    def docker_flags(self) -> list[str]:
+        """This build's options on ``docker build``'s command line."""
+        flags = [f for k, val in self.args.items() for f in ("--build-arg", f"{k}={val}")]
+        if self.no_cache:
+            flags.append("--no-cache")
+        if self.target:
+            flags += ["--target", self.target]
+        return flags
+
 
 @attrs.frozen
 class Scenario:

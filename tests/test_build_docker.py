@@ -124,12 +124,7 @@ def docker_build(docker: daemons.Docker, ctx: Path, rules: str, tag: str, v: Any
     args = ["build", "--network", "none", "-t", tag]
     if rules == "buildkit":
         args += ["--progress=plain"]
-    for k, val in v.args.items():
-        args += ["--build-arg", f"{k}={val}"]
-    if v.no_cache:
-        args.append("--no-cache")
-    if v.target:
-        args += ["--target", v.target]
+    args += v.docker_flags()
     done = docker.run(*args, str(ctx), env={"DOCKER_BUILDKIT": "1" if rules == "buildkit" else "0"})
     out = done.stdout.decode() + done.stderr.decode()
     archive = ctx.parent / f"{tag.replace(':', '_')}.tar"

@@ -27,8 +27,10 @@ def kernel_available() -> None:
         pytest.skip(str(e))
 
 
-class TestKernelConformance(OverlayConformance):
-    """A real overlay mount (read-write with an upperdir, or read-only without one)."""
+class _KernelViews:
+    """Views on a real overlay mount (read-write with an upperdir)."""
+
+    kernel: KernelOverlay
 
     @contextlib.contextmanager
     def open_view(self, layers: list[Layer], options: OverlayOptions) -> Iterator[Any]:
@@ -39,6 +41,10 @@ class TestKernelConformance(OverlayConformance):
     def upper_of(self, fs: Any) -> Layer:
         assert self.kernel.upper is not None
         return self.kernel.upper
+
+
+class TestKernelConformance(_KernelViews, OverlayConformance):
+    """A real overlay mount (read-write with an upperdir, or read-only without one)."""
 
     @contextlib.contextmanager
     def open_readonly_view(self, layers: list[Layer]) -> Iterator[Any]:
@@ -46,15 +52,5 @@ class TestKernelConformance(OverlayConformance):
             yield k.fs
 
 
-class TestKernelPermissions(PermissionConformance):
+class TestKernelPermissions(_KernelViews, PermissionConformance):
     """The same rules on a real overlay mount, each call made by a worker with dropped credentials."""
-
-    @contextlib.contextmanager
-    def open_view(self, layers: list[Layer], options: OverlayOptions) -> Iterator[Any]:
-        self.kernel = KernelOverlay(layers, options)
-        with self.kernel as k:
-            yield k.fs
-
-    def upper_of(self, fs: Any) -> Layer:
-        assert self.kernel.upper is not None
-        return self.kernel.upper

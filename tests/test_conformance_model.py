@@ -15,8 +15,10 @@ import unionfs_sim as ufs  # noqa: E402
 from unionfs_sim.testing.conformance import OverlayConformance, PermissionConformance  # noqa: E402
 
 
-class TestModelConformance(OverlayConformance):
-    """A container's view (read-write) and an image's view (read-only) of the model."""
+class _ModelViews:
+    """A container's view (read-write) of the model."""
+
+    container: ufs.Container
 
     @contextlib.contextmanager
     def open_view(self, layers: list[ufs.Layer], options: ufs.OverlayOptions) -> Iterator[Any]:
@@ -25,18 +27,14 @@ class TestModelConformance(OverlayConformance):
 
     def upper_of(self, fs: Any) -> ufs.Layer:
         return self.container.upper
+
+
+class TestModelConformance(_ModelViews, OverlayConformance):
+    """A container's view (read-write) and an image's view (read-only) of the model."""
 
     def open_readonly_view(self, layers: list[ufs.Layer]) -> contextlib.AbstractContextManager[Any]:
         return contextlib.nullcontext(ufs.Image.from_layers(layers).fs)
 
 
-class TestModelPermissions(PermissionConformance):
+class TestModelPermissions(_ModelViews, PermissionConformance):
     """The kernel's rules for non-root callers, on a container of the model via fs.as_user."""
-
-    @contextlib.contextmanager
-    def open_view(self, layers: list[ufs.Layer], options: ufs.OverlayOptions) -> Iterator[Any]:
-        self.container = ufs.Image.from_layers(layers).container(options)
-        yield self.container.fs
-
-    def upper_of(self, fs: Any) -> ufs.Layer:
-        return self.container.upper

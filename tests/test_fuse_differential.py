@@ -54,9 +54,12 @@ from unionfs_sim.mounting import mount  # noqa: E402
 
 
 @contextlib.contextmanager
-def fuse_view(source: Any, **kw: Any) -> Iterator[KernelFS]:
-    """Mount ``source`` on a fresh temporary directory; yield the chrooted facade on it."""
+def fuse_view(source: Any, mode: int | None = None, **kw: Any) -> Iterator[KernelFS]:
+    """Mount ``source`` on a fresh temporary directory (its permissions ``mode``, if given);
+    yield the chrooted facade on it."""
     mnt = tempfile.mkdtemp(prefix="ufs-fuse-")
+    if mode is not None:
+        os.chmod(mnt, mode)
     try:
         with mount(source, mnt, **kw) as m:
             with chrooted(mnt) as fs:

@@ -14,8 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import tempfile
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,7 +21,7 @@ from hypothesis import HealthCheck, settings
 
 import unionfs_sim as ufs
 from unionfs_sim.mounting import fuse_unavailable
-from unionfs_sim.testing.kernel import KernelFS, chrooted
+from unionfs_sim.testing.kernel import KernelFS
 from unionfs_sim.testing.machines import DifferentialMachine
 
 pytestmark = pytest.mark.fuse
@@ -35,7 +33,9 @@ if REASON is not None:
     print(f"test_permissions_fuse: skipping, {REASON}", file=sys.stderr)
     pytest.skip(f"FUSE unavailable: {REASON}", allow_module_level=True)
 
-from unionfs_sim.fuse import choose_backend, mount  # noqa: E402 - only where FUSE can mount (skip above)
+from unionfs_sim.fuse import choose_backend  # noqa: E402 - only where FUSE can mount (skip above)
+
+from . import test_fuse_differential as differential  # noqa: E402
 
 CALLERS = {
     "uid1000": (1000, 1000, (1000,)),
@@ -44,18 +44,9 @@ CALLERS = {
 }
 
 
-@contextlib.contextmanager
-def fuse_view(source: Any) -> Iterator[KernelFS]:
+def fuse_view(source: Any) -> contextlib.AbstractContextManager[KernelFS]:
     """Mount ``source`` for everyone on a fresh temporary directory; yield root's facade on it."""
-    mnt = tempfile.mkdtemp(prefix="ufs-fuse-perm-")
-    os.chmod(mnt, 0o755)
-    try:
-        with mount(source, mnt, allow_other=True) as m:
-            with chrooted(mnt) as fs:
-                yield fs
-            assert not m.operations.unexpected, m.operations.unexpected
-    finally:
-        os.rmdir(mnt)
+    return differential.fuse_view(source, mode=0o755, allow_other=True)
 
 
 class FuseUserMachine(DifferentialMachine):
