@@ -65,17 +65,6 @@ import attrs
 
 from .distribution import (
     MAX_MANIFEST_SIZE,
-    BlobUnknown,
-    DigestInvalid,
-    ManifestBlobUnknown,
-    ManifestInvalid,
-    ManifestTooBig,
-    ManifestUnknown,
-    NameInvalid,
-    RepositoryUnknown,
-    TagInvalid,
-    UploadInvalid,
-    UploadUnknown,
     check_digest,
     check_name,
     check_reference,
@@ -84,7 +73,22 @@ from .distribution import (
     parse_manifest,
     referrer_descriptor,
 )
-from .errors import DigestMismatch, FormatError, UnknownName
+from .errors import (
+    BlobUnknown,
+    DigestInvalid,
+    DigestMismatch,
+    FormatError,
+    ManifestBlobUnknown,
+    ManifestInvalid,
+    ManifestTooBig,
+    ManifestUnknown,
+    NameInvalid,
+    RepositoryUnknown,
+    TagInvalid,
+    UnknownName,
+    UploadInvalid,
+    UploadUnknown,
+)
 from .formats.blobs import compression_of, read_layer
 from .image import Image, sha256
 from .layer import BlobSource, Layer

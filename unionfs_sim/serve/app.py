@@ -24,10 +24,11 @@ from typing import IO, Any, Protocol
 from aiohttp import web
 from aiohttp.helpers import ETag
 
-from ..distribution import (
-    MAX_MANIFEST_SIZE,
+from ..distribution import MAX_MANIFEST_SIZE, check_digest, check_name
+from ..errors import (
     BlobUnknown,
     DigestInvalid,
+    DigestMismatch,
     ManifestBlobUnknown,
     ManifestInvalid,
     ManifestTooBig,
@@ -37,10 +38,7 @@ from ..distribution import (
     TagInvalid,
     UploadInvalid,
     UploadUnknown,
-    check_digest,
-    check_name,
 )
-from ..errors import DigestMismatch
 from ..mediatypes import MT_INDEX
 from .auth import AuthFailed, Htpasswd
 
