@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 from aiohttp.helpers import ETag
+from multidict import CIMultiDict
 
 from ..distribution import MAX_MANIFEST_SIZE, check_digest, check_name
 from ..errors import (
@@ -291,13 +293,18 @@ class _App:
             if not isinstance(src, Path):
                 src.close()
             return web.Response(status=304, headers=headers)
+        seen = _decide_preconditions(request, digest)
+        if seen is None:
+            if not isinstance(src, Path):
+                src.close()
+            return web.Response(status=412, headers=headers)
         _limit_unsent(request)
         if isinstance(src, Path):
-            # aiohttp's file sender: sendfile(2), Range/If-Range answered with 206/416.
-            return _BlobFile(src, digest, chunk_size=_READ, headers=headers)
+            # aiohttp's file sender: sendfile(2), Range answered with 206/416.
+            return _BlobFile(src, digest, seen, chunk_size=_READ, headers=headers)
         with src:
             data = src.read()
-        return _bytes_with_range(request, data, headers)
+        return _bytes_with_range(seen, data, headers)
 
     blob_head = blob_get
 
@@ -406,11 +413,19 @@ class _App:
 
 class _BlobFile(web.FileResponse):
     """aiohttp's file sender (sendfile, Range) whose ETag stays the blob's digest, as
-    distribution sends it; aiohttp would put one of the file's mtime and size there."""
+    distribution sends it; aiohttp would put one of the file's mtime and size there.
 
-    def __init__(self, path: Path, digest: str, **kwargs: Any) -> None:
+    It is prepared with ``seen``, the request as :func:`_decide_preconditions` left it, so
+    aiohttp does not compare If-Match/If-Range with that mtime-size tag of its own.
+    """
+
+    def __init__(self, path: Path, digest: str, seen: web.Request, **kwargs: Any) -> None:
         self._digest = digest
+        self._seen = seen
         super().__init__(path, **kwargs)
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        return await super().prepare(self._seen)
 
     @property
     def etag(self) -> ETag | None:
@@ -419,6 +434,26 @@ class _BlobFile(web.FileResponse):
     @etag.setter
     def etag(self, value: ETag | str | None) -> None:
         web.StreamResponse.etag.fset(self, self._digest)  # type: ignore[attr-defined]
+
+
+def _decide_preconditions(request: web.Request, digest: str) -> web.Request | None:
+    """Decide If-Match and If-Range against the blob's ETag, its digest, as Go's
+    ``http.ServeContent`` does for 2.8.2: None when If-Match names only other entities
+    (412); else the request to serve, without those headers, and without its Range when
+    If-Range names anything else (distribution gives ServeContent no modification time, so
+    a date never matches either)."""
+    if_match = request.if_match
+    if if_match is not None and not any(not t.is_weak and t.value in (digest, "*") for t in if_match):
+        return None
+    drop = [h for h in ("If-Match", "If-Range") if h in request.headers]
+    if "If-Range" in drop and request.headers["If-Range"].strip() != f'"{digest}"':
+        drop.append("Range")
+    if not drop:
+        return request
+    headers = CIMultiDict(request.headers)
+    for h in drop:
+        headers.popall(h, None)
+    return request.clone(headers=headers)
 
 
 def _not_modified(request: web.Request, digest: str) -> bool:
