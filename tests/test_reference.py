@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from unionfs_sim.reference import InvalidReference, Reference, parse_any, parse_docker_ref
+from unionfs_sim.reference import InvalidReference, Reference, names_domain, parse_any, parse_docker_ref
 
 F64 = "f" * 64
 SHA_F = "sha256:" + F64
@@ -1001,3 +1001,14 @@ def test_property_arbitrary_text_parses_or_raises_invalid_reference(s: str, norm
         if not normalize:
             assert str(ref) == s  # Parse keeps the input verbatim
         _check_round_trips(ref, normalized=normalize)
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("a", False), ("a/b", False), ("library/x", False), ("a.b", False),
+    ("localhost/x", True), ("localhost:5000/x", True), ("docker.io/library/x", True),
+    ("index.docker.io/x", True), ("Foo/x", True), ("example.com/a/b", True), ("host:5000/a", True),
+])
+def test_names_domain(name: str, expected: bool) -> None:
+    """A repository path's first component is a host exactly when splitDockerDomain keeps it
+    as the domain (Registry.repo_digests prefixes the others with the served host)."""
+    assert names_domain(name) is expected

@@ -222,6 +222,15 @@ def _split_docker_domain(name: str) -> tuple[str, str]:
     return domain, remote
 
 
+def names_domain(name: str) -> bool:
+    """Whether ``name``'s first component is a registry host as Docker reads names
+    (``splitDockerDomain``): ``localhost``, or holding a ``.`` or ``:``, or uppercase."""
+    first, slash, _ = name.partition("/")
+    if first == LEGACY_DEFAULT_DOMAIN:
+        first = DEFAULT_DOMAIN
+    return bool(slash) and _split_docker_domain(name)[0] == first
+
+
 def _familiarize(domain: str | None, path: str) -> tuple[str | None, str]:
     """``familiarizeName``: drop ``docker.io/`` and a single-level ``library/``."""
     if domain == DEFAULT_DOMAIN:

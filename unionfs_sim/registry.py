@@ -93,7 +93,7 @@ from .formats.blobs import compression_of, read_layer
 from .image import Image, sha256
 from .layer import BlobSource, Layer
 from .mediatypes import CONFIG_MEDIA_TYPES, INDEX_MEDIA_TYPES, MANIFEST_MEDIA_TYPES
-from .reference import Reference
+from .reference import Reference, names_domain
 
 if TYPE_CHECKING:
     from .serve import Server
@@ -1061,9 +1061,7 @@ class Registry:
             repos = [r for r in self._store.repo_names() if digest in self._store.repo_manifests(r)]
         out = []
         for repo in repos:
-            first = repo.split("/", 1)[0]
-            has_domain = "/" in repo and ("." in first or ":" in first or first == "localhost")
-            name = f"{host}/{repo}" if host is not None and not has_domain else repo
+            name = f"{host}/{repo}" if host is not None and not names_domain(repo) else repo
             out.append(f"{Reference.parse(name).familiar_name}@{digest}")
         return sorted(out)
 
