@@ -257,3 +257,84 @@ def test_redirected_trees_as_the_kernel_shows_them(tmp_path: Path) -> None:
                 assert (fs.listdir("/" + p), fs.lstat("/" + p).st_nlink) == want, (type(low).__name__, p)
     finally:
         assert unmount(str(mnt), lazy=False) == 0
+
+
+def _at(root: Path, rel: str) -> tuple[int, str]:
+    """``root/rel`` as (its parent opened by walking, its name): the path is past PATH_MAX."""
+    *parents, name = rel.split("/")
+    fd = os.open(root, os.O_PATH | os.O_DIRECTORY)
+    for p in parents:
+        nfd = os.open(p, os.O_PATH | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = nfd
+    return fd, name
+
+
+def test_a_lower_deeper_than_path_max(tmp_path: Path) -> None:
+    """A lower directory whose paths pass PATH_MAX (an earlier upperdir the drop-in or the
+    kernel wrote) is read lazily as the kernel's overlayfs reads it: entries, data, symlinks,
+    xattrs, hard links, whiteouts and copy-up of a deep file (ENAMETOOLONG before)."""
+    import subprocess
+
+    from unionfs_sim.linux import unmount
+    from unionfs_sim.testing.kernel import kernel_unavailable
+
+    low = tmp_path / "low"
+    low.mkdir()
+    deep = "/".join(chr(ord("a") + i) * 250 for i in range(18))  # 4,535 bytes
+    fd = os.open(low, os.O_PATH | os.O_DIRECTORY)
+    for part in deep.split("/"):
+        os.mkdir(part, 0o755, dir_fd=fd)
+        nfd = os.open(part, os.O_PATH | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = nfd
+    os.close(fd)
+    d, _ = _at(low, deep + "/x")
+    try:
+        wfd = os.open("f", os.O_WRONLY | os.O_CREAT, 0o640, dir_fd=d)
+        os.write(wfd, b"deep data")
+        os.close(wfd)
+        os.link("f", "hard", src_dir_fd=d, dst_dir_fd=d)
+        os.symlink("f", "s", dir_fd=d)
+        os.mknod("wh", stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=d)
+        os.setxattr(f"/proc/self/fd/{d}/f", "user.k", b"v")
+    finally:
+        os.close(d)
+
+    empty = tmp_path / "empty"  # the kernel mounts no fewer than two lowers read-only
+    empty.mkdir()
+    lazy = DiskLower([str(low), str(empty)])
+    fs = FileSystem(Overlay(lazy, readonly=True)).unbounded()
+    top = "/" + deep
+    # A whiteout in a directory only one layer has is listed (readdir passes through) but
+    # not found, as the kernel shows it (compared below).
+    assert sorted(fs.listdir(top)) == ["f", "hard", "s", "wh"] and not fs.exists(top + "/wh")
+    assert fs.read_bytes(top + "/f") == b"deep data"
+    assert fs.readlink(top + "/s") == "f"
+    assert fs.getxattr(top + "/f", "user.k") == b"v"
+    assert fs.lstat(top + "/f").st_ino == fs.lstat(top + "/hard").st_ino
+    assert fs.lstat(top + "/f").st_nlink == 2
+
+    rw = FileSystem(Overlay(DiskLower([str(low)]))).unbounded()
+    with rw.open(top + "/f", "ab") as f:  # copy-up reads the deep lower file
+        f.write(b"+")
+    assert rw.read_bytes(top + "/f") == b"deep data+"
+
+    why = kernel_unavailable()
+    if why:
+        pytest.skip(why)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "overlay", "overlay", "-o", f"lowerdir={empty}:{low}", str(mnt)], check=True)
+    try:
+        k, _ = _at(mnt, deep + "/x")
+        try:
+            want = sorted(os.listdir(f"/proc/self/fd/{k}"))
+            rfd = os.open("f", os.O_RDONLY, dir_fd=k)
+            data = os.read(rfd, 100)
+            os.close(rfd)
+        finally:
+            os.close(k)
+        assert (sorted(fs.listdir(top)), fs.read_bytes(top + "/f")) == (want, data)
+    finally:
+        assert unmount(str(mnt), lazy=False) == 0

@@ -41,6 +41,53 @@ def unmount(path: str, *, lazy: bool) -> int:
     return errno.ENOENT
 
 
+_LONG = 3000
+"""Past this many bytes :func:`reachable` walks to a path instead of naming it whole."""
+
+
+def too_long(path: str) -> bool:
+    """Whether :func:`reachable` would walk to ``path`` (a cheap test for the common case)."""
+    return len(path) >= _LONG // 4 and len(os.fsencode(path)) >= _LONG
+
+
+def open_dir_walking(path: str) -> int:
+    """An ``O_PATH`` descriptor of directory ``path`` of any length, opened a few
+    components at a time (each step shorter than PATH_MAX), as ``openat`` walks do."""
+    flags = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
+    parts = [p for p in path.split("/") if p]
+    fd = os.open("/" if path.startswith("/") else ".", flags)
+    try:
+        step: list[str] = []
+        size = 0
+        for i, part in enumerate(parts):
+            step.append(part)
+            size += len(os.fsencode(part)) + 1
+            if size >= _LONG or i == len(parts) - 1:
+                nfd = os.open("/".join(step), flags, dir_fd=fd)
+                os.close(fd)
+                fd, step, size = nfd, [], 0
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+@contextlib.contextmanager
+def reachable(path: str) -> Iterator[str]:
+    """``path`` in a form one system call takes: itself, or when it is past PATH_MAX (a lower
+    or upper directory's deep tree), its last component under ``/proc/self/fd/N``, N being
+    its directory opened by :func:`open_dir_walking` and closed on leaving."""
+    if not too_long(path):
+        yield path
+        return
+    parent, name = os.path.split(path)
+    fd = open_dir_walking(parent)
+    try:
+        yield f"/proc/self/fd/{fd}/{name}"
+    finally:
+        os.close(fd)
+
+
 _libc: Any = None
 
 

@@ -19,6 +19,8 @@ from typing import Any, ClassVar
 
 import attrs
 
+from .linux import reachable
+
 
 class FrozenDict(Mapping[str, bytes]):
     """A hashable, read-only mapping of xattr names to values."""
@@ -187,7 +189,8 @@ class DiskBytes:
 
     def _open(self) -> int:
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+            with reachable(self.path) as where:
+                fd = os.open(where, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
         except FileNotFoundError:
             raise self._changed("was removed") from None
         except OSError as e:

@@ -44,6 +44,7 @@ from typing import Any, Literal
 import attrs
 
 from ..errors import FormatError
+from ..linux import reachable, too_long
 from ..nodes import WHITEOUT, Content, Device, Dir, DiskBytes, Entry, Fifo, File, FrozenDict, Socket, Symlink, Whiteout
 from ..paths import confine, key, parents, split
 from .tar import canonical_order
@@ -403,7 +404,8 @@ class _Reader:
                 data = _read_data(full, st)
             node = File(data, **meta)
         elif fmt == _stat.S_IFLNK:
-            node = Symlink(os.readlink(full), **meta)
+            with reachable(full) as where:
+                node = Symlink(os.readlink(where), **meta)
         elif fmt == _stat.S_IFIFO:
             node = Fifo(**meta)
         elif fmt == _stat.S_IFSOCK:
@@ -460,10 +462,13 @@ class LayerDir:
         prefix = k + "/" if k else ""
         xwh = self._xwh.get(k, False)
         out: dict[str, Entry] = {}
-        with os.scandir(full) as it:
-            children = sorted((e.name, e.path, e.stat(follow_symlinks=False)) for e in it)
-        for name, cfull, cst in children:
+        with reachable(full) as where, os.scandir(where) as it:
+            # A deep directory is listed through its descriptor; its entries keep their
+            # real paths (lazy data and xattrs read them later, walking again).
+            children = sorted((e.name, e.stat(follow_symlinks=False)) for e in it)
+        for name, cst in children:
             ck = prefix + name
+            cfull = os.path.join(full, name)
             if _stat.S_ISDIR(cst.st_mode):
                 own, over = r._xattrs(cfull)
                 out[name] = r._dir(ck, cfull, cst, own, over)
@@ -494,6 +499,9 @@ class LayerDir:
 
 def _read_xattrs(full: str, namespaces: tuple[str, ...]) -> tuple[dict[str, bytes], dict[str, bytes]]:
     """The entry's own xattrs, and the overlay ones (namespace stripped)."""
+    if too_long(full):
+        with reachable(full) as where:
+            return _read_xattrs(where, namespaces)
     try:
         names = os.listxattr(full, follow_symlinks=False)
     except OSError as e:
@@ -526,9 +534,10 @@ def _lazy_xattrs(full: str, ident: tuple[int, int], namespaces: tuple[str, ...])
     """A lazy lower entry's own xattrs, read when first asked for: EIO naming it if it is
     no longer the entry that was read (as :class:`~unionfs_sim.nodes.DiskBytes` does)."""
     try:
-        st = os.lstat(full)
-        if (st.st_dev, st.st_ino) == ident:
-            return _read_xattrs(full, namespaces)[0]
+        with reachable(full) as where:
+            st = os.lstat(where)
+            if (st.st_dev, st.st_ino) == ident:
+                return _read_xattrs(where, namespaces)[0]
     except FileNotFoundError:
         pass
     raise OSError(errno.EIO, "lower file removed or replaced since it was read as a layer", full)
