@@ -20,7 +20,7 @@ from .efficiency import (
     read_ci_config,
 )
 from .flatten import export, squash
-from .history import HistoryRow, history
+from .history import HistoryRow, ImageStore, history
 from .inspect import inspect
 from .scan import ImageLike, ScannedImage, SizedFile, scan
 from .sizes import SIZE_RULES, layer_size, layer_sizes
@@ -36,6 +36,7 @@ __all__ = [
     "Finding",
     "HistoryRow",
     "ImageLike",
+    "ImageStore",
     "ImageUsage",
     "LayerUse",
     "RuleResult",

@@ -6,6 +6,8 @@ Two rule sets, from their sources (Docker 20.10 and its BuildKit 0.8):
 image cache with the parent image id and the whole container config, the step's command
 in ``Cmd`` (``#(nop) ENV ...`` for metadata, ``COPY file:<tarsum> in /dst``, ``|N k=v sh -c
 ...`` for RUN); one miss makes a new parent, so everything after it in the stage misses.
+Each step commits an intermediate image on its parent (kept in ``Builder.by_id``, the
+link in ``Builder.parents``): the cache is the chain of those images.
 
 ``buildkit`` (``frontend/dockerfile/dockerfile2llb``): only WORKDIR, COPY, ADD and RUN are
 vertices with a cache verdict; a vertex's key is its op plus its inputs' keys, where copy
@@ -147,13 +149,14 @@ class _State:
     layers: list[Layer]
     history: list[History]
     config: dict[str, Any]
-    parent: str                 # classic: id of the image so far; buildkit: key of its filesystem
+    parent: str                 # classic: id of the image so far ("" on scratch); buildkit: key of its filesystem
     origins: dict[str, int]
     args: dict[str, str]        # ARGs in scope -> value (_NO_VALUE: declared without one)
     arg_order: list[str]
     cause: int | None = None    # root-cause step of the last miss in this chain
     author: str | None = None
-    image: Image | None = None
+    image: Image | None = None  # classic: the image whose id is parent (None on scratch)
+    base: str | None = None     # the parent the stage's chain started from (FROM an image or scratch)
 
     def current(self) -> Image:
         if self.image is None:
@@ -303,6 +306,12 @@ class Builder:
     FUSE server) or ``"auto"`` (chroot where this machine can mount, else python).
     ``epoch`` is the time written into history, configs and every file's mtime, so the
     same inputs give the same layers and ids.
+
+    Like the daemon it models, a builder is also an image store: :attr:`by_id` holds every
+    image it knows (tagged, loaded, and the intermediate image each classic step commits)
+    and :meth:`parent` the link from an image to the one it was committed on, which
+    ``analysis.history(image, store=builder)`` and ``image.inspect(store=builder)`` show as
+    Docker shows them (real ids instead of ``<missing>``, ``Parent``).
     """
 
     def __init__(self, registry: Any = None, *, isolation: str = "auto", epoch: int | None = None,
@@ -319,6 +328,11 @@ class Builder:
         self.commands: dict[str, RunFunction] = dict(commands or {})
         self.images: dict[str, Image] = {}
         self.caches: dict[str, Cache] = {r: Cache() for r in RULES}
+        self.by_id: dict[str, Image] = {}
+        """Every image this builder holds, by id: tagged ones and classic intermediates."""
+        self.parents: dict[str, str] = {}
+        """Image id -> the id of the image it was committed on (classic builds only; moby
+        ``image/store.go`` ``SetParent``). BuildKit and loaded images have none."""
 
     # --- local images --------------------------------------------------------------
 
@@ -338,9 +352,13 @@ class Builder:
     def add(self, image: Image, tag: str) -> None:
         """Make ``image`` known locally as ``tag`` (what ``docker load``/``pull`` does)."""
         self.images[self._normal(tag)] = image
+        self.by_id[image.id] = image
 
     def resolve(self, name: str) -> Image:
-        """The image FROM ``name`` means: a local tag, else the registry; LookupError otherwise."""
+        """The image FROM ``name`` means: an image id (``sha256:...``, intermediates too), a local
+        tag, else the registry; LookupError otherwise."""
+        if name in self.by_id:
+            return self.by_id[name]
         key = self._normal(name)
         if key in self.images:
             return self.images[key]
@@ -351,6 +369,20 @@ class Builder:
                 pass
         raise LookupError(f"image {name!r} not found locally (Builder.images) "
                           f"{'or in the registry' if self.registry is not None else '(no registry given)'}")
+
+    def parent(self, image_id: str) -> str:
+        """The id of the image ``image_id`` was committed on, or "" (``docker image inspect``'s ``Parent``)."""
+        return self.parents.get(image_id, "")
+
+    def tags(self, image_id: str) -> list[str]:
+        """The local tags naming ``image_id``, sorted as Docker's reference store lists them."""
+        return sorted(t for t, img in self.images.items() if img.id == image_id)
+
+    def _commit(self, image: Image, parent: str) -> None:
+        """Keep ``image`` as a child of ``parent`` (a classic step's intermediate image)."""
+        self.by_id[image.id] = image
+        if parent:
+            self.parents[image.id] = parent
 
     # --- building --------------------------------------------------------------------
 
@@ -380,6 +412,7 @@ class Builder:
         run = _Run(self, df, ctx, dict(build_args or {}), target, no_cache, rules,
                    isolation or self.isolation)
         image, steps = run.go()
+        self.by_id[image.id] = image
         if tag is not None:
             self.images[tag] = image
         return BuildResult(image, steps, rules, tag)
@@ -535,11 +568,13 @@ class _Run:
                     n = self.numbers[id(ins)]
                     self.steps[n] = Step(n, ins.original, self._label(i), ins.line, None, None, why)
         final = self.results[self.target]
-        image = self._image(final)
+        # classic: the image of the last step (the base itself when the stage has no steps)
+        image = final.image if self.classic and final.parent and final.image else self._image(final)
         return image, [self.steps[n] for n in sorted(self.steps)]
 
     def _image(self, s: _State) -> Image:
-        doc: dict[str, Any] = {"config": s.config, "architecture": "amd64", "os": "linux",
+        """The image of a stage as it stands (a copy of its config: later steps change the state's)."""
+        doc: dict[str, Any] = {"config": _copy.deepcopy(s.config), "architecture": "amd64", "os": "linux",
                                "created": _iso(self.b.epoch)}
         if s.author:
             doc["author"] = s.author
@@ -555,12 +590,16 @@ class _Run:
         if name.lower() in self.names:
             prev = self.results[self.names[name.lower()]]
             state = _State(list(prev.layers), list(prev.history), _copy.deepcopy(prev.config), prev.parent,
-                           dict(prev.origins), {}, [], prev.cause, prev.author)
+                           dict(prev.origins), {}, [], prev.cause, prev.author,
+                           prev.image if self.classic else None, prev.base)
         elif name == "scratch":
             cfg0: dict[str, Any] = {"Env": [f"PATH={DEFAULT_PATH}"]}
             if not self.classic:
                 cfg0["WorkingDir"] = "/"  # dockerfile2llb emptyImage
-            state = _State([], [], cfg0, "scratch", {}, {}, [])
+            # scratch is no image: classic steps on it have no parent (moby getLocalCachedImage
+            # looks among the images without one)
+            root = "" if self.classic else "scratch"
+            state = _State([], [], cfg0, root, {}, {}, [], base=root)
         else:
             try:
                 base = self.b.resolve(name)
@@ -571,10 +610,11 @@ class _Run:
                    if v not in (None, [], {}, "", False) and k not in ("Image", "Hostname")}
             if not cfg.get("Env"):
                 cfg["Env"] = [f"PATH={DEFAULT_PATH}"]
-            state = _State(list(base.layers), list(base.history), cfg,
-                           ("image:" + base.id) if self.classic else ("image:" + base.id), {}, {}, [])
+            # classic: the base image is the first parent; BuildKit: its key names the image
+            root = base.id if self.classic else "image:" + base.id
+            state = _State(list(base.layers), list(base.history), cfg, root, {}, {}, [],
+                           image=base if self.classic else None, base=root)
             state.origins["base image"] = frm.line
-        state.image = None
         self.steps[n] = Step(n, frm.original, label, frm.line, None, None, None)
         for ins in st[1:]:
             self._dispatch(ins, state, label)
@@ -796,7 +836,7 @@ class _Run:
         if cand is None:
             if s.cause is not None:
                 return key, None, False, f"parent step {s.cause} missed", s.cause
-            if parent.startswith("image:") or parent == "scratch":
+            if parent == s.base:
                 if self.cache.records and not self.cache.has_parent(parent):
                     return key, None, False, "base image changed (nothing in the cache was built on it)", None
                 return key, None, False, "not in the cache (first build of this step)", None
@@ -806,10 +846,34 @@ class _Run:
             return key, None, False, f"instruction changed (was: {cand.kind} {was})", None
         return key, None, False, describe_difference(components, cand.components, lines), None
 
-    def _record(self, key: str, parent: str, kind: str, components: list[tuple[str, str]], layer: Layer | None,
-                hist: History, s: _State) -> None:
-        rec = Record(key, parent, kind, tuple(components), layer, hist, json.dumps(s.config, sort_keys=True))
-        self.cache.put(rec)
+    def _advance(self, s: _State, key: str, kind: str, components: list[tuple[str, str]], rec: Record | None,
+                 layer: Layer | None, hist: History, cause: int | None, n: int) -> None:
+        """Put step ``n``'s result on the stage: a hit's (``rec``) from the cache, a miss's
+        (``layer``, ``hist``) recorded in it.
+
+        Under classic rules every step commits an image, the parent of the next step
+        (``builder/dockerfile/internals.go`` ``commit``/``exportImage``); a hit takes the image
+        the cache holds, with the id and created time of the build that made it, as Docker
+        does. Under BuildKit's the next parent is the step's key and nothing is committed.
+        """
+        parent = s.parent
+        if rec is not None and self.classic:
+            img = self.b.by_id[rec.image]
+            s.layers, s.history, s.image, s.parent = list(img.layers), list(img.history), img, img.id
+            return
+        if layer is not None:
+            s.layers.append(layer)
+        s.history.append(hist)
+        s.image = None
+        s.parent = key
+        if self.classic:
+            s.image = self._image(s)
+            self.b._commit(s.image, parent)
+            s.parent = s.image.id
+        if rec is None:
+            self.cache.put(Record(key, parent, kind, tuple(components), layer, hist,
+                                  json.dumps(s.config, sort_keys=True), s.parent if self.classic else ""))
+            s.cause = cause if cause is not None else n
 
     def _meta(self, ins: Instruction, s: _State, label: str | int, comment: str, n: int) -> None:
         """A metadata-only step: a verdict under classic rules (``#(nop)`` probe), none under BuildKit."""
@@ -829,12 +893,7 @@ class _Run:
             components += [(f"ARG {k}", v) for k, v in s.build_args()]
         key, rec, cached, reason, cause = self._verdict(ins, s, label, n, ins.cmd, material, components, s.parent)
         hist = History(created_by=created_by, created=_iso(self.b.epoch), empty_layer=True)
-        if not cached:
-            self._record(key, s.parent, ins.cmd, components, None, hist, s)
-            s.cause = cause if cause is not None else n
-        s.parent = key
-        s.history.append(hist)
-        s.image = None
+        self._advance(s, key, ins.cmd, components, rec, None, hist, cause, n)
         self.steps[n] = Step(n, n_ins, label, ins.line, created_by, cached, reason, cause)
 
     def _layer_step(self, ins: Instruction, s: _State, label: str | int, n: int, kind: str, material: Any,
@@ -843,22 +902,15 @@ class _Run:
         """A step that may add a layer: hit -> the cached layer; miss -> run ``apply`` on a container."""
         parent = s.parent
         key, rec, cached, reason, cause = self._verdict(ins, s, label, n, kind, material, components, parent)
-        if rec is not None and cached:
-            layer = rec.layer
-            hist = rec.history
+        if rec is not None:
+            layer, hist = rec.layer, rec.history
         else:
             c = s.current().container()
             apply(c)
             layer = self._normalise(c)
             hist = History(created_by=created_by, created=_iso(self.b.epoch),
                            comment=None if self.classic else "buildkit.dockerfile.v0", empty_layer=layer is None)
-            self._record(key, parent, kind, components, layer, hist, s)
-            s.cause = cause if cause is not None else n
-        if layer is not None:
-            s.layers.append(layer)
-        s.history.append(hist)
-        s.image = None
-        s.parent = key
+        self._advance(s, key, kind, components, rec, layer, hist, cause, n)
         self.steps[n] = Step(n, self._shown(ins, s), label, ins.line, created_by, cached, reason, cause)
 
     def _shown(self, ins: Instruction, s: _State) -> str:
