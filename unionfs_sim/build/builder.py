@@ -155,8 +155,11 @@ class _State:
     arg_order: list[str]
     cause: int | None = None    # root-cause step of the last miss in this chain
     author: str | None = None
-    image: Image | None = None  # classic: the image whose id is parent (None on scratch)
+    image: Image | None = None  # a working view of layers and history (no config), made when needed
     base: str | None = None     # the parent the stage's chain started from (FROM an image or scratch)
+    # classic: the image whose id is parent (None on scratch); kept apart from the working
+    # view so the images the builder stores never hold a flattened index nobody asked for
+    committed: Image | None = None
 
     def current(self) -> Image:
         if self.image is None:
@@ -569,7 +572,7 @@ class _Run:
                     self.steps[n] = Step(n, ins.original, self._label(i), ins.line, None, None, why)
         final = self.results[self.target]
         # classic: the image of the last step (the base itself when the stage has no steps)
-        image = final.image if self.classic and final.parent and final.image else self._image(final)
+        image = final.committed if self.classic and final.committed is not None else self._image(final)
         return image, [self.steps[n] for n in sorted(self.steps)]
 
     def _image(self, s: _State) -> Image:
@@ -590,8 +593,8 @@ class _Run:
         if name.lower() in self.names:
             prev = self.results[self.names[name.lower()]]
             state = _State(list(prev.layers), list(prev.history), _copy.deepcopy(prev.config), prev.parent,
-                           dict(prev.origins), {}, [], prev.cause, prev.author,
-                           prev.image if self.classic else None, prev.base)
+                           dict(prev.origins), {}, [], prev.cause, prev.author, base=prev.base,
+                           committed=prev.committed)
         elif name == "scratch":
             cfg0: dict[str, Any] = {"Env": [f"PATH={DEFAULT_PATH}"]}
             if not self.classic:
@@ -613,7 +616,7 @@ class _Run:
             # classic: the base image is the first parent; BuildKit: its key names the image
             root = base.id if self.classic else "image:" + base.id
             state = _State(list(base.layers), list(base.history), cfg, root, {}, {}, [],
-                           image=base if self.classic else None, base=root)
+                           base=root, committed=base if self.classic else None)
             state.origins["base image"] = frm.line
         self.steps[n] = Step(n, frm.original, label, frm.line, None, None, None)
         for ins in st[1:]:
@@ -859,7 +862,8 @@ class _Run:
         parent = s.parent
         if rec is not None and self.classic:
             img = self.b.by_id[rec.image]
-            s.layers, s.history, s.image, s.parent = list(img.layers), list(img.history), img, img.id
+            s.layers, s.history, s.committed, s.parent = list(img.layers), list(img.history), img, img.id
+            s.image = None
             return
         if layer is not None:
             s.layers.append(layer)
@@ -867,9 +871,9 @@ class _Run:
         s.image = None
         s.parent = key
         if self.classic:
-            s.image = self._image(s)
-            self.b._commit(s.image, parent)
-            s.parent = s.image.id
+            s.committed = self._image(s)
+            self.b._commit(s.committed, parent)
+            s.parent = s.committed.id
         if rec is None:
             self.cache.put(Record(key, parent, kind, tuple(components), layer, hist,
                                   json.dumps(s.config, sort_keys=True), s.parent if self.classic else ""))
