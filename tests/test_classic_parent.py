@@ -111,6 +111,8 @@ class Side:
 
     rows: dict[Case, list[Row]] = attrs.field(factory=dict)
     parent: dict[Case, str] = attrs.field(factory=dict)
+    config_image: dict[Case, str] = attrs.field(factory=dict)
+    """``Config.Image`` of the inspect output: the parent again, where Docker writes one."""
 
 
 def our_rows(b: ufs.Builder, image: ufs.Image, mine: set[str]) -> list[Row]:
@@ -133,7 +135,8 @@ def build_ours(b: ufs.Builder, ctx: Path, cases: Sequence[Case], mine: set[str])
     for c in cases:
         image = b.resolve(c.tag)
         side.rows[c] = our_rows(b, image, mine)
-        side.parent[c] = image.inspect(store=b)["Parent"]
+        doc = image.inspect(store=b)
+        side.parent[c], side.config_image[c] = doc["Parent"], doc["Config"]["Image"]
     return side
 
 
@@ -146,7 +149,8 @@ def build_theirs(docker: Docker, ctx: Path, cases: Sequence[Case], mine: set[str
                    env={"DOCKER_BUILDKIT": "1" if c.rules == "buildkit" else "0"})
     for c in cases:
         side.rows[c] = their_rows(docker, c.tag, mine)
-        side.parent[c] = docker_inspect(docker, c.tag)["Parent"]
+        doc = docker_inspect(docker, c.tag)
+        side.parent[c], side.config_image[c] = doc["Parent"], doc["Config"]["Image"]
     return side
 
 
@@ -187,6 +191,7 @@ def test_model_chains(model_base: ufs.Image, tmp_path: Path) -> None:
 
     for c in CASES:
         assert chain_problems(first.rows[c], first.parent[c], c.rules, history_of) == [], c
+        assert first.config_image[c] == first.parent[c]   # Docker writes the parent into Config.Image too
     run = first.rows[case("run", "classic")]
     assert [r[0] != MISSING for r in run] == [True] * len(run) == [True] * 6   # every row down to the base
     # the base row shows every tag of the base: FROM-only classic builds tag the base itself
@@ -256,6 +261,7 @@ def test_same_chain_as_docker(docker: Docker, both: dict[str, Any], case: Case) 
     shape = [[(r[0] == MISSING, r[1], r[2]) for r in rows] for rows in (t, o)]
     assert shape[1] == shape[0]
     assert bool(ours.parent[case]) == bool(theirs.parent[case])
+    assert theirs.config_image[case] == theirs.parent[case] and ours.config_image[case] == ours.parent[case]
     assert chain_problems(t, theirs.parent[case], case.rules, lambda i: their_rows(docker, i, mine)) == []
     assert chain_problems(o, ours.parent[case], case.rules, lambda i: our_rows(b, b.resolve(i), mine)) == []
 

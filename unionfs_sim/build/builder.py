@@ -575,10 +575,16 @@ class _Run:
         image = final.committed if self.classic and final.committed is not None else self._image(final)
         return image, [self.steps[n] for n in sorted(self.steps)]
 
-    def _image(self, s: _State) -> Image:
-        """The image of a stage as it stands (a copy of its config: later steps change the state's)."""
+    def _image(self, s: _State, parent: str = "") -> Image:
+        """The image of a stage as it stands (a copy of its config: later steps change the state's).
+
+        ``parent``: the image a classic step commits on, which Docker also writes into the
+        config's ``Image`` (``runConfig.Image``, in ``docker image inspect``'s ``Config``).
+        """
         doc: dict[str, Any] = {"config": _copy.deepcopy(s.config), "architecture": "amd64", "os": "linux",
                                "created": _iso(self.b.epoch)}
+        if parent:
+            doc["config"]["Image"] = parent
         if s.author:
             doc["author"] = s.author
         return Image.from_layers(s.layers, ImageConfig.from_json(doc), s.history)
@@ -871,7 +877,7 @@ class _Run:
         s.image = None
         s.parent = key
         if self.classic:
-            s.committed = self._image(s)
+            s.committed = self._image(s, parent)
             self.b._commit(s.committed, parent)
             s.parent = s.committed.id
         if rec is None:
