@@ -875,14 +875,15 @@ class _Run:
             s.layers.append(layer)
         s.history.append(hist)
         s.image = None
-        s.parent = key
+        committed = ""
         if self.classic:
             s.committed = self._image(s, parent)
             self.b._commit(s.committed, parent)
-            s.parent = s.committed.id
+            committed = s.committed.id
+        s.parent = committed or key
         if rec is None:
             self.cache.put(Record(key, parent, kind, tuple(components), layer, hist,
-                                  json.dumps(s.config, sort_keys=True), s.parent if self.classic else ""))
+                                  json.dumps(s.config, sort_keys=True), committed))
             s.cause = cause if cause is not None else n
 
     def _meta(self, ins: Instruction, s: _State, label: str | int, comment: str, n: int) -> None:
