@@ -82,7 +82,10 @@ def case(name: str, rules: str) -> Case:
     (c,) = [c for c in CASES if (c.name, c.rules) == (name, rules)]
     return c
 
+
 CONTEXT = {"f.txt": "hello\n"}
+MINE = {c.tag for c in CASES} | {"busybox:latest"}
+"""The tags this module gives (others of the session are left out of the rows compared)."""
 
 
 def chain_problems(rows: Sequence[Row], parent: str, rules: str, history_of: Callable[[str], list[Row]]) -> list[str]:
@@ -115,32 +118,31 @@ class Side:
     """``Config.Image`` of the inspect output: the parent again, where Docker writes one."""
 
 
-def our_rows(b: ufs.Builder, image: ufs.Image, mine: set[str]) -> list[Row]:
+def our_rows(b: ufs.Builder, image: ufs.Image) -> list[Row]:
     """Our ``docker history`` rows with the parent chain the builder keeps."""
-    return [(r.id, r.created_by, tuple(t for t in r.tags if t in mine)) for r in analysis.history(image, store=b)]
+    return [(r.id, r.created_by, tuple(t for t in r.tags if t in MINE)) for r in analysis.history(image, store=b)]
 
 
-def their_rows(docker: Docker, ref: str, mine: set[str]) -> list[Row]:
-    """The daemon's history rows (its API: the CLI does not print tags; tags other tests of
-    the session may add are left out)."""
-    return [(h["Id"], h["CreatedBy"], tuple(t for t in h["Tags"] or () if t in mine))
+def their_rows(docker: Docker, ref: str) -> list[Row]:
+    """The daemon's history rows (from its API: the CLI does not print tags)."""
+    return [(h["Id"], h["CreatedBy"], tuple(t for t in h["Tags"] or () if t in MINE))
             for h in api(docker, f"/images/{ref}/history")]
 
 
-def build_ours(b: ufs.Builder, ctx: Path, cases: Sequence[Case], mine: set[str]) -> Side:
+def build_ours(b: ufs.Builder, ctx: Path, cases: Sequence[Case]) -> Side:
     """Every case built by the model, in order; rows read when all are built (tags come later)."""
     side = Side()
     for c in cases:
         b.build(ctx, tag=c.tag, rules=c.rules, dockerfile_text=c.dockerfile)
     for c in cases:
         image = b.resolve(c.tag)
-        side.rows[c] = our_rows(b, image, mine)
+        side.rows[c] = our_rows(b, image)
         doc = image.inspect(store=b)
         side.parent[c], side.config_image[c] = doc["Parent"], doc["Config"]["Image"]
     return side
 
 
-def build_theirs(docker: Docker, ctx: Path, cases: Sequence[Case], mine: set[str]) -> Side:
+def build_theirs(docker: Docker, ctx: Path, cases: Sequence[Case]) -> Side:
     """Every case built by the daemon, in order; rows read when all are built."""
     side = Side()
     for c in cases:
@@ -148,7 +150,7 @@ def build_theirs(docker: Docker, ctx: Path, cases: Sequence[Case], mine: set[str
         docker.run("build", "-q", "--network", "none", "-t", c.tag, str(ctx),
                    env={"DOCKER_BUILDKIT": "1" if c.rules == "buildkit" else "0"})
     for c in cases:
-        side.rows[c] = their_rows(docker, c.tag, mine)
+        side.rows[c] = their_rows(docker, c.tag)
         doc = docker_inspect(docker, c.tag)
         side.parent[c], side.config_image[c] = doc["Parent"], doc["Config"]["Image"]
     return side
@@ -183,11 +185,10 @@ def test_model_chains(model_base: ufs.Image, tmp_path: Path) -> None:
     """Our classic images link every step, BuildKit's none; a rebuild reuses every id."""
     b = _model_builder(model_base)
     ctx = _context(tmp_path)
-    mine = {c.tag for c in CASES} | {"busybox:latest"}
-    first = build_ours(b, ctx, CASES, mine)
+    first = build_ours(b, ctx, CASES)
 
     def history_of(image_id: str) -> list[Row]:
-        return our_rows(b, b.resolve(image_id), mine)
+        return our_rows(b, b.resolve(image_id))
 
     for c in CASES:
         assert chain_problems(first.rows[c], first.parent[c], c.rules, history_of) == [], c
@@ -203,7 +204,7 @@ def test_model_chains(model_base: ufs.Image, tmp_path: Path) -> None:
     links = dict(b.parents)
     classic = [c for c in CASES if c.rules == "classic"]
     b.epoch += 3600   # a hit reuses the committed image, created time and all (Docker's cache does too)
-    again = build_ours(b, ctx, classic, mine)
+    again = build_ours(b, ctx, classic)
     assert {c: again.rows[c] for c in classic} == {c: first.rows[c] for c in classic}
     assert {c: again.parent[c] for c in classic} == {c: first.parent[c] for c in classic}
     assert b.parents == links   # nothing committed anew
@@ -238,11 +239,10 @@ def both(docker: Docker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[d
     base = saved(docker, docker.base, tmp)
     b = ufs.Builder(isolation="python")
     b.add(base, "busybox")
-    mine = {c.tag for c in CASES} | {"busybox:latest"}
     try:
-        out = {"b": b, "base": base, "mine": mine,
-               "theirs": build_theirs(docker, ctx, CASES, mine), "ours": build_ours(b, ctx, CASES, mine),
-               "theirs again": build_theirs(docker, ctx, CASES, mine), "ours again": build_ours(b, ctx, CASES, mine)}
+        out = {"b": b, "base": base,
+               "theirs": build_theirs(docker, ctx, CASES), "ours": build_ours(b, ctx, CASES),
+               "theirs again": build_theirs(docker, ctx, CASES), "ours again": build_ours(b, ctx, CASES)}
         yield out
     finally:
         docker.run("rmi", "-f", *sorted(c.tag for c in CASES), check=False)
@@ -256,14 +256,13 @@ def test_same_chain_as_docker(docker: Docker, both: dict[str, Any], case: Case) 
     theirs: Side = both["theirs"]
     ours: Side = both["ours"]
     b: ufs.Builder = both["b"]
-    mine: set[str] = both["mine"]
     t, o = theirs.rows[case], ours.rows[case]
     shape = [[(r[0] == MISSING, r[1], r[2]) for r in rows] for rows in (t, o)]
     assert shape[1] == shape[0]
     assert bool(ours.parent[case]) == bool(theirs.parent[case])
     assert theirs.config_image[case] == theirs.parent[case] and ours.config_image[case] == ours.parent[case]
-    assert chain_problems(t, theirs.parent[case], case.rules, lambda i: their_rows(docker, i, mine)) == []
-    assert chain_problems(o, ours.parent[case], case.rules, lambda i: our_rows(b, b.resolve(i), mine)) == []
+    assert chain_problems(t, theirs.parent[case], case.rules, lambda i: their_rows(docker, i)) == []
+    assert chain_problems(o, ours.parent[case], case.rules, lambda i: our_rows(b, b.resolve(i))) == []
 
 
 def test_ids_correspond_and_survive_a_rebuild(both: dict[str, Any]) -> None:
