@@ -17,7 +17,9 @@ container. So the Docker test compares structure: the same rows carry ids or
 id names an image whose own history is the rows from there down, ids map one to one
 between the two sides (a step both caches share has one id on each side), a rebuild hitting
 the cache gives the same ids, and the one image both sides share byte for byte, the
-daemon's busybox loaded into the model with ``docker save``, has the same id.
+daemon's busybox loaded into the model with ``docker save``, has the same id. Each step's
+``ContainerConfig`` (the config it ran with, what the cache compares) equals Docker's but
+for the hostname (the build container's) and the parent id in ``Image``.
 """
 
 from __future__ import annotations
@@ -278,3 +280,30 @@ def test_ids_correspond_and_survive_a_rebuild(both: dict[str, Any]) -> None:
     base: ufs.Image = both["base"]
     assert (base.id, base.id) in pairs   # the one image both sides hold byte for byte
     assert any(c.rules == "classic" and len([r for r in theirs.rows[c] if r[0] != MISSING]) > 3 for c in CASES)
+
+
+def step_kind(created_by: str) -> str:
+    """The instruction of a classic history entry: ``/bin/sh -c #(nop)  ENV A=1`` -> ENV, a command -> RUN."""
+    if "#(nop)" in created_by:
+        return created_by.split("#(nop)", 1)[1].split()[0]
+    return "RUN" if created_by else ""
+
+
+def test_container_config_as_docker(docker: Docker, both: dict[str, Any]) -> None:
+    """Each classic step's image keeps the config the step ran with (its command in ``Cmd``,
+    the parent in ``Image``), as Docker's ``ContainerConfig`` does, on every row with an id;
+    only the build container's hostname and the ids differ."""
+    b: ufs.Builder = both["b"]
+    seen = set()
+    for c in CASES:
+        for t_row, o_row in zip(both["theirs"].rows[c], both["ours"].rows[c], strict=True):
+            if t_row[0] == MISSING:
+                break
+            want, got = docker_inspect(docker, t_row[0]), b.resolve(o_row[0]).inspect(store=b)
+            for doc in (want, got):
+                assert doc["ContainerConfig"]["Image"] == doc["Parent"]
+                doc["ContainerConfig"].pop("Hostname")
+                doc["ContainerConfig"].pop("Image")
+            assert got["ContainerConfig"] == want["ContainerConfig"], (c, t_row[1])
+            seen.add(step_kind(o_row[1]))
+    assert {"ENV", "LABEL", "CMD", "WORKDIR", "COPY", "RUN"} <= seen

@@ -575,11 +575,13 @@ class _Run:
         image = final.committed if self.classic and final.committed is not None else self._image(final)
         return image, [self.steps[n] for n in sorted(self.steps)]
 
-    def _image(self, s: _State, parent: str = "") -> Image:
+    def _image(self, s: _State, parent: str = "", container_config: dict[str, Any] | None = None) -> Image:
         """The image of a stage as it stands (a copy of its config: later steps change the state's).
 
         ``parent``: the image a classic step commits on, which Docker also writes into the
-        config's ``Image`` (``runConfig.Image``, in ``docker image inspect``'s ``Config``).
+        config's ``Image`` (``runConfig.Image``, in ``docker image inspect``'s ``Config``);
+        ``container_config``: the config the step ran with (its command in ``Cmd``), which
+        a classic commit keeps as ``container_config`` and its cache compares.
         """
         doc: dict[str, Any] = {"config": _copy.deepcopy(s.config), "architecture": "amd64", "os": "linux",
                                "created": _iso(self.b.epoch)}
@@ -587,7 +589,12 @@ class _Run:
             doc["config"]["Image"] = parent
         if s.author:
             doc["author"] = s.author
-        return Image.from_layers(s.layers, ImageConfig.from_json(doc), s.history)
+        img = Image.from_layers(s.layers, ImageConfig.from_json(doc), s.history)
+        if container_config is None:
+            return img
+        full = img.config_json()   # ImageConfig has no field for it: the bytes carry it
+        full["container_config"] = {**container_config, "Image": parent}
+        return Image.from_parts(s.layers, json.dumps(full, separators=(",", ":")).encode())
 
     # --- one stage --------------------------------------------------------------------
 
@@ -856,12 +863,14 @@ class _Run:
         return key, None, False, describe_difference(components, cand.components, lines), None
 
     def _advance(self, s: _State, key: str, kind: str, components: list[tuple[str, str]], rec: Record | None,
-                 layer: Layer | None, hist: History, cause: int | None, n: int) -> None:
+                 layer: Layer | None, hist: History, cause: int | None, n: int,
+                 probe: dict[str, Any] | None = None) -> None:
         """Put step ``n``'s result on the stage: a hit's (``rec``) from the cache, a miss's
         (``layer``, ``hist``) recorded in it.
 
         Under classic rules every step commits an image, the parent of the next step
-        (``builder/dockerfile/internals.go`` ``commit``/``exportImage``); a hit takes the image
+        (``builder/dockerfile/internals.go`` ``commit``/``exportImage``), keeping ``probe``
+        (the config the cache compared) as its ``container_config``; a hit takes the image
         the cache holds, with the id and created time of the build that made it, as Docker
         does. Under BuildKit's the next parent is the step's key and nothing is committed.
         """
@@ -877,7 +886,12 @@ class _Run:
         s.image = None
         committed = ""
         if self.classic:
-            s.committed = self._image(s, parent)
+            ran = dict(probe or {})
+            if kind not in ("RUN", "COPY", "ADD"):
+                # committed from the container it was probed with, whose Labels the daemon's
+                # create filled in (daemon merge); RUN commits its probe copy, COPY/ADD no container
+                ran.setdefault("Labels", {})
+            s.committed = self._image(s, parent, ran)
             self.b._commit(s.committed, parent)
             committed = s.committed.id
         s.parent = committed or key
@@ -904,7 +918,7 @@ class _Run:
             components += [(f"ARG {k}", v) for k, v in s.build_args()]
         key, rec, cached, reason, cause = self._verdict(ins, s, label, n, ins.cmd, material, components, s.parent)
         hist = History(created_by=created_by, created=_iso(self.b.epoch), empty_layer=True)
-        self._advance(s, key, ins.cmd, components, rec, None, hist, cause, n)
+        self._advance(s, key, ins.cmd, components, rec, None, hist, cause, n, probe)
         self.steps[n] = Step(n, n_ins, label, ins.line, created_by, cached, reason, cause)
 
     def _layer_step(self, ins: Instruction, s: _State, label: str | int, n: int, kind: str, material: Any,
@@ -921,7 +935,8 @@ class _Run:
             layer = self._normalise(c)
             hist = History(created_by=created_by, created=_iso(self.b.epoch),
                            comment=None if self.classic else "buildkit.dockerfile.v0", empty_layer=layer is None)
-        self._advance(s, key, kind, components, rec, layer, hist, cause, n)
+        self._advance(s, key, kind, components, rec, layer, hist, cause, n,
+                      material["config"] if self.classic else None)
         self.steps[n] = Step(n, self._shown(ins, s), label, ins.line, created_by, cached, reason, cause)
 
     def _shown(self, ins: Instruction, s: _State) -> str:
