@@ -20,8 +20,8 @@ from .efficiency import (
     read_ci_config,
 )
 from .flatten import export, squash
-from .history import HistoryRow, ImageStore, history
-from .inspect import inspect
+from .history import HistoryRow, history
+from .inspect import ImageStore, inspect
 from .scan import ImageLike, ScannedImage, SizedFile, scan
 from .sizes import SIZE_RULES, layer_size, layer_sizes
 from .usage import ContainerUsage, DiskUsage, ImageUsage, disk_usage

@@ -12,30 +12,19 @@ none. Pass that store (a :class:`~unionfs_sim.Builder`) as ``store=``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any, Protocol
+from collections.abc import Iterable
+from typing import Any
 
 import attrs
 
 from ..errors import FormatError
 from . import _gotime
+from .inspect import ImageStore
 from .scan import ImageLike
 from .sizes import Rules, layer_sizes
 
 MISSING = "<missing>"
 """The id Docker shows for a step whose image it does not have."""
-
-
-class ImageStore(Protocol):
-    """What ``docker history`` and ``inspect`` read of the daemon holding an image (a Builder is one)."""
-
-    def parent(self, image_id: str) -> str:
-        """The id of the image ``image_id`` was committed on, or ""."""
-        ...
-
-    def tags(self, image_id: str) -> Sequence[str]:
-        """The tags naming ``image_id``."""
-        ...
 
 
 @attrs.frozen

@@ -20,8 +20,19 @@ from typing import Any, Protocol
 
 from ..layer import Layer
 from . import _gotime
-from .history import ImageStore
 from .sizes import Rules, layer_sizes, per_layer
+
+
+class ImageStore(Protocol):
+    """What ``docker history`` and ``inspect`` read of the daemon holding an image (a Builder is one)."""
+
+    def parent(self, image_id: str) -> str:
+        """The id of the image ``image_id`` was committed on, or ""."""
+        ...
+
+    def tags(self, image_id: str) -> Sequence[str]:
+        """The tags naming ``image_id``."""
+        ...
 
 
 class Inspectable(Protocol):
