@@ -21,7 +21,7 @@ from .efficiency import (
 )
 from .flatten import export, squash
 from .history import HistoryRow, history
-from .inspect import inspect
+from .inspect import ImageStore, inspect
 from .scan import ImageLike, ScannedImage, SizedFile, scan
 from .sizes import SIZE_RULES, layer_size, layer_sizes
 from .usage import ContainerUsage, DiskUsage, ImageUsage, disk_usage
@@ -36,6 +36,7 @@ __all__ = [
     "Finding",
     "HistoryRow",
     "ImageLike",
+    "ImageStore",
     "ImageUsage",
     "LayerUse",
     "RuleResult",

@@ -4,8 +4,10 @@ Mirrors moby ``daemon/images/image_history.go`` (``ImageHistory``): one row per 
 the config's ``history`` (not per layer: an image whose history lists fewer non-empty
 steps than it has layers shows fewer rows, and one with more is an error); a non-empty
 step's size is its layer's ``DiffSize`` as the layer store counts it; the newest row
-carries the image id and its tags, the others ``<missing>`` (Docker fills in parent image
-ids only for images its classic builder made on that very daemon).
+carries the image id and its tags, the others ``<missing>``, unless the image's store
+knows its parents: Docker walks the ``Parent`` links its classic builder left on that
+very daemon, giving row *k* the id (and tags) of the *k*-th ancestor until an image has
+none. Pass that store (a :class:`~unionfs_sim.Builder`) as ``store=``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import attrs
 
 from ..errors import FormatError
 from . import _gotime
+from .inspect import ImageStore
 from .scan import ImageLike
 from .sizes import Rules, layer_sizes
 
@@ -59,12 +62,15 @@ def raw_history(image: ImageLike) -> list[dict[str, Any]]:
     return raw
 
 
-def history(image: ImageLike, *, tags: Iterable[str] = (), rule: Rules = "overlay2") -> list[HistoryRow]:
+def history(image: ImageLike, *, tags: Iterable[str] = (), rule: Rules = "overlay2",
+            store: ImageStore | None = None) -> list[HistoryRow]:
     """The rows of ``docker history`` for ``image``, newest first.
 
-    ``tags`` are the names the newest row shows (Docker lists the image's tags there);
-    ``rule`` how layer sizes are counted, one rule or one per layer (see :mod:`.sizes`;
-    Docker's overlay2 by default).
+    ``tags`` are the names the newest row shows (Docker lists the image's tags there;
+    default: the store's); ``rule`` how layer sizes are counted, one rule or one per layer
+    (see :mod:`.sizes`; Docker's overlay2 by default); ``store`` the image store holding
+    ``image`` (a :class:`~unionfs_sim.Builder`), whose parent links put ids and tags on
+    the older rows (``<missing>`` without one).
 
     Raises:
         FormatError: the history names more non-empty steps than the image has layers
@@ -95,6 +101,12 @@ def history(image: ImageLike, *, tags: Iterable[str] = (), rule: Rules = "overla
                                created_by=text(h, "created_by"), size=size, comment=text(h, "comment"),
                                empty_layer=empty, layer=idx, author=text(h, "author")))
     rows.reverse()
-    if rows:
-        rows[0] = attrs.evolve(rows[0], id=image.id, tags=tuple(tags))
+    top = tuple(tags)
+    image_id = image.id
+    for k, row in enumerate(rows):   # moby ImageHistory: "Fill in image IDs and tags"
+        shown = top if k == 0 and top else tuple(store.tags(image_id)) if store is not None else ()
+        rows[k] = attrs.evolve(row, id=image_id, tags=shown)
+        image_id = store.parent(image_id) if store is not None else ""
+        if not image_id:
+            break
     return rows

@@ -6,7 +6,9 @@ image store: ``Size`` is the sum of the layers' sizes as the layer store counts 
 (not the blob digests of a manifest), ``RepoDigests`` only what the caller names (Docker
 records them when an image is pushed to or pulled from a registry, never on build or
 load), ``Comment`` the config's or else the last history entry's, ``Created`` reprinted
-as Go does. ``Config`` is the config's ``config`` object decoded into Go's
+as Go does, ``Parent`` the image it was committed on when its store knows one (Docker's
+classic builder links every step's image to the previous one; BuildKit, ``docker load``
+and pulls leave it empty). ``Config`` is the config's ``config`` object decoded into Go's
 ``container.Config`` and encoded again, so it has every field Docker shows (``null``
 where the image has none).
 """
@@ -19,6 +21,18 @@ from typing import Any, Protocol
 from ..layer import Layer
 from . import _gotime
 from .sizes import Rules, layer_sizes, per_layer
+
+
+class ImageStore(Protocol):
+    """What ``docker history`` and ``inspect`` read of the daemon holding an image (a Builder is one)."""
+
+    def parent(self, image_id: str) -> str:
+        """The id of the image ``image_id`` was committed on, or ""."""
+        ...
+
+    def tags(self, image_id: str) -> Sequence[str]:
+        """The tags naming ``image_id``."""
+        ...
 
 
 class Inspectable(Protocol):
@@ -75,14 +89,17 @@ def go_container_config(raw: Mapping[str, Any] | None) -> dict[str, Any] | None:
 
 
 def inspect(image: Inspectable, repo_tags: Iterable[str] = (), repo_digests: Iterable[str] = (), *,
-            rule: Rules = "overlay2", graph_driver: Mapping[str, Any] | None = None) -> dict[str, Any]:
+            rule: Rules = "overlay2", graph_driver: Mapping[str, Any] | None = None,
+            store: ImageStore | None = None) -> dict[str, Any]:
     """A dict shaped like ``docker image inspect``'s item for ``image``.
 
     Args:
-        repo_tags: the names the image is tagged with (``["app:1"]``).
+        repo_tags: the names the image is tagged with (``["app:1"]``; default: the store's).
         repo_digests: ``name@sha256:...`` references it was pushed or pulled as.
         rule: how layer sizes are counted, one rule or one per layer (see :mod:`.sizes`).
         graph_driver: the ``GraphDriver`` object to show (default: the rule's driver, no data).
+        store: the image store holding ``image`` (a :class:`~unionfs_sim.Builder`): its
+            ``Parent`` and tags (without one: no parent, as after ``docker load``).
     """
     rules = per_layer(rule, len(image.layers))
     doc = image.config_json()
@@ -96,9 +113,9 @@ def inspect(image: Inspectable, repo_tags: Iterable[str] = (), repo_digests: Ite
         rootfs["Layers"] = image.diff_ids
     out: dict[str, Any] = {
         "Id": image.id,
-        "RepoTags": list(repo_tags),
+        "RepoTags": list(repo_tags) or (list(store.tags(image.id)) if store is not None else []),
         "RepoDigests": list(repo_digests),
-        "Parent": "",
+        "Parent": store.parent(image.id) if store is not None else "",
         "Comment": comment,
         "Created": _gotime.rfc3339nano(doc.get("created")),
         "Container": doc.get("container") or "",

@@ -6,6 +6,8 @@ Two rule sets, from their sources (Docker 20.10 and its BuildKit 0.8):
 image cache with the parent image id and the whole container config, the step's command
 in ``Cmd`` (``#(nop) ENV ...`` for metadata, ``COPY file:<tarsum> in /dst``, ``|N k=v sh -c
 ...`` for RUN); one miss makes a new parent, so everything after it in the stage misses.
+Each step commits an intermediate image on its parent (kept in ``Builder.by_id``, the
+link in ``Builder.parents``): the cache is the chain of those images.
 
 ``buildkit`` (``frontend/dockerfile/dockerfile2llb``): only WORKDIR, COPY, ADD and RUN are
 vertices with a cache verdict; a vertex's key is its op plus its inputs' keys, where copy
@@ -147,13 +149,17 @@ class _State:
     layers: list[Layer]
     history: list[History]
     config: dict[str, Any]
-    parent: str                 # classic: id of the image so far; buildkit: key of its filesystem
+    parent: str                 # classic: id of the image so far ("" on scratch); buildkit: key of its filesystem
     origins: dict[str, int]
     args: dict[str, str]        # ARGs in scope -> value (_NO_VALUE: declared without one)
     arg_order: list[str]
     cause: int | None = None    # root-cause step of the last miss in this chain
     author: str | None = None
-    image: Image | None = None
+    image: Image | None = None  # a working view of layers and history (no config), made when needed
+    base: str | None = None     # the parent the stage's chain started from (FROM an image or scratch)
+    # classic: the image whose id is parent (None on scratch); kept apart from the working
+    # view so the images the builder stores never hold a flattened index nobody asked for
+    committed: Image | None = None
 
     def current(self) -> Image:
         if self.image is None:
@@ -303,6 +309,12 @@ class Builder:
     FUSE server) or ``"auto"`` (chroot where this machine can mount, else python).
     ``epoch`` is the time written into history, configs and every file's mtime, so the
     same inputs give the same layers and ids.
+
+    Like the daemon it models, a builder is also an image store: :attr:`by_id` holds every
+    image it knows (tagged, loaded, and the intermediate image each classic step commits)
+    and :meth:`parent` the link from an image to the one it was committed on, which
+    ``analysis.history(image, store=builder)`` and ``image.inspect(store=builder)`` show as
+    Docker shows them (real ids instead of ``<missing>``, ``Parent``).
     """
 
     def __init__(self, registry: Any = None, *, isolation: str = "auto", epoch: int | None = None,
@@ -319,6 +331,11 @@ class Builder:
         self.commands: dict[str, RunFunction] = dict(commands or {})
         self.images: dict[str, Image] = {}
         self.caches: dict[str, Cache] = {r: Cache() for r in RULES}
+        self.by_id: dict[str, Image] = {}
+        """Every image this builder holds, by id: tagged ones and classic intermediates."""
+        self.parents: dict[str, str] = {}
+        """Image id -> the id of the image it was committed on (classic builds only; moby
+        ``image/store.go`` ``SetParent``). BuildKit and loaded images have none."""
 
     # --- local images --------------------------------------------------------------
 
@@ -338,9 +355,13 @@ class Builder:
     def add(self, image: Image, tag: str) -> None:
         """Make ``image`` known locally as ``tag`` (what ``docker load``/``pull`` does)."""
         self.images[self._normal(tag)] = image
+        self.by_id[image.id] = image
 
     def resolve(self, name: str) -> Image:
-        """The image FROM ``name`` means: a local tag, else the registry; LookupError otherwise."""
+        """The image FROM ``name`` means: an image id (``sha256:...``, intermediates too), a local
+        tag, else the registry; LookupError otherwise."""
+        if name in self.by_id:
+            return self.by_id[name]
         key = self._normal(name)
         if key in self.images:
             return self.images[key]
@@ -351,6 +372,20 @@ class Builder:
                 pass
         raise LookupError(f"image {name!r} not found locally (Builder.images) "
                           f"{'or in the registry' if self.registry is not None else '(no registry given)'}")
+
+    def parent(self, image_id: str) -> str:
+        """The id of the image ``image_id`` was committed on, or "" (``docker image inspect``'s ``Parent``)."""
+        return self.parents.get(image_id, "")
+
+    def tags(self, image_id: str) -> list[str]:
+        """The local tags naming ``image_id``, sorted as Docker's reference store lists them."""
+        return sorted(t for t, img in self.images.items() if img.id == image_id)
+
+    def _commit(self, image: Image, parent: str) -> None:
+        """Keep ``image`` as a child of ``parent`` (a classic step's intermediate image)."""
+        self.by_id[image.id] = image
+        if parent:
+            self.parents[image.id] = parent
 
     # --- building --------------------------------------------------------------------
 
@@ -380,6 +415,7 @@ class Builder:
         run = _Run(self, df, ctx, dict(build_args or {}), target, no_cache, rules,
                    isolation or self.isolation)
         image, steps = run.go()
+        self.by_id[image.id] = image
         if tag is not None:
             self.images[tag] = image
         return BuildResult(image, steps, rules, tag)
@@ -535,15 +571,30 @@ class _Run:
                     n = self.numbers[id(ins)]
                     self.steps[n] = Step(n, ins.original, self._label(i), ins.line, None, None, why)
         final = self.results[self.target]
-        image = self._image(final)
+        # classic: the image of the last step (the base itself when the stage has no steps)
+        image = final.committed if self.classic and final.committed is not None else self._image(final)
         return image, [self.steps[n] for n in sorted(self.steps)]
 
-    def _image(self, s: _State) -> Image:
-        doc: dict[str, Any] = {"config": s.config, "architecture": "amd64", "os": "linux",
+    def _image(self, s: _State, parent: str = "", container_config: dict[str, Any] | None = None) -> Image:
+        """The image of a stage as it stands (a copy of its config: later steps change the state's).
+
+        ``parent``: the image a classic step commits on, which Docker also writes into the
+        config's ``Image`` (``runConfig.Image``, in ``docker image inspect``'s ``Config``);
+        ``container_config``: the config the step ran with (its command in ``Cmd``), which
+        a classic commit keeps as ``container_config`` and its cache compares.
+        """
+        doc: dict[str, Any] = {"config": _copy.deepcopy(s.config), "architecture": "amd64", "os": "linux",
                                "created": _iso(self.b.epoch)}
+        if parent:
+            doc["config"]["Image"] = parent
         if s.author:
             doc["author"] = s.author
-        return Image.from_layers(s.layers, ImageConfig.from_json(doc), s.history)
+        img = Image.from_layers(s.layers, ImageConfig.from_json(doc), s.history)
+        if container_config is None:
+            return img
+        full = img.config_json()   # ImageConfig has no field for it: the bytes carry it
+        full["container_config"] = {**container_config, "Image": parent}
+        return Image.from_parts(s.layers, json.dumps(full, separators=(",", ":")).encode())
 
     # --- one stage --------------------------------------------------------------------
 
@@ -555,12 +606,16 @@ class _Run:
         if name.lower() in self.names:
             prev = self.results[self.names[name.lower()]]
             state = _State(list(prev.layers), list(prev.history), _copy.deepcopy(prev.config), prev.parent,
-                           dict(prev.origins), {}, [], prev.cause, prev.author)
+                           dict(prev.origins), {}, [], prev.cause, prev.author, base=prev.base,
+                           committed=prev.committed)
         elif name == "scratch":
             cfg0: dict[str, Any] = {"Env": [f"PATH={DEFAULT_PATH}"]}
             if not self.classic:
                 cfg0["WorkingDir"] = "/"  # dockerfile2llb emptyImage
-            state = _State([], [], cfg0, "scratch", {}, {}, [])
+            # scratch is no image: classic steps on it have no parent (moby getLocalCachedImage
+            # looks among the images without one)
+            root = "" if self.classic else "scratch"
+            state = _State([], [], cfg0, root, {}, {}, [], base=root)
         else:
             try:
                 base = self.b.resolve(name)
@@ -571,10 +626,11 @@ class _Run:
                    if v not in (None, [], {}, "", False) and k not in ("Image", "Hostname")}
             if not cfg.get("Env"):
                 cfg["Env"] = [f"PATH={DEFAULT_PATH}"]
-            state = _State(list(base.layers), list(base.history), cfg,
-                           ("image:" + base.id) if self.classic else ("image:" + base.id), {}, {}, [])
+            # classic: the base image is the first parent; BuildKit: its key names the image
+            root = base.id if self.classic else "image:" + base.id
+            state = _State(list(base.layers), list(base.history), cfg, root, {}, {}, [],
+                           base=root, committed=base if self.classic else None)
             state.origins["base image"] = frm.line
-        state.image = None
         self.steps[n] = Step(n, frm.original, label, frm.line, None, None, None)
         for ins in st[1:]:
             self._dispatch(ins, state, label)
@@ -796,7 +852,7 @@ class _Run:
         if cand is None:
             if s.cause is not None:
                 return key, None, False, f"parent step {s.cause} missed", s.cause
-            if parent.startswith("image:") or parent == "scratch":
+            if parent == s.base:
                 if self.cache.records and not self.cache.has_parent(parent):
                     return key, None, False, "base image changed (nothing in the cache was built on it)", None
                 return key, None, False, "not in the cache (first build of this step)", None
@@ -806,10 +862,43 @@ class _Run:
             return key, None, False, f"instruction changed (was: {cand.kind} {was})", None
         return key, None, False, describe_difference(components, cand.components, lines), None
 
-    def _record(self, key: str, parent: str, kind: str, components: list[tuple[str, str]], layer: Layer | None,
-                hist: History, s: _State) -> None:
-        rec = Record(key, parent, kind, tuple(components), layer, hist, json.dumps(s.config, sort_keys=True))
-        self.cache.put(rec)
+    def _advance(self, s: _State, key: str, kind: str, components: list[tuple[str, str]], rec: Record | None,
+                 layer: Layer | None, hist: History, cause: int | None, n: int,
+                 probe: dict[str, Any] | None = None) -> None:
+        """Put step ``n``'s result on the stage: a hit's (``rec``) from the cache, a miss's
+        (``layer``, ``hist``) recorded in it.
+
+        Under classic rules every step commits an image, the parent of the next step
+        (``builder/dockerfile/internals.go`` ``commit``/``exportImage``), keeping ``probe``
+        (the config the cache compared) as its ``container_config``; a hit takes the image
+        the cache holds, with the id and created time of the build that made it, as Docker
+        does. Under BuildKit's the next parent is the step's key and nothing is committed.
+        """
+        parent = s.parent
+        if rec is not None and self.classic:
+            img = self.b.by_id[rec.image]
+            s.layers, s.history, s.committed, s.parent = list(img.layers), list(img.history), img, img.id
+            s.image = None
+            return
+        if layer is not None:
+            s.layers.append(layer)
+        s.history.append(hist)
+        s.image = None
+        committed = ""
+        if self.classic:
+            ran = dict(probe or {})
+            if kind not in ("RUN", "COPY", "ADD"):
+                # committed from the container it was probed with, whose Labels the daemon's
+                # create filled in (daemon merge); RUN commits its probe copy, COPY/ADD no container
+                ran.setdefault("Labels", {})
+            s.committed = self._image(s, parent, ran)
+            self.b._commit(s.committed, parent)
+            committed = s.committed.id
+        s.parent = committed or key
+        if rec is None:
+            self.cache.put(Record(key, parent, kind, tuple(components), layer, hist,
+                                  json.dumps(s.config, sort_keys=True), committed))
+            s.cause = cause if cause is not None else n
 
     def _meta(self, ins: Instruction, s: _State, label: str | int, comment: str, n: int) -> None:
         """A metadata-only step: a verdict under classic rules (``#(nop)`` probe), none under BuildKit."""
@@ -829,12 +918,7 @@ class _Run:
             components += [(f"ARG {k}", v) for k, v in s.build_args()]
         key, rec, cached, reason, cause = self._verdict(ins, s, label, n, ins.cmd, material, components, s.parent)
         hist = History(created_by=created_by, created=_iso(self.b.epoch), empty_layer=True)
-        if not cached:
-            self._record(key, s.parent, ins.cmd, components, None, hist, s)
-            s.cause = cause if cause is not None else n
-        s.parent = key
-        s.history.append(hist)
-        s.image = None
+        self._advance(s, key, ins.cmd, components, rec, None, hist, cause, n, probe)
         self.steps[n] = Step(n, n_ins, label, ins.line, created_by, cached, reason, cause)
 
     def _layer_step(self, ins: Instruction, s: _State, label: str | int, n: int, kind: str, material: Any,
@@ -843,22 +927,16 @@ class _Run:
         """A step that may add a layer: hit -> the cached layer; miss -> run ``apply`` on a container."""
         parent = s.parent
         key, rec, cached, reason, cause = self._verdict(ins, s, label, n, kind, material, components, parent)
-        if rec is not None and cached:
-            layer = rec.layer
-            hist = rec.history
+        if rec is not None:
+            layer, hist = rec.layer, rec.history
         else:
             c = s.current().container()
             apply(c)
             layer = self._normalise(c)
             hist = History(created_by=created_by, created=_iso(self.b.epoch),
                            comment=None if self.classic else "buildkit.dockerfile.v0", empty_layer=layer is None)
-            self._record(key, parent, kind, components, layer, hist, s)
-            s.cause = cause if cause is not None else n
-        if layer is not None:
-            s.layers.append(layer)
-        s.history.append(hist)
-        s.image = None
-        s.parent = key
+        self._advance(s, key, kind, components, rec, layer, hist, cause, n,
+                      material["config"] if self.classic else None)
         self.steps[n] = Step(n, self._shown(ins, s), label, ins.line, created_by, cached, reason, cause)
 
     def _shown(self, ins: Instruction, s: _State) -> str:

@@ -2,7 +2,10 @@
 
 A key is the sha256 of the *key material* each builder compares (classic: the parent
 image id and the whole container config with the step's command, ``image/cache/compare.go``;
-BuildKit: the LLB op with its inputs' keys, content-based for copy sources). Beside the
+BuildKit: the LLB op with its inputs' keys, content-based for copy sources). Under classic
+rules the cache is the daemon's image store itself: a record is the intermediate image a
+step committed (:attr:`Record.image`), found again as the child of the same parent with
+the same config (moby ``image/cache/cache.go`` ``getLocalCachedImage``). Beside the
 key every record keeps *components*, the named inputs a person would recognise (``ENV
 PATH``, ``file app/x.py``, ``ARG V``), used only to say which input differs from the
 closest record when a key misses.
@@ -38,6 +41,8 @@ class Record:
     history: History
     config: str
     """The config JSON after the step (classic rules keep it as the cached image's)."""
+    image: str = ""
+    """Classic rules: the id of the intermediate image the step committed ("" under BuildKit's)."""
 
 
 class Cache:
