@@ -45,3 +45,28 @@ def test_build_error_is_one_line_with_the_place(tmp_path: Path) -> None:
     r = CliRunner().invoke(main, ["build", "--image", f"base:1=docker-archive:{base}", str(ctx)])
     assert r.exit_code == 1 and "Traceback" not in r.output
     assert "Dockerfile:2:1: COPY failed: file not found in build context" in r.output
+
+
+def test_a_cache_file_from_before_the_image_store_still_loads(tmp_path: Path) -> None:
+    """A builder pickled before classic builds kept intermediate images had no by_id/parents
+    and records without ``image``: unpickling keeps its BuildKit records (a hit) and drops
+    its classic ones (a first build again) instead of failing on a hit."""
+    from unionfs_sim.build import Builder
+
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM scratch\nENV A=1\nCOPY f /f\n")
+    (ctx / "f").write_text("x\n")
+    b = Builder(isolation="python")
+    for rules in ("classic", "buildkit"):
+        b.build(str(ctx), rules=rules)
+    state = dict(b.__dict__)
+    del state["by_id"], state["parents"]
+    for cache in state["caches"].values():
+        for rec in cache.records.values():
+            object.__delattr__(rec, "image")  # as the older Record, which had no such field
+    old = Builder.__new__(Builder)
+    old.__setstate__(state)
+    assert [s.cached for s in old.build(str(ctx), rules="buildkit").steps] == [None, None, True]
+    assert [s.cached for s in old.build(str(ctx), rules="classic").steps] == [None, False, False]
+    assert [s.cached for s in old.build(str(ctx), rules="classic").steps] == [None, True, True]

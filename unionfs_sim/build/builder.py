@@ -337,6 +337,24 @@ class Builder:
         """Image id -> the id of the image it was committed on (classic builds only; moby
         ``image/store.go`` ``SetParent``). BuildKit and loaded images have none."""
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickle (``build --cache FILE``), also a builder an older version wrote: that one
+        kept no image store, so it gets one from its tags, and its classic records, which
+        name no committed image and were keyed on other parents, are dropped (the next
+        classic build starts afresh, as after ``docker builder prune``)."""
+        self.__dict__.update(state)
+        if "by_id" in state:
+            return
+        self.by_id = {img.id: img for img in self.images.values()}
+        self.parents = {}
+        old, self.caches = self.caches, {r: Cache() for r in RULES}
+        for rule, cache in old.items():
+            if rule == "classic":
+                continue
+            for rec in cache.records.values():
+                self.caches[rule].put(Record(rec.key, rec.parent, rec.kind, rec.components, rec.layer,
+                                             rec.history, rec.config))
+
     # --- local images --------------------------------------------------------------
 
     @staticmethod
