@@ -109,6 +109,23 @@ assert by_step["RUN /bin/sh -c rm -rf /var/lib/apt/lists/* # buildkit"] == 0   #
 assert by_step["RUN /bin/sh -c chmod -R 755 /app # buildkit"] > 300_000          # ... but a chmod copies files
 
 # %% [markdown]
+# Docker's classic builder (`DOCKER_BUILDKIT=0`) is the exception: it commits an image
+# after every step, so on the daemon that built it `docker history` shows each step's
+# image id, and `docker image inspect` names the step before as `Parent`. A `Builder`
+# keeps those images too: give it to `history` and `inspect` as the image store.
+
+# %%
+classic = b.build(context, dockerfile_text=DOCKERFILE, tag="app:classic", rules="classic").image
+crows = ufs.analysis.history(classic, store=b)
+nbkit.table([(nbkit.short(r.id) if r.id != "<missing>" else r.id, r.created_by[:70], nbkit.human(r.size))
+             for r in crows], ["IMAGE", "CREATED BY", "SIZE"], caption="docker history app:classic")
+
+# %%
+assert classic.inspect(store=b)["Parent"] == crows[1].id                       # the step before
+assert all(r.id != "<missing>" for r in crows)                                 # every step's image is kept
+assert ufs.analysis.history(classic)[1].id == "<missing>"                      # without the store: as after a pull
+
+# %% [markdown]
 # ## Efficiency: bytes stored but never seen
 #
 # `rm -rf /var/lib/apt/lists/*` in its own step made the image no smaller: the lists
