@@ -19,6 +19,7 @@ Both give ``reclaimable_bytes`` (the true saving) next to their own ``wasted_byt
 
 from __future__ import annotations
 
+import contextlib
 import math
 import weakref
 from collections.abc import Callable, Mapping, Sequence
@@ -31,7 +32,7 @@ from ..layer import Layer
 from ..lower import Lower
 from ..nodes import Dir, File, Whiteout
 from ..paths import parents
-from . import _dive
+from . import _dive, _forked
 from .scan import ImageLike, gc_paused, same_content
 from .sizes import content_size
 
@@ -128,8 +129,16 @@ def efficiency(image: ImageLike, method: Method = "reclaimable") -> Efficiency:
     layers = image.layers
     steps = steps_of(image)
     with gc_paused():
-        sizes, dead, findings = _shared(image, steps)
-        d = _dive.analyze(layers) if method == "dive" else None
+        # dive's trees and the reclaimable walk do not depend on each other: where the
+        # walk is still to do and a second CPU is free, dive's runs in a forked child.
+        helper = None
+        if method == "dive" and _cached(image, steps) is None and _forked.available() and _worth_forking(layers):
+            helper = _forked.Forked(lambda: _dive.analyze(layers))
+        with helper or contextlib.nullcontext():
+            sizes, dead, findings = _shared(image, steps)
+            d = helper.result() if helper else None
+        if d is None and method == "dive":
+            d = _dive.analyze(layers)
     reclaimable = sum(dead)
     total = sum(sizes)
     user = total - (sizes[0] if sizes else 0)
@@ -152,14 +161,31 @@ methods walks the stack once."""
 _SHARED_MAX = 4
 
 
-def _shared(image: ImageLike, steps: Sequence[str]) -> _Shared:
-    """Each layer's content size, its dead bytes, and the reclaimable findings (cached, see :data:`_SHARED`)."""
+_FORK_MIN_ENTRIES = 4000
+"""From this many entries in all layers, dive's analysis is worth a forked child (see :mod:`._forked`)."""
+
+
+def _worth_forking(layers: Sequence[Layer]) -> bool:
+    return sum(map(len, layers)) >= _FORK_MIN_ENTRIES
+
+
+def _cached(image: ImageLike, steps: Sequence[str]) -> _Shared | None:
+    """What :func:`_shared` computed for this stack and these steps, if it still has it."""
     layers = image.layers
-    key = (tuple(map(id, layers)), tuple(steps))
-    hit = _SHARED.get(key)
+    hit = _SHARED.get((tuple(map(id, layers)), tuple(steps)))
     if hit is not None and all(r() is x for r, x in zip(hit[0], layers, strict=True)):
         sizes, dead, findings = hit[1]
         return list(sizes), list(dead), findings
+    return None
+
+
+def _shared(image: ImageLike, steps: Sequence[str]) -> _Shared:
+    """Each layer's content size, its dead bytes, and the reclaimable findings (cached, see :data:`_SHARED`)."""
+    hit = _cached(image, steps)
+    if hit is not None:
+        return hit
+    layers = image.layers
+    key = (tuple(map(id, layers)), tuple(steps))
     dead, findings = _reclaimable(layers, lambda: image.lower, steps)
     got = ([content_size(x) for x in layers], dead, findings)
     while len(_SHARED) >= _SHARED_MAX:

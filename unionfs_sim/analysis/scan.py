@@ -20,7 +20,7 @@ import json
 import os
 import posixpath
 import tarfile
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import Any
 from zlib import adler32
 
@@ -35,6 +35,7 @@ from ..nodes import EMPTY_XATTRS, WHITEOUT, Device, Dir, Entry, Fifo, File, Froz
 from ..nodes import _xattrs as _frozen_xattrs
 from ..paths import components
 from ..progress import Progress
+from . import _forked
 
 _OPAQUE = ".wh..wh..opq"
 _WH = ".wh."
@@ -520,6 +521,152 @@ def _histories(doc: dict[str, Any], n: int) -> list[History]:
     return out
 
 
+_FORK_MIN_BYTES = 64 << 20
+"""From this many bytes of layer tars (and two layers), :func:`_scan_layers` shares the
+layers with a forked child (see :mod:`._forked`): below it, the fork costs more than it saves."""
+_Span = tuple[int, int, str]
+"""A layer tar's offset and size in the archive, and its name for messages."""
+
+
+class _Claims:
+    """Layer indexes to scan, shared by this process and a forked child: each takes the next
+    one from one pipe (two bytes a read, which a pipe never splits between readers)."""
+
+    MAX = 2048
+    """Most layers it holds (the pipe is written before anyone reads, in one atomic write)."""
+
+    def __init__(self, n: int) -> None:
+        """The indexes ``0 .. n-1``, in order."""
+        self._r, w = os.pipe()
+        try:
+            os.write(w, b"".join(i.to_bytes(2, "big") for i in range(n)))
+        finally:
+            os.close(w)
+
+    def next(self) -> int | None:
+        """The next layer nobody took yet, or None."""
+        b = os.read(self._r, 2)
+        return int.from_bytes(b, "big") if b else None
+
+    def close(self) -> None:
+        """Close this process's end."""
+        os.close(self._r)
+
+
+def _scan_some(path: str, fd: int, spans: Sequence[_Span], claim: Callable[[], int | None],
+               done: dict[int, Layer], progress: Progress | None = None) -> None:
+    """Scan the layers ``claim`` gives into ``done`` (by index), side by side where they wait on the disk.
+
+    A layer runs until it waits for a header not in the page cache (see :func:`_layer`);
+    when every layer being scanned waits, the next one is claimed; with none left to
+    claim, this process waits for the disk on one of its own.
+    """
+    total = len(spans)
+    readers: dict[int, Generator[int, bool, Layer]] = {}
+    waits: dict[int, int] = {}  # the header offset each layer waits for
+    company = [_CHAINS]  # layers scanned side by side, counting those still to claim as many (see _layer)
+    more = True
+
+    def step(i: int, block: bool | None) -> bool:
+        """Run layer ``i`` until it waits again or ends; True if it got anywhere."""
+        try:
+            at = next(readers[i]) if block is None else readers[i].send(block)
+        except StopIteration as end:
+            done[i] = end.value
+            del readers[i]
+            company[0] = len(readers) + (_CHAINS if more else 0)
+            if progress and len(done) < total:
+                progress(len(done), total, f"{len(done)}/{total} layers")
+            return True
+        moved = waits.get(i) != at
+        waits[i] = at
+        return moved
+
+    def start() -> bool:
+        """Claim a layer and run it to its first header not in the page cache; False if none is left."""
+        nonlocal more
+        i = claim() if more else None
+        if i is None:
+            more = False
+            company[0] = len(readers)
+            return False
+        at, size, where = spans[i]
+        readers[i] = _layer(path, fd, at, size, where, company)
+        company[0] = len(readers) + _CHAINS
+        step(i, None)
+        return True
+
+    while readers or start():
+        moved = [step(i, False) for i in list(readers)]
+        if readers and not any(moved) and not start():
+            step(next(iter(readers)), True)
+
+
+def _encode(layer: Layer) -> list[tuple[Any, ...]]:
+    """``layer`` compactly, for the pipe from a forked child: a tuple per entry, in order; files
+    as their fields, a hard link as the key of its first name, a whiteout as None."""
+    out: list[tuple[Any, ...]] = []
+    first: dict[int, str] = {}
+    for k, e in layer.items():
+        if type(e) is SizedFile:
+            seen = first.get(id(e))
+            if seen is None:
+                first[id(e)] = k
+                out.append((k, e.length, e.offset, e.mode, e.uid, e.gid, e.mtime_ns, dict(e.xattrs)))
+            else:
+                out.append((k, seen))
+        else:
+            out.append((k, None if e is WHITEOUT else e))
+    return out
+
+
+def _decode(records: Sequence[tuple[Any, ...]], path: str) -> Layer:
+    """The layer :func:`_encode` gave ``records`` for (its files' content in the archive ``path``)."""
+    entries: dict[str, Entry] = {}
+    for r in records:
+        if len(r) == 8:
+            k, n, offset, mode, uid, gid, mtime_ns, xattrs = r
+            entries[k] = _sized(n, path, offset, mode, uid, gid, mtime_ns,
+                                _frozen_xattrs(xattrs) if xattrs else EMPTY_XATTRS)
+        else:
+            k, e = r
+            entries[k] = WHITEOUT if e is None else entries[e] if isinstance(e, str) else e
+    return Layer(entries)
+
+
+def _scan_layers(path: str, fd: int, spans: Sequence[_Span], progress: Progress | None) -> list[Layer]:
+    """The layers at ``spans`` of the archive open as ``fd``, each scanned by :func:`_layer`.
+
+    With a second CPU free and enough to scan, a forked child takes layers too (from the
+    same :class:`_Claims`, so neither waits while the other has more to do) and sends
+    them back encoded; a layer the child did not finish (an error in it, a crash) is
+    scanned here after, so the answer, or the error, is a single process's.
+    """
+    done: dict[int, Layer] = {}
+    todo = iter(range(len(spans)))
+    if 1 < len(spans) <= _Claims.MAX and sum(s[1] for s in spans) >= _FORK_MIN_BYTES and _forked.available():
+        claims = _Claims(len(spans))
+        try:
+            with _forked.Forked(lambda: _child_scan(path, fd, spans, claims.next)) as helper:
+                _scan_some(path, fd, spans, claims.next, done, progress)
+                for i, records in (helper.result() or {}).items():
+                    done[i] = _decode(records, path)
+        finally:
+            claims.close()
+        todo = (i for i in range(len(spans)) if i not in done)
+    _scan_some(path, fd, spans, lambda: next(todo, None), done, progress)
+    return [done[i] for i in range(len(spans))]
+
+
+def _child_scan(path: str, fd: int, spans: Sequence[_Span], claim: Callable[[], int | None]) -> dict[int, Any]:
+    """In the forked child: the layers it scanned, encoded; on any problem, those done before it
+    (the parent scans the rest, and meets the problem itself)."""
+    done: dict[int, Layer] = {}
+    with contextlib.suppress(Exception):
+        _scan_some(path, fd, spans, claim, done)
+    return {i: _encode(x) for i, x in done.items()}
+
+
 def scan(path: str | os.PathLike[str], tag: str | None = None, *,
          progress: Progress | None = None) -> ImageLike:
     """The image of the ``docker save`` archive ``path``, headers only where possible (see the module docs).
@@ -562,46 +709,21 @@ def scan(path: str | os.PathLike[str], tag: str | None = None, *,
         if item is None:
             return docker_archive.load(path, tag=tag, progress=progress)
         config = read(member(item["Config"]))
-        total = len(item["Layers"])
-        if progress:
-            progress(0, total, f"scanning {total} layers")
-        readers: dict[int, Generator[int, bool, Layer]] = {}
-        company = [total]  # layers still being scanned
-        for i, name in enumerate(item["Layers"]):
+        spans: list[tuple[int, int, str]] = []
+        for name in item["Layers"]:
             m = member(name)
             f.seek(m.offset_data)
             head = f.read(4)
             if head[:2] == b"\x1f\x8b" or head == b"\x28\xb5\x2f\xfd":
                 return docker_archive.load(path, tag=tag, progress=progress)
-            readers[i] = _layer(path, f.fileno(), m.offset_data, m.size, f"{path}: {name}", company)
-        done: dict[int, Layer] = {}
-        waits: dict[int, int] = {}  # the header offset each layer waits for
-
-        def step(i: int, block: bool | None) -> bool:
-            """Run layer ``i`` until it waits again or ends; True if it got anywhere."""
-            try:
-                at = next(readers[i]) if block is None else readers[i].send(block)
-            except StopIteration as end:
-                done[i] = end.value
-                del readers[i]
-                company[0] = len(readers)
-                if progress and len(done) < total:
-                    progress(len(done), total, f"{len(done)}/{total} layers")
-                return True
-            moved = waits.get(i) != at
-            waits[i] = at
-            return moved
-
+            spans.append((m.offset_data, m.size, f"{path}: {name}"))
+        total = len(spans)
+        if progress:
+            progress(0, total, f"scanning {total} layers")
         try:
-            for i in list(readers):
-                step(i, None)  # to its first header not in the page cache, or to its end
-            while readers:  # each in turn, until it waits for the disk (see _layer)
-                moved = [step(i, False) for i in list(readers)]
-                if readers and not any(moved):
-                    step(next(iter(readers)), True)
+            layers = _scan_layers(path, f.fileno(), spans, progress)
         except _Unusual:
             return docker_archive.load(path, tag=tag, progress=progress)  # the unusual (see _layer)
-        layers = [done[i] for i in range(total)]
     if progress:
         progress(total, total, "scanned")
     doc = json.loads(config)
