@@ -554,16 +554,18 @@ class _Claims:
 
 
 def _scan_some(path: str, fd: int, spans: Sequence[_Span], claim: Callable[[], int | None],
-               done: dict[int, Layer], progress: Progress | None = None) -> None:
+               done: dict[int, Layer], progress: Progress | None = None, most: int = 0) -> None:
     """Scan the layers ``claim`` gives into ``done`` (by index), side by side where they wait on the disk.
 
     A layer runs until it waits for a header not in the page cache (see :func:`_layer`);
-    when every layer being scanned waits, the next one is claimed; with none left to
-    claim, this process waits for the disk on one of its own.
+    when every layer being scanned waits, the next one is claimed (up to ``most`` at a
+    time, if given: a process sharing the claims must not take them all at once); else
+    this process waits for the disk on the layer that has waited longest (the disk
+    answers roughly in the order asked).
     """
     total = len(spans)
     readers: dict[int, Generator[int, bool, Layer]] = {}
-    waits: dict[int, int] = {}  # the header offset each layer waits for
+    waits: dict[int, int] = {}  # the header offset each layer waits for, longest waiting first
     company = [_CHAINS]  # layers scanned side by side, counting those still to claim as many (see _layer)
     more = True
 
@@ -574,17 +576,22 @@ def _scan_some(path: str, fd: int, spans: Sequence[_Span], claim: Callable[[], i
         except StopIteration as end:
             done[i] = end.value
             del readers[i]
+            waits.pop(i, None)
             company[0] = len(readers) + (_CHAINS if more else 0)
             if progress and len(done) < total:
                 progress(len(done), total, f"{len(done)}/{total} layers")
             return True
-        moved = waits.get(i) != at
+        if waits.get(i) == at:
+            return False
+        waits.pop(i, None)  # to the end of the queue
         waits[i] = at
-        return moved
+        return True
 
     def start() -> bool:
         """Claim a layer and run it to its first header not in the page cache; False if none is left."""
         nonlocal more
+        if most and len(readers) >= most:
+            return False
         i = claim() if more else None
         if i is None:
             more = False
@@ -599,7 +606,7 @@ def _scan_some(path: str, fd: int, spans: Sequence[_Span], claim: Callable[[], i
     while readers or start():
         moved = [step(i, False) for i in list(readers)]
         if readers and not any(moved) and not start():
-            step(next(iter(readers)), True)
+            step(next(iter(waits)), True)
 
 
 def _encode(layer: Layer) -> list[tuple[Any, ...]]:
@@ -646,9 +653,10 @@ def _scan_layers(path: str, fd: int, spans: Sequence[_Span], progress: Progress 
     todo = iter(range(len(spans)))
     if 1 < len(spans) <= _Claims.MAX and sum(s[1] for s in spans) >= _FORK_MIN_BYTES and _forked.available():
         claims = _Claims(len(spans))
+        half = (len(spans) + 1) // 2
         try:
-            with _forked.Forked(lambda: _child_scan(path, fd, spans, claims.next)) as helper:
-                _scan_some(path, fd, spans, claims.next, done, progress)
+            with _forked.Forked(lambda: _child_scan(path, fd, spans, claims.next, half)) as helper:
+                _scan_some(path, fd, spans, claims.next, done, progress, most=half)
                 for i, records in (helper.result() or {}).items():
                     done[i] = _decode(records, path)
         finally:
@@ -658,12 +666,13 @@ def _scan_layers(path: str, fd: int, spans: Sequence[_Span], progress: Progress 
     return [done[i] for i in range(len(spans))]
 
 
-def _child_scan(path: str, fd: int, spans: Sequence[_Span], claim: Callable[[], int | None]) -> dict[int, Any]:
+def _child_scan(path: str, fd: int, spans: Sequence[_Span], claim: Callable[[], int | None],
+                most: int) -> dict[int, Any]:
     """In the forked child: the layers it scanned, encoded; on any problem, those done before it
     (the parent scans the rest, and meets the problem itself)."""
     done: dict[int, Layer] = {}
     with contextlib.suppress(Exception):
-        _scan_some(path, fd, spans, claim, done)
+        _scan_some(path, fd, spans, claim, done, most=most)
     return {i: _encode(x) for i, x in done.items()}
 
 
