@@ -23,6 +23,7 @@ import contextlib
 import math
 import weakref
 from collections.abc import Callable, Mapping, Sequence
+from operator import itemgetter
 from typing import Any, Literal
 
 import attrs
@@ -252,8 +253,7 @@ def _whiteouts_hiding_nothing(layers: Sequence[Layer]) -> list[tuple[int, str]]:
     for j, layer in enumerate(layers):
         # Plain string order puts every directory before what is below it (a key is a
         # prefix of its children's), which is all this walk needs of the order.
-        for k in sorted(layer):
-            e = layer[k]
+        for k, e in sorted(layer.items(), key=itemgetter(0)):
             if isinstance(e, Whiteout):
                 if k in present:
                     drop_below(k, keep=False)
@@ -262,7 +262,8 @@ def _whiteouts_hiding_nothing(layers: Sequence[Layer]) -> list[tuple[int, str]]:
                 continue
             if not k:
                 continue
-            if not isinstance(e, Dir) or e.opaque or e.redirect is not None:
+            # (a key not present has nothing below it: every key in ``kids`` is present)
+            if k in present and (not isinstance(e, Dir) or e.opaque or e.redirect is not None):
                 drop_below(k, keep=isinstance(e, Dir))
             add(k)
     return out
@@ -340,20 +341,20 @@ def _reclaimable(layers: Sequence[Layer], lower: Callable[[], Lower],
         nodes, where = lower().nodes, lower().where
         shown = [{k for k, e in x.items() if where.get(k) == i and nodes.get(k) is e} for i, x in enumerate(layers)]
     for i, layer in enumerate(layers):
-        groups: dict[int, list[Any]] = {}
+        # The files of the layer that do not show, by hard-link group (named by its first
+        # name in canonical order), unless another name of the group shows.
         alive = shown[i]
+        shows: set[int] = set()
+        groups: dict[int, tuple[str, File]] = {}
         for k, e in layer.items():
-            if not isinstance(e, File):
-                continue
-            g = groups.get(id(e))
-            if g is None:
-                g = groups[id(e)] = [k, e, False]
-            elif k.split("/") < g[0].split("/"):
-                g[0] = k
-            if not g[2] and k in alive:
-                g[2] = True
-        for k, e, alive in groups.values():
-            if alive or not e.size:
+            if k in alive:
+                shows.add(id(e))
+            elif isinstance(e, File):
+                g = groups.get(id(e))
+                if g is None or k.split("/") < g[0].split("/"):
+                    groups[id(e)] = (k, e)
+        for n, (k, e) in groups.items():
+            if n in shows or not e.size:
                 continue
             dead[i] += e.size
             j, kind = _cause(layers, i, k, e)
