@@ -241,7 +241,7 @@ def _pax_mtime_ns(text: str, where: str) -> int:
 
 def _checksum_ok(hdr: bytes, want: int) -> bool:
     """The header's checksum (its own field counted as spaces), unsigned or signed, as tarfile accepts."""
-    # adler32's low half is 1 + the byte sum mod 65521, exact for 256 bytes (at most 65280).
+    # adler32's low half is 1 + the byte sum mod 65521: exact for 256 bytes (at most 65280).
     got = (adler32(hdr[:256]) & 0xFFFF) + (adler32(hdr[256:]) & 0xFFFF) - 2 - sum(hdr[148:156]) + 256
     if got == want:
         return True
@@ -348,9 +348,10 @@ def _layer(path: str, fd: int, start: int, size: int, where: str,
         except ValueError:
             want = _num(hdr[148:156], "checksum", where)
             n = _num(hdr[124:136], "size", where)
-        # adler32's low half is 1 + the byte sum mod 65521: exact for 256 bytes (at most 65280)
-        if ((adler32(hdr[:256]) & 0xFFFF) + (adler32(hdr[256:]) & 0xFFFF) - 2 - sum(hdr[148:156]) + 256 != want
-                and not _checksum_ok(hdr, want)):
+        # adler32's low half is 1 + the byte sum mod 65521: the sum itself for an ASCII header
+        # (at most 512 * 127 = 65024); _checksum_ok does the rest exactly
+        if (not hdr.isascii() or (adler32(hdr) & 0xFFFF) - 1 - sum(hdr[148:156]) + 256 != want) \
+                and not _checksum_ok(hdr, want):
             raise FormatError(f"{where}: tar header checksum mismatch at byte {pos}")
         if n < 0:
             raise _Unusual  # the loader names it
