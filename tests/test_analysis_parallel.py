@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import io
 import os
+import signal
 import tarfile
 import time
 from pathlib import Path
@@ -43,7 +44,7 @@ class Counting(_forked.Forked):  # type: ignore[type-arg]
 
 
 @pytest.fixture
-def forking(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+def forking(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[object]:
     """Fork on every scan of two or more layers and every dive analysis; the children's results."""
     monkeypatch.setattr(_forked, "available", lambda: _forked.ENABLED)
     monkeypatch.setattr(_forked, "Forked", Counting)
@@ -51,13 +52,20 @@ def forking(monkeypatch: pytest.MonkeyPatch) -> list[object]:
     monkeypatch.setattr(efficiency_module, "_FORK_MIN_ENTRIES", 0)
     parent = os.getpid()
     claim = scan_module._Claims.next
+    flag = tmp_path / "child-claimed"
 
-    def slow_in_parent(self: object) -> int | None:
+    def child_first(self: object) -> int | None:
+        """The parent claims only once the child has (else, a moment later to start, it may get none)."""
         if os.getpid() == parent:
-            time.sleep(0.02)  # so that the child, a moment later to start, takes layers too
-        return claim(self)  # type: ignore[arg-type]
+            for _ in range(1000):
+                if flag.exists():
+                    break
+                time.sleep(0.005)
+        got: int | None = claim(self)
+        flag.touch()
+        return got
 
-    monkeypatch.setattr(scan_module._Claims, "next", slow_in_parent)
+    monkeypatch.setattr(scan_module._Claims, "next", child_first)
     Counting.results = []
     return Counting.results
 
@@ -99,7 +107,7 @@ def test_shared_scan_equals_one_process(name: str, tmp_path: Path, forking: list
     for method in ("dive", "reclaimable"):
         expect = single(analysis.efficiency, got, method).to_json()  # type: ignore[attr-defined]
         efficiency_module._SHARED.clear()  # else the walk is cached and there is nothing to fork for
-        assert analysis.efficiency(got, method=method).to_json() == expect  # type: ignore[arg-type]
+        assert analysis.efficiency(got, method=method).to_json() == expect
     assert any(isinstance(r, _dive.DiveAnalysis) for r in forking)  # dive's analysis came from a child
 
 
@@ -156,3 +164,19 @@ def test_shared_scan_of_unusual_and_corrupt_layers(tmp_path: Path, forking: list
         analysis.scan(archive)
     assert "layer.tar" in str(e.value)
     assert single(lambda: "layer.tar" in str(pytest.raises(FormatError, analysis.scan, archive).value))
+
+
+def test_children_reaped_elsewhere(tmp_path: Path, forking: list[object]) -> None:
+    """With SIGCHLD ignored (the kernel reaps children, ``waitpid`` fails) the children's results still count."""
+    archive = tmp_path / "img.tar"
+    ufs.docker_archive.save(every_kind(), archive)
+    want = [describe(x) for x in single(lambda: analysis.scan(archive).layers)]  # type: ignore[attr-defined]
+    old = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    try:
+        got = analysis.scan(archive)
+        dive = analysis.efficiency(got, method="dive")
+    finally:
+        signal.signal(signal.SIGCHLD, old)
+    assert [describe(x) for x in got.layers] == want
+    assert dive.to_json() == single(analysis.efficiency, ufs.docker_archive.load(archive), "dive").to_json()  # type: ignore[attr-defined]
+    assert len(forking) == 2 and forking[0] and isinstance(forking[1], _dive.DiveAnalysis)

@@ -74,18 +74,21 @@ class Forked(Generic[T]):
             return None
         with open(self._r, "rb", closefd=False) as f:
             data = f.read()
-        status = self._reap()
-        if status != 0:
+        if self._reap() not in (0, None) or not data:
             return None
         try:
             out: T = pickle.loads(data)
-        except Exception:  # a value that does not unpickle: as if the child had failed
+        except Exception:  # cut short (the child died while writing): as if it had failed
             return None
         return out
 
-    def _reap(self) -> int:
+    def _reap(self) -> int | None:
+        """Wait for the child; its exit status, or None if it was reaped elsewhere (SIGCHLD ignored)."""
         assert self._pid is not None
-        _, status = os.waitpid(self._pid, 0)
+        try:
+            _, status = os.waitpid(self._pid, 0)
+        except ChildProcessError:
+            status = None
         self._pid = None
         os.close(self._r)
         return status

@@ -522,7 +522,7 @@ def _histories(doc: dict[str, Any], n: int) -> list[History]:
     return out
 
 
-_FORK_MIN_BYTES = 64 << 20
+_FORK_MIN_BYTES = 16 << 20
 """From this many bytes of layer tars (and two layers), :func:`_scan_layers` shares the
 layers with a forked child (see :mod:`._forked`): below it, the fork costs more than it saves."""
 _Span = tuple[int, int, str]
