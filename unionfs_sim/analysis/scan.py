@@ -9,7 +9,8 @@ of equal size must be compared. The digests are the archive's own (its config an
 manifest), not recomputed: this is a view for analysis, trusted as the archive is.
 Anything this fast path does not handle (compressed layers, an OCI layout, a layer tar
 with something unusual in it: see :func:`_layer`) is loaded in full with
-:mod:`unionfs_sim.formats` instead, so the answer is the loader's either way.
+:mod:`unionfs_sim.formats` instead, so the answer is the loader's either way. With a
+second CPU free, a forked child scans some of the layers (see :func:`_scan_layers`).
 """
 
 from __future__ import annotations
