@@ -13,7 +13,6 @@ process gives.
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import threading
 from collections.abc import Callable
@@ -98,6 +97,8 @@ class Forked(Generic[T]):
 
     def __exit__(self, *exc: object) -> None:
         if self._pid is not None:
+            import signal
+
             try:
                 os.kill(self._pid, signal.SIGKILL)
             except ProcessLookupError:  # pragma: no cover - already gone

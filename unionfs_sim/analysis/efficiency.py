@@ -28,7 +28,6 @@ from typing import Any, Literal
 
 import attrs
 
-from .._html import human, section, short, table
 from ..layer import Layer
 from ..lower import Lower
 from ..nodes import Dir, File, Whiteout
@@ -548,6 +547,8 @@ def evaluate_ci(result: Efficiency, rules: Mapping[str, str] | None = None) -> C
 
 def efficiency_html(e: Efficiency) -> str:
     """Score, wasted bytes, the layers with their wasted share, and the findings."""
+    from .._html import human, section, short, table  # here: only notebooks need it (as the core's reprs)
+
     pct = e.user_wasted_percent
     head = table(["method", "score", "wasted", "user wasted", "reclaimable", "size"],
                  [[e.method, f"{e.score:.4f}", human(e.wasted_bytes),
