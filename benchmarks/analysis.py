@@ -126,6 +126,7 @@ def cache(path: str, state: str) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         if state == "cold":
+            os.fsync(fd)  # dirty pages (the archive was just written) would stay in the cache
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         else:
             while os.read(fd, 1 << 20):

@@ -49,6 +49,7 @@ def forking(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[object]:
     monkeypatch.setattr(_forked, "available", lambda: _forked.ENABLED)
     monkeypatch.setattr(_forked, "Forked", Counting)
     monkeypatch.setattr(scan_module, "_FORK_MIN_BYTES", 0)
+    monkeypatch.setattr(scan_module, "_looks_cached", lambda fd, spans: True)  # (whatever else drops the cache)
     monkeypatch.setattr(efficiency_module, "_FORK_MIN_ENTRIES", 0)
     parent = os.getpid()
     claim = scan_module._Claims.next
@@ -180,3 +181,17 @@ def test_children_reaped_elsewhere(tmp_path: Path, forking: list[object]) -> Non
     assert [describe(x) for x in got.layers] == want
     assert dive.to_json() == single(analysis.efficiency, ufs.docker_archive.load(archive), "dive").to_json()  # type: ignore[attr-defined]
     assert len(forking) == 2 and forking[0] and isinstance(forking[1], _dive.DiveAnalysis)
+
+
+def test_a_cold_archive_is_scanned_in_one_process(tmp_path: Path) -> None:
+    """Out of the page cache the scan is disk work, which one process keeps as busy: no child."""
+    archive = tmp_path / "img.tar"
+    ufs.docker_archive.save(every_kind(), archive)
+    with open(archive, "rb") as f:
+        spans = [(0, os.path.getsize(archive), "whole")]
+        f.read()
+        assert scan_module._looks_cached(f.fileno(), spans)
+        os.fsync(f.fileno())  # (dirty pages stay in the cache)
+        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+        if scan_module._NOWAIT is not None:
+            assert not scan_module._looks_cached(f.fileno(), spans)

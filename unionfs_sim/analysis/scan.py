@@ -646,14 +646,16 @@ def _decode(records: Sequence[tuple[Any, ...]], path: str) -> Layer:
 def _scan_layers(path: str, fd: int, spans: Sequence[_Span], progress: Progress | None) -> list[Layer]:
     """The layers at ``spans`` of the archive open as ``fd``, each scanned by :func:`_layer`.
 
-    With a second CPU free and enough to scan, a forked child takes layers too (from the
-    same :class:`_Claims`, so neither waits while the other has more to do) and sends
-    them back encoded; a layer the child did not finish (an error in it, a crash) is
-    scanned here after, so the answer, or the error, is a single process's.
+    With a second CPU free, enough to scan and the archive in the page cache (see
+    :func:`_looks_cached`), a forked child takes layers too (from the same
+    :class:`_Claims`, so neither waits while the other has more to do) and sends them
+    back encoded; a layer the child did not finish (an error in it, a crash) is scanned
+    here after, so the answer, or the error, is a single process's.
     """
     done: dict[int, Layer] = {}
     todo = iter(range(len(spans)))
-    if 1 < len(spans) <= _Claims.MAX and sum(s[1] for s in spans) >= _FORK_MIN_BYTES and _forked.available():
+    if (1 < len(spans) <= _Claims.MAX and sum(s[1] for s in spans) >= _FORK_MIN_BYTES and _forked.available()
+            and _looks_cached(fd, spans)):
         claims = _Claims(len(spans))
         half = (len(spans) + 1) // 2
         try:
@@ -666,6 +668,29 @@ def _scan_layers(path: str, fd: int, spans: Sequence[_Span], progress: Progress 
         todo = (i for i in range(len(spans)) if i not in done)
     _scan_some(path, fd, spans, lambda: next(todo, None), done, progress)
     return [done[i] for i in range(len(spans))]
+
+
+def _looks_cached(fd: int, spans: Sequence[_Span]) -> bool:
+    """True if each layer's first header is in the page cache (or the system cannot tell).
+
+    Then the archive was read lately, and the scan is CPU work, which a second process
+    halves. An archive out of the cache is disk work instead: one process's layers read
+    side by side (see :func:`_layer`) keep the disk as busy as two processes do, and
+    measured faster (cold, the benchmark image: 0.62 s median against 0.70 s forked).
+    """
+    if _NOWAIT is None:
+        return True
+    buf = [bytearray(512)]
+    for at, size, _ in spans:
+        if size >= 512:
+            try:
+                if os.preadv(fd, buf, at, _NOWAIT) != 512:
+                    return False
+            except BlockingIOError:
+                return False
+            except OSError:  # a file system without RWF_NOWAIT
+                return True
+    return True
 
 
 def _child_scan(path: str, fd: int, spans: Sequence[_Span], claim: Callable[[], int | None],
