@@ -10,7 +10,9 @@ CPU time from GNU time):
 
 - unionfs_sim: ``analysis.scan`` (the archive's tar headers; content read only to
   compare equal-sized copies) then ``efficiency(method="dive")``, ``efficiency()``
-  (reclaimable) and ``history``;
+  (reclaimable) and ``history``; with a CPU to spare, the scan shares the layers with
+  a forked child and dive's analysis runs in one beside the reclaimable walk (CPU time
+  counts the children, as dive's counts all its threads);
 - dive 0.13.1: ``dive --source docker-archive ARCHIVE --json OUT`` (read, score, export).
 
 Each repeat runs both sides twice: with the archive out of the page cache (``cold``:
@@ -124,6 +126,7 @@ def cache(path: str, state: str) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         if state == "cold":
+            os.fsync(fd)  # dirty pages (the archive was just written) would stay in the cache
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         else:
             while os.read(fd, 1 << 20):
@@ -168,6 +171,7 @@ def main() -> None:
             subprocess.run([sys.executable, "-c", "import unionfs_sim.analysis"], env=e, check=True, cwd=tmp)
         runs: dict[tuple[str, str], list[tuple[float, int, float]]] = {}
         detail: dict[str, float] = {}
+        loads = [os.getloadavg()[0]]
         for _ in range(args.repeats):
             for state in ("cold", "warm"):
                 for side, e in sides.items():
@@ -181,6 +185,7 @@ def main() -> None:
                 w, m, _, cpu = timed([dive, "--source", "docker-archive", archive, "--json",
                                       os.path.join(tmp, "dive.json")], env=env, cwd=tmp)
                 runs.setdefault(("dive", state), []).append((w, m, cpu))
+                loads.append(os.getloadavg()[0])
         with open(os.path.join(tmp, "dive.json")) as f:
             want = json.load(f)["image"]
         same = abs(want["efficiencyScore"] - detail["score"]) < 1e-9 and want["inefficientBytes"] == detail["wasted"]
@@ -201,6 +206,8 @@ def main() -> None:
         base = f", baseline {peak('baseline') / 1e6:.0f} MB" if args.baseline else ""
         print(f"peak RSS: unionfs_sim {peak('ours') / 1e6:.0f} MB{base}, dive {peak('dive') / 1e6:.0f} MB, "
               f"ratio dive/ours {peak('dive') / peak('ours'):.2f}x  (>1: ours is faster / smaller)")
+        print(f"load average (1 min) during the runs: {min(loads):.1f} to {max(loads):.1f} on {os.cpu_count()} CPUs "
+              "(the runs' own share included: each side uses up to 2 CPUs)")
         print(f"same numbers as dive: {same} (score {detail['score']:.6f}, wasted {detail['wasted']} bytes; "
               f"reclaimable by squashing {detail['reclaimable']} bytes)")
     finally:

@@ -283,6 +283,52 @@ def test_shown_files_walk_equals_the_flattened_stack() -> None:
     check()
 
 
+def _add_path(root: Any, parts: list[str], size: int, is_dir: bool) -> None:
+    """dive's ``FileTree.AddPath`` as dive writes it: from the root, missing parents made with
+    an empty FileInfo, stopping at a missing name that starts with ``.wh..wh.``."""
+    from unionfs_sim.analysis import _dive
+
+    node = root
+    for i, name in enumerate(parts):
+        nxt = node.kids.get(name)
+        if nxt is None:
+            if name.startswith(".wh..wh."):
+                return
+            nxt = node.kids[name] = _dive._Node(name)
+        node = nxt
+        if i == len(parts) - 1:
+            node.size, node.is_dir = size, is_dir
+
+
+def _shape(node: Any) -> tuple[Any, ...]:
+    return (node.size, node.is_dir, {k: _shape(c) for k, c in node.kids.items()})
+
+
+def test_dive_layer_tree_equals_dives_add_path() -> None:
+    """``_dive.layer_tree`` (each name added from its parent's node) builds the tree dive's
+    ``processLayerTar`` builds, adding each tar name from the root, on random layers."""
+    from hypothesis import HealthCheck, given, settings
+
+    from unionfs_sim.analysis import _dive
+    from unionfs_sim.codec.tar import tar_names
+    from unionfs_sim.testing import strategies
+
+    @settings(max_examples=100, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(strategies.images(max_layers=3))
+    def check(image: ufs.Image) -> None:
+        for layer in image.layers:
+            want = _dive._Node("")
+            first: set[int] = set()
+            for name, node in tar_names(layer):
+                if name:
+                    size = node.size if isinstance(node, ufs.File) and id(node) not in first else 0
+                    first.add(id(node))
+                    _add_path(want, name.split("/"), size, isinstance(node, ufs.Dir))
+            assert _shape(_dive.layer_tree(layer).root) == _shape(want)
+
+    check()
+
+
 def _stack_as_dive_walks(tree: Any, upper: Any) -> None:
     """dive's ``FileTree.Stack`` step by step (the transcription ``_dive._stack`` replaced):
     ``upper`` children first, names sorted, each path added from the root."""
@@ -302,7 +348,7 @@ def _stack_as_dive_walks(tree: Any, upper: Any) -> None:
             if parent is not None:
                 parent.kids.pop(node.name[len(".wh."):], None)
         else:
-            _dive._add_path(tree, parts, node.size, node.is_dir)
+            _add_path(tree, parts, node.size, node.is_dir)
 
 
 def test_dive_stacking_equals_dives_own_walk() -> None:
@@ -312,9 +358,6 @@ def test_dive_stacking_equals_dives_own_walk() -> None:
     from unionfs_sim.analysis import _dive
     from unionfs_sim.testing import strategies
 
-    def shape(node: Any) -> tuple[Any, ...]:
-        return (node.size, node.is_dir, {k: shape(c) for k, c in node.kids.items()})
-
     @settings(max_examples=100, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
     @given(strategies.images(max_layers=6))
     def check(image: ufs.Image) -> None:
@@ -323,6 +366,6 @@ def test_dive_stacking_equals_dives_own_walk() -> None:
         for t in trees[1:]:
             _dive._stack(a, t)
             _stack_as_dive_walks(b, t)
-            assert shape(a) == shape(b)
+            assert _shape(a) == _shape(b)
 
     check()

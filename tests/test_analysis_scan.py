@@ -277,3 +277,30 @@ def test_progress_of_load_and_save(tmp_path: Path) -> None:
     seen: list[str] = []
     assert not isinstance(analysis.scan(odd, progress=lambda d, t, w: seen.append(w)), analysis.ScannedImage)
     assert seen[-1] == "loaded"
+
+
+def test_headers_with_high_bytes(tmp_path: Path) -> None:
+    """Names and owners in raw high bytes (a header whose byte sum passes 65521, where the
+    checksum needs more than one adler32): the loader's entries, and a flipped byte is caught."""
+    high = "\udcff" * 99  # 99 bytes 0xFF through surrogateescape
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT, encoding="utf-8",
+                      errors="surrogateescape") as tf:
+        add(tf, "d/", kind=tarfile.DIRTYPE)
+        add(tf, "d/" + "\u00e9" * 40, b"accent")
+        add(tf, "d/" + high[:97], kind=tarfile.SYMTYPE, linkname=high, uname=high[:31], gname=high[:31])
+    raw = buf.getvalue()
+    assert sum(raw[1536:2048]) > 65521  # the third header (after the second and its data)
+    archive = make_archive(tmp_path / "high.tar", [raw])
+    got = analysis.scan(archive)
+    assert isinstance(got, analysis.ScannedImage)
+    assert [describe(x) for x in got.layers] == [describe(x) for x in ufs.docker_archive.load(archive).layers]
+    bad = bytearray(raw)
+    bad[1536 + 10] ^= 0x01  # a name byte of the third header: its checksum no longer matches
+    with pytest.raises(FormatError, match="checksum"):
+        analysis.scan(make_archive(tmp_path / "bad.tar", [bytes(bad)]))
+    field = int(raw[1536 + 148:1536 + 154], 8)  # "%06o\0 ", as tarfile writes it
+    bad = bytearray(raw)
+    bad[1536 + 148:1536 + 156] = b"%06o\0 " % (field - 65521)  # equal to the sum modulo 65521 only
+    with pytest.raises(FormatError, match="checksum"):
+        analysis.scan(make_archive(tmp_path / "bad2.tar", [bytes(bad)]))

@@ -56,21 +56,6 @@ class _Node:
         self.is_dir = is_dir
 
 
-def _add_path(root: _Node, parts: Sequence[str], size: int, is_dir: bool) -> None:
-    """dive's ``FileTree.AddPath``: create missing parents with an empty FileInfo."""
-    node = root
-    last = len(parts) - 1
-    for i, name in enumerate(parts):
-        nxt = node.kids.get(name)
-        if nxt is None:
-            if name.startswith(_DOUBLE_WHITEOUT):
-                return
-            nxt = node.kids[name] = _Node(name)
-        node = nxt
-        if i == last:
-            node.size, node.is_dir = size, is_dir
-
-
 def _get(root: _Node, parts: Sequence[str]) -> _Node | None:
     node: _Node | None = root
     for name in parts:
@@ -92,8 +77,34 @@ class _Tree:
 
 
 def layer_tree(layer: Layer) -> _Tree:
-    """dive's tree of ``layer``'s canonical tar (``processLayerTar``)."""
+    """dive's tree of ``layer``'s canonical tar (``processLayerTar``).
+
+    Each name is added as dive's ``FileTree.AddPath`` adds it (missing parents made with
+    an empty FileInfo; a name below a ``.wh..wh.`` component that does not exist yet is
+    dropped there), starting from its parent's node found by path (nodes are never
+    removed here, so a node once made stays at its path) instead of from the root.
+    """
     root = _Node("")
+    made: dict[str, _Node] = {"": root}
+
+    def node_at(key: str) -> _Node | None:
+        """The node at ``key``, made with its missing parents as AddPath makes them (None where it stops)."""
+        got = made.get(key)
+        missing = []
+        while got is None:
+            missing.append(key)
+            key = key.rpartition("/")[0]
+            got = made.get(key)
+        for k in reversed(missing):
+            name = k.rpartition("/")[2]
+            nxt = got.kids.get(name)
+            if nxt is None:
+                if name.startswith(_DOUBLE_WHITEOUT):
+                    return None
+                nxt = got.kids[name] = _Node(name)
+            made[k] = got = nxt
+        return got
+
     total = 0
     first: set[int] = set()
     for name, node in tar_names(layer):
@@ -104,7 +115,20 @@ def layer_tree(layer: Layer) -> _Tree:
             first.add(id(node))
             size = node.size
         total += size
-        _add_path(root, name.split("/"), size, isinstance(node, Dir))
+        parent_key, _, base = name.rpartition("/")
+        parent = made.get(parent_key)  # (canonical order: nearly always made just before)
+        if parent is None:
+            at = node_at(name)
+            if at is None:
+                continue
+        else:
+            at = parent.kids.get(base)
+            if at is None:
+                if base.startswith(_DOUBLE_WHITEOUT):
+                    continue
+                at = parent.kids[base] = _Node(base)
+            made[name] = at
+        at.size, at.is_dir = size, isinstance(node, Dir)
     return _Tree(root, total)
 
 

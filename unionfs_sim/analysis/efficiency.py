@@ -19,19 +19,20 @@ Both give ``reclaimable_bytes`` (the true saving) next to their own ``wasted_byt
 
 from __future__ import annotations
 
+import contextlib
 import math
 import weakref
 from collections.abc import Callable, Mapping, Sequence
+from operator import itemgetter
 from typing import Any, Literal
 
 import attrs
 
-from .._html import human, section, short, table
 from ..layer import Layer
 from ..lower import Lower
 from ..nodes import Dir, File, Whiteout
 from ..paths import parents
-from . import _dive
+from . import _dive, _forked
 from .scan import ImageLike, gc_paused, same_content
 from .sizes import content_size
 
@@ -128,8 +129,16 @@ def efficiency(image: ImageLike, method: Method = "reclaimable") -> Efficiency:
     layers = image.layers
     steps = steps_of(image)
     with gc_paused():
-        sizes, dead, findings = _shared(image, steps)
-        d = _dive.analyze(layers) if method == "dive" else None
+        # dive's trees and the reclaimable walk do not depend on each other: where the
+        # walk is still to do and a second CPU is free, dive's runs in a forked child.
+        helper = None
+        if method == "dive" and _cached(image, steps) is None and _forked.available() and _worth_forking(layers):
+            helper = _forked.Forked(lambda: _dive.analyze(layers))
+        with helper or contextlib.nullcontext():
+            sizes, dead, findings = _shared(image, steps)
+            d = helper.result() if helper else None
+        if d is None and method == "dive":
+            d = _dive.analyze(layers)
     reclaimable = sum(dead)
     total = sum(sizes)
     user = total - (sizes[0] if sizes else 0)
@@ -152,14 +161,31 @@ methods walks the stack once."""
 _SHARED_MAX = 4
 
 
-def _shared(image: ImageLike, steps: Sequence[str]) -> _Shared:
-    """Each layer's content size, its dead bytes, and the reclaimable findings (cached, see :data:`_SHARED`)."""
+_FORK_MIN_ENTRIES = 4000
+"""From this many entries in all layers, dive's analysis is worth a forked child (see :mod:`._forked`)."""
+
+
+def _worth_forking(layers: Sequence[Layer]) -> bool:
+    return sum(map(len, layers)) >= _FORK_MIN_ENTRIES
+
+
+def _cached(image: ImageLike, steps: Sequence[str]) -> _Shared | None:
+    """What :func:`_shared` computed for this stack and these steps, if it still has it."""
     layers = image.layers
-    key = (tuple(map(id, layers)), tuple(steps))
-    hit = _SHARED.get(key)
+    hit = _SHARED.get((tuple(map(id, layers)), tuple(steps)))
     if hit is not None and all(r() is x for r, x in zip(hit[0], layers, strict=True)):
         sizes, dead, findings = hit[1]
         return list(sizes), list(dead), findings
+    return None
+
+
+def _shared(image: ImageLike, steps: Sequence[str]) -> _Shared:
+    """Each layer's content size, its dead bytes, and the reclaimable findings (cached, see :data:`_SHARED`)."""
+    hit = _cached(image, steps)
+    if hit is not None:
+        return hit
+    layers = image.layers
+    key = (tuple(map(id, layers)), tuple(steps))
     dead, findings = _reclaimable(layers, lambda: image.lower, steps)
     got = ([content_size(x) for x in layers], dead, findings)
     while len(_SHARED) >= _SHARED_MAX:
@@ -226,8 +252,7 @@ def _whiteouts_hiding_nothing(layers: Sequence[Layer]) -> list[tuple[int, str]]:
     for j, layer in enumerate(layers):
         # Plain string order puts every directory before what is below it (a key is a
         # prefix of its children's), which is all this walk needs of the order.
-        for k in sorted(layer):
-            e = layer[k]
+        for k, e in sorted(layer.items(), key=itemgetter(0)):
             if isinstance(e, Whiteout):
                 if k in present:
                     drop_below(k, keep=False)
@@ -236,7 +261,8 @@ def _whiteouts_hiding_nothing(layers: Sequence[Layer]) -> list[tuple[int, str]]:
                 continue
             if not k:
                 continue
-            if not isinstance(e, Dir) or e.opaque or e.redirect is not None:
+            # (a key not present has nothing below it: every key in ``kids`` is present)
+            if k in present and (not isinstance(e, Dir) or e.opaque or e.redirect is not None):
                 drop_below(k, keep=isinstance(e, Dir))
             add(k)
     return out
@@ -314,20 +340,20 @@ def _reclaimable(layers: Sequence[Layer], lower: Callable[[], Lower],
         nodes, where = lower().nodes, lower().where
         shown = [{k for k, e in x.items() if where.get(k) == i and nodes.get(k) is e} for i, x in enumerate(layers)]
     for i, layer in enumerate(layers):
-        groups: dict[int, list[Any]] = {}
+        # The files of the layer that do not show, by hard-link group (named by its first
+        # name in canonical order), unless another name of the group shows.
         alive = shown[i]
+        shows: set[int] = set()
+        groups: dict[int, tuple[str, File]] = {}
         for k, e in layer.items():
-            if not isinstance(e, File):
-                continue
-            g = groups.get(id(e))
-            if g is None:
-                g = groups[id(e)] = [k, e, False]
-            elif k.split("/") < g[0].split("/"):
-                g[0] = k
-            if not g[2] and k in alive:
-                g[2] = True
-        for k, e, alive in groups.values():
-            if alive or not e.size:
+            if k in alive:
+                shows.add(id(e))
+            elif isinstance(e, File):
+                g = groups.get(id(e))
+                if g is None or k.split("/") < g[0].split("/"):
+                    groups[id(e)] = (k, e)
+        for n, (k, e) in groups.items():
+            if n in shows or not e.size:
                 continue
             dead[i] += e.size
             j, kind = _cause(layers, i, k, e)
@@ -521,6 +547,8 @@ def evaluate_ci(result: Efficiency, rules: Mapping[str, str] | None = None) -> C
 
 def efficiency_html(e: Efficiency) -> str:
     """Score, wasted bytes, the layers with their wasted share, and the findings."""
+    from .._html import human, section, short, table  # here: only notebooks need it (as the core's reprs)
+
     pct = e.user_wasted_percent
     head = table(["method", "score", "wasted", "user wasted", "reclaimable", "size"],
                  [[e.method, f"{e.score:.4f}", human(e.wasted_bytes),

@@ -19,7 +19,6 @@ from typing import Any
 
 import attrs
 
-from .._html import human, section, short, table
 from ..container import Container
 from .scan import ImageLike
 from .sizes import Rules, SizeRule, check_rule, layer_size, layer_sizes
@@ -132,6 +131,8 @@ def disk_usage(images: Mapping[str, ImageLike] | None = None, containers: Mappin
 
 def disk_usage_html(du: DiskUsage) -> str:
     """The two tables of ``docker system df -v`` and the store's size."""
+    from .._html import human, section, short, table  # here: only notebooks need it (as the core's reprs)
+
     imgs = table(["image", "id", "size", "shared", "unique", "containers"],
                  [[i.name, short(i.id), human(i.size), human(i.shared_size), human(i.unique_size), i.containers]
                   for i in du.images], right=(2, 3, 4, 5))
