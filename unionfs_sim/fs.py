@@ -1039,6 +1039,31 @@ class FileSystem:
                 return self.handle_class(self, r.path, loc, inode, flags)
             return self.handle_class(self, r.path, loc, loc.up if loc.up is not None else loc.ix, flags)
 
+    def create_at(self, parent: Loc, name: str, flags: int, mode: int, uid: int,
+                  gid: int) -> tuple[Handle, Loc] | None:
+        """FUSE's CREATE where it is plain: a new regular file ``name`` in ``parent``, a
+        directory already in the upper layer, made by ``uid``/``gid`` with ``mode`` (the
+        caller's umask applied already), open with ``flags``; its handle (``handle.loc``).
+
+        None, having changed nothing, where :meth:`os_open` must decide: the name is
+        there, the directory is not upper yet, an unusual name or flag, permission checks
+        on (``caller``). The same object, owner and mode as ``os_open`` with ``O_CREAT``
+        as that caller, without building and resolving a path.
+        """
+        up = parent.up
+        if (up is None or up.entries is None or self.caller is not None or flags & os.O_DIRECTORY
+                or not name or "/" in name or name in (".", "..") or len(name) > NAME_MAX // 4):
+            return None
+        ov = self._ov
+        with self._lock:
+            if ov.readonly or ov.child(parent, name) is not None:
+                return None
+            if up.mode & _stat.S_ISGID:
+                gid = up.gid  # inode_init_owner: a setgid directory's group
+            node = ov.new_inode("f", mode & 0o7777, uid, gid)
+            loc = ov.add(parent, name, node)
+            return self.handle_class(self, "/" + loc.path, loc, node, flags), loc
+
     def open(self, path: PathArg, mode: str = "r", buffering: int = -1, encoding: str | None = None,
              errors_: str | None = None, newline: str | None = None, *, errors: str | None = None) -> IO[Any]:
         """As the builtin :func:`open`: a text or binary file object over the view."""

@@ -258,7 +258,7 @@ class _Node:
         self.listing: list[tuple[str, int, int]] | None = None  # readdir: (name, ino, d_type)
         self.handles: set[int] = set()
         self.fmt = fmt  # the file type (S_IFMT bits): a kernel inode never changes type
-        self.loc: Loc | None = None  # its first name, resolved while the view was at generation loc_gen
+        self.loc: Loc | None = None  # its first name, resolved in the names epoch loc_gen (Server._names)
         self.loc_gen = -1
 
 
@@ -307,6 +307,8 @@ class Server:
         self._workers: set[int] = set()
         self._dirty = False  # changed from elsewhere since the last request
         self._serving = _IDLE  # (node id, whether its reply tells the kernel its new attributes)
+        self._seen = -1  # overlay.generation when the names epoch was last brought up to date
+        self._epoch = 0
         self._outside = threading.Event()
         self._stopping = False
         self._handlers: dict[int, Callable[[_Node, memoryview, tuple[int, int, int]], bytes | memoryview | int]] = {
@@ -348,14 +350,31 @@ class Server:
             raise errors.NotFound(None)
         return p
 
+    def _names(self) -> int:
+        """The names epoch: it moves with every change of the view (``overlay.generation``)
+        except those :meth:`_names_kept` vouched for, so a resolved Loc kept with it stays
+        valid while no name it went through can have changed."""
+        gen = self.fs.overlay.generation
+        if gen != self._seen:
+            self._seen = gen
+            self._epoch += 1
+        return self._epoch
+
+    def _names_kept(self) -> None:
+        """Called by a handler whose changes, since the request began (:meth:`_names` was
+        current then), left every resolved name as it was: a write through a handle, a
+        new name made in a directory already in the upper layer (no copy-up). The Locs
+        kept stay valid (they hold the inodes, which changed in place)."""
+        self._seen = self.fs.overlay.generation
+
     def _node_loc(self, node: _Node) -> Loc | None:
         """The node's first name resolved in the view (None once it has no name left).
 
-        Kept until the view changes (``overlay.generation``), so LOOKUP and GETATTR of a
+        Kept until the view's names may have changed (:meth:`_names`), so LOOKUP and GETATTR of a
         view that does not change never rebuild a path. Raises ENOENT (and the like) when
         the name no longer resolves.
         """
-        gen = self.fs.overlay.generation
+        gen = self._names()
         if node.loc is not None and node.loc_gen == gen:
             return node.loc
         path = self._path(node)
@@ -489,7 +508,7 @@ class Server:
         """Remember ``loc`` as the node's resolved first name (the next GETATTR, GETXATTR
         ... of a node just made or looked up need no path), if that is the name it has."""
         if node.names[0] == (parent.id, name):
-            node.loc, node.loc_gen = loc, self.fs.overlay.generation
+            node.loc, node.loc_gen = loc, self._names()
 
     def _entry_at(self, parent: _Node, name: str) -> bytes | int:
         """LOOKUP's answer: ``name`` looked up in the parent's directory, no path built
@@ -852,7 +871,7 @@ class Server:
                     st = fs.stat_at(c)
                     child = self._node_for(node, name, c, _stat.S_IFMT(st.st_mode))
                     if child.names[0] == (node.id, name):
-                        child.loc, child.loc_gen = c, ov.generation
+                        child.loc, child.loc_gen = c, self._names()
                     out += self._entry_bytes(child.id, st)
             out += _DIRENT.pack(ino, i + 1, len(raw), dtype) + raw + b"\0" * (padded - rec)
         return bytes(out)
@@ -863,10 +882,20 @@ class Server:
         flags, mode, _umask, _ = _CREATE_IN.unpack_from(body)
         name = _cstrings(body[_CREATE_IN.size:], 1)[0]
         self._writable()
-        path = self._child_path(parent, name)
-        with self._as_caller(ctx):
-            h = self.fs.os_open(path, (flags & OPEN_FLAGS) | os.O_CREAT, mode & 0o7777)
-        loc, st = self._stat_loc(path)
+        flags = (flags & OPEN_FLAGS) | os.O_CREAT
+        ploc = self._node_loc(parent)
+        # The plain case by the parent's Loc (no path built and resolved twice); the facade
+        # says None where os_open must decide.
+        made = self.fs.create_at(ploc, name, flags, mode & 0o7777, ctx[0], ctx[1]) if ploc is not None else None
+        if made is not None:
+            h, loc = made
+            self._names_kept()  # a new name in an upper directory: nothing resolved moved
+            st = self.fs.stat_at(loc)
+        else:
+            path = self._child_path(parent, name)
+            with self._as_caller(ctx):
+                h = self.fs.os_open(path, flags, mode & 0o7777)
+            loc, st = self._stat_loc(path)
         node = self._node_for(parent, name, loc, _stat.S_IFMT(st.st_mode))
         self._keep_loc(node, parent, name, loc)
         fh = self._add_handle(node, h)
@@ -903,6 +932,7 @@ class Server:
         h = self._handle(node, fh)
         h.seek(offset)
         n = h.write(bytes(body[_WRITE_IN.size:_WRITE_IN.size + size]))
+        self._names_kept()  # data and times of an upper inode (or nothing: a device)
         o = h.inode
         node.sig = (o.mtime_ns, o.size) if o is not None else _sig(h.stat())  # as _sig(h.stat())
         self._touch(node)
@@ -984,6 +1014,7 @@ class Server:
                         try:
                             with lock:
                                 self._dirty = False  # what the kernel caches from now on is current
+                                self._names()  # changes made before this request are counted
                                 node = nodes.get(nid)
                                 if node is None:
                                     raise errors.NotFound(None)

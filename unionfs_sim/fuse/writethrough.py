@@ -644,6 +644,41 @@ class UpperDir:
         self.sync(src)
         self.sync(split(dst)[0])
 
+    def created(self, k: str, e: Inode, pk: str, pe: Inode) -> int | None:
+        """:meth:`changed` ``(k, keep=k, fresh=k)`` for a regular file ``e`` just made at
+        ``k`` in directory ``pe`` (key ``pk``), the common case taken straight: the
+        directory is on disk as the disk last agreed on it, so the file is made in place
+        and the directory's times settled, with no lookups by key. Returns the new file's
+        write descriptor; None, having done nothing, where :meth:`changed` must decide
+        (the directory not agreed on, a name beyond PATH_MAX, something on disk there).
+        """
+        a = self._agreed.get(pk)
+        if a is None or a[0] is not pe or e.kind != "f" or e.origin is not None or self._dirs \
+                or a[3] != self._dir_meta(pe):
+            return None
+        pfull = f"{self.root}/{pk}" if pk else self.root
+        full = f"{pfull}/{split(k)[1]}"
+        if len(full) >= 1024:
+            return None
+        try:
+            fd = self._create(full, e)
+        except (FileExistsError, FileNotFoundError):
+            return None  # a whiteout there, or the directory is gone: the long way
+        except OSError:
+            self.reload()  # as changed() does: the model shows what the disk has
+            raise
+        try:
+            with self._or_reload():
+                self._settle(full, e, fd, True)
+                self._dir_times(pk, pfull, pe, os.lstat(pfull))
+        except BaseException:
+            if self._kept is not None:
+                os.close(self._kept)
+            raise
+        finally:
+            kept, self._kept = self._kept, None
+        return kept
+
     def changed(self, *keys: str, keep: str | None = None, fresh: str | None = None) -> int | None:
         """After an operation on the names ``keys``: sync each and its directory.
 
@@ -945,6 +980,38 @@ class WriteThroughFS(FileSystem):
                 h.close()
                 raise
             return h
+
+    def create_at(self, parent: Loc, name: str, flags: int, mode: int, uid: int,
+                  gid: int) -> tuple[Handle, Loc] | None:
+        """As :meth:`FileSystem.create_at`, written through as :meth:`os_open` does."""
+        with self._lock:
+            made = super().create_at(parent, name, flags, mode, uid, gid)
+            if made is None:
+                return None
+            h, loc = made
+            assert isinstance(h, WriteThroughHandle) and loc.up is not None and parent.up is not None
+            k = loc.path
+            fd: int | None = None
+            try:
+                if flags & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR):
+                    fd = self.upper.created(k, loc.up, parent.path, parent.up)
+                    if fd is None:
+                        fd = self.upper.changed(k, keep=k, fresh=k)
+                    if fd is None:
+                        try:
+                            fd = os.open(self.upper.full(k), os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                        finally:
+                            self.upper.release()
+                    h.attach(fd, self.upper)
+                    fd = None
+                else:
+                    self.upper.changed(k, fresh=k)
+            except BaseException:
+                if fd is not None:
+                    os.close(fd)
+                h.close()
+                raise
+            return h, loc
 
     def fsync(self, handle: Handle | None, path: str | None) -> None:
         """The client's fsync: of the open file's upper file, or of the directory at ``path``."""
