@@ -1341,6 +1341,16 @@ class Handle(io.RawIOBase):
             self._pos += n
             return n
 
+    def write_at(self, b: Any, offset: int) -> int:
+        """Seek to ``offset`` and write ``b`` there, under one lock (FUSE's WRITE, which
+        names the offset); as :meth:`seek` then :meth:`write`."""
+        self._check()
+        if offset < 0:
+            raise errors.InvalidArgument(self.name)
+        with self._fs.lock:
+            self._pos = offset
+            return self.write(b)
+
     def seek(self, pos: int, whence: int = os.SEEK_SET) -> int:
         """Move the offset, as lseek(2)."""
         self._check()

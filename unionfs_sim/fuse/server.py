@@ -62,6 +62,7 @@ import socket
 import stat as _stat
 import struct
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -199,14 +200,22 @@ _VALUE_OPTIONS = {
 """The ``-o`` options accepted (those of libfuse and mount(8)); most need nothing here."""
 
 
+_FSENC, _FSERR = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
+
+
 def _decode(b: bytes | memoryview) -> str:
-    return os.fsdecode(bytes(b))
+    return bytes(b).decode(_FSENC, _FSERR)  # os.fsdecode, without its checks
+
+
+def _cstring(body: memoryview) -> str:
+    """The first NUL-terminated name of a request body."""
+    return bytes(body).partition(b"\0")[0].decode(_FSENC, _FSERR)
 
 
 def _cstrings(body: memoryview, n: int) -> list[str]:
     """The first ``n`` NUL-terminated names of a request body."""
     parts = bytes(body).split(b"\0", n)
-    return [os.fsdecode(p) for p in parts[:n]]
+    return [p.decode(_FSENC, _FSERR) for p in parts[:n]]
 
 
 def _ns(st: os.stat_result, field: str, seconds: float) -> int:
@@ -221,10 +230,14 @@ def _sig(st: os.stat_result) -> tuple[int, int]:
 
 def attr_fields(st: os.stat_result) -> tuple[int, ...]:
     """A stat result as the 16 fields of ``struct fuse_attr``."""
-    at = _ns(st, "st_atime_ns", st.st_atime)
-    mt = _ns(st, "st_mtime_ns", st.st_mtime)
-    ct = _ns(st, "st_ctime_ns", st.st_ctime)
-    blocks = st.st_blocks if st.st_blocks is not None else (st.st_size + 511) // 512
+    at, mt, ct = st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns
+    if at is None or mt is None or ct is None:  # a stat_result built without them
+        at = _ns(st, "st_atime_ns", st.st_atime)
+        mt = _ns(st, "st_mtime_ns", st.st_mtime)
+        ct = _ns(st, "st_ctime_ns", st.st_ctime)
+    blocks = st.st_blocks
+    if blocks is None:
+        blocks = (st.st_size + 511) // 512
     return (st.st_ino, st.st_size, blocks, at // 1_000_000_000, mt // 1_000_000_000, ct // 1_000_000_000,
             at % 1_000_000_000, mt % 1_000_000_000, ct % 1_000_000_000, st.st_mode, st.st_nlink,
             st.st_uid, st.st_gid, (st.st_rdev or 0) & 0xFFFFFFFF, 4096, 0)
@@ -698,7 +711,7 @@ class Server:
 
     def _getxattr(self, node: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes | int:
         size, _ = _XATTR_IN.unpack_from(body)
-        name = _cstrings(body[_XATTR_IN.size:], 1)[0]
+        name = _cstring(body[_XATTR_IN.size:])
         if name == CAPABILITY:
             # The kernel asks this before the first write to every file (file_remove_privs);
             # a file without it is answered from the node's name, no path, nothing raised.
@@ -723,7 +736,7 @@ class Server:
 
     def _mknod(self, parent: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes:
         mode, rdev, _umask, _ = _MKNOD_IN.unpack_from(body)
-        name = _cstrings(body[_MKNOD_IN.size:], 1)[0]
+        name = _cstring(body[_MKNOD_IN.size:])
         self._writable()
         path = self._child_path(parent, name)
         with self._as_caller(ctx):
@@ -732,7 +745,7 @@ class Server:
 
     def _mkdir(self, parent: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes:
         mode, _umask = _MKDIR_IN.unpack_from(body)
-        name = _cstrings(body[_MKDIR_IN.size:], 1)[0]
+        name = _cstring(body[_MKDIR_IN.size:])
         self._writable()
         path = self._child_path(parent, name)
         with self._as_caller(ctx):
@@ -794,7 +807,7 @@ class Server:
 
     def _link(self, parent: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes:
         (oldid,) = _LINK_IN.unpack_from(body)
-        name = _cstrings(body[_LINK_IN.size:], 1)[0]
+        name = _cstring(body[_LINK_IN.size:])
         self._writable()
         old = self._nodes.get(oldid)
         if old is None:
@@ -880,7 +893,7 @@ class Server:
 
     def _create(self, parent: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes:
         flags, mode, _umask, _ = _CREATE_IN.unpack_from(body)
-        name = _cstrings(body[_CREATE_IN.size:], 1)[0]
+        name = _cstring(body[_CREATE_IN.size:])
         self._writable()
         flags = (flags & OPEN_FLAGS) | os.O_CREAT
         ploc = self._node_loc(parent)
@@ -929,9 +942,9 @@ class Server:
 
     def _write(self, node: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes:
         fh, offset, size, _wflags, _lo, _fl, _ = _WRITE_IN.unpack_from(body)
-        h = self._handle(node, fh)
-        h.seek(offset)
-        n = h.write(bytes(body[_WRITE_IN.size:_WRITE_IN.size + size]))
+        h = self._handles[fh]
+        # the request buffer itself: the model and the upper file copy what they keep
+        n = h.write_at(body[_WRITE_IN.size:_WRITE_IN.size + size], offset)
         self._names_kept()  # data and times of an upper inode (or nothing: a device)
         o = h.inode
         node.sig = (o.mtime_ns, o.size) if o is not None else _sig(h.stat())  # as _sig(h.stat())
