@@ -1056,7 +1056,10 @@ class FileSystem:
             return None
         ov = self._ov
         with self._lock:
-            if ov.readonly or ov.child(parent, name) is not None:
+            if ov.readonly or name in up.entries:
+                return None  # there, or a whiteout the disk has to have replaced
+            dl = parent.dir_lpath
+            if dl is not None and ov.lower.nodes.get(f"{dl}/{name}" if dl else name) is not None:
                 return None
             if up.mode & _stat.S_ISGID:
                 gid = up.gid  # inode_init_owner: a setgid directory's group

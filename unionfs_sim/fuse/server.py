@@ -225,7 +225,8 @@ def _ns(st: os.stat_result, field: str, seconds: float) -> int:
 
 def _sig(st: os.stat_result) -> tuple[int, int]:
     """(mtime, size): what says whether the kernel's cached pages of a file are current."""
-    return _ns(st, "st_mtime_ns", st.st_mtime), st.st_size
+    mt = st.st_mtime_ns
+    return (mt if mt is not None else int(st.st_mtime * 1_000_000_000)), st.st_size
 
 
 def attr_fields(st: os.stat_result) -> tuple[int, ...]:
@@ -307,6 +308,7 @@ class Server:
         self.device: str | None = None
         """The mount's device number ("0:53"), set by :class:`Session` before serving."""
         self._lock = self.fs.lock
+        self._ov = self.fs.overlay
         root = _Node(ROOT_ID, _stat.S_IFDIR)
         root.lookups = 1
         self._nodes: dict[int, _Node] = {ROOT_ID: root}
@@ -367,7 +369,7 @@ class Server:
         """The names epoch: it moves with every change of the view (``overlay.generation``)
         except those :meth:`_names_kept` vouched for, so a resolved Loc kept with it stays
         valid while no name it went through can have changed."""
-        gen = self.fs.overlay.generation
+        gen = self._ov.generation
         if gen != self._seen:
             self._seen = gen
             self._epoch += 1
@@ -378,7 +380,7 @@ class Server:
         current then), left every resolved name as it was: a write through a handle, a
         new name made in a directory already in the upper layer (no copy-up). The Locs
         kept stay valid (they hold the inodes, which changed in place)."""
-        self._seen = self.fs.overlay.generation
+        self._seen = self._ov.generation
 
     def _node_loc(self, node: _Node) -> Loc | None:
         """The node's first name resolved in the view (None once it has no name left).
@@ -387,9 +389,12 @@ class Server:
         view that does not change never rebuild a path. Raises ENOENT (and the like) when
         the name no longer resolves.
         """
+        loc = node.loc
+        if loc is not None and node.loc_gen == self._epoch and self._seen == self._ov.generation:
+            return loc
         gen = self._names()
-        if node.loc is not None and node.loc_gen == gen:
-            return node.loc
+        if loc is not None and node.loc_gen == gen:
+            return loc
         path = self._path(node)
         if path is None:
             return None
@@ -454,7 +459,7 @@ class Server:
     def _node_for(self, parent: _Node, name: str, loc: Loc, fmt: int) -> _Node:
         """The node the kernel gets for ``name`` in ``parent`` (counted as one lookup)."""
         dkey = (parent.id, name)
-        key, _obj = self._key(loc)
+        key, obj = self._key(loc)
         node = None
         nid = self._keys.get(key) if key is not None else None
         if nid is not None:
@@ -470,7 +475,8 @@ class Server:
             node = _Node(self._next_id, fmt)
             self._next_id += 1
             self._nodes[node.id] = node
-        self._note_key(node, loc)
+        if key != node.key or obj is not node.obj:  # _note_key, the key known
+            self._set_ident(node, key, obj)
         if dkey not in self._dentries or self._dentries[dkey] != node.id:
             self._unname(dkey)
             self._dentries[dkey] = node.id
@@ -983,10 +989,13 @@ class Server:
         nodes = self._nodes
         handlers = self._handlers
         lock = self._lock
+        ov = self._ov
+        pack_out = _OUT.pack
+        bufs = [buf]
         try:
             while True:
                 try:
-                    n = os.readv(fd, [buf])
+                    n = os.readv(fd, bufs)
                 except OSError as e:
                     if e.errno in (errno.ENOENT, errno.EINTR, errno.EAGAIN):
                         continue  # the request was interrupted before we read it
@@ -1027,7 +1036,8 @@ class Server:
                         try:
                             with lock:
                                 self._dirty = False  # what the kernel caches from now on is current
-                                self._names()  # changes made before this request are counted
+                                if ov.generation != self._seen:  # changes made before it count (_names)
+                                    self._names()
                                 node = nodes.get(nid)
                                 if node is None:
                                     raise errors.NotFound(None)
@@ -1056,7 +1066,13 @@ class Server:
                 if self.trace is not None:
                     self.trace.debug("%s node=%d -> %s", name or opcode, nid,
                                      errno.errorcode.get(-err, err) if err else f"{len(out)} bytes")
-                self._reply(fd, unique, err, out)
+                if len(out) <= 65536:
+                    try:
+                        os.write(fd, pack_out(_OUT.size + len(out), err, unique) + out)
+                    except OSError:
+                        self._reply(fd, unique, err, out)  # it says what went wrong
+                else:
+                    self._reply(fd, unique, err, out)
                 if opcode == INIT:
                     if self.device is not None:
                         set_readahead(self.device, MAX_WRITE)  # only now: INIT's reply lowers it

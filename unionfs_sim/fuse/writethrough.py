@@ -648,36 +648,51 @@ class UpperDir:
         """:meth:`changed` ``(k, keep=k, fresh=k)`` for a regular file ``e`` just made at
         ``k`` in directory ``pe`` (key ``pk``), the common case taken straight: the
         directory is on disk as the disk last agreed on it, so the file is made in place
-        and the directory's times settled, with no lookups by key. Returns the new file's
-        write descriptor; None, having done nothing, where :meth:`changed` must decide
-        (the directory not agreed on, a name beyond PATH_MAX, something on disk there).
+        with its final mode (:meth:`_create`), the model takes the times the kernel gave
+        it and its directory (:meth:`_settle`, :meth:`_dir_times`), with no lookups by
+        key. Returns the new file's write descriptor; None, having done nothing, where
+        :meth:`changed` must decide (the directory not agreed on, a name beyond PATH_MAX,
+        something on disk there).
         """
         a = self._agreed.get(pk)
-        if a is None or a[0] is not pe or e.kind != "f" or e.origin is not None or self._dirs \
-                or a[3] != self._dir_meta(pe):
+        if a is None or a[0] is not pe or e.kind != "f" or e.origin is not None or self._dirs:
+            return None
+        meta = self._dir_meta(pe)
+        if a[3] != meta:
             return None
         pfull = f"{self.root}/{pk}" if pk else self.root
-        full = f"{pfull}/{split(k)[1]}"
+        full = f"{pfull}/{k.rpartition('/')[2]}"
         if len(full) >= 1024:
             return None
         try:
-            fd = self._create(full, e)
+            fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, e.mode & 0o777)
         except (FileExistsError, FileNotFoundError):
             return None  # a whiteout there, or the directory is gone: the long way
         except OSError:
             self.reload()  # as changed() does: the model shows what the disk has
             raise
         try:
-            with self._or_reload():
-                self._settle(full, e, fd, True)
-                self._dir_times(pk, pfull, pe, os.lstat(pfull))
-        except BaseException:
-            if self._kept is not None:
-                os.close(self._kept)
+            st = os.fstat(fd)
+            if (st.st_uid, st.st_gid) != (e.uid, e.gid) or _stat.S_IMODE(st.st_mode) != e.mode & 0o7777 \
+                    or e.xattrs or e.size or e.metacopy:
+                made, fd = fd, -1
+                self._settle(full, e, made, True)  # owner, mode, xattrs to fix (closes it if it fails)
+                fd, self._kept = self._kept if self._kept is not None else -1, None
+            else:
+                adopt_times(e, st)
+            st = os.lstat(pfull)
+            if a[1] != pe.mtime_ns:  # the model moved the directory's times: it takes the disk's
+                adopt_times(pe, st)
+            else:
+                self._times(pfull, pe, st)
+            self._agreed[pk] = (pe, pe.mtime_ns, pe.atime_ns, meta)
+        except BaseException as err:
+            if fd >= 0:
+                os.close(fd)
+            if isinstance(err, OSError):
+                self.reload()  # as changed() does
             raise
-        finally:
-            kept, self._kept = self._kept, None
-        return kept
+        return fd
 
     def changed(self, *keys: str, keep: str | None = None, fresh: str | None = None) -> int | None:
         """After an operation on the names ``keys``: sync each and its directory.
