@@ -141,7 +141,7 @@ class UpperDir:
         ``/proc/self/fd/N`` (closed by :meth:`release`, which :meth:`finish` calls)."""
         if not k:
             return self.root
-        p = os.path.join(self.root, k)
+        p = f"{self.root}/{k}"  # os.path.join: keys are relative, never start with "/"
         if len(p) < 1024 or len(os.fsencode(p)) < _PATH_MAX:
             return p
         parent, name = split(k)
@@ -327,7 +327,7 @@ class UpperDir:
             self.sync(p)
 
     def _tmp(self) -> str:
-        return os.path.join(self.stage, f"#{next(self._n):x}")
+        return f"{self.stage}/#{next(self._n):x}"
 
     def _place(self, k: str, st: os.stat_result | None, make: Any) -> None:
         """Build the new object in the staging dir, then swap it in with one rename."""
