@@ -1043,7 +1043,7 @@ class FileSystem:
                   gid: int) -> tuple[Handle, Loc] | None:
         """FUSE's CREATE where it is plain: a new regular file ``name`` in ``parent``, a
         directory already in the upper layer, made by ``uid``/``gid`` with ``mode`` (the
-        caller's umask applied already), open with ``flags``; its handle (``handle.loc``).
+        caller's umask applied already), open with ``flags``: its handle and its Loc.
 
         None, having changed nothing, where :meth:`os_open` must decide: the name is
         there, the directory is not upper yet, an unusual name or flag, permission checks

@@ -677,7 +677,9 @@ class UpperDir:
                     or e.xattrs or e.size or e.metacopy:
                 made, fd = fd, -1
                 self._settle(full, e, made, True)  # owner, mode, xattrs to fix (closes it if it fails)
-                fd, self._kept = self._kept if self._kept is not None else -1, None
+                kept, self._kept = self._kept, None
+                assert kept is not None  # _settle keeps what it was asked to keep
+                fd = kept
             else:
                 adopt_times(e, st)
             st = os.lstat(pfull)
