@@ -64,10 +64,24 @@ def client(spec: dict[str, Any]) -> dict[str, list[float]]:
     root = spec["root"]
     out: dict[str, list[float]] = {}
 
+    pid = spec.get("server_pid")
+    cpu: dict[str, list[float]] = {}
+
+    def server_cpu() -> tuple[float, float]:
+        """The server's user and system CPU seconds so far (/proc/PID/stat)."""
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        tick = os.sysconf("SC_CLK_TCK")
+        return int(fields[11]) / tick, int(fields[12]) / tick
+
     def timed(step: str, fn: Callable[[], float]) -> None:
+        c0 = server_cpu() if pid else (0.0, 0.0)
         t0 = time.perf_counter()
         amount = fn()
         out.setdefault(step, [amount]).append(time.perf_counter() - t0)
+        if pid:
+            c1 = server_cpu()
+            cpu[step] = [(c1[0] - c0[0]) / amount, (c1[1] - c0[1]) / amount]
 
     def walk() -> float:
         n = 0
@@ -134,6 +148,8 @@ def client(spec: dict[str, Any]) -> dict[str, list[float]]:
         timed("create", create)
         timed("unlink", unlink)
         out["churn"] = [out["create"][0], out["create"][1] + out["unlink"][1]]
+    if cpu:
+        out["server_cpu"] = [cpu]  # type: ignore[list-item]
     return out
 
 
@@ -208,6 +224,7 @@ class OnDisk(Backend):
         self.mount_times: list[float] = []
         self.rss_reads: list[int] = []  # peak RSS after the cold walk and the reads
         self.rss: list[int] = []  # peak RSS at the end (after the writes too)
+        self.cpu: dict[str, list[list[float]]] = {}  # step -> [user, system] seconds per item, per repeat
         self.pid: int | None = None
 
     def unavailable(self) -> str | None:
@@ -356,13 +373,16 @@ def main(argv: list[str] | None = None) -> int:
                 rss = res.pop("rss_after_reads", None)
                 if rss and isinstance(b, OnDisk):
                     b.rss_reads.append(int(rss[0]))
+                for step, us in (res.pop("server_cpu", None) or [{}])[0].items():  # type: ignore[union-attr]
+                    if isinstance(b, OnDisk):
+                        b.cpu.setdefault(step, []).append(us)
                 for step, (amount, *secs) in res.items():
                     amounts.setdefault(step, amount)
                     samples[b.name].setdefault(step, []).extend(secs)
                     best[b.name][step] = min(samples[b.name][step])
         report(backends, best, samples, amounts, why, entries, big_mib, repeats, a.read_cycles)
         servers = {b.name: {"mount_seconds": b.mount_times, "peak_rss_after_reads": b.rss_reads,
-                            "peak_rss_at_end": b.rss}
+                            "peak_rss_at_end": b.rss, "cpu_per_item": b.cpu}
                    for b in backends if isinstance(b, OnDisk) and b.mount_times}
         report_servers(servers, big_mib)
         if a.json:
@@ -425,6 +445,20 @@ def report_servers(servers: dict[str, dict[str, list[Any]]], big_mib: int) -> No
         ts = r["mount_seconds"]
         print(f"  {name:16} mount {min(ts):.3f} s, {statistics.median(ts):.3f} s"
               f"   peak RSS {mib(r['peak_rss_after_reads'])} after reads, {mib(r['peak_rss_at_end'])} at the end")
+    steps = [s for s in ("copyup", "chmod", "create", "unlink")
+             if any(s in r["cpu_per_item"] for r in servers.values())]
+    if steps:
+        print("\nserver CPU per item of the write steps, user + system us (median of repeats; /proc/PID/stat,"
+              " 10 ms ticks), load-independent where the rates are not:")
+        for name, r in servers.items():
+            cells = []
+            for s in steps:
+                xs = r["cpu_per_item"].get(s)
+                if xs:
+                    u = statistics.median(x[0] for x in xs) * 1e6
+                    k = statistics.median(x[1] for x in xs) * 1e6
+                    cells.append(f"{s} {u:.0f} + {k:.0f}")
+            print(f"  {name:16} " + ", ".join(cells))
 
 
 if __name__ == "__main__":

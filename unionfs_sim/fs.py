@@ -1039,6 +1039,34 @@ class FileSystem:
                 return self.handle_class(self, r.path, loc, inode, flags)
             return self.handle_class(self, r.path, loc, loc.up if loc.up is not None else loc.ix, flags)
 
+    def create_at(self, parent: Loc, name: str, flags: int, mode: int, uid: int,
+                  gid: int) -> tuple[Handle, Loc] | None:
+        """FUSE's CREATE where it is plain: a new regular file ``name`` in ``parent``, a
+        directory already in the upper layer, made by ``uid``/``gid`` with ``mode`` (the
+        caller's umask applied already), open with ``flags``: its handle and its Loc.
+
+        None, having changed nothing, where :meth:`os_open` must decide: the name is
+        there, the directory is not upper yet, an unusual name or flag, permission checks
+        on (``caller``). The same object, owner and mode as ``os_open`` with ``O_CREAT``
+        as that caller, without building and resolving a path.
+        """
+        up = parent.up
+        if (up is None or up.entries is None or self.caller is not None or flags & os.O_DIRECTORY
+                or not name or "/" in name or name in (".", "..") or len(name) > NAME_MAX // 4):
+            return None
+        ov = self._ov
+        with self._lock:
+            if ov.readonly or name in up.entries:
+                return None  # there, or a whiteout the disk has to have replaced
+            dl = parent.dir_lpath
+            if dl is not None and ov.lower.nodes.get(f"{dl}/{name}" if dl else name) is not None:
+                return None
+            if up.mode & _stat.S_ISGID:
+                gid = up.gid  # inode_init_owner: a setgid directory's group
+            node = ov.new_inode("f", mode & 0o7777, uid, gid)
+            loc = ov.add(parent, name, node)
+            return self.handle_class(self, "/" + loc.path, loc, node, flags), loc
+
     def open(self, path: PathArg, mode: str = "r", buffering: int = -1, encoding: str | None = None,
              errors_: str | None = None, newline: str | None = None, *, errors: str | None = None) -> IO[Any]:
         """As the builtin :func:`open`: a text or binary file object over the view."""
@@ -1315,6 +1343,16 @@ class Handle(io.RawIOBase):
             self._fs.overlay.write(o, self._pos, b)
             self._pos += n
             return n
+
+    def write_at(self, b: Any, offset: int) -> int:
+        """Seek to ``offset`` and write ``b`` there, under one lock (FUSE's WRITE, which
+        names the offset); as :meth:`seek` then :meth:`write`."""
+        self._check()
+        if offset < 0:
+            raise errors.InvalidArgument(self.name)
+        with self._fs.lock:
+            self._pos = offset
+            return self.write(b)
 
     def seek(self, pos: int, whence: int = os.SEEK_SET) -> int:
         """Move the offset, as lseek(2)."""

@@ -62,6 +62,7 @@ import socket
 import stat as _stat
 import struct
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -199,14 +200,22 @@ _VALUE_OPTIONS = {
 """The ``-o`` options accepted (those of libfuse and mount(8)); most need nothing here."""
 
 
+_FSENC, _FSERR = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
+
+
 def _decode(b: bytes | memoryview) -> str:
-    return os.fsdecode(bytes(b))
+    return bytes(b).decode(_FSENC, _FSERR)  # os.fsdecode, without its checks
+
+
+def _cstring(body: memoryview) -> str:
+    """The first NUL-terminated name of a request body."""
+    return bytes(body).partition(b"\0")[0].decode(_FSENC, _FSERR)
 
 
 def _cstrings(body: memoryview, n: int) -> list[str]:
     """The first ``n`` NUL-terminated names of a request body."""
     parts = bytes(body).split(b"\0", n)
-    return [os.fsdecode(p) for p in parts[:n]]
+    return [p.decode(_FSENC, _FSERR) for p in parts[:n]]
 
 
 def _ns(st: os.stat_result, field: str, seconds: float) -> int:
@@ -216,15 +225,20 @@ def _ns(st: os.stat_result, field: str, seconds: float) -> int:
 
 def _sig(st: os.stat_result) -> tuple[int, int]:
     """(mtime, size): what says whether the kernel's cached pages of a file are current."""
-    return _ns(st, "st_mtime_ns", st.st_mtime), st.st_size
+    mt = st.st_mtime_ns
+    return (mt if mt is not None else int(st.st_mtime * 1_000_000_000)), st.st_size
 
 
 def attr_fields(st: os.stat_result) -> tuple[int, ...]:
     """A stat result as the 16 fields of ``struct fuse_attr``."""
-    at = _ns(st, "st_atime_ns", st.st_atime)
-    mt = _ns(st, "st_mtime_ns", st.st_mtime)
-    ct = _ns(st, "st_ctime_ns", st.st_ctime)
-    blocks = st.st_blocks if st.st_blocks is not None else (st.st_size + 511) // 512
+    at, mt, ct = st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns
+    if at is None or mt is None or ct is None:  # a stat_result built without them
+        at = _ns(st, "st_atime_ns", st.st_atime)
+        mt = _ns(st, "st_mtime_ns", st.st_mtime)
+        ct = _ns(st, "st_ctime_ns", st.st_ctime)
+    blocks = st.st_blocks
+    if blocks is None:
+        blocks = (st.st_size + 511) // 512
     return (st.st_ino, st.st_size, blocks, at // 1_000_000_000, mt // 1_000_000_000, ct // 1_000_000_000,
             at % 1_000_000_000, mt % 1_000_000_000, ct % 1_000_000_000, st.st_mode, st.st_nlink,
             st.st_uid, st.st_gid, (st.st_rdev or 0) & 0xFFFFFFFF, 4096, 0)
@@ -258,7 +272,7 @@ class _Node:
         self.listing: list[tuple[str, int, int]] | None = None  # readdir: (name, ino, d_type)
         self.handles: set[int] = set()
         self.fmt = fmt  # the file type (S_IFMT bits): a kernel inode never changes type
-        self.loc: Loc | None = None  # its first name, resolved while the view was at generation loc_gen
+        self.loc: Loc | None = None  # its first name, resolved in the names epoch loc_gen (Server._names)
         self.loc_gen = -1
 
 
@@ -294,6 +308,7 @@ class Server:
         self.device: str | None = None
         """The mount's device number ("0:53"), set by :class:`Session` before serving."""
         self._lock = self.fs.lock
+        self._ov = self.fs.overlay
         root = _Node(ROOT_ID, _stat.S_IFDIR)
         root.lookups = 1
         self._nodes: dict[int, _Node] = {ROOT_ID: root}
@@ -307,6 +322,8 @@ class Server:
         self._workers: set[int] = set()
         self._dirty = False  # changed from elsewhere since the last request
         self._serving = _IDLE  # (node id, whether its reply tells the kernel its new attributes)
+        self._seen = -1  # overlay.generation when the names epoch was last brought up to date
+        self._epoch = 0
         self._outside = threading.Event()
         self._stopping = False
         self._handlers: dict[int, Callable[[_Node, memoryview, tuple[int, int, int]], bytes | memoryview | int]] = {
@@ -348,16 +365,36 @@ class Server:
             raise errors.NotFound(None)
         return p
 
+    def _names(self) -> int:
+        """The names epoch: it moves with every change of the view (``overlay.generation``)
+        except those :meth:`_names_kept` vouched for, so a resolved Loc kept with it stays
+        valid while no name it went through can have changed."""
+        gen = self._ov.generation
+        if gen != self._seen:
+            self._seen = gen
+            self._epoch += 1
+        return self._epoch
+
+    def _names_kept(self) -> None:
+        """Called by a handler whose changes, since the request began (:meth:`_names` was
+        current then), left every resolved name as it was: a write through a handle, a
+        new name made in a directory already in the upper layer (no copy-up). The Locs
+        kept stay valid (they hold the inodes, which changed in place)."""
+        self._seen = self._ov.generation
+
     def _node_loc(self, node: _Node) -> Loc | None:
         """The node's first name resolved in the view (None once it has no name left).
 
-        Kept until the view changes (``overlay.generation``), so LOOKUP and GETATTR of a
+        Kept until the view's names may have changed (:meth:`_names`), so LOOKUP and GETATTR of a
         view that does not change never rebuild a path. Raises ENOENT (and the like) when
         the name no longer resolves.
         """
-        gen = self.fs.overlay.generation
-        if node.loc is not None and node.loc_gen == gen:
-            return node.loc
+        loc = node.loc
+        if loc is not None and node.loc_gen == self._epoch and self._seen == self._ov.generation:
+            return loc
+        gen = self._names()
+        if loc is not None and node.loc_gen == gen:
+            return loc
         path = self._path(node)
         if path is None:
             return None
@@ -422,7 +459,7 @@ class Server:
     def _node_for(self, parent: _Node, name: str, loc: Loc, fmt: int) -> _Node:
         """The node the kernel gets for ``name`` in ``parent`` (counted as one lookup)."""
         dkey = (parent.id, name)
-        key, _obj = self._key(loc)
+        key, obj = self._key(loc)
         node = None
         nid = self._keys.get(key) if key is not None else None
         if nid is not None:
@@ -438,7 +475,8 @@ class Server:
             node = _Node(self._next_id, fmt)
             self._next_id += 1
             self._nodes[node.id] = node
-        self._note_key(node, loc)
+        if key != node.key or obj is not node.obj:  # _note_key, the key known
+            self._set_ident(node, key, obj)
         if dkey not in self._dentries or self._dentries[dkey] != node.id:
             self._unname(dkey)
             self._dentries[dkey] = node.id
@@ -489,7 +527,7 @@ class Server:
         """Remember ``loc`` as the node's resolved first name (the next GETATTR, GETXATTR
         ... of a node just made or looked up need no path), if that is the name it has."""
         if node.names[0] == (parent.id, name):
-            node.loc, node.loc_gen = loc, self.fs.overlay.generation
+            node.loc, node.loc_gen = loc, self._names()
 
     def _entry_at(self, parent: _Node, name: str) -> bytes | int:
         """LOOKUP's answer: ``name`` looked up in the parent's directory, no path built
@@ -679,7 +717,7 @@ class Server:
 
     def _getxattr(self, node: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes | int:
         size, _ = _XATTR_IN.unpack_from(body)
-        name = _cstrings(body[_XATTR_IN.size:], 1)[0]
+        name = _cstring(body[_XATTR_IN.size:])
         if name == CAPABILITY:
             # The kernel asks this before the first write to every file (file_remove_privs);
             # a file without it is answered from the node's name, no path, nothing raised.
@@ -704,7 +742,7 @@ class Server:
 
     def _mknod(self, parent: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes:
         mode, rdev, _umask, _ = _MKNOD_IN.unpack_from(body)
-        name = _cstrings(body[_MKNOD_IN.size:], 1)[0]
+        name = _cstring(body[_MKNOD_IN.size:])
         self._writable()
         path = self._child_path(parent, name)
         with self._as_caller(ctx):
@@ -713,7 +751,7 @@ class Server:
 
     def _mkdir(self, parent: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes:
         mode, _umask = _MKDIR_IN.unpack_from(body)
-        name = _cstrings(body[_MKDIR_IN.size:], 1)[0]
+        name = _cstring(body[_MKDIR_IN.size:])
         self._writable()
         path = self._child_path(parent, name)
         with self._as_caller(ctx):
@@ -775,7 +813,7 @@ class Server:
 
     def _link(self, parent: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes:
         (oldid,) = _LINK_IN.unpack_from(body)
-        name = _cstrings(body[_LINK_IN.size:], 1)[0]
+        name = _cstring(body[_LINK_IN.size:])
         self._writable()
         old = self._nodes.get(oldid)
         if old is None:
@@ -852,7 +890,7 @@ class Server:
                     st = fs.stat_at(c)
                     child = self._node_for(node, name, c, _stat.S_IFMT(st.st_mode))
                     if child.names[0] == (node.id, name):
-                        child.loc, child.loc_gen = c, ov.generation
+                        child.loc, child.loc_gen = c, self._names()
                     out += self._entry_bytes(child.id, st)
             out += _DIRENT.pack(ino, i + 1, len(raw), dtype) + raw + b"\0" * (padded - rec)
         return bytes(out)
@@ -861,12 +899,22 @@ class Server:
 
     def _create(self, parent: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes:
         flags, mode, _umask, _ = _CREATE_IN.unpack_from(body)
-        name = _cstrings(body[_CREATE_IN.size:], 1)[0]
+        name = _cstring(body[_CREATE_IN.size:])
         self._writable()
-        path = self._child_path(parent, name)
-        with self._as_caller(ctx):
-            h = self.fs.os_open(path, (flags & OPEN_FLAGS) | os.O_CREAT, mode & 0o7777)
-        loc, st = self._stat_loc(path)
+        flags = (flags & OPEN_FLAGS) | os.O_CREAT
+        ploc = self._node_loc(parent)
+        # The plain case by the parent's Loc (no path built and resolved twice); the facade
+        # says None where os_open must decide.
+        made = self.fs.create_at(ploc, name, flags, mode & 0o7777, ctx[0], ctx[1]) if ploc is not None else None
+        if made is not None:
+            h, loc = made
+            self._names_kept()  # a new name in an upper directory: nothing resolved moved
+            st = self.fs.stat_at(loc)
+        else:
+            path = self._child_path(parent, name)
+            with self._as_caller(ctx):
+                h = self.fs.os_open(path, flags, mode & 0o7777)
+            loc, st = self._stat_loc(path)
         node = self._node_for(parent, name, loc, _stat.S_IFMT(st.st_mode))
         self._keep_loc(node, parent, name, loc)
         fh = self._add_handle(node, h)
@@ -900,9 +948,10 @@ class Server:
 
     def _write(self, node: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes:
         fh, offset, size, _wflags, _lo, _fl, _ = _WRITE_IN.unpack_from(body)
-        h = self._handle(node, fh)
-        h.seek(offset)
-        n = h.write(bytes(body[_WRITE_IN.size:_WRITE_IN.size + size]))
+        h = self._handles[fh]
+        # the request buffer itself: the model and the upper file copy what they keep
+        n = h.write_at(body[_WRITE_IN.size:_WRITE_IN.size + size], offset)
+        self._names_kept()  # data and times of an upper inode (or nothing: a device)
         o = h.inode
         node.sig = (o.mtime_ns, o.size) if o is not None else _sig(h.stat())  # as _sig(h.stat())
         self._touch(node)
@@ -940,10 +989,13 @@ class Server:
         nodes = self._nodes
         handlers = self._handlers
         lock = self._lock
+        ov = self._ov
+        pack_out = _OUT.pack
+        bufs = [buf]
         try:
             while True:
                 try:
-                    n = os.readv(fd, [buf])
+                    n = os.readv(fd, bufs)
                 except OSError as e:
                     if e.errno in (errno.ENOENT, errno.EINTR, errno.EAGAIN):
                         continue  # the request was interrupted before we read it
@@ -984,6 +1036,8 @@ class Server:
                         try:
                             with lock:
                                 self._dirty = False  # what the kernel caches from now on is current
+                                if ov.generation != self._seen:  # changes made before it count (_names)
+                                    self._names()
                                 node = nodes.get(nid)
                                 if node is None:
                                     raise errors.NotFound(None)
@@ -1012,7 +1066,13 @@ class Server:
                 if self.trace is not None:
                     self.trace.debug("%s node=%d -> %s", name or opcode, nid,
                                      errno.errorcode.get(-err, err) if err else f"{len(out)} bytes")
-                self._reply(fd, unique, err, out)
+                if len(out) <= 65536:
+                    try:
+                        os.write(fd, pack_out(_OUT.size + len(out), err, unique) + out)
+                    except OSError:
+                        self._reply(fd, unique, err, out)  # it says what went wrong
+                else:
+                    self._reply(fd, unique, err, out)
                 if opcode == INIT:
                     if self.device is not None:
                         set_readahead(self.device, MAX_WRITE)  # only now: INIT's reply lowers it

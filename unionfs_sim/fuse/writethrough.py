@@ -141,7 +141,7 @@ class UpperDir:
         ``/proc/self/fd/N`` (closed by :meth:`release`, which :meth:`finish` calls)."""
         if not k:
             return self.root
-        p = os.path.join(self.root, k)
+        p = f"{self.root}/{k}"  # os.path.join: keys are relative, never start with "/"
         if len(p) < 1024 or len(os.fsencode(p)) < _PATH_MAX:
             return p
         parent, name = split(k)
@@ -327,7 +327,7 @@ class UpperDir:
             self.sync(p)
 
     def _tmp(self) -> str:
-        return os.path.join(self.stage, f"#{next(self._n):x}")
+        return f"{self.stage}/#{next(self._n):x}"
 
     def _place(self, k: str, st: os.stat_result | None, make: Any) -> None:
         """Build the new object in the staging dir, then swap it in with one rename."""
@@ -644,6 +644,58 @@ class UpperDir:
         self.sync(src)
         self.sync(split(dst)[0])
 
+    def created(self, k: str, e: Inode, pk: str, pe: Inode) -> int | None:
+        """:meth:`changed` ``(k, keep=k, fresh=k)`` for a regular file ``e`` just made at
+        ``k`` in directory ``pe`` (key ``pk``), the common case taken straight: the
+        directory is on disk as the disk last agreed on it, so the file is made in place
+        with its final mode (:meth:`_create`), the model takes the times the kernel gave
+        it and its directory (:meth:`_settle`, :meth:`_dir_times`), with no lookups by
+        key. Returns the new file's write descriptor; None, having done nothing, where
+        :meth:`changed` must decide (the directory not agreed on, a name beyond PATH_MAX,
+        something on disk there).
+        """
+        a = self._agreed.get(pk)
+        if a is None or a[0] is not pe or e.kind != "f" or e.origin is not None or self._dirs:
+            return None
+        meta = self._dir_meta(pe)
+        if a[3] != meta:
+            return None
+        pfull = f"{self.root}/{pk}" if pk else self.root
+        full = f"{pfull}/{k.rpartition('/')[2]}"
+        if len(full) >= 1024:
+            return None
+        try:
+            fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, e.mode & 0o777)
+        except (FileExistsError, FileNotFoundError):
+            return None  # a whiteout there, or the directory is gone: the long way
+        except OSError:
+            self.reload()  # as changed() does: the model shows what the disk has
+            raise
+        try:
+            st = os.fstat(fd)
+            if (st.st_uid, st.st_gid) != (e.uid, e.gid) or _stat.S_IMODE(st.st_mode) != e.mode & 0o7777 \
+                    or e.xattrs or e.size or e.metacopy:
+                made, fd = fd, -1
+                self._settle(full, e, made, True)  # owner, mode, xattrs to fix (closes it if it fails)
+                kept, self._kept = self._kept, None
+                assert kept is not None  # _settle keeps what it was asked to keep
+                fd = kept
+            else:
+                adopt_times(e, st)
+            st = os.lstat(pfull)
+            if a[1] != pe.mtime_ns:  # the model moved the directory's times: it takes the disk's
+                adopt_times(pe, st)
+            else:
+                self._times(pfull, pe, st)
+            self._agreed[pk] = (pe, pe.mtime_ns, pe.atime_ns, meta)
+        except BaseException as err:
+            if fd >= 0:
+                os.close(fd)
+            if isinstance(err, OSError):
+                self.reload()  # as changed() does
+            raise
+        return fd
+
     def changed(self, *keys: str, keep: str | None = None, fresh: str | None = None) -> int | None:
         """After an operation on the names ``keys``: sync each and its directory.
 
@@ -945,6 +997,38 @@ class WriteThroughFS(FileSystem):
                 h.close()
                 raise
             return h
+
+    def create_at(self, parent: Loc, name: str, flags: int, mode: int, uid: int,
+                  gid: int) -> tuple[Handle, Loc] | None:
+        """As :meth:`FileSystem.create_at`, written through as :meth:`os_open` does."""
+        with self._lock:
+            made = super().create_at(parent, name, flags, mode, uid, gid)
+            if made is None:
+                return None
+            h, loc = made
+            assert isinstance(h, WriteThroughHandle) and loc.up is not None and parent.up is not None
+            k = loc.path
+            fd: int | None = None
+            try:
+                if flags & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR):
+                    fd = self.upper.created(k, loc.up, parent.path, parent.up)
+                    if fd is None:
+                        fd = self.upper.changed(k, keep=k, fresh=k)
+                    if fd is None:
+                        try:
+                            fd = os.open(self.upper.full(k), os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                        finally:
+                            self.upper.release()
+                    h.attach(fd, self.upper)
+                    fd = None
+                else:
+                    self.upper.changed(k, fresh=k)
+            except BaseException:
+                if fd is not None:
+                    os.close(fd)
+                h.close()
+                raise
+            return h, loc
 
     def fsync(self, handle: Handle | None, path: str | None) -> None:
         """The client's fsync: of the open file's upper file, or of the directory at ``path``."""
