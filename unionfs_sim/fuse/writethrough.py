@@ -160,6 +160,13 @@ class UpperDir:
         self._path_fds.append(fd)
         return f"/proc/self/fd/{fd}/{name}"
 
+    def open_for_write(self, k: str) -> int:
+        """A write descriptor of the upper file at key ``k`` (a write handle's disk side)."""
+        try:
+            return os.open(self.full(k), os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        finally:
+            self.release()
+
     def release(self) -> None:
         """Close the directories :meth:`full` opened for paths beyond PATH_MAX."""
         while self._path_fds:
@@ -985,10 +992,7 @@ class WriteThroughFS(FileSystem):
                 if writing and regular:
                     assert isinstance(h, WriteThroughHandle)
                     if fd is None:
-                        try:
-                            fd = os.open(self.upper.full(k), os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-                        finally:
-                            self.upper.release()
+                        fd = self.upper.open_for_write(k)
                     h.attach(fd, self.upper)
                     fd = None
             except BaseException:
@@ -1015,10 +1019,7 @@ class WriteThroughFS(FileSystem):
                     if fd is None:
                         fd = self.upper.changed(k, keep=k, fresh=k)
                     if fd is None:
-                        try:
-                            fd = os.open(self.upper.full(k), os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-                        finally:
-                            self.upper.release()
+                        fd = self.upper.open_for_write(k)
                     h.attach(fd, self.upper)
                     fd = None
                 else:
