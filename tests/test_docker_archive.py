@@ -444,3 +444,13 @@ def test_index_manifest_that_does_not_match_is_ignored() -> None:
     files.append((f"blobs/sha256/{sha256(broken)[7:]}", broken, {}))
     got = docker_archive.load(io.BytesIO(build_tar(files)))
     assert got.digest == img.digest
+
+
+def test_not_a_tar_is_one_line(tmp_path: Path) -> None:
+    """A file that is no archive at all: one line naming it (tarfile lists each of the four
+    methods it tried over five lines, which the CLI printed as they were)."""
+    bad = tmp_path / "junk.tar"
+    bad.write_bytes(b"junk\n")
+    with pytest.raises(FormatError) as e:
+        docker_archive.load(str(bad))
+    assert str(e.value) == f"{bad}: not a tar archive (plain, gzip, bzip2 or xz)"

@@ -396,7 +396,9 @@ def _tarfile(label: str, path: str | None = None, fileobj: IO[bytes] | None = No
     try:
         return tarfile.open(path, "r:*", fileobj)
     except tarfile.TarError as e:
-        raise FormatError(f"{label}: not a tar archive ({e})") from e
+        # "r:*" tried every compression; its message lists each attempt over five lines
+        why = "plain, gzip, bzip2 or xz" if "\n" in str(e) else str(e)
+        raise FormatError(f"{label}: not a tar archive ({why})") from e
 
 
 @contextmanager
