@@ -99,6 +99,18 @@ def test_a_container_given_as_an_upperdir(archive: str, tmp_path: Path) -> None:
     assert r.exit_code == 1 and "nope" in r.output and "Traceback" not in r.output
 
 
+def test_df_size_rule(tmp_path: Path) -> None:
+    """``df --size-rule`` as inspect and history take it: tar (BuildKit's count, dive's)
+    leaves out the symlinks' target bytes that overlay2 counts."""
+    img = ufs.Image.from_layers([ufs.Layer.from_dict({"bin/busybox": b"b" * 100, "bin/sh": ufs.Symlink("busybox"),
+                                                      "bin/ls": ufs.Symlink("/bin/busybox")})])
+    path = str(tmp_path / "links.tar")
+    ufs.docker_archive.save(img, path)
+    docs = {rule: json.loads(run("df", path, "--json", "--size-rule", rule)) for rule in ("overlay2", "tar")}
+    assert docs["tar"] == analysis.disk_usage({path: img}, rule="tar").to_json()
+    assert docs["overlay2"]["images"][0]["size"] - docs["tar"]["images"][0]["size"] == len("busybox/bin/busybox")
+
+
 def test_ci_gate_exit_codes_and_config(archive: str, tmp_path: Path) -> None:
     out = run("efficiency", archive, "--ci", code=1)  # reclaimable: 2200 of 1255 user bytes
     assert "FAIL: highestUserWastedPercent" in out and "Result:FAIL" in out

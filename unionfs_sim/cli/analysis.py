@@ -174,10 +174,16 @@ def image_options(f: F) -> F:
 # --- inspect / history / layers ----------------------------------------------------------
 
 
+size_rule_option = click.option(
+    "--size-rule", type=click.Choice(analysis.SIZE_RULES), default="overlay2", show_default=True,
+    help="how a layer's bytes are counted: overlay2 as Docker counts layers it loaded, pulled or "
+         "built classically; tar as it counts BuildKit's (and as dive does)")
+
+
 @click.command("inspect")
 @image_options
 @click.option("--repo-tag", multiple=True, help="a name to show in RepoTags")
-@click.option("--size-rule", type=click.Choice(analysis.SIZE_RULES), default="overlay2", show_default=True)
+@size_rule_option
 def inspect_command(image: str, tag: str | None, as_json: bool, repo_tag: tuple[str, ...], size_rule: str) -> None:
     """IMAGE as ``docker image inspect`` shows it (always JSON)."""
     img = _scan(image, tag)
@@ -189,7 +195,7 @@ def inspect_command(image: str, tag: str | None, as_json: bool, repo_tag: tuple[
 @click.command("history")
 @image_options
 @click.option("--no-trunc", is_flag=True, help="don't truncate CREATED BY")
-@click.option("--size-rule", type=click.Choice(analysis.SIZE_RULES), default="overlay2", show_default=True)
+@size_rule_option
 def history_command(image: str, tag: str | None, as_json: bool, no_trunc: bool, size_rule: str) -> None:
     """The steps that built IMAGE, newest first, as ``docker history``."""
     rows = analysis.history(_scan(image, tag), tags=[tag] if tag else [], rule=size_rule)  # type: ignore[arg-type]
@@ -378,7 +384,9 @@ def efficiency_command(image: str, tag: str | None, as_json: bool, method: str, 
 @click.option("--container", "containers", nargs=3, multiple=True, metavar="NAME IMAGE UPPERDIR",
               help="a container of IMAGE whose writable layer is the overlayfs upperdir UPPERDIR (repeatable)")
 @click.option("--json", "as_json", is_flag=True, help="print JSON (see SCHEMAS)")
-def df_command(images: tuple[str, ...], containers: tuple[tuple[str, str, str], ...], as_json: bool) -> None:
+@size_rule_option
+def df_command(images: tuple[str, ...], containers: tuple[tuple[str, str, str], ...], as_json: bool,
+               size_rule: str) -> None:
     """Disk usage of IMAGES (and containers) together, as ``docker system df -v``: layers shared by
     chain id counted once, a container's size the bytes of its writable layer."""
     if not images and not containers:
@@ -391,7 +399,7 @@ def df_command(images: tuple[str, ...], containers: tuple[tuple[str, str, str], 
         if img is None:
             img = full[image] = _load(image)
         cons[cname] = _container(img, upper, cname)
-    du = analysis.disk_usage(loaded, cons)
+    du = analysis.disk_usage(loaded, cons, rule=size_rule)  # type: ignore[arg-type]
     if as_json:
         _emit(du.to_json())
         return
