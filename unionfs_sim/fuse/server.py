@@ -402,6 +402,26 @@ class Server:
         node.loc, node.loc_gen = loc, gen
         return loc
 
+    def _chained_loc(self, node: _Node) -> Loc | None:
+        """The node's first name resolved with the chain of parent Locs a copy-up walks (up
+        to one in the upper layer), as ``fs.lookup`` in its parent's Loc gives it; None
+        where that is not at hand (the root, no name, a parent Loc without its chain)."""
+        if not node.names:
+            return None
+        pid, name = node.names[0]
+        parent = self._nodes.get(pid)
+        if parent is None:
+            return None
+        ploc = self._node_loc(parent)
+        if ploc is None or not ploc.is_dir:
+            return None
+        p: Loc | None = ploc
+        while p is not None and p.up is None:  # copy_up walks parents while they are lower only
+            if p.parent is None and p.path:
+                return None  # a Loc from overlay.fast: no chain to walk
+            p = p.parent
+        return self.fs.overlay.child(ploc, name)
+
     def _child_path(self, parent: _Node, name: str) -> str:
         base = self._need_path(parent)
         return base + name if base == "/" else f"{base}/{name}"
@@ -645,7 +665,11 @@ class Server:
                 h.truncate(size)
             return self._attr_bytes(self._node_stat(node, fh))
         if valid & FATTR_MODE:
-            fs.chmod(path, _stat.S_IMODE(mode), follow_symlinks=False)
+            loc = self._chained_loc(node) if not valid & ~(FATTR_MODE | FATTR_FH) else None
+            if loc is not None:  # chmod: copied up by the Loc, no path resolved twice
+                fs.chmod_at(loc, _stat.S_IMODE(mode))
+            else:
+                fs.chmod(path, _stat.S_IMODE(mode), follow_symlinks=False)
         if valid & (FATTR_UID | FATTR_GID) or not valid & ~FATTR_FH:
             # chown(-1, -1) arrives with nothing to set: it still copies up, as overlayfs does
             fs.chown(path, uid if valid & FATTR_UID else -1, gid if valid & FATTR_GID else -1, follow_symlinks=False)

@@ -936,6 +936,12 @@ class WriteThroughFS(FileSystem):
             super().chmod(path, mode, follow_symlinks=follow_symlinks)
             self._after(self._target_key(path, follow_symlinks))
 
+    def chmod_at(self, loc: Loc, mode: int) -> None:
+        """As :meth:`FileSystem.chmod_at`, written through."""
+        with self._lock:
+            super().chmod_at(loc, mode)
+            self._after(loc.path)
+
     def chown(self, path: PathArg, uid: int, gid: int, *, follow_symlinks: bool = True) -> None:
         """As :meth:`FileSystem.chown`, written through."""
         with self._lock:
