@@ -52,6 +52,12 @@ class FrozenDict(Mapping[str, bytes]):
     def __getitem__(self, k: str) -> bytes:
         return self._d[k]
 
+    def __contains__(self, k: object) -> bool:
+        return k in self._d  # Mapping's would raise and catch a KeyError per miss
+
+    def get(self, k: str, default: Any = None) -> Any:
+        return self._d.get(k, default)
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._d)
 
