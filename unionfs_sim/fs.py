@@ -802,17 +802,7 @@ class FileSystem:
         """As :func:`os.chmod`: set permission bits (copy-up of metadata)."""
         with self._lock:
             loc, p = self._meta_target(path, follow_symlinks)
-            if loc.kind == "l":
-                raise errors.NotSupported(p)
-            new = _stat.S_IMODE(mode)
-            c = self.caller
-            if c is not None:  # setattr_prepare
-                obj = self._ov.effective(loc)
-                if not c.owns(obj):
-                    raise errors.NotPermitted(p)
-                if not c.in_group(obj.gid):
-                    new &= ~_stat.S_ISGID
-            self._ov.setattr(loc, mode=new)
+            self._chmod(loc, p, mode)
 
     def chmod_at(self, loc: Loc, mode: int) -> None:
         """:meth:`chmod` of a located name (no symlink followed), as FUSE's SETATTR asks.
@@ -821,19 +811,22 @@ class FileSystem:
         walks it), as :meth:`lookup` gives; :meth:`locate`'s may lack it.
         """
         with self._lock:
-            p = loc.path
+            p = "/" + loc.path
             self._check_writable(p)
-            if loc.kind == "l":
-                raise errors.NotSupported(p)
-            new = _stat.S_IMODE(mode)
-            c = self.caller
-            if c is not None:  # setattr_prepare
-                obj = self._ov.effective(loc)
-                if not c.owns(obj):
-                    raise errors.NotPermitted(p)
-                if not c.in_group(obj.gid):
-                    new &= ~_stat.S_ISGID
-            self._ov.setattr(loc, mode=new)
+            self._chmod(loc, p, mode)
+
+    def _chmod(self, loc: Loc, p: str, mode: int) -> None:
+        if loc.kind == "l":
+            raise errors.NotSupported(p)
+        new = _stat.S_IMODE(mode)
+        c = self.caller
+        if c is not None:  # setattr_prepare
+            obj = self._ov.effective(loc)
+            if not c.owns(obj):
+                raise errors.NotPermitted(p)
+            if not c.in_group(obj.gid):
+                new &= ~_stat.S_ISGID
+        self._ov.setattr(loc, mode=new)
 
     def chown(self, path: PathArg, uid: int, gid: int, *, follow_symlinks: bool = True) -> None:
         """As :func:`os.chown`; -1 leaves an id unchanged. Clears setuid/setgid as Linux does."""
