@@ -88,7 +88,8 @@ PROG = "unionfs-sim-fuse"
 _FUSE_PASS = ("allow_other", "allow_root", "default_permissions", "ro", "dev", "nodev", "suid", "nosuid", "exec",
               "noexec", "atime", "noatime", "sync", "async", "dirsync")
 """Options handed to FUSE as they are (mount.fuse adds ``dev,suid`` for root)."""
-OWN = ("lowerdir", "upperdir", "workdir", "redirect_dir", "index", "metacopy", "fsname", "fsync", "threaded")
+OWN = ("lowerdir", "upperdir", "workdir", "redirect_dir", "index", "metacopy", "fsname", "fsync", "threaded",
+       "passthrough")
 """Options this program acts on itself."""
 IGNORED = (
     # the kernel's overlay options with no effect on the model, and generic mount flags
@@ -252,7 +253,8 @@ def umount_main(argv: Sequence[str]) -> int:
                     " fuse-overlayfs does. Every change is written to the upperdir before the call returns.")
 @click.option("-o", "options", multiple=True, metavar="OPTIONS",
               help="lowerdir=A:B,upperdir=U,workdir=W,redirect_dir=on,index=on,metacopy=on,allow_other,..."
-                   " (unknown options are refused)")
+                   " passthrough=off (the server, not the kernel, reads and writes open upper files;"
+                   " on by default where the kernel and privileges allow); unknown options are refused")
 @click.option("-f", "foreground", is_flag=True, help="stay in the foreground")
 @click.option("-d", "--debug", is_flag=True, help="log every request to stderr (implies -f)")
 @click.option("--umount", metavar="MOUNTPOINT", help="unmount MOUNTPOINT (as fusermount3 -u) and exit")
@@ -300,6 +302,7 @@ class Config:
                 raise UsageError(f"{d}: not a directory" if os.path.exists(d) else f"{d}: no such directory")
         self.options = overlay_options(opts)
         self.fsync = opts.get("fsync", "1") not in ("0", "off", "no", "false")
+        self.passthrough = _on(opts.get("passthrough", "on"), "passthrough")
         self.readonly = self.upperdir is None or opts.get("ro") is True
         self.fuse_options: dict[str, Any] = {k: True for k in _FUSE_PASS if opts.get(k) is True}
         if os.geteuid() == 0:
@@ -387,6 +390,10 @@ def serve(cfg: Config, ready: _Ready | None = None) -> int:
         # handoff per request; twice the time per round trip measured).
         threaded = cfg.opts.get("threaded", "0") not in ("0", "")
         m = fuse.Mount(fs, cfg.mountpoint, opts, readonly=cfg.readonly, threads=threaded)
+        if isinstance(fs, WriteThroughFS) and cfg.passthrough and m.backend == "kernel":
+            # The kernel reads and writes an open upper file itself (Linux 6.9+, as root);
+            # the model takes the bytes in from the upper file (see fuse.server._Pt).
+            m.operations.passthrough = True
         if cfg.debug:
             m.operations.trace = log
             logging.getLogger("fuse").setLevel(logging.INFO)  # fusepy's tracebacks of every errno

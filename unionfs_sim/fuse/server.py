@@ -56,6 +56,7 @@ import collections
 import contextlib
 import ctypes
 import errno
+import fcntl
 import logging
 import os
 import socket
@@ -69,6 +70,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .. import errors
+from ..content import Data
 from ..errors import FuseUnavailable, MountError
 from ..fs import FileSystem, Handle
 from ..linux import (
@@ -93,7 +95,8 @@ from ..linux import (
     renameat2,
     set_readahead,
 )
-from ..overlay import Loc
+from ..nodes import DiskBytes
+from ..overlay import Inode, Loc
 from .semantics import (
     NAME_MAX,
     OPEN_FLAGS,
@@ -132,8 +135,13 @@ OPNAMES = {
 ASYNC_READ, ATOMIC_O_TRUNC, BIG_WRITES = 1 << 0, 1 << 3, 1 << 5
 AUTO_INVAL_DATA, DO_READDIRPLUS, PARALLEL_DIROPS, MAX_PAGES = 1 << 12, 1 << 13, 1 << 18, 1 << 22
 CACHE_SYMLINKS = 1 << 23
+INIT_EXT = 1 << 30
+PASSTHROUGH_FLAGS2 = 1 << 5  # FUSE_PASSTHROUGH (1 << 37), in flags2
 
 FOPEN_KEEP_CACHE = 2
+FOPEN_PASSTHROUGH = 1 << 7
+BACKING_OPEN = 0x4010E501  # FUSE_DEV_IOC_BACKING_OPEN: _IOW(229, 1, struct fuse_backing_map)
+BACKING_CLOSE = 0x4004E502  # FUSE_DEV_IOC_BACKING_CLOSE: _IOW(229, 2, uint32_t)
 GETATTR_FH = 1
 FATTR_MODE, FATTR_UID, FATTR_GID, FATTR_SIZE, FATTR_ATIME, FATTR_MTIME, FATTR_FH = 1, 2, 4, 8, 16, 32, 64
 FATTR_ATIME_NOW, FATTR_MTIME_NOW = 128, 256
@@ -145,12 +153,14 @@ _ATTR_FMT = "QQQQQQIIIIIIIIII"  # fuse_attr (88 bytes)
 _ENTRY = struct.Struct("<QQQQII" + _ATTR_FMT)  # fuse_entry_out (128)
 _ATTR_OUT = struct.Struct("<QII" + _ATTR_FMT)  # fuse_attr_out (104)
 _DIRENT = struct.Struct("<QQII")  # fuse_dirent without its name (24)
-_INIT_IN = struct.Struct("<IIII")
-_INIT_OUT = struct.Struct("<IIIIHHIIHHI28x")  # fuse_init_out (64)
+_INIT_IN = struct.Struct("<IIII")  # major, minor, max_readahead, flags
+_INIT_IN_FLAGS2 = struct.Struct("<16xI")  # flags2 (7.36+)
+_INIT_OUT = struct.Struct("<IIIIHHIIHHII24x")  # fuse_init_out (64), up to max_stack_depth
 _GETATTR_IN = struct.Struct("<IIQ")
 _SETATTR_IN = struct.Struct("<IIQQQQQQIIIIIIII")
 _OPEN_IN = struct.Struct("<II")
-_OPEN_OUT = struct.Struct("<QII")
+_OPEN_OUT = struct.Struct("<QIi")  # fh, open_flags, backing_id
+_BACKING_MAP = struct.Struct("<iIQ")  # struct fuse_backing_map: fd, flags, padding
 _CREATE_IN = struct.Struct("<IIII")
 _MKNOD_IN = struct.Struct("<IIII")
 _MKDIR_IN = struct.Struct("<II")
@@ -173,6 +183,8 @@ _INVAL_ENTRY = struct.Struct("<QII")
 _BY_NODE = frozenset({GETATTR, SETATTR, OPEN, READLINK, GETXATTR, LISTXATTR, SETXATTR, REMOVEXATTR, ACCESS,
                       CREATE, MKDIR, MKNOD, SYMLINK, LINK})
 """Requests whose ENOENT can only mean the node they name is gone (not a name in it)."""
+_PT_FRESH = frozenset({GETATTR, SETATTR, LOOKUP, READDIRPLUS, LINK, OPEN})
+"""Requests answered with attributes (or opening): passthrough files are taken in first."""
 
 CAPABILITY = "security.capability"
 _IDLE = (0, False)
@@ -260,7 +272,7 @@ class StaleNode(OSError):
 class _Node:
     """A kernel inode: what the view holds under one or more names (hard links)."""
 
-    __slots__ = ("fmt", "handles", "id", "key", "listing", "loc", "loc_gen", "lookups", "names", "obj", "sig")
+    __slots__ = ("fmt", "handles", "id", "key", "listing", "loc", "loc_gen", "lookups", "names", "obj", "pt", "sig")
 
     def __init__(self, nid: int, fmt: int) -> None:
         self.id = nid
@@ -274,6 +286,49 @@ class _Node:
         self.fmt = fmt  # the file type (S_IFMT bits): a kernel inode never changes type
         self.loc: Loc | None = None  # its first name, resolved in the names epoch loc_gen (Server._names)
         self.loc_gen = -1
+        self.pt: _Pt | None = None  # open with FUSE passthrough (every handle of it is)
+
+
+def _in_memory(data: Data) -> bool:
+    """True if the model holds all of ``data`` itself (no lower file's bytes on disk)."""
+    return not isinstance(data.base, DiskBytes) or data.base_len == 0
+
+
+def _pread_all(fd: int, start: int, end: int) -> bytes:
+    """Bytes ``[start, end)`` of ``fd`` (fewer if the file is shorter now)."""
+    parts = []
+    while start < end:
+        b = os.pread(fd, min(end - start, 1 << 30), start)
+        if not b:
+            break
+        parts.append(b)
+        start += len(b)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+class _Pt:
+    """An upper file the kernel reads and writes itself while it is open (FUSE passthrough):
+    its backing id, and what the model has taken in of the kernel's writes.
+
+    The kernel sends no READ or WRITE for it: the bytes go straight to the upper file, which
+    is where write-through puts them anyway. The model catches up from the upper file
+    before it answers for the file's attributes (GETATTR, LOOKUP, ...), and takes its bytes
+    when the last handle is released.
+    """
+
+    __slots__ = ("append", "count", "fd", "id", "inode", "seen", "stale")
+
+    def __init__(self, backing: int, fd: int, inode: Inode, append: bool) -> None:
+        self.id = backing
+        self.fd = fd  # our own read-write descriptor of the upper file
+        self.inode = inode
+        # Every writer so far is O_WRONLY|O_APPEND (no mmap, no write but at the end): the
+        # model's bytes stay right and only the new tail is read. Else the size and times
+        # are taken at once and the bytes when the last handle goes.
+        self.append = append
+        self.count = 0  # open handles of the node (all of them passthrough)
+        self.seen = (inode.size, inode.mtime_ns, inode.ctime_ns)  # the upper file as last taken in
+        self.stale = False  # the model's bytes lag the upper file's (size and times do not)
 
 
 class Server:
@@ -293,6 +348,10 @@ class Server:
                  entry_timeout: float | None = None, attr_timeout: float | None = None,
                  negative_timeout: float | None = None, keep_cache: bool = False) -> None:
         self.fs = fs.unbounded()
+        self.passthrough = False
+        """Set before mounting: let the kernel read and write upper files itself while they are open (FUSE
+        passthrough, Linux 6.9+, CAP_SYS_ADMIN): for a write-through facade, whose handles
+        open for writing hold the upper file. Off where the kernel or privileges refuse."""
         self.readonly = readonly or fs.readonly
         self.immutable = immutable
         self.entry_timeout = _split(FOREVER if entry_timeout is None else entry_timeout)
@@ -317,6 +376,9 @@ class Server:
         self._aliases: dict[int, set[int]] = {}  # id(upper inode) -> nodes that show it
         self._next_id = ROOT_ID + 1
         self._handles = Handles()
+        self._pt_on = False  # passthrough agreed with the kernel at INIT and not refused since
+        self._pt_live: dict[int, _Node] = {}  # node id -> node with passthrough handles open
+        self._pt_fhs: set[int] = set()
         self._handle_node: dict[int, int] = {}
         self._fd = -1
         self._workers: set[int] = set()
@@ -943,7 +1005,8 @@ class Server:
         self._keep_loc(node, parent, name, loc)
         fh = self._add_handle(node, h)
         node.sig = _sig(st)
-        return self._entry_bytes(node.id, st) + _OPEN_OUT.pack(fh, 0, 0)
+        opened = self._passthrough(node, h, flags, fh) if self._pt_on else None
+        return self._entry_bytes(node.id, st) + (opened or _OPEN_OUT.pack(fh, 0, 0))
 
     def _open(self, node: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes:
         flags, _ = _OPEN_IN.unpack_from(body)
@@ -961,14 +1024,18 @@ class Server:
             # A copy-up (or O_TRUNC): the kernel does not know the attributes changed.
             self._notify_inval_inode(node.id)
             self._changed(node, path)
-        return _OPEN_OUT.pack(fh, open_flags, 0)
+        opened = self._passthrough(node, h, flags, fh) if self._pt_on else None
+        return opened or _OPEN_OUT.pack(fh, open_flags, 0)
 
     def _handle(self, node: _Node, fh: int) -> Handle:
         return self._handles[fh]
 
     def _read(self, node: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes | memoryview:
         fh, offset, size, _ = _READ_IN.unpack_from(body)
-        return self._handle(node, fh).pread(size, offset)
+        h = self._handle(node, fh)
+        if self._pt_live and h.inode is not None:
+            self._pt_catch_up(h.inode)  # another node showing a file open with passthrough
+        return h.pread(size, offset)
 
     def _write(self, node: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes:
         fh, offset, size, _wflags, _lo, _fl, _ = _WRITE_IN.unpack_from(body)
@@ -988,9 +1055,139 @@ class Server:
         owner = self._nodes.get(nid) if nid is not None else None
         if owner is not None:
             owner.handles.discard(fh)
-        if h is not None:
-            h.close()
+        try:
+            if fh in self._pt_fhs:
+                self._pt_fhs.discard(fh)
+                self._pt_released(owner if owner is not None else node)
+        finally:
+            if h is not None:
+                h.close()
         return b""
+
+    # --- passthrough ------------------------------------------------------------------------
+
+    def _passthrough(self, node: _Node, h: Handle, flags: int, fh: int) -> bytes | None:
+        """The reply to an open of ``node`` (handle ``fh``, just added) with passthrough, or
+        None: no passthrough, the kernel sends READ and WRITE here.
+
+        A node's first passthrough open needs a handle holding the upper file open for
+        writing, no other open handle (the kernel wants every open of a file the same kind),
+        no other node showing its inode, and either O_WRONLY|O_APPEND or bytes the model
+        holds itself (whose full re-read at the end costs no more memory than it had).
+        Later opens of the node join, whatever their mode: the kernel requires it.
+        """
+        writer = flags & os.O_ACCMODE != os.O_RDONLY
+        pt = node.pt
+        if pt is not None:
+            if writer and flags & (os.O_ACCMODE | os.O_APPEND) != os.O_WRONLY | os.O_APPEND:
+                pt.append = False
+            return self._pt_opened(pt, fh)
+        fd = getattr(h, "upper_fd", -1)
+        o = h.inode
+        if fd < 0 or not writer or len(node.handles) != 1 or node.fmt != _stat.S_IFREG or o is None \
+                or o.data is None or o.metacopy or flags & getattr(os, "O_DIRECT", 0):
+            return None
+        append = flags & (os.O_ACCMODE | os.O_APPEND) == os.O_WRONLY | os.O_APPEND
+        if not append and not _in_memory(o.data):
+            return None
+        shown = self._aliases.get(id(o))
+        if shown is not None and shown - {node.id}:
+            return None
+        own = os.dup(fd)
+        try:
+            backing = fcntl.ioctl(self._fd, BACKING_OPEN, bytearray(_BACKING_MAP.pack(own, 0, 0)), True)
+        except OSError as e:
+            os.close(own)
+            # EPERM (not CAP_SYS_ADMIN), ELOOP (an upper on a stacked filesystem), ...: the
+            # same for every file of this mount, so ask no more.
+            self._pt_on = False
+            log.info("unionfs_sim FUSE: no passthrough (%s); reads and writes go through the server",
+                     os.strerror(e.errno or 0))
+            return None
+        node.pt = pt = _Pt(int(backing), own, o, append)
+        self._pt_live[node.id] = node
+        return self._pt_opened(pt, fh)
+
+    def _pt_opened(self, pt: _Pt, fh: int) -> bytes:
+        """The open reply for handle ``fh`` of a passthrough file (counted as one of its handles)."""
+        pt.count += 1
+        self._pt_fhs.add(fh)
+        return _OPEN_OUT.pack(fh, FOPEN_PASSTHROUGH, pt.id)
+
+    def _pt_released(self, node: _Node) -> None:
+        """One passthrough handle of ``node`` released; at the last, the model takes the
+        file's bytes and the backing id goes."""
+        pt = node.pt
+        if pt is None:
+            return
+        pt.count -= 1
+        if pt.count > 0:
+            return
+        node.pt = None
+        self._pt_live.pop(node.id, None)
+        try:
+            self._pt_take(node, pt, full=True)
+        finally:
+            with contextlib.suppress(OSError):
+                fcntl.ioctl(self._fd, BACKING_CLOSE, bytearray(struct.pack("<I", pt.id)), True)
+            os.close(pt.fd)
+
+    def _pt_take(self, node: _Node, pt: _Pt, full: bool) -> None:
+        """Bring the model's inode up to the upper file the kernel wrote: size and times
+        always, bytes when appending, or when ``full``."""
+        st = os.fstat(pt.fd)
+        seen = (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        if seen == pt.seen and not (full and pt.stale):
+            return
+        o = pt.inode
+        data = o.data
+        assert data is not None
+        size = st.st_size
+        if pt.append:
+            if size > data.size:
+                data.write(data.size, _pread_all(pt.fd, data.size, size))
+            elif size < data.size:
+                data.truncate(size)
+        elif full:
+            o.data = Data(_pread_all(pt.fd, 0, size))
+            pt.stale = False
+        else:
+            data.truncate(size)
+            pt.stale = True
+        o.atime_ns, o.mtime_ns, o.ctime_ns = st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns
+        pt.seen = seen
+        node.sig = None  # the kernel kept no pages of it: the next open must not keep any
+        self._ov.changed()
+        self._names_kept()  # data and times of an upper inode: no name moved
+        self._touch(node)
+
+    def _pt_refresh(self) -> None:
+        """Before a request that answers with attributes: every passthrough file's size and times."""
+        for node in list(self._pt_live.values()):
+            if node.pt is not None:
+                self._pt_take(node, node.pt, full=False)
+
+    def _pt_catch_up(self, inode: Inode) -> None:
+        """The model's bytes of ``inode`` as on disk, if it is open with passthrough."""
+        for node in list(self._pt_live.values()):
+            if node.pt is not None and node.pt.inode is inode:
+                self._pt_take(node, node.pt, full=True)
+
+    def _pt_drop(self) -> None:
+        """The connection ended: the model takes what the kernel wrote, and what passthrough
+        held is closed (the kernel dropped the ids)."""
+        for node in list(self._pt_live.values()):
+            pt = node.pt
+            if pt is not None:
+                try:
+                    self._pt_take(node, pt, full=True)
+                except OSError:
+                    pass
+                finally:
+                    os.close(pt.fd)
+                node.pt = None
+        self._pt_live.clear()
+        self._pt_fhs.clear()
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -998,11 +1195,16 @@ class Server:
         major, minor, max_readahead, flags = _INIT_IN.unpack_from(body)
         self.proto = (major, minor)
         if major != 7:
-            return _INIT_OUT.pack(7, 45, 0, 0, 0, 0, 0, 0, 0, 0, 0)  # the kernel answers with its own INIT
+            return _INIT_OUT.pack(7, 45, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)  # the kernel answers with its own INIT
         want = ASYNC_READ | ATOMIC_O_TRUNC | BIG_WRITES | AUTO_INVAL_DATA | DO_READDIRPLUS | PARALLEL_DIROPS \
             | MAX_PAGES | CACHE_SYMLINKS
-        return _INIT_OUT.pack(7, min(minor, 45), max_readahead, flags & want, 0, 0, MAX_WRITE, 1,
-                              MAX_WRITE // 4096, 0, 0)
+        flags2 = _INIT_IN_FLAGS2.unpack_from(body)[0] if flags & INIT_EXT and len(body) >= _INIT_IN_FLAGS2.size else 0
+        # Passthrough needs a stacking depth: 1, as the upper file's filesystem is not
+        # stacked itself (an upper on overlayfs gets ELOOP at the first open: then none).
+        pt = self.passthrough and not self.readonly and bool(flags2 & PASSTHROUGH_FLAGS2)
+        self._pt_on = pt
+        return _INIT_OUT.pack(7, min(minor, 45), max_readahead, flags & want | (INIT_EXT if pt else 0), 0, 0,
+                              MAX_WRITE, 1, MAX_WRITE // 4096, 0, PASSTHROUGH_FLAGS2 if pt else 0, 1 if pt else 0)
 
     def serve(self, fd: int) -> None:
         """Answer requests on ``fd`` until the connection ends (unmount or abort)."""
@@ -1016,6 +1218,7 @@ class Server:
         ov = self._ov
         pack_out = _OUT.pack
         bufs = [buf]
+        pt_live = self._pt_live
         try:
             while True:
                 try:
@@ -1062,6 +1265,8 @@ class Server:
                                 self._dirty = False  # what the kernel caches from now on is current
                                 if ov.generation != self._seen:  # changes made before it count (_names)
                                     self._names()
+                                if pt_live and opcode in _PT_FRESH:
+                                    self._pt_refresh()
                                 node = nodes.get(nid)
                                 if node is None:
                                     raise errors.NotFound(None)
@@ -1212,6 +1417,7 @@ class Server:
     def close_all(self) -> None:
         """Close every handle still open (the session ended)."""
         with self._lock:
+            self._pt_drop()
             self._handles.close_all()
             self._handle_node.clear()
 

@@ -161,9 +161,10 @@ class UpperDir:
         return f"/proc/self/fd/{fd}/{name}"
 
     def open_for_write(self, k: str) -> int:
-        """A write descriptor of the upper file at key ``k`` (a write handle's disk side)."""
+        """A read-write descriptor of the upper file at key ``k`` (a write handle's disk side;
+        read-write so that FUSE passthrough can use it for a client's reads too)."""
         try:
-            return os.open(self.full(k), os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            return os.open(self.full(k), os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
         finally:
             self.release()
 
@@ -384,7 +385,7 @@ class UpperDir:
             # With its final mode, as ovl_create_temp makes it (nobody else sees the staging
             # directory): no chmod when the umask takes nothing from it.
             mode = e.mode & 0o777
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
             try:
                 self._file_data(fd, e)
                 self._meta(tmp, e, None, made_mode=mode & ~self._umask)
@@ -424,7 +425,7 @@ class UpperDir:
         kind = e.kind
         mode = e.mode & 0o777
         if kind == "f":
-            return os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+            return os.open(full, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
         if kind == "d":
             os.mkdir(full, mode)
         elif kind == "l":
@@ -549,7 +550,7 @@ class UpperDir:
             if meta_name in have and not e.metacopy:
                 # The data is copied up now (ovl_copy_up_meta_inode_data): data first, then
                 # the xattr goes, so a kill between leaves a valid metacopy file.
-                fd = os.open(full, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                fd = os.open(full, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
                 try:
                     self._write_data(fd, e)
                 finally:
@@ -672,7 +673,7 @@ class UpperDir:
         if len(full) >= 1024:
             return None
         try:
-            fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, e.mode & 0o777)
+            fd = os.open(full, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, e.mode & 0o777)
         except (FileExistsError, FileNotFoundError):
             return None  # a whiteout there, or the directory is gone: the long way
         except OSError:
@@ -797,6 +798,11 @@ class WriteThroughHandle(Handle):
     def attach(self, fd: int, upper: UpperDir) -> None:
         """Write through to ``fd``, the open upper file on disk (closed with the handle)."""
         self._wt_fd, self._wt = fd, upper
+
+    @property
+    def upper_fd(self) -> int:
+        """The upper file's read-write descriptor (-1: none, the handle is not writing)."""
+        return self._wt_fd
 
     @property
     def regular(self) -> bool:

@@ -1,0 +1,272 @@
+"""FUSE passthrough in the fuse-overlayfs drop-in: the kernel reads and writes an open upper
+file itself (no READ or WRITE reaches the server), and what clients see is still what the
+kernel's overlayfs shows on the same directories.
+
+The same client script runs on the drop-in (passthrough on, and off) and on the kernel's
+overlayfs over a copy of the same lower dirs; every observation (sizes, link counts, bytes
+read back through open and fresh descriptors, listings) must agree. Then the drop-in's
+upperdir, mounted by the kernel, must show what the kernel's own run left. Needs root,
+/dev/fuse and a kernel with passthrough (Linux 6.9+, CONFIG_FUSE_PASSTHROUGH): where the
+kernel has none the drop-in serves without it, and the test that needs it says why it skips.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import unionfs_sim as ufs
+from unionfs_sim.mounting import fuse_unavailable
+from unionfs_sim.testing.compare import OsView, snapshot
+
+pytestmark = pytest.mark.fuse
+
+REASON = fuse_unavailable() or (None if os.geteuid() == 0 else "needs root (kernel overlayfs oracle, passthrough)")
+needs_root_fuse = pytest.mark.skipif(REASON is not None, reason=f"{REASON}")
+if REASON is not None:
+    print(f"test_passthrough: skipping, {REASON}", file=sys.stderr)
+
+REPO = str(Path(__file__).resolve().parent.parent)
+ENV = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
+BIG = bytes(range(256)) * 4096  # 1 MiB of lower data: its copy-up stays on disk in the model
+
+
+def lower() -> ufs.Layer:
+    return ufs.Layer.from_dict({
+        "etc/hostname": b"base\n",
+        "etc/log": b"line 1\n",
+        "usr/share/a": b"linked\n",
+        "usr/share/b": ufs.Hardlink("usr/share/a"),
+        "data/big": BIG,
+        "data/small": b"small lower file\n",
+    })
+
+
+def make_dirs(base: Path) -> dict[str, Path]:
+    d = {n: base / n for n in ("lower", "upper", "work", "mnt")}
+    lower().to_directory(d["lower"])
+    for n in ("upper", "work", "mnt"):
+        d[n].mkdir()
+    return d
+
+
+def options(d: dict[str, Path]) -> str:
+    return f"lowerdir={d['lower']},upperdir={d['upper']},workdir={d['work']}"
+
+
+def wait_mounted(mnt: Path, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while not os.path.ismount(mnt):
+        assert proc.poll() is None, log.read_text(errors="replace")
+        assert time.monotonic() < deadline, "the drop-in did not mount"
+        time.sleep(0.02)
+
+
+def unmount(mnt: Path, proc: subprocess.Popen[bytes] | None = None) -> None:
+    subprocess.run(["umount", str(mnt)], check=True, timeout=30)
+    if proc is not None:
+        proc.wait(timeout=30)
+
+
+class DropIn:
+    """The drop-in serving ``d`` in the foreground with every request logged (``-d``)."""
+
+    def __init__(self, d: dict[str, Path], *more: str) -> None:
+        self.log = d["mnt"].parent / f"dropin-{len(list(d['mnt'].parent.glob('dropin-*')))}.log"
+        opts = ",".join([options(d), *more])
+        self.mnt = d["mnt"]
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "unionfs_sim.cli.fuse_overlayfs", "-d", "-o", opts,
+                                          str(self.mnt)], stdout=out, stderr=subprocess.STDOUT, env=ENV)
+        wait_mounted(self.mnt, self.proc, self.log)
+
+    def stop(self) -> str:
+        unmount(self.mnt, self.proc)
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture
+def cleanup() -> Iterator[list[Path]]:
+    mounts: list[Path] = []
+    yield mounts
+    for m in mounts:
+        if os.path.ismount(m):
+            subprocess.run(["umount", "-l", str(m)], check=False, capture_output=True)
+
+
+def stat_of(st: os.stat_result) -> tuple[int, int, int]:
+    return st.st_mode, st.st_size, st.st_nlink
+
+
+def script(m: Path) -> list[Any]:
+    """Writes through open files in the ways passthrough changes, observing as it goes."""
+    seen: list[Any] = []
+
+    def note(*what: Any) -> None:
+        seen.append(what)
+
+    # 1. create, write, stat while open (by descriptor and by name), close, read afresh
+    fd = os.open(m / "new", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.write(fd, b"x" * 5000)
+    note("new open", stat_of(os.fstat(fd)), stat_of(os.stat(m / "new")))
+    os.write(fd, b"y" * 100)
+    os.close(fd)
+    note("new", (m / "new").read_bytes(), stat_of(os.stat(m / "new")))
+
+    # 2. append to a lower file (copy-up by OPEN), stat between writes
+    fd = os.open(m / "etc/log", os.O_WRONLY | os.O_APPEND)
+    os.write(fd, b"line 2\n")
+    note("log open", stat_of(os.fstat(fd)), (m / "etc/log").read_bytes())
+    os.write(fd, b"line 3\n")
+    os.close(fd)
+    note("log", (m / "etc/log").read_bytes())
+
+    # 3. read-write: pwrite, pread on the same descriptor, mmap, ftruncate, fchmod
+    fd = os.open(m / "new", os.O_RDWR)
+    os.pwrite(fd, b"MID", 10)
+    note("pread", os.pread(fd, 20, 0))
+    with mmap.mmap(fd, 4096) as mm:
+        mm[100:104] = b"MMAP"
+        mm.flush()
+    os.ftruncate(fd, 3000)
+    os.fchmod(fd, 0o600)
+    note("new rw open", stat_of(os.fstat(fd)), os.pread(fd, 8, 2996))
+    os.close(fd)
+    note("new rw", (m / "new").read_bytes(), stat_of(os.stat(m / "new")))
+
+    # 4. an appender and a reader that opens while it is open
+    w = os.open(m / "etc/hostname", os.O_WRONLY | os.O_APPEND)
+    os.write(w, b"web1\n")
+    r = os.open(m / "etc/hostname", os.O_RDONLY)
+    note("reader", os.read(r, 100))
+    os.write(w, b"web2\n")
+    note("reader again", os.pread(r, 100, 0), stat_of(os.fstat(r)))
+    os.close(r)
+    os.close(w)
+    note("hostname", (m / "etc/hostname").read_bytes())
+
+    # 5. a hard link made while open, writes after it, both names
+    fd = os.open(m / "new", os.O_WRONLY | os.O_APPEND)
+    os.link(m / "new", m / "newlink")
+    os.write(fd, b"after link")
+    note("link open", stat_of(os.stat(m / "newlink")), stat_of(os.fstat(fd)))
+    os.close(fd)
+    note("link", (m / "new").read_bytes(), (m / "newlink").read_bytes(), stat_of(os.stat(m / "newlink")))
+
+    # 6. renamed and then unlinked while open, written all along
+    fd = os.open(m / "moving", os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o640)
+    os.write(fd, b"one ")
+    os.rename(m / "moving", m / "moved")
+    os.write(fd, b"two ")
+    note("moved open", (m / "moved").read_bytes(), stat_of(os.stat(m / "moved")))
+    os.unlink(m / "moved")
+    os.write(fd, b"three")
+    note("unlinked open", stat_of(os.fstat(fd)), os.pread(fd, 100, 0))
+    os.close(fd)
+    note("listing", sorted(os.listdir(m)))
+
+    # 7. a lower hard link: a reader first (cached), then a writer while it is open
+    r = os.open(m / "usr/share/a", os.O_RDONLY)
+    note("a before", os.read(r, 100))
+    with open(m / "usr/share/a", "ab") as f:
+        f.write(b"appended\n")
+    note("a reader", os.pread(r, 100, 0))
+    os.close(r)
+    note("a", (m / "usr/share/a").read_bytes(), (m / "usr/share/b").read_bytes(),
+         stat_of(os.stat(m / "usr/share/a")))
+
+    # 8. writes in the middle of a big copied-up lower file, and of a small one
+    for name in ("data/big", "data/small"):
+        fd = os.open(m / name, os.O_WRONLY)
+        os.pwrite(fd, b"PATCH", 5)
+        os.close(fd)
+        data = (m / name).read_bytes()
+        note(name, len(data), data[:16], data[-16:])
+
+    # 9. truncating open, truncate by name, and a reopen that reads it all
+    (m / "new").write_bytes(b"rewritten")
+    os.truncate(m / "new", 4)
+    with open(m / "new", "r+b") as rw:
+        note("new final", rw.read())
+    return seen
+
+
+def creates(m: Path, n: int) -> None:
+    os.mkdir(m / "many")
+    for i in range(n):
+        with open(m / f"many/f{i}", "wb") as f:
+            f.write(b"%d" % i * 100)
+
+
+def writes_in(log: str) -> int:
+    return sum(1 for line in log.splitlines() if " write node=" in line)
+
+
+@needs_root_fuse
+def test_passthrough_sends_no_writes(tmp_path: Path, cleanup: list[Path]) -> None:
+    """On: the kernel writes the upper files itself (no WRITE request), off: every write
+    is a request; the model has the bytes either way (read back after a remount)."""
+    counts = {}
+    for mode in ("on", "off"):
+        d = make_dirs(tmp_path / mode)
+        cleanup.append(d["mnt"])
+        server = DropIn(d, f"passthrough={mode}")
+        creates(d["mnt"], 20)
+        with open(d["mnt"] / "etc/log", "ab") as f:  # an append copy-up
+            f.write(b"appended\n")
+        view = {p.name: p.read_bytes() for p in (d["mnt"] / "many").iterdir()}  # through the model
+        counts[mode] = writes_in(server.stop())
+        assert view == {f"f{i}": b"%d" % i * 100 for i in range(20)}
+        assert (d["upper"] / "etc/log").read_bytes() == b"line 1\nappended\n"
+    if counts["on"] == counts["off"]:
+        pytest.skip(f"this kernel has no FUSE passthrough ({os.uname().release}): both sent {counts['on']} WRITEs")
+    assert counts == {"on": 0, "off": 21}
+
+
+@needs_root_fuse
+def test_passthrough_matches_the_kernel(tmp_path: Path, cleanup: list[Path]) -> None:
+    kd = make_dirs(tmp_path / "kernel")
+    cleanup.append(kd["mnt"])
+    subprocess.run(["mount", "-t", "overlay", "overlay", "-o", options(kd), str(kd["mnt"])], check=True)
+    try:
+        want = script(kd["mnt"])
+    finally:
+        unmount(kd["mnt"])
+    subprocess.run(["mount", "-t", "overlay", "overlay", "-o", options(kd), str(kd["mnt"])], check=True)
+    try:
+        want_view = snapshot(OsView(), str(kd["mnt"]))
+    finally:
+        unmount(kd["mnt"])
+    want_view = {k[len(str(kd["mnt"])):]: v for k, v in want_view.items()}
+
+    for mode in ("on", "off"):
+        d = make_dirs(tmp_path / mode)
+        cleanup.append(d["mnt"])
+        server = DropIn(d, f"passthrough={mode}")
+        try:
+            got = script(d["mnt"])
+            view = snapshot(OsView(), str(d["mnt"]))
+        finally:
+            log = server.stop()
+        assert "Traceback" not in log and "failed" not in log, log[-3000:]
+        assert len(got) == len(want)
+        for a, b in zip(got, want, strict=True):
+            assert a == b, f"passthrough={mode}: {a[0]}"
+        assert {k[len(str(d["mnt"])):]: v for k, v in view.items()} == want_view
+        # the upperdir it left, as the kernel's overlayfs shows it
+        subprocess.run(["mount", "-t", "overlay", "overlay", "-o", options(d), str(d["mnt"])], check=True)
+        try:
+            after = snapshot(OsView(), str(d["mnt"]))
+        finally:
+            unmount(d["mnt"])
+        assert {k[len(str(d["mnt"])):]: v for k, v in after.items()} == want_view
+        shutil.rmtree(tmp_path / mode)
