@@ -70,7 +70,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .. import errors
-from ..content import Data
+from ..content import CHUNK, Data
 from ..errors import FuseUnavailable, MountError
 from ..fs import FileSystem, Handle
 from ..linux import (
@@ -1145,7 +1145,12 @@ class Server:
         size = st.st_size
         if pt.append:
             if size > data.size:
-                data.write(data.size, _pread_all(pt.fd, data.size, size))
+                # From the start of the last chunk: its known bytes come from the upper file
+                # too, so none is read from a lower file behind it (that is an open).
+                start = data.size - data.size % CHUNK
+                tail = _pread_all(pt.fd, start, size)
+                data.truncate(start)
+                data.write(start, tail)
             elif size < data.size:
                 data.truncate(size)
         elif full:

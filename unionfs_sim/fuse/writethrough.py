@@ -242,7 +242,7 @@ class UpperDir:
                 self._make(full, e, keep=k == self._keep, in_place=True)
                 self._dirs.add(split(k)[0])
                 return
-            self._place(k, st, lambda tmp: self._make(tmp, e))
+            self._place(k, st, lambda tmp: self._make(tmp, e, keep=k == self._keep))
             return
         self._meta(full, e, st, k)
         self._dirs.discard(k)  # its times were just settled; a later change on disk re-adds it
