@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 import unionfs_sim as ufs
+from unionfs_sim.linux import RENAME_EXCHANGE, renameat2
 from unionfs_sim.mounting import fuse_unavailable
 from unionfs_sim.testing.compare import OsView, snapshot
 
@@ -192,7 +193,36 @@ def script(m: Path) -> list[Any]:
         data = (m / name).read_bytes()
         note(name, len(data), data[:16], data[-16:])
 
-    # 9. truncating open, truncate by name, and a reopen that reads it all
+    # 9. changes that write the model's idea of an open file through to its upper file
+    # (an xattr set, an exchange of names): it must have taken in the kernel's writes first
+    fd = os.open(m / "xa", os.O_WRONLY | os.O_CREAT, 0o644)
+    os.write(fd, b"x" * 100)
+    os.setxattr(fd, "user.a", b"1")
+    os.write(fd, b"y" * 10)
+    os.removexattr(fd, "user.a")
+    os.write(fd, b"z")
+    os.close(fd)
+    note("xattr", (m / "xa").read_bytes())
+    fd = os.open(m / "etc/hostname", os.O_WRONLY | os.O_APPEND)
+    os.stat(m / "etc")
+    os.stat(m / "etc/hostname")
+    os.write(fd, b"appended line\n")
+    os.setxattr(m / "etc/hostname", "user.k", b"v")
+    os.write(fd, b"tail\n")
+    os.close(fd)
+    note("xattr by name", (m / "etc/hostname").read_bytes())
+    (m / "xa").write_bytes(b"")
+    (m / "xb").write_bytes(b"other")
+    for p in ("xa", "xb", ""):
+        os.stat(m / p)
+    fd = os.open(m / "xa", os.O_WRONLY)
+    os.write(fd, b"written through passthrough")
+    renameat2(str(m / "xa"), str(m / "xb"), RENAME_EXCHANGE)
+    os.write(fd, b"!")
+    os.close(fd)
+    note("exchanged", (m / "xa").read_bytes(), (m / "xb").read_bytes())
+
+    # 10. truncating open, truncate by name, and a reopen that reads it all
     (m / "new").write_bytes(b"rewritten")
     os.truncate(m / "new", 4)
     with open(m / "new", "r+b") as rw:

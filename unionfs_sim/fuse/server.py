@@ -183,8 +183,11 @@ _INVAL_ENTRY = struct.Struct("<QII")
 _BY_NODE = frozenset({GETATTR, SETATTR, OPEN, READLINK, GETXATTR, LISTXATTR, SETXATTR, REMOVEXATTR, ACCESS,
                       CREATE, MKDIR, MKNOD, SYMLINK, LINK})
 """Requests whose ENOENT can only mean the node they name is gone (not a name in it)."""
-_PT_FRESH = frozenset({GETATTR, SETATTR, LOOKUP, READDIRPLUS, LINK, OPEN})
-"""Requests answered with attributes (or opening): passthrough files are taken in first."""
+_PT_QUIET = frozenset({READ, WRITE, RELEASE, RELEASEDIR, GETXATTR, LISTXATTR, FSYNC, FSYNCDIR, STATFS, READLINK,
+                       ACCESS, READDIR, OPENDIR})
+"""Requests that neither answer with a file's size or times nor change anything. Before any
+other, passthrough files are taken in first: a change writes the model's idea of a file
+through to its upper file (an xattr set syncs its size too), so that idea must be current."""
 
 CAPABILITY = "security.capability"
 _IDLE = (0, False)
@@ -1093,11 +1096,15 @@ class Server:
         shown = self._aliases.get(id(o))
         if shown is not None and shown - {node.id}:
             return None
-        own = os.dup(fd)
+        own = -1
         try:
+            own = os.dup(fd)
             backing = fcntl.ioctl(self._fd, BACKING_OPEN, bytearray(_BACKING_MAP.pack(own, 0, 0)), True)
         except OSError as e:
-            os.close(own)
+            if own >= 0:
+                os.close(own)
+            if e.errno in (errno.EMFILE, errno.ENFILE):
+                return None  # this file only: served without passthrough
             # EPERM (not CAP_SYS_ADMIN), ELOOP (an upper on a stacked filesystem), ...: the
             # same for every file of this mount, so ask no more.
             self._pt_on = False
@@ -1231,7 +1238,7 @@ class Server:
                 except OSError as e:
                     if e.errno in (errno.ENOENT, errno.EINTR, errno.EAGAIN):
                         continue  # the request was interrupted before we read it
-                    if e.errno == errno.ENODEV:
+                    if e.errno in (errno.ENODEV, errno.ECONNABORTED):
                         return  # unmounted, or aborted
                     raise
                 if n < _IN.size:
@@ -1270,7 +1277,7 @@ class Server:
                                 self._dirty = False  # what the kernel caches from now on is current
                                 if ov.generation != self._seen:  # changes made before it count (_names)
                                     self._names()
-                                if pt_live and opcode in _PT_FRESH:
+                                if pt_live and opcode not in _PT_QUIET:
                                     self._pt_refresh()
                                 node = nodes.get(nid)
                                 if node is None:
