@@ -95,7 +95,7 @@ from ..linux import (
     renameat2,
     set_readahead,
 )
-from ..nodes import DiskBytes
+from ..nodes import DiskBytes, Node
 from ..overlay import Inode, Loc
 from .semantics import (
     NAME_MAX,
@@ -183,6 +183,9 @@ _INVAL_ENTRY = struct.Struct("<QII")
 _BY_NODE = frozenset({GETATTR, SETATTR, OPEN, READLINK, GETXATTR, LISTXATTR, SETXATTR, REMOVEXATTR, ACCESS,
                       CREATE, MKDIR, MKNOD, SYMLINK, LINK})
 """Requests whose ENOENT can only mean the node they name is gone (not a name in it)."""
+_SGID_NO_XGRP = _stat.S_ISGID | _stat.S_IXGRP
+_CAP_FSETID = 4
+_O_DIRECT = getattr(os, "O_DIRECT", 0)
 _PT_QUIET = frozenset({READ, WRITE, RELEASE, RELEASEDIR, GETXATTR, LISTXATTR, FSYNC, FSYNCDIR, STATFS, READLINK,
                        ACCESS, READDIR, OPENDIR})
 """Requests that neither answer with a file's size or times nor change anything. Before any
@@ -290,6 +293,25 @@ class _Node:
         self.loc: Loc | None = None  # its first name, resolved in the names epoch loc_gen (Server._names)
         self.loc_gen = -1
         self.pt: _Pt | None = None  # open with FUSE passthrough (every handle of it is)
+
+
+def _in_group_or_capable(ctx: tuple[int, int, int], gid: int) -> bool:
+    """``in_group_or_capable`` for the process behind a request: its fsgid, one of its
+    supplementary groups (``/proc/PID/status``), or CAP_FSETID. A process already gone
+    counts as in the group (nothing is changed on its behalf)."""
+    if ctx[1] == gid:
+        return True
+    try:
+        with open(f"/proc/{ctx[2]}/status", "rb") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return True
+    for line in lines:
+        if line.startswith(b"Groups:") and gid in {int(g) for g in line.split()[1:]}:
+            return True
+        if line.startswith(b"CapEff:") and int(line.split()[1], 16) & (1 << _CAP_FSETID):
+            return True
+    return False
 
 
 def _in_memory(data: Data) -> bool:
@@ -739,6 +761,11 @@ class Server:
             # chown(-1, -1) arrives with nothing to set: it still copies up, as overlayfs does
             fs.chown(path, uid if valid & FATTR_UID else -1, gid if valid & FATTR_GID else -1, follow_symlinks=False)
         if valid & FATTR_SIZE:
+            obj: Inode | Node | None = h.inode if h is not None else None
+            if obj is None and (loc := self._node_loc(node)) is not None:
+                obj = loc.up if loc.up is not None else loc.lo  # a lower file: copied up by the truncate
+            if obj is not None and obj.kind == "f" and obj.mode & _SGID_NO_XGRP == _stat.S_ISGID:
+                self._drop_sgid(node, obj, ctx)
             if h is not None and h.writable():
                 h.truncate(size)
             else:
@@ -756,6 +783,22 @@ class Server:
         if valid & FATTR_SIZE:
             node.sig = _sig(st)
         return self._attr_bytes(st)
+
+    def _drop_sgid(self, node: _Node, o: Inode | Node, ctx: tuple[int, int, int]) -> None:
+        """A write or truncate of a setgid file without group execute by a caller outside
+        its group: the setgid bit goes (``setattr_should_drop_sgid``, Linux 6.2+). The
+        kernel's FUSE layer still applies the older rule (setgid goes only with group
+        execute), so the server applies this one itself, as the upper filesystem would
+        under the kernel's overlayfs."""
+        if _in_group_or_capable(ctx, o.gid):
+            return
+        mode = _stat.S_IMODE(o.mode) & ~_stat.S_ISGID
+        path = self._path(node)
+        if path is not None:
+            self.fs.chmod(path, mode, follow_symlinks=False)
+        elif isinstance(o, Inode):
+            self._ov.setattr(o, mode=mode)  # no name left: nothing on disk shows it
+        self._notify_inval_inode(node.id)
 
     def _changed(self, node: _Node, path: str) -> None:
         """After a change through ``path``: the node's identity (copied up?), its aliases."""
@@ -1043,6 +1086,9 @@ class Server:
     def _write(self, node: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes:
         fh, offset, size, _wflags, _lo, _fl, _ = _WRITE_IN.unpack_from(body)
         h = self._handles[fh]
+        o = h.inode
+        if o is not None and o.mode & _SGID_NO_XGRP == _stat.S_ISGID and size:
+            self._drop_sgid(node, o, ctx)
         # the request buffer itself: the model and the upper file copy what they keep
         n = h.write_at(body[_WRITE_IN.size:_WRITE_IN.size + size], offset)
         self._names_kept()  # data and times of an upper inode (or nothing: a device)
@@ -1088,8 +1134,8 @@ class Server:
         fd = getattr(h, "upper_fd", -1)
         o = h.inode
         if fd < 0 or not writer or len(node.handles) != 1 or node.fmt != _stat.S_IFREG or o is None \
-                or o.data is None or o.metacopy or flags & getattr(os, "O_DIRECT", 0):
-            return None
+                or o.data is None or o.metacopy or flags & _O_DIRECT or o.mode & _SGID_NO_XGRP == _stat.S_ISGID:
+            return None  # (setgid without group execute: writes must come here, see _drop_sgid)
         append = flags & (os.O_ACCMODE | os.O_APPEND) == os.O_WRONLY | os.O_APPEND
         if not append and not _in_memory(o.data):
             return None
