@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -96,7 +97,17 @@ class DropIn:
 
 
 @pytest.fixture
-def cleanup() -> Iterator[list[Path]]:
+def cleanup_dirs() -> Iterator[list[Path]]:
+    """Directories removed at the end, after :func:`cleanup` unmounted what is in them."""
+    dirs: list[Path] = []
+    yield dirs
+    for d in dirs:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def cleanup(cleanup_dirs: list[Path]) -> Iterator[list[Path]]:
+    """Mount points unmounted (lazily) at the end, whatever happened."""
     mounts: list[Path] = []
     yield mounts
     for m in mounts:
@@ -300,3 +311,45 @@ def test_passthrough_matches_the_kernel(tmp_path: Path, cleanup: list[Path]) -> 
             unmount(d["mnt"])
         assert {k[len(str(d["mnt"])):]: v for k, v in after.items()} == want_view
         shutil.rmtree(tmp_path / mode)
+
+
+@needs_root_fuse
+def test_setgid_without_group_execute_drops_as_overlayfs_does(cleanup: list[Path],
+                                                               cleanup_dirs: list[Path]) -> None:
+    """A write and a truncate by a caller outside the file's group drop setgid even without
+    group execute on overlayfs over a local upper; the kernel's FUSE layer alone would keep
+    it (fuse-overlayfs does), so the drop-in decides it itself."""
+    if shutil.which("setpriv") is None:
+        pytest.skip("needs setpriv (util-linux) to act as uid 1000")
+    top = Path(tempfile.mkdtemp(prefix="ufs-sgid-"))  # pytest's tmp_path is not searchable by uid 1000
+    cleanup_dirs.append(top)
+    os.chmod(top, 0o755)
+    modes = {}
+    for who in ("kernel", "drop-in"):
+        base = top / who
+        base.mkdir()
+        d = {n: base / n for n in ("lower", "upper", "work", "mnt")}
+        for p in d.values():
+            p.mkdir()
+        for name in ("w", "t"):
+            (d["lower"] / name).write_bytes(b"x\n")
+            os.chown(d["lower"] / name, 1000, 0)
+            os.chmod(d["lower"] / name, 0o2745)
+        cleanup.append(d["mnt"])
+        if who == "kernel":
+            subprocess.run(["mount", "-t", "overlay", "overlay", "-o", options(d), str(d["mnt"])], check=True)
+            server = None
+        else:
+            server = DropIn(d, "allow_other")
+        try:
+            subprocess.run(["setpriv", "--reuid", "1000", "--regid", "1000", "--clear-groups", "sh", "-c",
+                            f"echo y >> {d['mnt']}/w && truncate -s 1 {d['mnt']}/t"], check=True)
+            modes[who] = [stat_of(os.stat(d["mnt"] / n))[0] for n in ("w", "t")]
+        finally:
+            if server is not None:
+                server.stop()
+            else:
+                unmount(d["mnt"])
+        modes[who + " upper"] = [os.stat(d["upper"] / n).st_mode for n in ("w", "t")]
+    assert modes["drop-in"] == modes["kernel"] == [0o100745, 0o100745]
+    assert modes["drop-in upper"] == modes["kernel upper"]
