@@ -72,20 +72,33 @@ def open_dir_walking(path: str) -> int:
     return fd
 
 
-@contextlib.contextmanager
-def reachable(path: str) -> Iterator[str]:
+class reachable:  # noqa: N801 - used as a function: ``with reachable(path) as where:``
     """``path`` in a form one system call takes: itself, or when it is past PATH_MAX (a lower
     or upper directory's deep tree), its last component under ``/proc/self/fd/N``, N being
-    its directory opened by :func:`open_dir_walking` and closed on leaving."""
-    if not too_long(path):
-        yield path
-        return
-    parent, name = os.path.split(path)
-    fd = open_dir_walking(parent)
-    try:
-        yield f"/proc/self/fd/{fd}/{name}"
-    finally:
-        os.close(fd)
+    its directory opened by :func:`open_dir_walking` and closed on leaving.
+
+    A class, not a generator context manager: it runs for every lower file read or copied
+    up, nearly always for a short path (the generator version cost a few us each time).
+    """
+
+    __slots__ = ("fd", "path")
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd = -1
+
+    def __enter__(self) -> str:
+        path = self.path
+        if not too_long(path):
+            return path
+        parent, name = os.path.split(path)
+        self.fd = open_dir_walking(parent)
+        return f"/proc/self/fd/{self.fd}/{name}"
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            os.close(fd)
 
 
 _libc: Any = None

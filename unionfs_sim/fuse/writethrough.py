@@ -32,7 +32,6 @@ import itertools
 import os
 import shutil
 import stat as _stat
-from collections.abc import Iterator
 from typing import Any
 
 from ..codec import overlaydir
@@ -94,6 +93,23 @@ def read_upperdir(path: str, lower: Lower) -> dict[str, Entry]:
         return FileSystem(Overlay(lower, readonly=True)).read_bytes("/" + k)
 
     return overlaydir.read(path, format="overlay", include_root=True, metacopy=metacopy_data)
+
+
+class _OrReload:
+    """:meth:`UpperDir._or_reload` (a class: it runs for every change, and a generator
+    context manager cost a few us of each)."""
+
+    __slots__ = ("upper",)
+
+    def __init__(self, upper: UpperDir) -> None:
+        self.upper = upper
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if kind is not None and issubclass(kind, OSError):
+            self.upper.reload()
 
 
 class UpperDir:
@@ -315,13 +331,10 @@ class UpperDir:
         self._agreed.clear()
         self.ov.load_upper(read_upperdir(self.root, self.ov.lower), replace=True)
 
-    @contextlib.contextmanager
-    def _or_reload(self) -> Iterator[None]:
-        try:
-            yield
-        except OSError:
-            self.reload()
-            raise
+    def _or_reload(self) -> _OrReload:
+        """A context in which an OSError (the disk refused a change) re-reads the upperdir
+        into the model before it propagates."""
+        return _OrReload(self)
 
     def _parents(self, k: str) -> None:
         p = split(k)[0]
