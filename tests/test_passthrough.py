@@ -12,6 +12,7 @@ kernel has none the drop-in serves without it, and the test that needs it says w
 
 from __future__ import annotations
 
+import fcntl
 import mmap
 import os
 import shutil
@@ -254,8 +255,8 @@ def writes_in(log: str) -> int:
 
 @needs_root_fuse
 def test_passthrough_sends_no_writes(tmp_path: Path, cleanup: list[Path]) -> None:
-    """On: the kernel writes the upper files itself (no WRITE request), off: every write
-    is a request; the model has the bytes either way (read back after a remount)."""
+    """On: the kernel writes the upper files itself (no WRITE request but the append's), off:
+    every write is a request; the model has the bytes either way."""
     counts = {}
     for mode in ("on", "off"):
         d = make_dirs(tmp_path / mode)
@@ -270,7 +271,7 @@ def test_passthrough_sends_no_writes(tmp_path: Path, cleanup: list[Path]) -> Non
         assert (d["upper"] / "etc/log").read_bytes() == b"line 1\nappended\n"
     if counts["on"] == counts["off"]:
         pytest.skip(f"this kernel has no FUSE passthrough ({os.uname().release}): both sent {counts['on']} WRITEs")
-    assert counts == {"on": 0, "off": 21}
+    assert counts == {"on": 1, "off": 21}  # the append goes through the server either way
 
 
 @needs_root_fuse
@@ -353,3 +354,48 @@ def test_setgid_without_group_execute_drops_as_overlayfs_does(cleanup: list[Path
         modes[who + " upper"] = [os.stat(d["upper"] / n).st_mode for n in ("w", "t")]
     assert modes["drop-in"] == modes["kernel"] == [0o100745, 0o100745]
     assert modes["drop-in upper"] == modes["kernel upper"]
+
+
+def setfl(m: Path) -> list[bytes]:
+    """O_APPEND cleared by fcntl after an append, and set on a descriptor opened without it."""
+    fd = os.open(m / "data/small", os.O_WRONLY | os.O_APPEND)
+    os.write(fd, b"END")
+    fcntl.fcntl(fd, fcntl.F_SETFL, 0)
+    os.pwrite(fd, b"START", 0)
+    os.close(fd)
+    fd = os.open(m / "fresh", os.O_WRONLY | os.O_CREAT, 0o644)
+    os.write(fd, b"abc")
+    fcntl.fcntl(fd, fcntl.F_SETFL, os.O_APPEND)
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.write(fd, b"X")
+    os.close(fd)
+    return [(m / "data/small").read_bytes(), (m / "fresh").read_bytes()]
+
+
+@needs_root_fuse
+def test_append_flag_changed_by_fcntl(tmp_path: Path, cleanup: list[Path]) -> None:
+    """fcntl(F_SETFL) changing O_APPEND: the kernel's overlayfs (and fuse-overlayfs) write
+    where the flag now says, and so does the drop-in with ``passthrough=off`` (WRITE carries
+    the file's flags). With passthrough the kernel opens its backing file with the flags the
+    file was opened with (``fuse_passthrough_open``) and nothing reaches the server: O_APPEND
+    set later works (each write asks for it), but O_APPEND cleared would not (the backing
+    file keeps it), so an O_APPEND open is never given passthrough."""
+    kd = make_dirs(tmp_path / "kernel")
+    cleanup.append(kd["mnt"])
+    subprocess.run(["mount", "-t", "overlay", "overlay", "-o", options(kd), str(kd["mnt"])], check=True)
+    try:
+        want = setfl(kd["mnt"])
+    finally:
+        unmount(kd["mnt"])
+    assert want == [b"START lower file\nEND", b"abcX"]
+    got = {}
+    for mode in ("off", "on"):
+        d = make_dirs(tmp_path / mode)
+        cleanup.append(d["mnt"])
+        server = DropIn(d, f"passthrough={mode}")
+        try:
+            got[mode] = setfl(d["mnt"])
+        finally:
+            server.stop()
+    assert got["off"] == want
+    assert got["on"] == want

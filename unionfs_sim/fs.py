@@ -1253,6 +1253,10 @@ class Handle(io.RawIOBase):
         """The os.O_* flags the handle was opened with."""
         return self._flags
 
+    def set_append(self, on: bool) -> None:
+        """Turn O_APPEND on or off, as ``fcntl(F_SETFL)`` does on an open descriptor."""
+        self._flags = self._flags | os.O_APPEND if on else self._flags & ~os.O_APPEND
+
     @property
     def inode(self) -> Inode | None:
         """The upper inode the handle holds (None: a lower file not copied up yet)."""

@@ -70,7 +70,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .. import errors
-from ..content import CHUNK, Data
+from ..content import Data
 from ..errors import FuseUnavailable, MountError
 from ..fs import FileSystem, Handle
 from ..linux import (
@@ -186,6 +186,9 @@ _BY_NODE = frozenset({GETATTR, SETATTR, OPEN, READLINK, GETXATTR, LISTXATTR, SET
 _SGID_NO_XGRP = _stat.S_ISGID | _stat.S_IXGRP
 _CAP_FSETID = 4
 _O_DIRECT = getattr(os, "O_DIRECT", 0)
+PT_REREAD_MAX = 1 << 20
+"""Largest file over a lower file's bytes given FUSE passthrough (its bytes are read back
+into the model when the last handle goes; a larger one is written through the server)."""
 _PT_QUIET = frozenset({READ, WRITE, RELEASE, RELEASEDIR, GETXATTR, LISTXATTR, FSYNC, FSYNCDIR, STATFS, READLINK,
                        ACCESS, READDIR, OPENDIR})
 """Requests that neither answer with a file's size or times nor change anything. Before any
@@ -336,21 +339,19 @@ class _Pt:
     its backing id, and what the model has taken in of the kernel's writes.
 
     The kernel sends no READ or WRITE for it: the bytes go straight to the upper file, which
-    is where write-through puts them anyway. The model catches up from the upper file
-    before it answers for the file's attributes (GETATTR, LOOKUP, ...), and takes its bytes
-    when the last handle is released.
+    is where write-through puts them anyway. The model takes the upper file's size and
+    times before it answers for the file or changes anything (GETATTR, LOOKUP, SETXATTR,
+    ...), and its bytes when the last handle is released (or when another node's READ
+    needs them). Nothing tells the server where the kernel wrote (mmap, pwrite, an
+    O_APPEND cleared by fcntl), so it is always the whole file.
     """
 
-    __slots__ = ("append", "count", "fd", "id", "inode", "seen", "stale")
+    __slots__ = ("count", "fd", "id", "inode", "seen", "stale")
 
-    def __init__(self, backing: int, fd: int, inode: Inode, append: bool) -> None:
+    def __init__(self, backing: int, fd: int, inode: Inode) -> None:
         self.id = backing
         self.fd = fd  # our own read-write descriptor of the upper file
         self.inode = inode
-        # Every writer so far is O_WRONLY|O_APPEND (no mmap, no write but at the end): the
-        # model's bytes stay right and only the new tail is read. Else the size and times
-        # are taken at once and the bytes when the last handle goes.
-        self.append = append
         self.count = 0  # open handles of the node (all of them passthrough)
         self.seen = (inode.size, inode.mtime_ns, inode.ctime_ns)  # the upper file as last taken in
         self.stale = False  # the model's bytes lag the upper file's (size and times do not)
@@ -1084,8 +1085,10 @@ class Server:
         return h.pread(size, offset)
 
     def _write(self, node: _Node, body: memoryview, ctx: tuple[int, int, int]) -> bytes:
-        fh, offset, size, _wflags, _lo, _fl, _ = _WRITE_IN.unpack_from(body)
+        fh, offset, size, _wflags, _lo, fl, _ = _WRITE_IN.unpack_from(body)
         h = self._handles[fh]
+        if (fl ^ h.flags) & os.O_APPEND:  # fcntl(F_SETFL) changed it since the open
+            h.set_append(bool(fl & os.O_APPEND))
         o = h.inode
         if o is not None and o.mode & _SGID_NO_XGRP == _stat.S_ISGID and size:
             self._drop_sgid(node, o, ctx)
@@ -1120,24 +1123,25 @@ class Server:
         None: no passthrough, the kernel sends READ and WRITE here.
 
         A node's first passthrough open needs a handle holding the upper file open for
-        writing, no other open handle (the kernel wants every open of a file the same kind),
-        no other node showing its inode, and either O_WRONLY|O_APPEND or bytes the model
-        holds itself (whose full re-read at the end costs no more memory than it had).
-        Later opens of the node join, whatever their mode: the kernel requires it.
+        writing (not O_APPEND), no other open handle (the kernel wants every open of a file the same kind),
+        no other node showing its inode, and bytes the model holds itself or few of them
+        (up to :data:`PT_REREAD_MAX` of a lower file's): the model reads the whole file
+        back at the end, which must not put a large lower file into memory. Later opens of
+        the node join, whatever their mode: the kernel requires it.
         """
-        writer = flags & os.O_ACCMODE != os.O_RDONLY
         pt = node.pt
         if pt is not None:
-            if writer and flags & (os.O_ACCMODE | os.O_APPEND) != os.O_WRONLY | os.O_APPEND:
-                pt.append = False
             return self._pt_opened(pt, fh)
         fd = getattr(h, "upper_fd", -1)
         o = h.inode
-        if fd < 0 or not writer or len(node.handles) != 1 or node.fmt != _stat.S_IFREG or o is None \
-                or o.data is None or o.metacopy or flags & _O_DIRECT or o.mode & _SGID_NO_XGRP == _stat.S_ISGID:
-            return None  # (setgid without group execute: writes must come here, see _drop_sgid)
-        append = flags & (os.O_ACCMODE | os.O_APPEND) == os.O_WRONLY | os.O_APPEND
-        if not append and not _in_memory(o.data):
+        if fd < 0 or flags & os.O_ACCMODE == os.O_RDONLY or len(node.handles) != 1 or node.fmt != _stat.S_IFREG \
+                or o is None or o.data is None or o.metacopy or flags & (_O_DIRECT | os.O_APPEND) \
+                or o.mode & _SGID_NO_XGRP == _stat.S_ISGID:
+            # O_APPEND: the kernel opens its backing file with the flags of the open and
+            # keeps them, so an fcntl(F_SETFL) that clears O_APPEND later would still
+            # append; setgid without group execute: writes must come here (_drop_sgid).
+            return None
+        if not _in_memory(o.data) and o.data.size > PT_REREAD_MAX:
             return None
         shown = self._aliases.get(id(o))
         if shown is not None and shown - {node.id}:
@@ -1157,7 +1161,7 @@ class Server:
             log.info("unionfs_sim FUSE: no passthrough (%s); reads and writes go through the server",
                      os.strerror(e.errno or 0))
             return None
-        node.pt = pt = _Pt(int(backing), own, o, append)
+        node.pt = pt = _Pt(int(backing), own, o)
         self._pt_live[node.id] = node
         return self._pt_opened(pt, fh)
 
@@ -1186,8 +1190,8 @@ class Server:
             os.close(pt.fd)
 
     def _pt_take(self, node: _Node, pt: _Pt, full: bool) -> None:
-        """Bring the model's inode up to the upper file the kernel wrote: size and times
-        always, bytes when appending, or when ``full``."""
+        """Bring the model's inode up to the upper file the kernel wrote: size and times,
+        and with ``full`` the bytes."""
         st = os.fstat(pt.fd)
         seen = (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         if seen == pt.seen and not (full and pt.stale):
@@ -1196,21 +1200,11 @@ class Server:
         data = o.data
         assert data is not None
         size = st.st_size
-        if pt.append:
-            if size > data.size:
-                # From the start of the last chunk: its known bytes come from the upper file
-                # too, so none is read from a lower file behind it (that is an open).
-                start = data.size - data.size % CHUNK
-                tail = _pread_all(pt.fd, start, size)
-                data.truncate(start)
-                data.write(start, tail)
-            elif size < data.size:
-                data.truncate(size)
-        elif full:
-            o.data = Data(_pread_all(pt.fd, 0, size))
+        if full:
+            o.data = Data(os.pread(pt.fd, size, 0) if size < 1 << 30 else _pread_all(pt.fd, 0, size))
             pt.stale = False
         else:
-            data.truncate(size)
+            data.truncate(size)  # the bytes are read at the end (no request of the file needs them before)
             pt.stale = True
         o.atime_ns, o.mtime_ns, o.ctime_ns = st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns
         pt.seen = seen
