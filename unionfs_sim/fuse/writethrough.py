@@ -36,6 +36,7 @@ from typing import Any
 
 from ..codec import overlaydir
 from ..codec.overlaydir import ESCAPE, TRUSTED
+from ..content import CHUNK, Data
 from ..fs import FileSystem, Handle, PathArg
 from ..linux import RENAME_EXCHANGE, RENAME_WHITEOUT, renameat2
 from ..lower import Lower
@@ -762,8 +763,10 @@ class WriteThroughHandle(Handle):
         keeps exactly what the disk has.
         """
         with self._fs.lock:
-            n = super().write(b)
             o = self._inode
+            if self._wt_fd >= 0 and o is not None and o.data is not None and isinstance(o.data.base, DiskBytes):
+                self._own_from_upper(o.data, len(memoryview(b).cast("B")))
+            n = super().write(b)
             if self._wt_fd >= 0 and o is not None and n:
                 view = memoryview(b).cast("B")[:n]
                 start = self._pos - n
@@ -779,6 +782,27 @@ class WriteThroughHandle(Handle):
                     return done
                 adopt_times(o, os.fstat(self._wt_fd), atime=False)  # the kernel's new mtime
             return n
+
+    def _own_from_upper(self, data: Data, n: int) -> None:
+        """Before a write of ``n`` bytes into data still over a lower file: the chunks it
+        touches from the upper file, which holds the same bytes (the write-through copy),
+        so the model does not open the lower file to read them (an append to a file just
+        copied up would open it once more)."""
+        if not n or self._inode is None or self._inode.metacopy:
+            return
+        pos = data.size if self._flags & os.O_APPEND else self._pos
+        first, last = pos // CHUNK, (pos + n - 1) // CHUNK
+        for i in (first, last) if last > first else (first,):
+            start = i * CHUNK
+            want = min(CHUNK, data.base_len - start)
+            if i not in data.chunks and want > 0:
+                got = os.pread(self._wt_fd, want, start)
+                if len(got) == want:  # else the model reads its lower file, as it would have
+                    data.chunks[i] = bytearray(got)
+        for i in range(first + 1, last):  # wholly overwritten: what they held does not matter
+            start = i * CHUNK
+            if i not in data.chunks and start < data.base_len:
+                data.chunks[i] = bytearray(min(CHUNK, data.base_len - start))
 
     def _undo(self, o: Inode, start: int, end: int) -> None:
         """Put back the disk's bytes in ``[start, end)`` of the model and its size (after a
