@@ -255,8 +255,8 @@ def writes_in(log: str) -> int:
 
 @needs_root_fuse
 def test_passthrough_sends_no_writes(tmp_path: Path, cleanup: list[Path]) -> None:
-    """On: the kernel writes the upper files itself (no WRITE request but the append's), off:
-    every write is a request; the model has the bytes either way."""
+    """On: the kernel writes the upper files itself (no WRITE request), off: every write is
+    a request; the model has the bytes either way."""
     counts = {}
     for mode in ("on", "off"):
         d = make_dirs(tmp_path / mode)
@@ -271,7 +271,7 @@ def test_passthrough_sends_no_writes(tmp_path: Path, cleanup: list[Path]) -> Non
         assert (d["upper"] / "etc/log").read_bytes() == b"line 1\nappended\n"
     if counts["on"] == counts["off"]:
         pytest.skip(f"this kernel has no FUSE passthrough ({os.uname().release}): both sent {counts['on']} WRITEs")
-    assert counts == {"on": 1, "off": 21}  # the append goes through the server either way
+    assert counts == {"on": 0, "off": 21}
 
 
 @needs_root_fuse
@@ -378,8 +378,9 @@ def test_append_flag_changed_by_fcntl(tmp_path: Path, cleanup: list[Path]) -> No
     where the flag now says, and so does the drop-in with ``passthrough=off`` (WRITE carries
     the file's flags). With passthrough the kernel opens its backing file with the flags the
     file was opened with (``fuse_passthrough_open``) and nothing reaches the server: O_APPEND
-    set later works (each write asks for it), but O_APPEND cleared would not (the backing
-    file keeps it), so an O_APPEND open is never given passthrough."""
+    set later works (each write asks for it), O_APPEND cleared does not (the backing file
+    keeps it). That one divergence is documented (docs/fidelity.md) and pinned here, so
+    that a kernel which fixes it, or a server change, shows."""
     kd = make_dirs(tmp_path / "kernel")
     cleanup.append(kd["mnt"])
     subprocess.run(["mount", "-t", "overlay", "overlay", "-o", options(kd), str(kd["mnt"])], check=True)
@@ -398,4 +399,5 @@ def test_append_flag_changed_by_fcntl(tmp_path: Path, cleanup: list[Path]) -> No
         finally:
             server.stop()
     assert got["off"] == want
-    assert got["on"] == want
+    if got["on"] != want:  # passthrough in effect (else this kernel has none: the same as off)
+        assert got["on"] == [b"small lower file\nENDSTART", b"abcX"]

@@ -1123,7 +1123,7 @@ class Server:
         None: no passthrough, the kernel sends READ and WRITE here.
 
         A node's first passthrough open needs a handle holding the upper file open for
-        writing (not O_APPEND), no other open handle (the kernel wants every open of a file the same kind),
+        writing, no other open handle (the kernel wants every open of a file the same kind),
         no other node showing its inode, and bytes the model holds itself or few of them
         (up to :data:`PT_REREAD_MAX` of a lower file's): the model reads the whole file
         back at the end, which must not put a large lower file into memory. Later opens of
@@ -1135,12 +1135,9 @@ class Server:
         fd = getattr(h, "upper_fd", -1)
         o = h.inode
         if fd < 0 or flags & os.O_ACCMODE == os.O_RDONLY or len(node.handles) != 1 or node.fmt != _stat.S_IFREG \
-                or o is None or o.data is None or o.metacopy or flags & (_O_DIRECT | os.O_APPEND) \
+                or o is None or o.data is None or o.metacopy or flags & _O_DIRECT \
                 or o.mode & _SGID_NO_XGRP == _stat.S_ISGID:
-            # O_APPEND: the kernel opens its backing file with the flags of the open and
-            # keeps them, so an fcntl(F_SETFL) that clears O_APPEND later would still
-            # append; setgid without group execute: writes must come here (_drop_sgid).
-            return None
+            return None  # (setgid without group execute: writes must come here, see _drop_sgid)
         if not _in_memory(o.data) and o.data.size > PT_REREAD_MAX:
             return None
         shown = self._aliases.get(id(o))
