@@ -8,7 +8,7 @@ the chunks that were written as private ``bytearray``s.
 
 from __future__ import annotations
 
-from .nodes import Content
+from .nodes import Content, DiskBytes
 
 CHUNK = 1 << 16
 """Granularity of copy-on-write: a write privatises the 64 KiB chunks it touches."""
@@ -125,6 +125,12 @@ class Data:
         if not self.chunks and self.base_len == len(self.base) == self.size:
             return self.base
         return self.read(0, self.size)
+
+    @property
+    def over_disk(self) -> bool:
+        """True while some of the bytes are still read from a file on disk (a lazy lower
+        file's :class:`~unionfs_sim.nodes.DiskBytes` under them)."""
+        return isinstance(self.base, DiskBytes) and self.base_len > 0
 
     @property
     def private_bytes(self) -> int:

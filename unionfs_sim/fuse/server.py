@@ -95,7 +95,7 @@ from ..linux import (
     renameat2,
     set_readahead,
 )
-from ..nodes import DiskBytes, Node
+from ..nodes import Node
 from ..overlay import Inode, Loc
 from .semantics import (
     NAME_MAX,
@@ -183,7 +183,6 @@ _INVAL_ENTRY = struct.Struct("<QII")
 _BY_NODE = frozenset({GETATTR, SETATTR, OPEN, READLINK, GETXATTR, LISTXATTR, SETXATTR, REMOVEXATTR, ACCESS,
                       CREATE, MKDIR, MKNOD, SYMLINK, LINK})
 """Requests whose ENOENT can only mean the node they name is gone (not a name in it)."""
-_SGID_NO_XGRP = _stat.S_ISGID | _stat.S_IXGRP
 _CAP_FSETID = 4
 _O_DIRECT = getattr(os, "O_DIRECT", 0)
 PT_REREAD_MAX = 1 << 20
@@ -298,6 +297,12 @@ class _Node:
         self.pt: _Pt | None = None  # open with FUSE passthrough (every handle of it is)
 
 
+def _sgid_without_xgrp(mode: int) -> bool:
+    """Setgid without group execute: what only the newer ``setattr_should_drop_sgid`` drops
+    on a write by a caller outside the group (see :meth:`Server._drop_sgid`)."""
+    return mode & (_stat.S_ISGID | _stat.S_IXGRP) == _stat.S_ISGID
+
+
 def _in_group_or_capable(ctx: tuple[int, int, int], gid: int) -> bool:
     """``in_group_or_capable`` for the process behind a request: its fsgid, one of its
     supplementary groups (``/proc/PID/status``), or CAP_FSETID. A process already gone
@@ -315,11 +320,6 @@ def _in_group_or_capable(ctx: tuple[int, int, int], gid: int) -> bool:
         if line.startswith(b"CapEff:") and int(line.split()[1], 16) & (1 << _CAP_FSETID):
             return True
     return False
-
-
-def _in_memory(data: Data) -> bool:
-    """True if the model holds all of ``data`` itself (no lower file's bytes on disk)."""
-    return not isinstance(data.base, DiskBytes) or data.base_len == 0
 
 
 def _pread_all(fd: int, start: int, end: int) -> bytes:
@@ -765,7 +765,7 @@ class Server:
             obj: Inode | Node | None = h.inode if h is not None else None
             if obj is None and (loc := self._node_loc(node)) is not None:
                 obj = loc.up if loc.up is not None else loc.lo  # a lower file: copied up by the truncate
-            if obj is not None and obj.kind == "f" and obj.mode & _SGID_NO_XGRP == _stat.S_ISGID:
+            if obj is not None and obj.kind == "f" and _sgid_without_xgrp(obj.mode):
                 self._drop_sgid(node, obj, ctx)
             if h is not None and h.writable():
                 h.truncate(size)
@@ -1090,12 +1090,11 @@ class Server:
         if (fl ^ h.flags) & os.O_APPEND:  # fcntl(F_SETFL) changed it since the open
             h.set_append(bool(fl & os.O_APPEND))
         o = h.inode
-        if o is not None and o.mode & _SGID_NO_XGRP == _stat.S_ISGID and size:
+        if o is not None and size and _sgid_without_xgrp(o.mode):
             self._drop_sgid(node, o, ctx)
         # the request buffer itself: the model and the upper file copy what they keep
         n = h.write_at(body[_WRITE_IN.size:_WRITE_IN.size + size], offset)
         self._names_kept()  # data and times of an upper inode (or nothing: a device)
-        o = h.inode
         node.sig = (o.mtime_ns, o.size) if o is not None else _sig(h.stat())  # as _sig(h.stat())
         self._touch(node)
         return _WRITE_OUT.pack(n or 0, 0)
@@ -1136,9 +1135,9 @@ class Server:
         o = h.inode
         if fd < 0 or flags & os.O_ACCMODE == os.O_RDONLY or len(node.handles) != 1 or node.fmt != _stat.S_IFREG \
                 or o is None or o.data is None or o.metacopy or flags & _O_DIRECT \
-                or o.mode & _SGID_NO_XGRP == _stat.S_ISGID:
+                or _sgid_without_xgrp(o.mode):
             return None  # (setgid without group execute: writes must come here, see _drop_sgid)
-        if not _in_memory(o.data) and o.data.size > PT_REREAD_MAX:
+        if o.data.over_disk and o.data.size > PT_REREAD_MAX:
             return None
         shown = self._aliases.get(id(o))
         if shown is not None and shown - {node.id}:
@@ -1198,7 +1197,7 @@ class Server:
         assert data is not None
         size = st.st_size
         if full:
-            o.data = Data(os.pread(pt.fd, size, 0) if size < 1 << 30 else _pread_all(pt.fd, 0, size))
+            o.data = Data(_pread_all(pt.fd, 0, size))
             pt.stale = False
         else:
             data.truncate(size)  # the bytes are read at the end (no request of the file needs them before)

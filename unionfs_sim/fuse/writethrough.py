@@ -764,7 +764,7 @@ class WriteThroughHandle(Handle):
         """
         with self._fs.lock:
             o = self._inode
-            if self._wt_fd >= 0 and o is not None and o.data is not None and isinstance(o.data.base, DiskBytes):
+            if self._wt_fd >= 0 and o is not None and o.data is not None and o.data.over_disk:
                 self._own_from_upper(o.data, len(memoryview(b).cast("B")))
             n = super().write(b)
             if self._wt_fd >= 0 and o is not None and n:
