@@ -20,9 +20,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -40,6 +40,7 @@ if REASON is not None:
 
 REPO = str(Path(__file__).resolve().parent.parent)
 ENV = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
+T = TypeVar("T")
 BIG = bytes(range(256)) * 4096  # 1 MiB of lower data: its copy-up stays on disk in the model
 
 
@@ -78,6 +79,20 @@ def unmount(mnt: Path, proc: subprocess.Popen[bytes] | None = None) -> None:
     subprocess.run(["umount", str(mnt)], check=True, timeout=30)
     if proc is not None:
         proc.wait(timeout=30)
+
+
+def on_kernel(d: dict[str, Path], run: Callable[[Path], T]) -> T:
+    """``run(mountpoint)`` on the kernel's overlayfs over ``d``'s directories, unmounted after."""
+    subprocess.run(["mount", "-t", "overlay", "overlay", "-o", options(d), str(d["mnt"])], check=True)
+    try:
+        return run(d["mnt"])
+    finally:
+        unmount(d["mnt"])
+
+
+def view_of(m: Path) -> dict[str, Any]:
+    """The merged view under ``m``, keys relative to it."""
+    return {k[len(str(m)):]: v for k, v in snapshot(OsView(), str(m)).items()}
 
 
 class DropIn:
@@ -278,17 +293,8 @@ def test_passthrough_sends_no_writes(tmp_path: Path, cleanup: list[Path]) -> Non
 def test_passthrough_matches_the_kernel(tmp_path: Path, cleanup: list[Path]) -> None:
     kd = make_dirs(tmp_path / "kernel")
     cleanup.append(kd["mnt"])
-    subprocess.run(["mount", "-t", "overlay", "overlay", "-o", options(kd), str(kd["mnt"])], check=True)
-    try:
-        want = script(kd["mnt"])
-    finally:
-        unmount(kd["mnt"])
-    subprocess.run(["mount", "-t", "overlay", "overlay", "-o", options(kd), str(kd["mnt"])], check=True)
-    try:
-        want_view = snapshot(OsView(), str(kd["mnt"]))
-    finally:
-        unmount(kd["mnt"])
-    want_view = {k[len(str(kd["mnt"])):]: v for k, v in want_view.items()}
+    want = on_kernel(kd, script)
+    want_view = on_kernel(kd, view_of)
 
     for mode in ("on", "off"):
         d = make_dirs(tmp_path / mode)
@@ -296,21 +302,15 @@ def test_passthrough_matches_the_kernel(tmp_path: Path, cleanup: list[Path]) -> 
         server = DropIn(d, f"passthrough={mode}")
         try:
             got = script(d["mnt"])
-            view = snapshot(OsView(), str(d["mnt"]))
+            view = view_of(d["mnt"])
         finally:
             log = server.stop()
         assert "Traceback" not in log and "failed" not in log, log[-3000:]
         assert len(got) == len(want)
         for a, b in zip(got, want, strict=True):
             assert a == b, f"passthrough={mode}: {a[0]}"
-        assert {k[len(str(d["mnt"])):]: v for k, v in view.items()} == want_view
-        # the upperdir it left, as the kernel's overlayfs shows it
-        subprocess.run(["mount", "-t", "overlay", "overlay", "-o", options(d), str(d["mnt"])], check=True)
-        try:
-            after = snapshot(OsView(), str(d["mnt"]))
-        finally:
-            unmount(d["mnt"])
-        assert {k[len(str(d["mnt"])):]: v for k, v in after.items()} == want_view
+        assert view == want_view
+        assert on_kernel(d, view_of) == want_view  # the upperdir it left, as the kernel shows it
         shutil.rmtree(tmp_path / mode)
 
 
@@ -383,11 +383,7 @@ def test_append_flag_changed_by_fcntl(tmp_path: Path, cleanup: list[Path]) -> No
     that a kernel which fixes it, or a server change, shows."""
     kd = make_dirs(tmp_path / "kernel")
     cleanup.append(kd["mnt"])
-    subprocess.run(["mount", "-t", "overlay", "overlay", "-o", options(kd), str(kd["mnt"])], check=True)
-    try:
-        want = setfl(kd["mnt"])
-    finally:
-        unmount(kd["mnt"])
+    want = on_kernel(kd, setfl)
     assert want == [b"START lower file\nEND", b"abcX"]
     got = {}
     for mode in ("off", "on"):
