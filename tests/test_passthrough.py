@@ -290,6 +290,39 @@ def test_passthrough_sends_no_writes(tmp_path: Path, cleanup: list[Path]) -> Non
 
 
 @needs_root_fuse
+@pytest.mark.parametrize("mode", ["on", "off"])
+def test_copy_up_by_open_keeps_the_cached_attributes(tmp_path: Path, cleanup: list[Path], mode: str) -> None:
+    """An append copies a lower file up without changing what stat shows, so the server
+    leaves the kernel's cached attributes alone: Python's ``open(p, "ab")`` seeks to the end
+    with the size the kernel has, no GETATTR (it cost one round trip per copy-up)."""
+    N = 60  # appends quick enough to come between a release and the server's next idle moment
+    d = make_dirs(tmp_path)
+    (d["lower"] / "logs").mkdir()
+    for i in range(N):
+        (d["lower"] / f"logs/l{i}").write_bytes(b"%d\n" % i)
+    cleanup.append(d["mnt"])
+    server = DropIn(d, f"passthrough={mode}")
+    try:
+        for i in range(N):
+            os.stat(d["mnt"] / f"logs/l{i}")  # looked up: the kernel has the attributes
+        start = len(server.log.read_text(errors="replace"))
+        for i in range(N):
+            with open(d["mnt"] / f"logs/l{i}", "ab") as f:
+                f.write(b"more\n")
+        during = server.log.read_text(errors="replace")[start:]
+        after = [(d["mnt"] / f"logs/l{i}").read_bytes() for i in range(N)]
+    finally:
+        server.stop()
+    assert after == [b"%d\nmore\n" % i for i in range(N)]
+    assert [(d["upper"] / f"logs/l{i}").read_bytes() for i in range(N)] == after
+    opened = {line.split("node=")[1].split()[0] for line in during.splitlines() if " open node=" in line}
+    assert len(opened) == N, during
+    asked = [line for line in during.splitlines() if " getattr node=" in line
+             and line.split("node=")[1].split()[0] in opened]
+    assert asked == [], during  # (the directory, copied up first, is asked for once)
+
+
+@needs_root_fuse
 def test_passthrough_matches_the_kernel(tmp_path: Path, cleanup: list[Path]) -> None:
     kd = make_dirs(tmp_path / "kernel")
     cleanup.append(kd["mnt"])

@@ -1063,13 +1063,18 @@ class Server:
             raise errors.ReadOnly(None)
         path = self._need_path(node)
         before = self.fs.overlay.generation
+        # A write open of a lower object copies it up: its attributes as the kernel has
+        # them, to tell after whether the copy changed any (the model's copy keeps them all).
+        loc = self._node_loc(node) if writing else None
+        shown = attr_fields(self.fs.stat_at(loc)) if loc is not None and loc.up is None else None
         h = self.fs.os_open(path, flags)
         fh = self._add_handle(node, h)
         st = h.stat()
         open_flags = self._open_flags(node, st)
         if self.fs.overlay.generation != before:
-            # A copy-up (or O_TRUNC): the kernel does not know the attributes changed.
-            self._notify_inval_inode(node.id)
+            if shown is None or attr_fields(st) != shown:
+                # O_TRUNC, or a copy-up that changed them: the kernel does not know.
+                self._notify_inval_inode(node.id)
             self._changed(node, path)
         opened = self._passthrough(node, h, flags, fh) if self._pt_on else None
         return opened or _OPEN_OUT.pack(fh, open_flags, 0)
