@@ -59,6 +59,7 @@ import errno
 import fcntl
 import logging
 import os
+import select
 import socket
 import stat as _stat
 import struct
@@ -188,6 +189,9 @@ _O_DIRECT = getattr(os, "O_DIRECT", 0)
 PT_REREAD_MAX = 1 << 20
 """Largest file over a lower file's bytes given FUSE passthrough (its bytes are read back
 into the model when the last handle goes; a larger one is written through the server)."""
+PT_DEFERRED = 1
+"""Released passthrough files left to finish when the server is idle, at most (each is
+refreshed before most requests until then); none when the server has one CPU."""
 _PT_QUIET = frozenset({READ, WRITE, RELEASE, RELEASEDIR, GETXATTR, LISTXATTR, FSYNC, FSYNCDIR, STATFS, READLINK,
                        ACCESS, READDIR, OPENDIR})
 """Requests that neither answer with a file's size or times nor change anything. Before any
@@ -341,8 +345,9 @@ class _Pt:
     The kernel sends no READ or WRITE for it: the bytes go straight to the upper file, which
     is where write-through puts them anyway. The model takes the upper file's size and
     times before it answers for the file or changes anything (GETATTR, LOOKUP, SETXATTR,
-    ...), and its bytes when the last handle is released (or when another node's READ
-    needs them). Nothing tells the server where the kernel wrote (mmap, pwrite, an
+    ...), and its bytes soon after the last handle is released (when the server next finds
+    no request waiting: :meth:`Server._pt_idle`), or when another node's READ needs them;
+    an open before then joins it again. Nothing tells the server where the kernel wrote (mmap, pwrite, an
     O_APPEND cleared by fcntl), so it is always the whole file.
     """
 
@@ -404,6 +409,9 @@ class Server:
         self._handles = Handles()
         self._pt_on = False  # passthrough agreed with the kernel at INIT and not refused since
         self._pt_live: dict[int, _Node] = {}  # node id -> node with passthrough handles open
+        self._pt_done: collections.deque[_Node] = collections.deque()  # last handle gone, not yet finished
+        # On one CPU the client waits while the server finishes anyway: no point deferring.
+        self._pt_deferred = PT_DEFERRED if len(os.sched_getaffinity(0)) > 1 else 0
         self._pt_fhs: set[int] = set()
         self._handle_node: dict[int, int] = {}
         self._fd = -1
@@ -1181,6 +1189,21 @@ class Server:
         pt.count -= 1
         if pt.count > 0:
             return
+        # Finished when the request loop finds nothing to answer (RELEASE comes after the
+        # client's close returned, so it waits for nobody; the client's next request does),
+        # or at once if another waits already: a released file is as one open with
+        # passthrough until then (refreshed before requests, rejoined by an open).
+        done = self._pt_done
+        done.append(node)
+        if len(done) > self._pt_deferred:
+            self._pt_finish(done.popleft())
+
+    def _pt_finish(self, node: _Node) -> None:
+        """A released passthrough file: the model takes its bytes, the backing id goes
+        (unless an open came back to it meanwhile)."""
+        pt = node.pt
+        if pt is None or pt.count > 0:
+            return
         node.pt = None
         self._pt_live.pop(node.id, None)
         try:
@@ -1189,6 +1212,23 @@ class Server:
             with contextlib.suppress(OSError):
                 fcntl.ioctl(self._fd, BACKING_CLOSE, bytearray(struct.pack("<I", pt.id)), True)
             os.close(pt.fd)
+
+    def _pt_idle(self, waiting: Any) -> None:
+        """Between requests: finish the released passthrough files if no request waits
+        (``waiting``: this thread's poll of /dev/fuse)."""
+        if waiting.poll(0):
+            return
+        with self._lock:
+            # As a request begins: changes since the last one count first (a copy-up by the
+            # request just answered moves the names epoch), for the take vouches only for itself.
+            self._names()
+            done = self._pt_done
+            while done:
+                try:
+                    self._pt_finish(done.popleft())
+                except Exception as e:  # no request to answer with it: logged, the loop goes on
+                    self.unexpected.append(e)
+                    log.exception("unionfs_sim FUSE: finishing a passthrough file failed")
 
     def _pt_take(self, node: _Node, pt: _Pt, full: bool) -> None:
         """Bring the model's inode up to the upper file the kernel wrote: size and times,
@@ -1210,8 +1250,12 @@ class Server:
         o.atime_ns, o.mtime_ns, o.ctime_ns = st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns
         pt.seen = seen
         node.sig = None  # the kernel kept no pages of it: the next open must not keep any
+        # Data and times of an upper inode: no name moved, so the names epoch may stay, if
+        # it was current before (a copy-up not yet counted must still move it).
+        current = self._ov.generation == self._seen
         self._ov.changed()
-        self._names_kept()  # data and times of an upper inode: no name moved
+        if current:
+            self._names_kept()
         self._touch(node)
 
     def _pt_refresh(self) -> None:
@@ -1240,6 +1284,7 @@ class Server:
                     os.close(pt.fd)
                 node.pt = None
         self._pt_live.clear()
+        self._pt_done.clear()
         self._pt_fhs.clear()
 
     # --- the loop ---------------------------------------------------------------------------
@@ -1272,8 +1317,12 @@ class Server:
         pack_out = _OUT.pack
         bufs = [buf]
         pt_live = self._pt_live
+        waiting = select.poll()  # per thread: one poll object may not poll in two at once
+        waiting.register(fd, select.POLLIN)
         try:
             while True:
+                if self._pt_done:
+                    self._pt_idle(waiting)
                 try:
                     n = os.readv(fd, bufs)
                 except OSError as e:
