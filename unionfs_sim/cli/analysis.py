@@ -26,7 +26,7 @@ from ..errors import FormatError
 from ..image import Image
 from ..nodes import Dir, File, Symlink
 from ..progress import Progress
-from .sources import load_image, parse_source
+from .sources import load_image, named, parse_source
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -143,7 +143,7 @@ def _load(name: str, tag: str | None = None) -> Image:
         except click.ClickException:
             raise
         except (OSError, FormatError, LookupError, ValueError) as e:
-            raise click.ClickException(f"{name}: {e}") from None
+            raise click.ClickException(named(name, e)) from None
 
 
 def _scan(name: str, tag: str | None = None) -> analysis.ImageLike:
@@ -155,7 +155,7 @@ def _scan(name: str, tag: str | None = None) -> analysis.ImageLike:
         try:
             return analysis.scan(src.path, tag=src.tag, progress=hook)
         except (OSError, FormatError, LookupError, ValueError) as e:
-            raise click.ClickException(f"{name}: {e}") from None
+            raise click.ClickException(named(name, e)) from None
 
 
 def _human(n: int) -> str:

@@ -20,7 +20,7 @@ from ..fuse.options import parse as options_parse
 from ..image import Image
 from ..layer import Layer
 from ..options import OverlayOptions
-from .sources import load_image
+from .sources import load_image, named
 
 
 def load_source(source: str, tag: str | None = None, platform: str | None = None) -> Image:
@@ -134,7 +134,7 @@ def _mount(source: str, mountpoint: str, tag: str | None, platform: str | None, 
     try:
         image = load_source(source, tag, platform)
     except (LookupError, ValueError, OSError) as e:
-        raise click.ClickException(f"cannot load {source}: {e}") from None
+        raise click.ClickException(f"cannot load {named(source, e)}") from None
     target: Image | Container | FileSystem = image
     container: Container | None = None
     work: str | None = None

@@ -41,6 +41,18 @@ class Source:
         return f"{self.transport}:{self.path}" + (f":{self.tag}" if self.tag else "")
 
 
+def named(name: str, e: BaseException) -> str:
+    """``e``'s message about input ``name``, naming it once: a loader's error begins with
+    the file it read already (a ``docker-archive:`` prefix or a tag aside)."""
+    transport, sep, rest = name.partition(":")
+    path = rest.partition(":")[0] if sep and transport in TRANSPORTS else name
+    if isinstance(e, OSError) and e.strerror:
+        inside = os.fsdecode(e.filename) if e.filename is not None else path
+        return f"{name}: {e.strerror}" if inside in (name, path) else f"{name}: {inside}: {e.strerror}"
+    msg = str(e)
+    return msg if msg.startswith((f"{name}:", f"{path}:")) else f"{name}: {msg}"
+
+
 def parse_source(name: str, tag: str | None = None) -> Source:
     """Parse ``name`` (see the module docs); ``tag`` (a ``--tag`` option) fills in a missing tag.
 
