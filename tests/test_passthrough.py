@@ -15,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import mmap
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -106,10 +107,15 @@ sys.exit(main())
 """
 
 
+def soft_nofile(n: int) -> None:
+    """This process's soft limit of open files at ``n`` (the hard one stays)."""
+    resource.setrlimit(resource.RLIMIT_NOFILE, (n, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
+
 class DropIn:
     """The drop-in serving ``d`` in the foreground with every request logged (``-d``)."""
 
-    def __init__(self, d: dict[str, Path], *more: str, never_idle: bool = False) -> None:
+    def __init__(self, d: dict[str, Path], *more: str, never_idle: bool = False, nofile: int | None = None) -> None:
         self.log = d["mnt"].parent / f"dropin-{len(list(d['mnt'].parent.glob('dropin-*')))}.log"
         opts = ",".join([options(d), *more])
         self.mnt = d["mnt"]
@@ -118,7 +124,8 @@ class DropIn:
             run = ["-c", NEVER_IDLE]
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen([sys.executable, *run, "-d", "-o", opts,
-                                          str(self.mnt)], stdout=out, stderr=subprocess.STDOUT, env=ENV)
+                                          str(self.mnt)], stdout=out, stderr=subprocess.STDOUT, env=ENV,
+                                         preexec_fn=None if nofile is None else lambda: soft_nofile(nofile))
         wait_mounted(self.mnt, self.proc, self.log)
 
     def stop(self) -> str:
@@ -334,6 +341,30 @@ def test_copy_up_by_open_keeps_the_cached_attributes(tmp_path: Path, cleanup: li
     asked = [line for line in during.splitlines() if " getattr node=" in line
              and line.split("node=")[1].split()[0] in opened]
     assert asked == [], during  # (the directory, copied up first, is asked for once)
+
+
+@needs_root_fuse
+def test_many_files_open_at_once_under_a_low_soft_limit(tmp_path: Path, cleanup: list[Path]) -> None:
+    """Started with a soft limit of 256 open files, the drop-in raises it to the hard limit
+    (as fuse-overlayfs does): 400 files open for writing at once hold two upper descriptors
+    each in the server, and about the 125th open would fail with EMFILE."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard < 4096:
+        pytest.skip(f"the hard limit of open files here is {hard}: no room above the test's 256")
+    d = make_dirs(tmp_path)
+    cleanup.append(d["mnt"])
+    server = DropIn(d, nofile=256)
+    try:
+        os.mkdir(d["mnt"] / "many")
+        files = [open(d["mnt"] / f"many/f{i}", "wb") for i in range(400)]  # noqa: SIM115 - all open at once
+        for i, f in enumerate(files):
+            f.write(b"%d" % i)
+        for f in files:
+            f.close()
+    finally:
+        log = server.stop()
+    assert "Traceback" not in log, log[-3000:]
+    assert sorted(int((d["upper"] / f"many/f{i}").read_bytes()) for i in range(400)) == list(range(400))
 
 
 @needs_root_fuse

@@ -357,6 +357,20 @@ def _workdir_lock(workdir: str | None) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
+def _raise_nofile() -> None:
+    """The soft limit of open files up to the hard one, as fuse-overlayfs does: every file
+    a client holds open for writing holds upper descriptors here (1,024, a common soft
+    limit, would refuse the 1,025th open with EMFILE)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as e:
+            log.warning("cannot raise the open files limit from %d to %d: %s", soft, hard, e)
+
+
 def serve(cfg: Config, ready: _Ready | None = None) -> int:
     """Build the model, mount, serve until unmounted or signalled."""
     from .. import fuse
@@ -366,6 +380,7 @@ def serve(cfg: Config, ready: _Ready | None = None) -> int:
         logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, format=f"{PROG}: %(message)s")
     for name in cfg.ignored:
         log.debug("ignoring option %s", name)
+    _raise_nofile()
     with _workdir_lock(cfg.workdir):
         # Lazy lowers: a directory is read from disk when first looked up, a file's bytes
         # when a client reads or copies them up, so mounting reads no lower entry and the
