@@ -346,8 +346,8 @@ def test_copy_up_by_open_keeps_the_cached_attributes(tmp_path: Path, cleanup: li
 @needs_root_fuse
 def test_many_files_open_at_once_under_a_low_soft_limit(tmp_path: Path, cleanup: list[Path]) -> None:
     """Started with a soft limit of 256 open files, the drop-in raises it to the hard limit
-    (as fuse-overlayfs does): 400 files open for writing at once hold two upper descriptors
-    each in the server, and about the 125th open would fail with EMFILE."""
+    (as fuse-overlayfs does): 400 files open for writing at once hold an upper descriptor
+    each in the server, and the open past 256 would fail with EMFILE."""
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if hard != resource.RLIM_INFINITY and hard < 4096:
         pytest.skip(f"the hard limit of open files here is {hard}: no room above the test's 256")

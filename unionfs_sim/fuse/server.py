@@ -68,7 +68,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol, cast
 
 from .. import errors
 from ..content import Data
@@ -338,6 +338,12 @@ def _pread_all(fd: int, start: int, end: int) -> bytes:
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
+class _UpperBacked(Protocol):
+    """A handle writing through to an upper file (``fuse.writethrough.WriteThroughHandle``)."""
+
+    def lend_upper_fd(self) -> int: ...
+
+
 class _Pt:
     """An upper file the kernel reads and writes itself while it is open (FUSE passthrough):
     its backing id, and what the model has taken in of the kernel's writes.
@@ -355,7 +361,7 @@ class _Pt:
 
     def __init__(self, backing: int, fd: int, inode: Inode) -> None:
         self.id = backing
-        self.fd = fd  # our own read-write descriptor of the upper file
+        self.fd = fd  # the upper file's read-write descriptor, lent by the first handle
         self.inode = inode
         self.count = 0  # open handles of the node (all of them passthrough)
         self.seen = (inode.size, inode.mtime_ns, inode.ctime_ns)  # the upper file as last taken in
@@ -1155,13 +1161,9 @@ class Server:
         shown = self._aliases.get(id(o))
         if shown is not None and shown - {node.id}:
             return None
-        own = -1
         try:
-            own = os.dup(fd)
-            backing = fcntl.ioctl(self._fd, BACKING_OPEN, bytearray(_BACKING_MAP.pack(own, 0, 0)), True)
+            backing = fcntl.ioctl(self._fd, BACKING_OPEN, bytearray(_BACKING_MAP.pack(fd, 0, 0)), True)
         except OSError as e:
-            if own >= 0:
-                os.close(own)
             if e.errno in (errno.EMFILE, errno.ENFILE):
                 return None  # this file only: served without passthrough
             # EPERM (not CAP_SYS_ADMIN), ELOOP (an upper on a stacked filesystem), ...: the
@@ -1170,7 +1172,9 @@ class Server:
             log.info("unionfs_sim FUSE: no passthrough (%s); reads and writes go through the server",
                      os.strerror(e.errno or 0))
             return None
-        node.pt = pt = _Pt(int(backing), own, o)
+        # The handle's descriptor becomes the file's own: this handle (released first or
+        # with the others) leaves it open, the finish closes it.
+        node.pt = pt = _Pt(int(backing), cast(_UpperBacked, h).lend_upper_fd(), o)
         self._pt_live[node.id] = node
         return self._pt_opened(pt, fh)
 

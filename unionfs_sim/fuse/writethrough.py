@@ -748,6 +748,7 @@ class WriteThroughHandle(Handle):
     """An open file of a :class:`WriteThroughFS`: writes and truncates also go to the upper file."""
 
     _wt_fd = -1
+    _wt_lent = False
     _wt: UpperDir
 
     def __init__(self, fs: FileSystem, path: str, loc: Loc, inode: Inode | None, flags: int) -> None:
@@ -851,10 +852,16 @@ class WriteThroughHandle(Handle):
         if self._wt_fd >= 0 and self._wt.fsync:
             os.fsync(self._wt_fd)
 
+    def lend_upper_fd(self) -> int:
+        """The upper file's descriptor, from now on closed by the caller, not by :meth:`close`
+        (which must come before the caller closes it: the handle writes through it until then)."""
+        self._wt_lent = True
+        return self._wt_fd
+
     def close(self) -> None:
-        """Close the handle and its upper file."""
+        """Close the handle and its upper file (unless lent: see :meth:`lend_upper_fd`)."""
         fd, self._wt_fd = self._wt_fd, -1
-        if fd >= 0:
+        if fd >= 0 and not self._wt_lent:
             os.close(fd)
         super().close()
 
