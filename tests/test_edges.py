@@ -223,8 +223,9 @@ def test_mount_explains_a_missing_mountpoint_and_bad_input(tmp_path: Path) -> No
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert "trunc.tar: truncated or corrupt archive after member" in r.stderr
     # Every command names the bad input once (the loaders' messages begin with it already).
-    for args in (["mount", str(tmp_path / "trunc.tar"), str(tmp_path / "mnt")], ["history", str(tmp_path / "trunc.tar")],
-                 ["layers", f"docker-archive:{tmp_path / 'trunc.tar'}"], ["layers", str(tmp_path / "gone.tar")]):
+    trunc = str(tmp_path / "trunc.tar")
+    for args in (["mount", trunc, str(tmp_path / "mnt")], ["history", trunc], ["layers", f"docker-archive:{trunc}"],
+                 ["layers", str(tmp_path / "gone.tar")]):
         r = subprocess.run([*CLI, *args], capture_output=True, text=True, env=ENV, timeout=60, check=False)
         assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
         assert r.stderr.count(".tar") == 1, r.stderr
