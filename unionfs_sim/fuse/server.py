@@ -1202,19 +1202,21 @@ class Server:
         if len(done) > self._pt_deferred:
             self._pt_finish(done.popleft())
 
-    def _pt_finish(self, node: _Node) -> None:
+    def _pt_finish(self, node: _Node, *, ended: bool = False) -> None:
         """A released passthrough file: the model takes its bytes, the backing id goes
-        (unless an open came back to it meanwhile)."""
+        (unless an open came back to it meanwhile). ``ended``: the connection is gone, and
+        with it the kernel's ids and open files, whatever the count."""
         pt = node.pt
-        if pt is None or pt.count > 0:
+        if pt is None or pt.count > 0 and not ended:
             return
         node.pt = None
         self._pt_live.pop(node.id, None)
         try:
             self._pt_take(node, pt, full=True)
         finally:
-            with contextlib.suppress(OSError):
-                fcntl.ioctl(self._fd, BACKING_CLOSE, bytearray(struct.pack("<I", pt.id)), True)
+            if not ended:
+                with contextlib.suppress(OSError):
+                    fcntl.ioctl(self._fd, BACKING_CLOSE, bytearray(struct.pack("<I", pt.id)), True)
             os.close(pt.fd)
 
     def _pt_idle(self, waiting: Any) -> None:
@@ -1278,16 +1280,8 @@ class Server:
         """The connection ended: the model takes what the kernel wrote, and what passthrough
         held is closed (the kernel dropped the ids)."""
         for node in list(self._pt_live.values()):
-            pt = node.pt
-            if pt is not None:
-                try:
-                    self._pt_take(node, pt, full=True)
-                except OSError:
-                    pass
-                finally:
-                    os.close(pt.fd)
-                node.pt = None
-        self._pt_live.clear()
+            with contextlib.suppress(OSError):
+                self._pt_finish(node, ended=True)
         self._pt_done.clear()
         self._pt_fhs.clear()
 
