@@ -44,8 +44,10 @@ class Source:
 def named(name: str, e: BaseException) -> str:
     """``e``'s message about input ``name``, naming it once: a loader's error begins with
     the file it read already (a ``docker-archive:`` prefix or a tag aside)."""
-    transport, sep, rest = name.partition(":")
-    path = rest.partition(":")[0] if sep and transport in TRANSPORTS else name
+    try:
+        path = parse_source(name).path
+    except click.BadParameter:
+        path = name
     if isinstance(e, OSError) and e.strerror:
         inside = os.fsdecode(e.filename) if e.filename is not None else path
         return f"{name}: {e.strerror}" if inside in (name, path) else f"{name}: {inside}: {e.strerror}"
